@@ -1,0 +1,76 @@
+"""Derived indices over a function: who produces a value, who consumes it.
+
+They are pure functions of an immutable Function, memoized by identity in a
+small LRU (never stored on the nodes as mutable back-pointers).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+from ir.core import Function, Op, Var
+
+
+@dataclass(frozen=True)
+class UseDef:
+    producers: dict  # var name -> Op (absent for block inputs)
+    consumers: dict  # var name -> tuple[Op], ops of any block that read it
+    block_outputs: frozenset  # names of vars returned by any block of the function
+    names: frozenset  # every var and op name in the function
+
+    def producer(self, var: Var) -> Optional[Op]:
+        return self.producers.get(var.name)
+
+    def consumers_of(self, var: Var) -> tuple:
+        return self.consumers.get(var.name, ())
+
+    def is_block_output(self, var: Var) -> bool:
+        return var.name in self.block_outputs
+
+
+def _index(fn: Function) -> UseDef:
+    producers, consumers, outs, names = {}, {}, set(), set()
+
+    def visit(block):
+        outs.update(v.name for v in block.outputs)
+        names.update(v.name for v in block.inputs)
+        for op in block.ops:
+            names.add(op.name)
+            for v in op.input_vars():
+                consumers.setdefault(v.name, []).append(op)
+            for v in op.outputs:
+                producers[v.name] = op
+                names.add(v.name)
+            for b in op.blocks:
+                visit(b)
+
+    visit(fn.block)
+    return UseDef(producers, {k: tuple(v) for k, v in consumers.items()}, frozenset(outs), frozenset(names))
+
+
+class _IdentityLRU:
+    """Cache keyed by object identity; holds the key so the id stays valid."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, obj, compute):
+        key = id(obj)
+        hit = self.items.get(key)
+        if hit is not None and hit[0] is obj:
+            self.items.move_to_end(key)
+            return hit[1]
+        val = compute(obj)
+        self.items[key] = (obj, val)
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return val
+
+
+_USE_DEF = _IdentityLRU()
+
+
+def use_def(fn: Function) -> UseDef:
+    return _USE_DEF.get(fn, _index)

@@ -1,0 +1,216 @@
+"""The IR data model: TensorType, Var, Op, Block, Function, Program.
+
+Every node is a frozen slots dataclass holding tuples / pyrsistent
+collections; numpy arrays inside are read-only. Nodes compare by identity
+(`new is old` means "unchanged"); structural equality is `ir.equality`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, NamedTuple, Optional, Union
+
+import numpy as np
+from pyrsistent import PMap, PVector, pmap, pvector
+
+from ir.dtypes import DType, dtype as _dtype
+
+Dim = Union[int, str]  # a str dim is symbolic
+
+
+class InvalidProgram(ValueError):
+    """A program breaks an IR rule; the message names the op and the rule."""
+
+
+class TensorType(NamedTuple):
+    dtype: str
+    shape: tuple
+
+    @classmethod
+    def of(cls, dt, shape=()) -> "TensorType":
+        return cls(_dtype(dt).name, tuple(d if isinstance(d, str) else int(d) for d in shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dt(self) -> DType:
+        return _dtype(self.dtype)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+
+def frozen_array(value, storage: Optional[np.dtype] = None) -> np.ndarray:
+    """A read-only array; copies only when the input is writeable or the dtype differs."""
+    arr = np.asarray(value) if storage is None else np.asarray(value, dtype=storage)
+    if arr.flags.writeable:
+        arr = arr.copy()
+        arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Var:
+    """A value. `val` is set for values known at build time (const outputs)."""
+
+    name: str
+    type: TensorType
+    val: Optional[np.ndarray] = None
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    @property
+    def rank(self) -> int:
+        return len(self.type.shape)
+
+    def __repr__(self) -> str:
+        return f"%{self.name}:{self.type}"
+
+
+OpInput = Union[Var, tuple]  # a Var, or a tuple of Vars for variadic inputs
+
+EMPTY_MAP: PMap = pmap()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Block:
+    inputs: tuple  # tuple[Var]
+    ops: PVector  # PVector[Op], topologically ordered
+    outputs: tuple  # tuple[Var]
+
+    @classmethod
+    def make(cls, inputs=(), ops=(), outputs=()) -> "Block":
+        return cls(tuple(inputs), ops if isinstance(ops, PVector) else pvector(ops), tuple(outputs))
+
+    def replace(self, **changes) -> "Block":
+        return Block.make(changes.get("inputs", self.inputs), changes.get("ops", self.ops),
+                          changes.get("outputs", self.outputs))
+
+    def walk(self) -> Iterator["Op"]:
+        """Every op of this block and of its nested blocks, parents first."""
+        for op in self.ops:
+            yield op
+            for b in op.blocks:
+                yield from b.walk()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Op:
+    op_type: str
+    name: str
+    inputs: PMap  # input name -> Var | tuple[Var]
+    outputs: tuple  # tuple[Var]
+    attrs: PMap = EMPTY_MAP  # static attributes (const's "val", foreign ops' attributes)
+    blocks: tuple = ()  # nested Blocks
+    _fp: Any = field(default=None, repr=False)  # memoized local fingerprint
+
+    @classmethod
+    def make(cls, op_type, name, inputs=None, outputs=(), attrs=None, blocks=()) -> "Op":
+        ins = {k: v for k, v in (inputs or {}).items() if v is not None}
+        return cls(op_type, name, pmap(ins) if ins else EMPTY_MAP, tuple(outputs),
+                   pmap(attrs) if attrs else EMPTY_MAP, tuple(blocks))
+
+    def replace(self, **changes) -> "Op":
+        kw = dict(op_type=self.op_type, name=self.name, inputs=self.inputs,
+                  outputs=self.outputs, attrs=self.attrs, blocks=self.blocks)
+        kw.update(changes)
+        return Op.make(**kw)
+
+    @property
+    def output(self) -> Var:
+        return self.outputs[0]
+
+    def get(self, input_name: str, default=None):
+        return self.inputs.get(input_name, default)
+
+    def input_vars(self) -> Iterator[Var]:
+        for v in self.inputs.values():
+            if isinstance(v, tuple):
+                yield from v
+            else:
+                yield v
+
+    def __getattr__(self, item):
+        # seed-style access: op.x, op.scale -> the input Var, or None when absent
+        if item.startswith("_"):
+            raise AttributeError(item)
+        return self.inputs.get(item)
+
+    def __repr__(self) -> str:
+        outs = ", ".join(repr(v) for v in self.outputs)
+        return f"<Op {self.op_type} {self.name!r} -> {outs}>"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Function:
+    name: str
+    block: Block
+    opset: str = "iOS18"
+
+    @property
+    def inputs(self) -> tuple:
+        return self.block.inputs
+
+    @property
+    def outputs(self) -> tuple:
+        return self.block.outputs
+
+    @property
+    def ops(self) -> PVector:
+        return self.block.ops
+
+    def replace(self, **changes) -> "Function":
+        return Function(changes.get("name", self.name), changes.get("block", self.block),
+                        changes.get("opset", self.opset))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Program:
+    functions: PMap  # name -> Function
+    attrs: PMap = EMPTY_MAP
+    _digest: Any = field(default=None, repr=False)
+
+    @classmethod
+    def make(cls, functions, attrs=None) -> "Program":
+        if not isinstance(functions, dict) and not isinstance(functions, PMap):
+            functions = {f.name: f for f in functions}
+        return cls(pmap(functions), pmap(attrs) if attrs else EMPTY_MAP)
+
+    @property
+    def main(self) -> Function:
+        return self.functions["main"]
+
+    def with_function(self, fn: Function) -> "Program":
+        return Program(self.functions.set(fn.name, fn), self.attrs)
+
+    def walk(self) -> Iterator[tuple]:
+        """(function, op) for every op, nested blocks included."""
+        for fname in sorted(self.functions):
+            f = self.functions[fname]
+            for op in f.block.walk():
+                yield f, op
+
+    @property
+    def digest(self) -> str:
+        d = self._digest
+        if d is None:
+            from ir.digest import program_digest
+
+            d = program_digest(self)
+            object.__setattr__(self, "_digest", d)
+        return d
+
+    def __repr__(self) -> str:
+        n = sum(1 for _ in self.walk())
+        return f"<Program {sorted(self.functions)} ops={n} digest={self.digest[:12]}>"

@@ -1,0 +1,7 @@
+"""The op table. Importing this package registers every core op."""
+from ir.ops import control, elementwise, layout, nn, quant  # noqa: F401  (registration)
+from ir.ops.registry import (FOREIGN, REGISTRY, Context, In, OpError, OpSchema, foreign_handler,
+                             is_foreign, register, register_foreign, schema)
+
+__all__ = ["REGISTRY", "FOREIGN", "Context", "In", "OpError", "OpSchema", "foreign_handler",
+           "is_foreign", "register", "register_foreign", "schema"]

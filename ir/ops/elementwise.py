@@ -1,0 +1,95 @@
+"""Elementwise ops: binary arithmetic with numpy broadcasting, and activations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ir.ops.registry import In, OpError, op, register, tt, value
+from ir.ops.shape_util import broadcast
+
+
+def _binary_infer(name):
+    def infer(ins, attrs):
+        x, y = ins["x"], ins["y"]
+        if x.dtype != y.dtype:
+            raise OpError(f"{name}: x is {x.dtype} but y is {y.dtype}")
+        return [tt(x.dtype, broadcast(x.shape, y.shape, f"{name}: "))]
+    return infer
+
+
+def _same_type(ins, attrs):
+    return [ins["x"].type]
+
+
+BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "real_div": np.true_divide,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "pow": np.power,
+}
+
+for _name, _fn in BINARY.items():
+    register(_name, [In("x"), In("y")], _binary_infer(_name),
+             (lambda fn: lambda v, ctx: [fn(v["x"], v["y"])])(_fn),
+             doc=f"elementwise {_fn.__name__} of x and y, numpy broadcasting")
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _gelu(x, mode):
+    x64 = x.astype(np.float64)
+    if mode == "TANH_APPROXIMATION":
+        return 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+    if mode == "SIGMOID_APPROXIMATION":
+        return x64 / (1 + np.exp(-1.702 * x64))
+    return 0.5 * x64 * (1 + _erf(x64 / math.sqrt(2)))
+
+
+UNARY = {
+    "relu": lambda x: np.maximum(x, 0),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda x: 1 / np.sqrt(x),
+    "abs": np.abs,
+    "neg": np.negative,
+    "erf": _erf,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "sign": np.sign,
+}
+
+for _name, _fn in UNARY.items():
+    register(_name, [In("x")], _same_type, (lambda fn: lambda v, ctx: [fn(v["x"])])(_fn),
+             doc=f"elementwise {_name}")
+
+
+@op("gelu", [In("x"), In("mode", optional=True, const=True)], _same_type)
+def _gelu_kernel(v, ctx):
+    """gelu with mode EXACT (default), TANH_APPROXIMATION or SIGMOID_APPROXIMATION"""
+    mode = v.get("mode")
+    return [_gelu(v["x"], "EXACT" if mode is None else str(mode))]
+
+
+@op("clip", [In("x"), In("alpha", const=True), In("beta", const=True)], _same_type)
+def _clip(v, ctx):
+    """clip x to [alpha, beta]"""
+    return [np.clip(v["x"], v["alpha"], v["beta"])]
+
+
+def _cast_infer(ins, attrs):
+    return [tt(str(value(ins, "dtype")), ins["x"].shape)]
+
+
+@op("cast", [In("x"), In("dtype", const=True)], _cast_infer)
+def _cast(v, ctx):
+    """convert x to dtype (float -> int truncates toward zero, as numpy does)"""
+    return [v["x"].astype(ctx.out_types[0].dt.storage)]

@@ -1,0 +1,122 @@
+"""Ops are data: one OpSchema per op type.
+
+A schema lists the op's inputs (by name, with which are optional, variadic or
+must be known at build time), how to infer output types from input Vars, and
+how to compute outputs with numpy. The builder, the validator, the
+interpreter and the text parser all read this one table.
+
+Foreign ops (types with a dotted prefix, e.g. ``onnx.Softmax``) carry their
+own output types; a format module registers an evaluator for its prefix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ir.core import TensorType
+
+
+class OpError(ValueError):
+    """Wrong inputs for an op: the message names the op and the mismatch."""
+
+
+@dataclass(frozen=True)
+class In:
+    name: str
+    optional: bool = False
+    variadic: bool = False
+    const: bool = False  # the value must be known when the op is built
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a kernel may need besides its input values."""
+
+    out_types: tuple
+    attrs: dict
+    run_block: Optional[Callable] = None  # (block, args) -> outputs, for ops with blocks
+    op: object = None
+
+
+@dataclass(frozen=True)
+class OpSchema:
+    op_type: str
+    inputs: tuple  # tuple[In]
+    infer: Callable  # (ins: dict[str, Var|tuple|None], attrs) -> list[TensorType]
+    compute: Callable  # (vals: dict[str, ndarray|tuple|None], ctx: Context) -> list[ndarray]
+    n_blocks: int = 0
+    doc: str = ""
+
+    @property
+    def input_names(self) -> tuple:
+        return tuple(i.name for i in self.inputs)
+
+    def spec(self, name: str) -> Optional[In]:
+        for i in self.inputs:
+            if i.name == name:
+                return i
+        return None
+
+
+REGISTRY: dict[str, OpSchema] = {}
+
+
+@dataclass(frozen=True)
+class ForeignHandler:
+    infer: Optional[Callable]  # may be None: foreign ops keep the types they were given
+    compute: Callable  # (op, vals: dict[str, ndarray], out_types) -> list[ndarray]
+
+
+FOREIGN: dict[str, ForeignHandler] = {}
+
+
+def register(op_type: str, inputs, infer, compute, n_blocks=0, doc=""):
+    REGISTRY[op_type] = OpSchema(op_type, tuple(inputs), infer, compute, n_blocks, doc)
+    return REGISTRY[op_type]
+
+
+def op(op_type: str, inputs, infer, n_blocks=0):
+    """Decorator form: the decorated function is the kernel."""
+
+    def wrap(compute):
+        register(op_type, inputs, infer, compute, n_blocks, (compute.__doc__ or "").strip())
+        return compute
+
+    return wrap
+
+
+def register_foreign(prefix: str, compute, infer=None):
+    FOREIGN[prefix] = ForeignHandler(infer, compute)
+
+
+def is_foreign(op_type: str) -> bool:
+    return "." in op_type
+
+
+def foreign_handler(op_type: str) -> Optional[ForeignHandler]:
+    return FOREIGN.get(op_type.split(".", 1)[0])
+
+
+def schema(op_type: str) -> OpSchema:
+    try:
+        return REGISTRY[op_type]
+    except KeyError:
+        raise OpError(f"unknown op type {op_type!r}") from None
+
+
+# ---- helpers shared by schema modules -------------------------------------
+
+def value(ins: dict, name: str, default=None):
+    """The build-time value of an input (a Var with .val), or default when absent."""
+    v = ins.get(name)
+    if v is None:
+        return default
+    if v.val is None:
+        raise OpError(f"input {name!r} must be a constant")
+    return v.val
+
+
+def tt(dtype, shape) -> TensorType:
+    return TensorType.of(dtype, shape)
