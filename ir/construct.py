@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from ir.core import Op, TensorType, Var, frozen_array
-from ir.dtypes import dtype as lookup_dtype, from_numpy, fits
+from ir.dtypes import UnknownDType, dtype as lookup_dtype, from_numpy, fits
 from ir.ops import OpError, is_foreign, schema
 from ir.ops.control import const_type
 
@@ -61,7 +61,7 @@ def infer_types(op_type: str, name: str, inputs: dict, attrs: Optional[dict] = N
             raise OpError(f"{op_type} {name!r}: missing required input {spec.name!r}")
     try:
         return sch.infer(inputs, attrs or {})
-    except OpError as e:
+    except (OpError, UnknownDType) as e:
         raise OpError(f"{op_type} {name!r}: {e}") from None
     except (TypeError, IndexError, KeyError, AttributeError) as e:
         raise OpError(f"{op_type} {name!r}: inputs do not fit the op ({type(e).__name__}: {e})") from None

@@ -22,6 +22,12 @@ def _same_type(ins, attrs):
     return [ins["x"].type]
 
 
+def _float_same(ins, attrs):
+    if not ins["x"].type.dt.is_float:
+        raise OpError(f"x must be a float tensor, got {ins['x'].dtype}")
+    return [ins["x"].type]
+
+
 BINARY = {
     "add": np.add,
     "sub": np.subtract,
@@ -72,7 +78,17 @@ for _name, _fn in UNARY.items():
              doc=f"elementwise {_name}")
 
 
-@op("gelu", [In("x"), In("mode", optional=True, const=True)], _same_type)
+GELU_MODES = ("EXACT", "TANH_APPROXIMATION", "SIGMOID_APPROXIMATION")
+
+
+def _gelu_infer(ins, attrs):
+    mode = value(ins, "mode")
+    if mode is not None and str(mode) not in GELU_MODES:
+        raise OpError(f"gelu: mode {str(mode)!r} is not one of {', '.join(GELU_MODES)}")
+    return _float_same(ins, attrs)
+
+
+@op("gelu", [In("x"), In("mode", optional=True, const=True)], _gelu_infer)
 def _gelu_kernel(v, ctx):
     """gelu with mode EXACT (default), TANH_APPROXIMATION or SIGMOID_APPROXIMATION"""
     mode = v.get("mode")

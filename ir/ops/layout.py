@@ -48,7 +48,7 @@ def _reshape_infer(ins, attrs):
 @op("reshape", [In("x"), In("shape", const=True)], _reshape_infer)
 def _reshape(v, ctx):
     """reshape x; -1 infers one dim, 0 copies the input dim"""
-    return [np.reshape(v["x"], ctx.out_types[0].shape)]
+    return [np.reshape(v["x"], reshape_target(v["x"].shape, v["shape"]))]
 
 
 def _axes(ins, name="axes"):
@@ -60,6 +60,8 @@ def _expand_dims_infer(ins, attrs):
     x, axes = ins["x"], _axes(ins)
     rank = x.rank + len(axes)
     axes = sorted(norm_axis(a, rank, "expand_dims axis") for a in axes)
+    if len(set(axes)) != len(axes):
+        raise OpError(f"expand_dims: repeated axes {_axes(ins)}")
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
@@ -69,7 +71,9 @@ def _expand_dims_infer(ins, attrs):
 @op("expand_dims", [In("x"), In("axes", const=True)], _expand_dims_infer)
 def _expand_dims(v, ctx):
     """insert size-1 axes at the given positions of the output"""
-    return [np.reshape(v["x"], ctx.out_types[0].shape)]
+    x, axes = v["x"], [int(a) for a in np.asarray(v["axes"]).reshape(-1)]
+    rank = x.ndim + len(axes)
+    return [np.expand_dims(x, tuple(a + rank if a < 0 else a for a in axes))]
 
 
 def _squeeze_infer(ins, attrs):
@@ -88,7 +92,8 @@ def _squeeze_infer(ins, attrs):
 @op("squeeze", [In("x"), In("axes", optional=True, const=True)], _squeeze_infer)
 def _squeeze(v, ctx):
     """remove size-1 axes (all of them when axes is absent)"""
-    return [np.reshape(v["x"], ctx.out_types[0].shape)]
+    axes = v.get("axes")
+    return [np.squeeze(v["x"], None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1)))]
 
 
 def _concat_infer(ins, attrs):
@@ -97,9 +102,12 @@ def _concat_infer(ins, attrs):
     shape = list(xs[0].shape)
     dims = [x.shape[axis] for x in xs]
     shape[axis] = "?" if any(isinstance(d, str) for d in dims) else sum(dims)
-    for x in xs[1:]:
+    for i, x in enumerate(xs[1:], 1):
         if x.dtype != xs[0].dtype or x.rank != xs[0].rank:
-            raise OpError("concat: values differ in dtype or rank")
+            raise OpError(f"concat: values[{i}] is {x.type}, values[0] is {xs[0].type}")
+        for a, (d0, d) in enumerate(zip(xs[0].shape, x.shape)):
+            if a != axis and d0 != d and isinstance(d0, int) and isinstance(d, int):
+                raise OpError(f"concat: values[{i}] {x.shape} differs from values[0] {xs[0].shape} off axis {axis}")
     return [tt(xs[0].dtype, shape)]
 
 
@@ -111,6 +119,8 @@ def _concat(v, ctx):
 
 def _gather_infer(ins, attrs):
     x, idx = ins["x"], ins["indices"]
+    if not idx.type.dt.is_integer:
+        raise OpError(f"gather: indices must be integers, got {idx.dtype}")
     axis = norm_axis(value(ins, "axis", 0), x.rank, "gather axis")
     return [tt(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])]
 

@@ -34,19 +34,21 @@ def _linear(v, ctx):
 
 def _mm_shapes(x, y, tx, ty):
     xs, ys = list(x), list(y)
-    if len(xs) == 1:
+    if tx and len(xs) > 1:
+        xs[-2], xs[-1] = xs[-1], xs[-2]
+    if ty and len(ys) > 1:
+        ys[-2], ys[-1] = ys[-1], ys[-2]
+    if len(xs) == 1:  # numpy: a vector on the left is a row, on the right a column
         xs = [1] + xs
     if len(ys) == 1:
         ys = ys + [1]
-    if tx:
-        xs[-2], xs[-1] = xs[-1], xs[-2]
-    if ty:
-        ys[-2], ys[-1] = ys[-1], ys[-2]
     return xs, ys
 
 
 def _matmul_infer(ins, attrs):
     x, y = ins["x"], ins["y"]
+    if x.rank == 0 or y.rank == 0:
+        raise OpError(f"matmul: operands must have rank >= 1, got {x.shape} and {y.shape}")
     tx, ty = bool(value(ins, "transpose_x", False)), bool(value(ins, "transpose_y", False))
     xs, ys = _mm_shapes(x.shape, y.shape, tx, ty)
     if xs[-1] != ys[-2] and not isinstance(xs[-1], str) and not isinstance(ys[-2], str):
@@ -66,14 +68,19 @@ def _matmul_infer(ins, attrs):
 def _matmul(v, ctx):
     """numpy matmul, optionally transposing the last two axes of x or y first"""
     x, y = v["x"], v["y"]
-    if v.get("transpose_x") is not None and bool(v["transpose_x"]):
+    if v.get("transpose_x") is not None and bool(v["transpose_x"]) and x.ndim > 1:
         x = np.swapaxes(x, -1, -2)
-    if v.get("transpose_y") is not None and bool(v["transpose_y"]):
+    if v.get("transpose_y") is not None and bool(v["transpose_y"]) and y.ndim > 1:
         y = np.swapaxes(y, -1, -2)
     return [np.matmul(x, y)]
 
 
 # ---- convolution ----------------------------------------------------------
+
+def _acc_dtype(*arrays):
+    """Accumulate in float64 (int64 for integer data): the oracle should not lose precision."""
+    return np.float64 if np.result_type(*arrays).kind == "f" else np.int64
+
 
 _CONV_INPUTS = [In("x"), In("weight"), In("bias", optional=True),
                 In("strides", optional=True, const=True), In("pad_type", optional=True, const=True),
@@ -88,6 +95,24 @@ def _conv_params(get, nsp):
     pad = [int(p) for p in (get("pad") if get("pad") is not None else [0] * 2 * nsp)]
     groups = int(get("groups")) if get("groups") is not None else 1
     return strides, dil, pad_type, pad, groups
+
+
+def _check_conv_params(what, nsp, strides, dil, pad_type, pad, groups):
+    for name, vals in (("strides", strides), ("dilations", dil)):
+        if len(vals) != nsp or any(s < 1 for s in vals):
+            raise OpError(f"{what}: {name} {vals} must be {nsp} positive integers")
+    if pad_type not in ("valid", "same", "same_lower", "custom"):
+        raise OpError(f"{what}: unknown pad_type {pad_type!r}")
+    if pad_type == "custom" and (len(pad) != 2 * nsp or any(p < 0 for p in pad)):
+        raise OpError(f"{what}: custom pad {pad} must be {2 * nsp} non-negative integers")
+    if groups < 1:
+        raise OpError(f"{what}: groups must be >= 1, got {groups}")
+
+
+def _check_bias(what, ins, channels):
+    b = ins.get("bias")
+    if b is not None and tuple(b.shape) != (channels,):
+        raise OpError(f"{what}: bias {b.shape} must be ({channels},)")
 
 
 def _conv_pads(in_sp, k, strides, dil, pad_type, pad):
@@ -110,9 +135,13 @@ def _conv_infer(ins, attrs):
     x, w = ins["x"], ins["weight"]
     nsp = x.rank - 2
     get = lambda n: value(ins, n)  # noqa: E731
+    if x.rank < 3 or w.rank != x.rank:
+        raise OpError(f"conv: x {x.shape} must be [N, C, *spatial] and weight {w.shape} of the same rank")
     strides, dil, pad_type, pad, groups = _conv_params(get, nsp)
-    if w.rank != x.rank:
-        raise OpError(f"conv: weight rank {w.rank} does not match x rank {x.rank}")
+    _check_conv_params("conv", nsp, strides, dil, pad_type, pad, groups)
+    if isinstance(w.shape[0], int) and w.shape[0] % groups:
+        raise OpError(f"conv: {w.shape[0]} output channels are not divisible by groups={groups}")
+    _check_bias("conv", ins, w.shape[0])
     if isinstance(x.shape[1], int) and x.shape[1] != w.shape[1] * groups:
         raise OpError(f"conv: x has {x.shape[1]} channels, weight {w.shape} with groups={groups} expects {w.shape[1] * groups}")
     if x.dtype != w.dtype:
@@ -126,6 +155,8 @@ def _conv_infer(ins, attrs):
             sp.append("?")
             continue
         span = (w.shape[2 + i] - 1) * dil[i] + 1
+        if n + pads[i][0] + pads[i][1] < span:
+            raise OpError(f"conv: kernel extent {span} exceeds padded input size {n + sum(pads[i])} on spatial axis {i}")
         sp.append((n + pads[i][0] + pads[i][1] - span) // strides[i] + 1)
     return [tt(x.dtype, (x.shape[0], w.shape[0], *sp))]
 
@@ -143,7 +174,7 @@ def _conv(v, ctx):
     cout = w.shape[0]
     xg = xp.reshape(n, groups, cin // groups, *xp.shape[2:])
     wg = w.reshape(groups, cout // groups, *w.shape[1:])
-    acc = np.zeros((n, groups, cout // groups, *out_sp), dtype=np.result_type(x, w))
+    acc = np.zeros((n, groups, cout // groups, *out_sp), dtype=_acc_dtype(x, w))
     for kpos in itertools.product(*[range(k) for k in w.shape[2:]]):
         sl = tuple(slice(kp * d, kp * d + (o - 1) * s + 1, s)
                    for kp, d, s, o in zip(kpos, dil, strides, out_sp))
@@ -161,14 +192,18 @@ _CONVT_INPUTS = _CONV_INPUTS + [In("output_shape", optional=True, const=True)]
 def _convt_geometry(in_sp, k, strides, dil, pad_type, pad, output_shape):
     full = [(n - 1) * s + (kk - 1) * d + 1 for n, kk, s, d in zip(in_sp, k, strides, dil)]
     if output_shape is not None:
-        target = [int(o) for o in output_shape][-len(in_sp):]
+        # ONNX ConvTranspose with output_shape: the larger half of the cropping at the
+        # beginning; a target beyond the full extent grows at the end (output_padding).
+        target = [int(o) for o in np.asarray(output_shape).reshape(-1)][-len(in_sp):]
         total = [f - t for f, t in zip(full, target)]
-        return full, [(t // 2, t - t // 2) for t in total]
+        return full, [((t - t // 2, t // 2) if t >= 0 else (0, t)) for t in total]
     if pad_type == "custom":
         return full, [(pad[2 * i], pad[2 * i + 1]) for i in range(len(in_sp))]
     if pad_type in ("same", "same_lower"):
-        total = [max(f - n * s, 0) for f, n, s in zip(full, in_sp, strides)]
-        return full, [((t // 2, t - t // 2) if pad_type == "same" else (t - t // 2, t // 2)) for t in total]
+        # output = input * stride; a stride larger than the kernel grows at the end
+        total = [f - n * s for f, n, s in zip(full, in_sp, strides)]
+        return full, [(0, t) if t < 0 else (t // 2, t - t // 2) if pad_type == "same"
+                      else (t - t // 2, t // 2) for t in total]
     return full, [(0, 0)] * len(in_sp)
 
 
@@ -176,7 +211,15 @@ def _convt_infer(ins, attrs):
     x, w = ins["x"], ins["weight"]
     nsp = x.rank - 2
     get = lambda n: value(ins, n)  # noqa: E731
+    if x.rank < 3 or w.rank != x.rank:
+        raise OpError(f"conv_transpose: x {x.shape} must be [N, C, *spatial] and weight {w.shape} of the same rank")
+    if x.dtype != w.dtype:
+        raise OpError(f"conv_transpose: x is {x.dtype} but weight is {w.dtype}")
     strides, dil, pad_type, pad, groups = _conv_params(get, nsp)
+    _check_conv_params("conv_transpose", nsp, strides, dil, pad_type, pad, groups)
+    _check_bias("conv_transpose", ins, w.shape[1] * groups)
+    if isinstance(w.shape[0], int) and w.shape[0] % groups:
+        raise OpError(f"conv_transpose: {w.shape[0]} input channels are not divisible by groups={groups}")
     if isinstance(x.shape[1], int) and x.shape[1] != w.shape[0]:
         raise OpError(f"conv_transpose: x has {x.shape[1]} channels, weight {w.shape} expects {w.shape[0]}")
     if not all(isinstance(d, int) for d in x.shape[2:]):
@@ -197,14 +240,15 @@ def _conv_transpose(v, ctx):
     cog = w.shape[1]
     xg = x.reshape(n, groups, cin // groups, *x.shape[2:])
     wg = w.reshape(groups, cin // groups, cog, *w.shape[2:])
-    acc = np.zeros((n, groups, cog, *full), dtype=np.result_type(x, w))
+    acc = np.zeros((n, groups, cog, *full), dtype=_acc_dtype(x, w))
     for kpos in itertools.product(*[range(k) for k in w.shape[2:]]):
         sl = tuple(slice(kp * d, kp * d + (m - 1) * s + 1, s)
                    for kp, d, s, m in zip(kpos, dil, strides, x.shape[2:]))
         contrib = np.einsum("ngc...,gco->ngo...", xg, wg[(slice(None),) * 3 + kpos])
         acc[(slice(None),) * 3 + sl] += contrib
     y = acc.reshape(n, groups * cog, *full)
-    y = y[(slice(None), slice(None)) + tuple(slice(b, f - e) for (b, e), f in zip(pads, full))]
+    grow = [(0, 0), (0, 0)] + [(0, max(-e, 0)) for _, e in pads]  # negative end pad: zeros
+    y = np.pad(y, grow)[(slice(None), slice(None)) + tuple(slice(b, f - e) for (b, e), f in zip(pads, full))]
     if v.get("bias") is not None:
         y = y + v["bias"].reshape((groups * cog,) + (1,) * nsp)
     return [y]
@@ -239,8 +283,8 @@ def _pool(reduce):
         axes = tuple(range(x.ndim, 2 * x.ndim - 2))
         if reduce == "max":
             return [win.max(axis=axes)]
-        exclude = v.get("exclude_padding_from_average")
-        if exclude is None or bool(exclude):
+        exclude = v.get("exclude_padding_from_average")  # MIL default: False
+        if exclude is not None and bool(exclude):
             return [np.nanmean(win, axis=axes)]
         return [np.nansum(win, axis=axes) / float(np.prod(k))]
     return kernel
