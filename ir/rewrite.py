@@ -44,6 +44,7 @@ class RewriteContext:
         self.opset = fn.opset
         self.ud = ud
         self._taken = taken
+        self.block = fn.block  # the block being swept (set by the driver before matching in it)
 
     def producer(self, var: Optional[Var]) -> Optional[Op]:
         return None if var is None else self.ud.producer(var)
@@ -75,7 +76,10 @@ class RewriteContext:
 def _resolve(subst: dict, var: Var) -> Var:
     seen = 0
     while var.name in subst:
-        var = subst[var.name]
+        nxt = subst[var.name]
+        if nxt is var:  # a new Var that keeps the old name maps to itself
+            break
+        var = nxt
         seen += 1
         if seen > len(subst):
             raise InvalidProgram(f"replacement cycle through {var.name!r}")
@@ -190,6 +194,7 @@ def _sweep_block(block: Block, patterns, ctx: RewriteContext, outer: set) -> Blo
         block = Block.make(block.inputs, ops, block.outputs)
     claimed: set = set()
     rewrites = []
+    ctx.block = block
     for op in block.ops:
         if id(op) in claimed:
             continue
