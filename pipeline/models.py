@@ -1,0 +1,125 @@
+"""Model files in and out, chosen by file extension, written atomically.
+
+    program = load_model("net.onnx")          # .onnx | .mlpackage | .wpz
+    save_model(program, "net-int8.onnx")      # all or nothing
+
+Readers and writers are imported only when a file of their kind is touched,
+so the command line starts fast and coremltools stays optional. Any failure
+to read becomes a ModelFileError naming the file, so a shell user sees one
+line rather than the parser's traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, of an unknown kind, or cannot be read or written."""
+
+
+class Format(NamedTuple):
+    name: str
+    module: str  # imported lazily
+    reader: str
+    writer: str
+
+
+FORMATS = {
+    ".onnx": Format("ONNX", "ir.formats.onnx", "import_onnx", "export_onnx"),
+    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml"),
+    ".wpz": Format("weightpress", "ir.serialize", "load", "save"),
+}
+
+
+def format_of(path) -> Format:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ModelFileError(f"{path}: unknown model format {suffix or '(no extension)'!r}; "
+                             f"known: {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def _function(fmt: Format, which: str) -> Callable:
+    try:
+        module = importlib.import_module(fmt.module)
+    except ImportError as e:
+        raise ModelFileError(f"{fmt.name} files need {fmt.module}, which cannot be imported here ({e})") from e
+    return getattr(module, getattr(fmt, which))
+
+
+def load_model(path):
+    """The Program stored in `path`; the file itself is only read."""
+    path = Path(path)
+    fmt = format_of(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    reader = _function(fmt, "reader")
+    try:
+        return reader(str(path))
+    except ModelFileError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - parsers raise anything on a damaged file
+        raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e)}") from e
+
+
+def save_model(program, path) -> Path:
+    """Write `program` to `path` (plus any sidecar files its format makes), atomically."""
+    path = Path(path)
+    writer = _function(format_of(path), "writer")
+    with staged_outputs(path.parent) as scratch:
+        writer(program, str(scratch / path.name))
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    path = Path(path)
+    with staged_outputs(path.parent) as scratch:
+        (scratch / path.name).write_text(text, encoding="utf-8")
+    return path
+
+
+class staged_outputs:
+    """A scratch directory next to the destination; on success every entry
+    written into it is moved into place with os.replace, on failure it is
+    removed and nothing at the destination has changed."""
+
+    def __init__(self, dest_dir):
+        self.dest_dir = Path(dest_dir) if str(dest_dir) else Path(".")
+
+    def __enter__(self) -> Path:
+        if not self.dest_dir.is_dir():
+            raise ModelFileError(f"{self.dest_dir}: output directory does not exist")
+        self.scratch = Path(tempfile.mkdtemp(prefix=".weightpress-", dir=self.dest_dir))
+        return self.scratch
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                for entry in sorted(self.scratch.iterdir()):
+                    _move_into_place(entry, self.dest_dir / entry.name)
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        return False
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    if src.is_dir() and dst.exists():
+        # os.replace cannot replace a non-empty directory (.mlpackage): swap it out first.
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text and text[0] else type(e).__name__

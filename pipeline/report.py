@@ -1,0 +1,475 @@
+"""Describing models and what compression did to them, for people.
+
+- `weights_of(program)`: every weight (a const, or the dense value a chain of
+  constexpr ops decompresses to) with its stored size, sparsity, unique
+  values and how it is stored; the table `weightpress inspect` prints, in the
+  spirit of coremltools' get_weights_metadata.
+- `compare_weights(before, after)`: per weight bytes before/after, ratio, SNR,
+  max abs error: the summary after `weightpress compress`.
+- `diff_models(a, b)`: weights added / removed / changed and op counts changed.
+- `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
+  reports draw each weight's histogram with its LUT or quantization grid as
+  inline SVG made here (no plotting dependency).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ir.interpret import run_op
+
+CONSTEXPR = "constexpr_"
+
+
+# ---- weights of a program ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Weight:
+    name: str
+    shape: tuple
+    dtype: str  # dtype of the dense value
+    stored_bytes: int  # what the stored form takes (sub-byte data counted packed)
+    value: np.ndarray  # the dense value
+    compression: str  # "plain", or the constexpr chain, outermost first
+    consumers: tuple  # ((op name, input name), ...)
+    marks: Optional[np.ndarray] = None  # LUT entries / quantization grid of the first block
+    marks_label: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(self.value.size)
+
+    @property
+    def dense_bytes(self) -> int:
+        return self.value.size * self.value.dtype.itemsize
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - np.count_nonzero(self.value) / self.value.size if self.value.size else 0.0
+
+    @property
+    def unique_values(self) -> int:
+        return int(np.unique(self.value).size)
+
+
+def _const_bytes(var) -> int:
+    return (int(np.prod(var.shape, dtype=np.int64)) * var.type.dt.bits + 7) // 8
+
+
+def _evaluate_constants(fn):
+    """Values of every const and const-only constexpr output, their producers and consumers."""
+    env, producer, consumers = {}, {}, {}
+    for op in fn.block.walk():
+        for key, v in op.inputs.items():
+            for var in v if isinstance(v, tuple) else (v,):
+                consumers.setdefault(var.name, []).append((op, key))
+        if op.op_type == "const":
+            env[op.outputs[0].name] = np.asarray(op.attrs["val"])
+        elif op.op_type.startswith(CONSTEXPR) and all(var.name in env for var in op.input_vars()):
+            for var, val in zip(op.outputs, run_op(op, env)):
+                env[var.name] = val
+        else:
+            continue
+        for var in op.outputs:
+            producer[var.name] = op
+    return env, producer, consumers
+
+
+def _stored_bytes(name, producer) -> int:
+    op = producer[name]
+    if op.op_type == "const":
+        return _const_bytes(op.outputs[0])
+    return sum(_stored_bytes(v.name, producer) for v in op.input_vars())
+
+
+def _describe(name, producer) -> str:
+    op = producer[name]
+    if op.op_type == "const":
+        return "plain"
+    parts = []
+    while op is not None and op.op_type.startswith(CONSTEXPR):
+        ints = [v.dtype for v in op.input_vars() if v.type.dt.is_integer and v.rank > 0]
+        parts.append(op.op_type[len(CONSTEXPR):] + (f"({ints[0]})" if ints else ""))
+        # follow a nested constexpr (a quantized LUT, a palettized sparse weight ...)
+        nested = [producer[v.name] for v in op.input_vars()
+                  if v.name in producer and producer[v.name].op_type.startswith(CONSTEXPR)]
+        op = nested[0] if nested else None
+    return " <- ".join(parts)
+
+
+def _first_block(param: np.ndarray) -> float:
+    return float(np.asarray(param).reshape(-1)[0])
+
+
+def _grid(data_dtype, scale, offset) -> np.ndarray:
+    q = np.arange(data_dtype.min, data_dtype.max + 1, dtype=np.float64)
+    off = 0.0 if offset is None else _first_block(offset)
+    return _first_block(scale) * (q - off)
+
+
+def _marks(name, producer, env):
+    """(values, label): what the compressed weight can take, for its first block."""
+    op = producer[name]
+    get = lambda key: env.get(op.inputs[key].name) if key in op.inputs else None  # noqa: E731
+    kind = op.op_type[len(CONSTEXPR):] if op.op_type.startswith(CONSTEXPR) else None
+    if kind in ("lut_to_dense", "lut_to_sparse"):
+        lut = get("lut")
+        first = lut if lut.ndim == 1 else lut[(0,) * (lut.ndim - 2)]
+        blocks = 1 if lut.ndim == 1 else int(np.prod(lut.shape[:-2]))
+        return np.asarray(first, np.float64).reshape(-1), _of_blocks("LUT", blocks)
+    data_key = {"blockwise_shift_scale": "data", "sparse_blockwise_shift_scale": "nonzero_data",
+                "affine_dequantize": "quantized_data"}.get(kind)
+    if data_key is None:
+        return None, ""
+    offset_key = "zero_point" if kind == "affine_dequantize" else "offset"
+    scale = get("scale")
+    dt = op.inputs[data_key].type.dt
+    return _grid(dt, scale, get(offset_key)), _of_blocks(f"{dt.name} grid", int(np.size(scale)))
+
+
+def _of_blocks(what: str, blocks: int) -> str:
+    return what if blocks <= 1 else f"{what} of block 1 of {blocks}"
+
+
+def weights_of(program, min_size: int = 2) -> list:
+    """Every float weight of at least `min_size` elements, in program order."""
+    out = []
+    multi = len(program.functions) > 1
+    for fname, fn in program.functions.items():
+        env, producer, consumers = _evaluate_constants(fn)
+        block_outputs = {v.name for v in fn.block.outputs}
+        for name, op in producer.items():
+            uses = [(c.name, key) for c, key in consumers.get(name, [])
+                    if not c.op_type.startswith(CONSTEXPR) and c.op_type != "const"]
+            if not uses and name not in block_outputs:
+                continue  # an ingredient of a compressed weight, or dead
+            val = env[name]
+            var = next(v for v in op.outputs if v.name == name)
+            if not var.type.dt.is_float or val.size < min_size:
+                continue
+            marks, label = _marks(name, producer, env)
+            out.append(Weight(f"{fname}/{name}" if multi else name, tuple(val.shape), var.dtype,
+                              _stored_bytes(name, producer), val, _describe(name, producer),
+                              tuple(uses), marks, label))
+    return out
+
+
+def inspect_rows(weights) -> tuple:
+    headers = ("weight", "shape", "dtype", "size", "sparsity", "unique", "compression")
+    rows = [(w.name, "x".join(map(str, w.shape)), w.dtype, human_bytes(w.stored_bytes),
+             f"{w.sparsity:.1%}", str(w.unique_values), w.compression) for w in weights]
+    total = sum(w.stored_bytes for w in weights)
+    rows.append((f"total ({len(weights)} weights)", "", "", human_bytes(total), "", "", ""))
+    return headers, rows
+
+
+# ---- numbers ------------------------------------------------------------------
+
+def snr_db(reference: np.ndarray, approx: np.ndarray) -> float:
+    ref = np.asarray(reference, np.float64)
+    noise = float(np.sum((ref - np.asarray(approx, np.float64)) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def fmt_db(x: Optional[float]) -> str:
+    if x is None:
+        return ""
+    return "inf" if math.isinf(x) and x > 0 else f"{x:.1f} dB"
+
+
+# ---- before / after -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightChange:
+    before: Weight
+    after: Optional[Weight]  # None: the weight is gone
+    seconds: Optional[float] = None
+
+    @property
+    def name(self) -> str:
+        return self.before.name
+
+    @property
+    def ratio(self) -> float:
+        after = self.after.stored_bytes if self.after else 0
+        return self.before.stored_bytes / after if after else math.inf
+
+    @property
+    def comparable(self) -> bool:
+        return self.after is not None and self.after.shape == self.before.shape
+
+    @property
+    def snr(self) -> Optional[float]:
+        return snr_db(self.before.value, self.after.value) if self.comparable else None
+
+    @property
+    def max_abs_error(self) -> Optional[float]:
+        if not self.comparable or not self.before.size:
+            return None
+        diff = np.asarray(self.before.value, np.float64) - np.asarray(self.after.value, np.float64)
+        return float(np.max(np.abs(diff)))
+
+
+def _index(weights):
+    by_name = {w.name: w for w in weights}
+    by_use = {}
+    for w in weights:
+        for use in w.consumers:
+            by_use.setdefault(use, w)
+    return by_name, by_use
+
+
+def match_weights(before, after) -> list:
+    """Pair each weight of `before` with its counterpart in `after`: same name,
+    else the weight feeding the same input of the same op (stages may rename)."""
+    by_name, by_use = _index(after)
+    pairs = []
+    for w in before:
+        twin = by_name.get(w.name)
+        if twin is None:
+            twin = next((by_use[u] for u in w.consumers if u in by_use), None)
+        pairs.append((w, twin))
+    return pairs
+
+
+def compare_weights(before_program, after_program, seconds_by_weight=None) -> list:
+    seconds_by_weight = seconds_by_weight or {}
+    pairs = match_weights(weights_of(before_program), weights_of(after_program))
+    return [WeightChange(b, a, seconds_by_weight.get(b.name)) for b, a in pairs]
+
+
+def summary_rows(changes, total_seconds: Optional[float] = None) -> tuple:
+    headers = ("weight", "shape", "before", "after", "ratio", "SNR", "max abs err", "compression", "time")
+    rows = []
+    for c in changes:
+        err = c.max_abs_error
+        rows.append((c.name, "x".join(map(str, c.before.shape)), human_bytes(c.before.stored_bytes),
+                     human_bytes(c.after.stored_bytes) if c.after else "-", f"{c.ratio:.2f}x",
+                     fmt_db(c.snr), "" if err is None else f"{err:.3g}",
+                     c.after.compression if c.after else "removed",
+                     "" if c.seconds is None else f"{c.seconds:.3f} s"))
+    before = sum(c.before.stored_bytes for c in changes)
+    after = sum(c.after.stored_bytes for c in changes if c.after)
+    ratio = before / after if after else math.inf
+    rows.append((f"total ({len(changes)} weights)", "", human_bytes(before), human_bytes(after),
+                 f"{ratio:.2f}x", "", "", "", "" if total_seconds is None else f"{total_seconds:.3f} s"))
+    return headers, rows
+
+
+# ---- model diff -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelDiff:
+    added: tuple  # Weights only in b
+    removed: tuple  # Weights only in a
+    changed: tuple  # WeightChanges whose value or storage differ
+    unchanged: int
+    op_counts: tuple  # (op_type, count in a, count in b) where they differ
+    io_changes: tuple = field(default=())  # lines on inputs / outputs
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.op_counts or self.io_changes)
+
+
+def _signature(program) -> dict:
+    return {f"{fname} {kind} {v.name}": str(v.type)
+            for fname, fn in program.functions.items()
+            for kind, vars_ in (("input", fn.block.inputs), ("output", fn.block.outputs)) for v in vars_}
+
+
+def _same(a: Weight, b: Weight) -> bool:
+    return (a.compression == b.compression and a.stored_bytes == b.stored_bytes and a.dtype == b.dtype
+            and a.shape == b.shape and np.array_equal(a.value, b.value))
+
+
+def diff_models(a, b) -> ModelDiff:
+    wa, wb = weights_of(a), weights_of(b)
+    pairs = match_weights(wa, wb)
+    matched = {id(t) for _, t in pairs if t is not None}
+    changed = tuple(WeightChange(x, y) for x, y in pairs if y is not None and not _same(x, y))
+    unchanged = sum(1 for x, y in pairs if y is not None and _same(x, y))
+    ca = Counter(op.op_type for op in a.walk())
+    cb = Counter(op.op_type for op in b.walk())
+    ops = tuple((t, ca[t], cb[t]) for t in sorted(set(ca) | set(cb)) if ca[t] != cb[t])
+    sa, sb = _signature(a), _signature(b)
+    io = tuple(f"{k}: {sa.get(k, '(none)')} -> {sb.get(k, '(none)')}"
+               for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k))
+    return ModelDiff(tuple(w for w in wb if id(w) not in matched),
+                     tuple(x for x, y in pairs if y is None), changed, unchanged, ops, io)
+
+
+def render_diff(d: ModelDiff) -> str:
+    if d.empty:
+        return "no differences"
+    lines = []
+    for title, items in (("added", d.added), ("removed", d.removed)):
+        if items:
+            lines.append(f"weights {title}:")
+            lines += [f"  {'+' if title == 'added' else '-'} {w.name} {w.dtype}"
+                      f"[{'x'.join(map(str, w.shape))}] {human_bytes(w.stored_bytes)} ({w.compression})"
+                      for w in items]
+    if d.changed:
+        headers = ("weight", "before", "after", "bytes", "ratio", "SNR", "max abs err")
+        rows = [(c.name, c.before.compression, c.after.compression,
+                 f"{human_bytes(c.before.stored_bytes)} -> {human_bytes(c.after.stored_bytes)}",
+                 f"{c.ratio:.2f}x", fmt_db(c.snr),
+                 "" if c.max_abs_error is None else f"{c.max_abs_error:.3g}") for c in d.changed]
+        lines.append(f"weights changed ({len(d.changed)}):")
+        lines += ["  " + line for line in format_table(headers, rows).splitlines()]
+    lines.append(f"weights unchanged: {d.unchanged}")
+    if d.op_counts:
+        lines.append("ops changed:")
+        lines += [f"  {t}: {x} -> {y} ({y - x:+d})" for t, x, y in d.op_counts]
+    if d.io_changes:
+        lines.append("signature changed:")
+        lines += [f"  {line}" for line in d.io_changes]
+    return "\n".join(lines)
+
+
+# ---- tables ---------------------------------------------------------------------
+
+def format_table(headers, rows) -> str:
+    """A plain text table; columns after the first that look numeric align right."""
+    cells = [tuple(str(c) for c in headers)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [i > 0 and all(_numeric(r[i]) for r in cells[1:]) for i in range(len(headers))]
+
+    def line(r):
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def _numeric(text: str) -> bool:
+    head = text.split(" ")[0].rstrip("x%")
+    if not head:
+        return True
+    try:
+        float(head)
+        return True
+    except ValueError:
+        return head in ("inf", "-")
+
+
+# ---- histograms as SVG ---------------------------------------------------------------
+
+def histogram_svg(values, marks=None, title: str = "", width: int = 520, height: int = 170,
+                  bins: int = 64) -> str:
+    """A histogram of `values`; each mark (LUT entry, grid point) is a vertical line
+    when there are few of them, a tick under the axis when there are many."""
+    vals = np.asarray(values, np.float64).reshape(-1)
+    vals = vals[np.isfinite(vals)]
+    marks = None if marks is None else np.asarray(marks, np.float64).reshape(-1)
+    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+    if marks is not None and marks.size:
+        inside = marks[(marks >= lo - 0.05 * (hi - lo)) & (marks <= hi + 0.05 * (hi - lo))]
+        lo, hi = min(lo, *inside) if inside.size else lo, max(hi, *inside) if inside.size else hi
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(vals, bins=bins, range=(lo, hi))
+    left, right, top, bottom = 8, width - 8, 22, height - 30
+    sx = lambda x: left + (x - lo) / (hi - lo) * (right - left)  # noqa: E731
+    peak = max(int(counts.max()), 1) if counts.size else 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+             f'<text x="{left}" y="14">{html.escape(title)}</text>']
+    for c, x0, x1 in zip(counts, edges[:-1], edges[1:]):
+        if c:
+            h = (bottom - top) * c / peak
+            parts.append(f'<rect x="{sx(x0):.2f}" y="{bottom - h:.2f}" width="{max(sx(x1) - sx(x0) - 0.5, 0.5):.2f}" '
+                         f'height="{h:.2f}" fill="#7aa6d6"/>')
+    parts.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>')
+    if marks is not None and marks.size:
+        shown = marks[(marks >= lo) & (marks <= hi)]
+        few = shown.size <= 32
+        for m in shown:
+            x = sx(m)
+            y1, y2 = (top, bottom) if few else (bottom, bottom + 6)
+            parts.append(f'<line x1="{x:.2f}" y1="{y1}" x2="{x:.2f}" y2="{y2}" stroke="#d62728" '
+                         f'stroke-width="{1 if few else 0.6}"/>')
+    parts.append(f'<text x="{left}" y="{height - 6}">{lo:.3g}</text>')
+    parts.append(f'<text x="{right}" y="{height - 6}" text-anchor="end">{hi:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _figure(change: WeightChange) -> tuple:
+    after = change.after
+    label = after.marks_label if after is not None and after.marks is not None else ""
+    title = f"{change.name}: {after.compression if after else 'removed'}"
+    svg = histogram_svg(change.before.value, after.marks if after is not None else None, title)
+    caption = (f"values of {change.name} before compression; red: {label}" if label
+               else f"values of {change.name} before compression")
+    return svg, caption
+
+
+# ---- reports --------------------------------------------------------------------------
+
+def render_markdown(title: str, headers, rows, changes, notes=()) -> str:
+    out = [f"# {title}", ""] + [f"{n}  " for n in notes] + [""]
+    out.append("| " + " | ".join(headers) + " |")
+    out.append("|" + "|".join("---" for _ in headers) + "|")
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    out += ["", "## Weights", ""]
+    for c in changes:
+        svg, caption = _figure(c)
+        data = base64.b64encode(svg.encode()).decode()
+        out += [f"### {c.name}", "", f"![{caption}](data:image/svg+xml;base64,{data})", "", f"*{caption}*", ""]
+    return "\n".join(out)
+
+
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
+        "figure{display:inline-block;margin:0.5em}figcaption{font-size:small;color:#555}")
+
+
+def render_html(title: str, headers, rows, changes, notes=()) -> str:
+    esc = html.escape
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+           f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
+    out += [f"<p>{esc(n)}</p>" for n in notes]
+    out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
+    out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+    out.append("</table><h2>Weights</h2>")
+    for c in changes:
+        svg, caption = _figure(c)
+        out.append(f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+REPORT_RENDERERS = {".md": render_markdown, ".markdown": render_markdown,
+                    ".html": render_html, ".htm": render_html}
+
+
+def report_kind(path) -> str:
+    from pathlib import Path
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in REPORT_RENDERERS:
+        raise ValueError(f"{path}: a report is .html or .md, not {suffix or '(no extension)'!r}")
+    return suffix
+
+
+def render_report(path, title, changes, total_seconds=None, notes=()) -> str:
+    headers, rows = summary_rows(changes, total_seconds)
+    return REPORT_RENDERERS[report_kind(path)](title, headers, rows, changes, notes)
