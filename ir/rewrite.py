@@ -45,6 +45,7 @@ class RewriteContext:
         self.ud = ud
         self._taken = taken
         self.block = fn.block  # the block being swept (set by the driver before matching in it)
+        self._block_ids = (None, frozenset())
 
     def producer(self, var: Optional[Var]) -> Optional[Op]:
         return None if var is None else self.ud.producer(var)
@@ -61,6 +62,12 @@ class RewriteContext:
         if len(cs) == 1 and not self.ud.is_block_output(var):
             return cs[0]
         return None
+
+    def in_block(self, op: Op) -> bool:
+        """Whether op sits directly in the block being swept (consumers may live in nested blocks)."""
+        if self._block_ids[0] is not self.block:
+            self._block_ids = (self.block, frozenset(id(o) for o in self.block.ops))
+        return id(op) in self._block_ids[1]
 
     def fresh_name(self, hint: str) -> str:
         name, i = hint, 0
