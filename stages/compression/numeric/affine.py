@@ -1,0 +1,188 @@
+"""Affine (linear) weight quantization: ``w ~= scale * (q - zero_point)``.
+
+Semantics follow coremltools 9.0 (``optimize._utils.quantize_weight_by_dtype``):
+
+* ``linear_symmetric``: R = max|w| per block, range [-R, R]; the integer range drops its most
+  negative value so it is symmetric: int8 [-127, 127] zp 0, uint8 [0, 254] zp 127,
+  int4 [-7, 7] zp 0, uint4 [0, 14] zp 7.  scale = 2R / (hi - lo) = R / 127 for 8 bit.
+* ``linear``: the float range is [min(w_min, 0), max(w_max, 0)] mapped onto the full integer
+  range (int8 [-128, 127], uint8 [0, 255], int4 [-8, 7], uint4 [0, 15]);
+  scale = (B - A) / (hi - lo), zp = clip(round((lo * B - hi * A) / (B - A)), lo, hi).
+  Including 0 in the range (as coremltools 9.0 does; the older docs used [min, max]) keeps
+  the zero point inside the integer range, which the error bound below needs.
+
+q = clip(round_half_even(w / scale) + zp, lo, hi).
+
+Layout (iOS18 ``constexpr_blockwise_shift_scale``): ``scale`` and ``zero_point`` have the
+weight's rank; on every axis their size is the number of blocks along it (1 when the axis
+is not split), so ``scale * (q - zero_point)`` broadcasts after ``np.repeat`` on each axis
+(plain broadcasting already works for per-tensor and per-channel).  ``scale`` has the
+weight's dtype; ``q`` and ``zero_point`` are int8 (signed) or uint8 (unsigned), 4-bit values
+included.  ``zero_point`` is all zeros for signed symmetric quantization (coremltools omits
+it there).
+
+Degenerate blocks: an all-zero block has no range; its scale is 1 and every q equals the
+zero point (exact).  A scale that rounds to 0 in the weight's dtype (tiny fp16 subnormal
+ranges) becomes the dtype's smallest subnormal.  The stored scale is never below the exact
+one in ``linear`` mode (rounded up by one ulp when needed), so every element satisfies
+``|w - scale * (q - zp)| <= scale / 2`` up to float rounding of the dequantization itself.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from ._checks import choice, float_weight, normalize_axis
+from .errors import CompressionError, NotCompressible, message
+
+# dtype name -> (bits, signed, numpy storage type)
+QUANT_DTYPES = {
+    "int8": (8, True, np.int8),
+    "uint8": (8, False, np.uint8),
+    "int4": (4, True, np.int8),
+    "uint4": (4, False, np.uint8),
+}
+MODES = ("linear_symmetric", "linear")
+GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+
+
+class AffineParams(NamedTuple):
+    data: np.ndarray        # quantized values, weight's shape, int8/uint8 storage
+    scale: np.ndarray       # weight's rank, blocks per axis; weight's dtype
+    zero_point: np.ndarray  # same shape as scale; same storage dtype as data
+    dtype: str              # "int8" | "uint8" | "int4" | "uint4"
+    mode: str
+
+
+def quant_range(dtype: str, mode: str) -> tuple[int, int]:
+    """Integer range [lo, hi] used for ``dtype`` in ``mode``."""
+    bits, signed, _ = QUANT_DTYPES[dtype]
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if mode == "linear_symmetric":
+        # Symmetric ranges give up one code so that +R and -R are both representable.
+        lo, hi = (lo + 1, hi) if signed else (lo, hi - 1)
+    return lo, hi
+
+
+def block_sizes_for(shape, granularity="per_tensor", *, axis=0, block_size=None,
+                    input_axis=1, name=None) -> tuple[int, ...]:
+    """Per-axis block sizes (0 = the whole axis) for a granularity, as coremltools infers them.
+
+    ``per_channel``: one block per index of ``axis``.  ``per_block`` with an int
+    ``block_size``: one block per index of ``axis`` (output channel) and blocks of
+    ``block_size`` along ``input_axis``; with a sequence, it is used as is (one entry per axis).
+    """
+    rank = len(shape)
+    choice(granularity, GRANULARITIES, what="granularity", name=name)
+    sizes = [0] * rank
+    if granularity == "per_tensor":
+        return tuple(sizes)
+    if granularity == "per_block" and block_size is not None and not np.isscalar(block_size):
+        if len(block_size) != rank:
+            raise CompressionError(message(f"block_size needs {rank} entries, got {len(block_size)}", name))
+        return tuple(int(b) for b in block_size)
+    sizes[normalize_axis(axis, rank, what="axis", name=name)] = 1
+    if granularity == "per_block":
+        if not isinstance(block_size, (int, np.integer)) or block_size <= 0:
+            raise CompressionError(message(f"per_block needs a positive block_size, got {block_size!r}", name))
+        if rank < 2:
+            raise CompressionError(message("per_block needs a weight of rank >= 2", name))
+        sizes[normalize_axis(input_axis, rank, what="input_axis", name=name)] = int(block_size)
+    return tuple(sizes)
+
+
+def _blocked_view(weight: np.ndarray, block_sizes: Sequence[int], name):
+    """Reshape so each blocked axis becomes (num_blocks, block); return view, reduce axes, scale shape."""
+    if len(block_sizes) != weight.ndim:
+        raise CompressionError(message(f"block_sizes needs {weight.ndim} entries, got {len(block_sizes)}", name))
+    new_shape, reduce_axes, scale_shape = [], [], []
+    for dim, block in zip(weight.shape, block_sizes):
+        if block < 0:
+            raise CompressionError(message(f"negative block size {block}", name))
+        if block == 0 or block == dim:
+            reduce_axes.append(len(new_shape))
+            new_shape.append(dim)
+            scale_shape.append(1)
+        else:
+            if dim % block:
+                raise NotCompressible(message(f"axis of size {dim} is not divisible by block size {block}", name))
+            reduce_axes.append(len(new_shape) + 1)
+            new_shape += [dim // block, block]
+            scale_shape.append(dim // block)
+    return weight.reshape(new_shape), tuple(reduce_axes), tuple(scale_shape)
+
+
+def _store_scale(exact: np.ndarray, dtype, round_up: bool) -> np.ndarray:
+    """Cast the exact (float64) scale to the weight dtype, never to 0 and (optionally) never below exact."""
+    stored = exact.astype(dtype)
+    if round_up:
+        low = stored.astype(np.float64) < exact
+        stored = np.where(low, np.nextafter(stored, np.array(np.inf, dtype)), stored)
+    tiny = np.finfo(dtype).smallest_subnormal
+    stored = np.where((stored == 0) & (exact > 0), tiny, stored)
+    return np.where(exact == 0, np.array(1, dtype), stored).astype(dtype)
+
+
+def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype: str = "int8",
+                    granularity: str = "per_channel", axis: int = 0, block_size=None,
+                    input_axis: int = 1, block_sizes: Sequence[int] | None = None,
+                    name: str | None = None) -> AffineParams:
+    """Quantize a float weight; see the module docstring for formulas and layouts.
+
+    ``block_sizes`` (one entry per axis, 0 = whole axis) overrides ``granularity``.
+    Raises ``NotCompressible`` when a block size does not divide its axis.
+    """
+    w = float_weight(weight, name=name)
+    choice(mode, MODES, what="mode", name=name)
+    choice(dtype, QUANT_DTYPES, what="dtype", name=name)
+    if block_sizes is None:
+        block_sizes = block_sizes_for(w.shape, granularity, axis=axis, block_size=block_size,
+                                      input_axis=input_axis, name=name)
+    lo, hi = quant_range(dtype, mode)
+    storage = QUANT_DTYPES[dtype][2]
+    blocked, reduce_axes, scale_shape = _blocked_view(w, block_sizes, name)
+
+    work = np.float64 if w.dtype == np.float64 else np.float32
+    # One working copy in float32 (float64 for float64 weights): reductions and arithmetic are
+    # much faster there than on fp16, and every later step runs in place on it.
+    q = blocked.astype(work)
+    w_min = np.min(q, axis=reduce_axes, keepdims=True).astype(np.float64)
+    w_max = np.max(q, axis=reduce_axes, keepdims=True).astype(np.float64)
+    if mode == "linear_symmetric":
+        r = np.maximum(-w_min, w_max)
+        a, b = -r, r
+        zp = np.full(r.shape, 0 if lo < 0 else (hi - lo) // 2, np.float64)
+    else:
+        a, b = np.minimum(w_min, 0.0), np.maximum(w_max, 0.0)
+        span = np.where(b > a, b - a, 1.0)
+        zp = np.clip(np.round((lo * b - hi * a) / span), lo, hi)
+    scale = _store_scale((b - a) / (hi - lo), w.dtype, round_up=(mode == "linear"))
+
+    np.divide(q, scale.astype(work), out=q)
+    np.rint(q, out=q)
+    np.add(q, zp.astype(work), out=q)
+    np.clip(q, lo, hi, out=q)
+    return AffineParams(q.astype(storage).reshape(w.shape), scale.reshape(scale_shape),
+                        zp.astype(storage).reshape(scale_shape), dtype, mode)
+
+
+def expand_blocks(param: np.ndarray, shape) -> np.ndarray:
+    """Repeat a per-block parameter along each axis so it has ``shape``."""
+    out = param
+    for ax, (n, full) in enumerate(zip(param.shape, shape)):
+        if n != full:
+            out = np.repeat(out, full // n, axis=ax)
+    return out
+
+
+def affine_dequantize(data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None = None,
+                      *, out_dtype=None) -> np.ndarray:
+    """``scale * (data - zero_point)`` for the block layout above, in ``scale``'s dtype by default."""
+    out_dtype = out_dtype or scale.dtype
+    work = np.float64 if np.dtype(out_dtype) == np.float64 else np.float32
+    s = expand_blocks(scale, data.shape).astype(work)
+    centered = data.astype(work)
+    if zero_point is not None:
+        centered -= expand_blocks(zero_point, data.shape).astype(work)
+    return (centered * s).astype(out_dtype)

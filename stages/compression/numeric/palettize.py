@@ -1,0 +1,410 @@
+"""LUT palettization: every weight element (or vector) is replaced by an index into a small table.
+
+Layout (iOS18 ``constexpr_lut_to_dense``):
+
+* ``lut``: rank(weight) + 2 dims.  For each weight axis the number of LUTs along it (1, or
+  the number of channel groups on ``channel_axis``), then ``2**nbits`` entries, then
+  ``cluster_dim``.  Weight dtype.
+* ``indices``: the weight's shape (``channel_axis`` divided by ``cluster_dim`` for vector
+  palettization), values < 2**nbits, uint8 storage.
+* ``vector_axis``: ``channel_axis`` for vector palettization, else None.
+* ``per_channel_scale`` (``enable_per_channel_scale``): max|w| of each output channel,
+  weight's rank with every axis but ``channel_axis`` of size 1, weight dtype; 0 -> 1.
+  The dense weight is ``lut_to_dense(params) * per_channel_scale``.
+
+Modes: ``kmeans`` (optimal 1-D k-means, see ``kmeans1d``), ``uniform`` (2**nbits evenly
+spaced values from min to max), ``unique`` (the distinct values; smallest nbits that holds
+them; ``None`` when there are more than 256), ``custom`` (``lut_function``, validated).
+
+Limits: vector palettization (``cluster_dim > 1``) runs Lloyd with k-means++ seeding (not
+provably optimal; d-dimensional k-means is NP-hard) and loops over groups in Python.
+fp16 weights take the fast histogram path (65,536 bit patterns); fp32 weights are sorted
+per group (slower, several copies of memory); fp64 loops over groups.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from . import kmeans1d as km
+from ._checks import choice, float_weight, normalize_axis
+from ._floatkeys import FP16_KEY, FP16_VALUE, ceil_to_dtype, sortable_key
+from .errors import CompressionError, NotCompressible, message
+
+NBITS = (1, 2, 3, 4, 6, 8)
+MODES = ("kmeans", "uniform", "unique", "custom")
+GRANULARITIES = ("per_tensor", "per_grouped_channel")
+METHODS = ("auto", "exact", "fast")
+# auto: exact DP while (histogram positions) * k stays under this; the coarse-start Lloyd beyond.
+EXACT_BUDGET = 1 << 22
+_CHUNK = 1 << 20  # elements per pass in the histogram / assignment loops (bounds temporaries)
+
+
+class LutParams(NamedTuple):
+    lut: np.ndarray
+    indices: np.ndarray
+    nbits: int
+    vector_axis: Optional[int] = None
+    per_channel_scale: Optional[np.ndarray] = None
+
+
+class GroupedRows(NamedTuple):
+    """The weight as (groups, elements per group) rows plus how to undo it."""
+    rows: np.ndarray
+    moved_shape: tuple
+    channel_axis: int
+
+
+def _to_rows(w: np.ndarray, channel_axis: int, groups: int) -> GroupedRows:
+    moved = np.moveaxis(w, channel_axis, 0)
+    return GroupedRows(np.ascontiguousarray(moved).reshape(groups, -1), moved.shape, channel_axis)
+
+
+def _from_rows(flat: np.ndarray, g: GroupedRows) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(flat.reshape(g.moved_shape), 0, g.channel_axis))
+
+
+def _lut_shape(rank: int, channel_axis: int, groups: int, entries: int, cluster_dim: int):
+    shape = [1] * rank + [entries, cluster_dim]
+    shape[channel_axis] = groups
+    return shape
+
+
+# ---------------------------------------------------------------- histograms (Segments)
+
+def _fp16_segments(rows: np.ndarray):
+    """Per-row histograms of fp16 rows: Segments + global sorted keys (row << 16 | fp16 key)."""
+    G, m = rows.shape
+    bits = rows.view(np.uint16)
+    per = max(1, _CHUNK // m)
+    keys, counts = [], []
+    for g0 in range(0, G, per):
+        block = bits[g0:g0 + per]
+        c = block.shape[0]
+        if c == 1:
+            hist = sum(np.bincount(block[0, i:i + _CHUNK], minlength=1 << 16) for i in range(0, m, _CHUNK))[None]
+        else:
+            local = block.astype(np.int64) | (np.arange(c, dtype=np.int64)[:, None] << 16)
+            hist = np.bincount(local.ravel(), minlength=c << 16).reshape(c, 1 << 16)
+        by_key = np.empty_like(hist)
+        by_key[:, FP16_KEY] = hist  # reorder columns from bit pattern to sorted value order
+        r, k = np.nonzero(by_key)
+        keys.append(((r + g0).astype(np.int64) << 16) | k)
+        counts.append(by_key[r, k])
+    keys = np.concatenate(keys)
+    counts = np.concatenate(counts).astype(np.float64)
+    offsets = np.searchsorted(keys >> 16, np.arange(G + 1))
+    return km.Segments(FP16_VALUE[keys & 0xFFFF], counts, offsets), keys
+
+
+def _sorted_segments(rows: np.ndarray):
+    """Per-row histograms by sorting (fp32/fp64)."""
+    G, m = rows.shape
+    srt = np.sort(rows, axis=1)
+    new = np.ones(srt.shape, bool)
+    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    flat_new = new.ravel()
+    pos = np.flatnonzero(flat_new)
+    counts = np.diff(np.append(pos, srt.size)).astype(np.float64)
+    offsets = np.concatenate(([0], np.cumsum(new.sum(axis=1))))
+    values = srt.ravel()[pos]
+    keys = None
+    if rows.dtype == np.float32:
+        keys = sortable_key(values).astype(np.int64) | (np.repeat(np.arange(G, dtype=np.int64), np.diff(offsets)) << 32)
+    return km.Segments(values.astype(np.float64), counts, offsets), keys
+
+
+# ---------------------------------------------------------------- 1-D k-means over rows
+
+def _searcher(seg: km.Segments, keys, dtype):
+    """First position >= midpoint, per segment, in one searchsorted (keys carry the row id)."""
+    if keys is None:  # a single segment: search the values directly
+        return lambda mid: np.searchsorted(seg.values, mid, side="left")
+    shift = 16 if dtype == np.float16 else 32
+    rows = np.arange(len(seg.offsets) - 1, dtype=np.int64)[:, None] << shift
+
+    def search(mid):
+        q = sortable_key(ceil_to_dtype(mid, dtype)).astype(np.int64) | rows
+        return np.searchsorted(keys, q, side="left")
+    return search
+
+
+def _kmeans_rows(rows: np.ndarray, k: int, method: str):
+    """(centroids (G, k) float64 with padding for rows with < k distinct values, boundary keys)."""
+    dtype = rows.dtype
+    if dtype == np.float64 and rows.shape[0] > 1:  # 64-bit keys leave no room for a row id
+        return np.concatenate([_kmeans_rows(r[None], k, method) for r in rows])
+    seg, keys = _fp16_segments(rows) if dtype == np.float16 else _sorted_segments(rows)
+    if rows.shape[0] == 1:
+        keys = None
+    distinct = np.diff(seg.offsets)
+    out = np.zeros((rows.shape[0], k))
+    few = distinct <= k
+    for g in np.flatnonzero(few):  # already exact: the distinct values themselves
+        out[g, :distinct[g]] = seg.values[seg.offsets[g]:seg.offsets[g + 1]]
+        out[g, distinct[g]:] = out[g, distinct[g] - 1]  # repeat the last so the LUT stays sorted
+    many = np.flatnonzero(~few)
+    if len(many):
+        if len(many) < len(distinct):
+            sel = np.concatenate([np.arange(seg.offsets[g], seg.offsets[g + 1]) for g in many])
+            seg = km.Segments(seg.values[sel], seg.weights[sel],
+                              np.concatenate(([0], np.cumsum(distinct[many]))))
+            keys = None if keys is None else keys[sel]
+            if keys is not None:  # renumber row ids to 0..len(many)-1
+                shift = 16 if dtype == np.float16 else 32
+                keys = (keys & ((1 << shift) - 1)) | (np.repeat(np.arange(len(many), dtype=np.int64), distinct[many]) << shift)
+        p = km.prefix_sums(seg)
+        if method == "exact" or (method == "auto" and len(seg.values) * k <= EXACT_BUDGET):
+            b = km.exact_boundaries(seg, p, k)
+        else:
+            b = km.lloyd_boundaries(seg, p, k, _searcher(seg, keys, dtype),
+                                    start_b=km.coarse_exact_start(seg, p, k))
+        out[many] = km.centroids(p, b)
+    return out
+
+
+def _assign_rows(rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Index of the nearest LUT entry (LUT rows sorted ascending) for every element, uint8."""
+    mids = 0.5 * (lut[:, :-1].astype(np.float64) + lut[:, 1:].astype(np.float64))
+    G, m = rows.shape
+    out = np.empty(rows.shape, np.uint8)
+    if rows.dtype == np.float16:
+        # A table over the 65,536 sorted fp16 keys per row: mark where each midpoint falls
+        # (value >= midpoint <=> key >= key(ceil_fp16(midpoint))), cumulate, then gather.
+        mid_keys = sortable_key(ceil_to_dtype(mids, np.float16)).astype(np.int64)
+        per = max(1, _CHUNK >> 16)
+        for g0 in range(0, G, per):
+            c = min(per, G - g0)
+            marks = np.bincount((mid_keys[g0:g0 + c] | (np.arange(c, dtype=np.int64)[:, None] << 16)).ravel(),
+                                minlength=c << 16).reshape(c, 1 << 16)
+            table = np.cumsum(marks, axis=1).astype(np.uint8)[:, FP16_KEY]  # key order -> bit pattern order
+            for r in range(c):
+                out[g0 + r] = table[r][rows[g0 + r].view(np.uint16)]
+        return out
+    for g in range(G):
+        for i in range(0, m, _CHUNK):
+            out[g, i:i + _CHUNK] = np.searchsorted(mids[g], rows[g, i:i + _CHUNK], side="right")
+    return out
+
+
+# ---------------------------------------------------------------- vector k-means
+
+def _vector_kmeans(x: np.ndarray, k: int, seed: int = 0, max_iter: int = 300):
+    """(centroids (k, d), labels) for rows of x: Lloyd from weighted k-means++ on distinct rows."""
+    uniq, inverse, counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    if len(uniq) <= k:
+        cent = np.concatenate([uniq, np.repeat(uniq[-1:], k - len(uniq), axis=0)])
+        return cent, inverse
+    rng = np.random.default_rng(seed)
+    pts, wts = uniq.astype(np.float64), counts.astype(np.float64)
+    cent = [pts[rng.choice(len(pts), p=wts / wts.sum())]]
+    d2 = ((pts - cent[0]) ** 2).sum(1)
+    for _ in range(1, k):  # k-means++: next seed with probability ~ weight * squared distance
+        prob = wts * d2
+        nxt = pts[rng.choice(len(pts), p=prob / prob.sum())] if prob.sum() > 0 else pts[int(np.argmax(d2))]
+        cent.append(nxt)
+        d2 = np.minimum(d2, ((pts - nxt) ** 2).sum(1))
+    cent = np.array(cent)
+    labels = None
+    for _ in range(max_iter):
+        new = np.concatenate([np.argmin(((pts[i:i + 65536, None, :] - cent[None]) ** 2).sum(-1), axis=1)
+                              for i in range(0, len(pts), 65536)])
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        mass = np.bincount(labels, weights=wts, minlength=k)
+        sums = np.stack([np.bincount(labels, weights=wts * pts[:, j], minlength=k) for j in range(pts.shape[1])], 1)
+        cent = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-300)[:, None], cent)  # empty: keep
+    return cent, labels[inverse]
+
+
+def _vector_rows(rows: np.ndarray, cluster_dim: int, group_channels: int):
+    """Rows (G, gs*R) -> per-group vectors (G, gs/cd * R, cd) along the channel direction."""
+    G = rows.shape[0]
+    r = rows.reshape(G, group_channels // cluster_dim, cluster_dim, -1)
+    return np.ascontiguousarray(r.transpose(0, 1, 3, 2)).reshape(G, -1, cluster_dim)
+
+
+# ---------------------------------------------------------------- modes on rows
+
+def _nbits_for(count: int) -> Optional[int]:
+    return next((n for n in NBITS if count <= (1 << n)), None)
+
+
+def _distinct_per_row(rows: np.ndarray) -> np.ndarray:
+    if rows.dtype == np.float16:
+        return np.diff(_fp16_segments(rows)[0].offsets)
+    return np.array([len(np.unique(r)) for r in rows])
+
+
+def _scalar_rows(rows, nbits, mode, method):
+    if mode == "unique":
+        need = _nbits_for(int(_distinct_per_row(rows).max()))
+        if need is None or (nbits is not None and need > nbits):
+            return None
+        nbits = nbits or need
+    k = 1 << nbits
+    if mode == "uniform":
+        lo = rows.min(axis=1).astype(np.float64)[:, None]
+        hi = rows.max(axis=1).astype(np.float64)[:, None]
+        cent = lo + (hi - lo) * (np.arange(k) / (k - 1))
+    else:  # kmeans, or unique (k >= distinct values, so k-means returns exactly those values)
+        cent = _kmeans_rows(rows, k, method)
+    lut = cent.astype(rows.dtype)
+    return lut[:, :, None], _assign_rows(rows, lut), nbits
+
+
+def _vector_rows_mode(rows, nbits, mode, cluster_dim, group_channels):
+    vecs = _vector_rows(rows, cluster_dim, group_channels)
+    if mode == "uniform":
+        raise CompressionError("vector palettization (cluster_dim > 1) does not support mode 'uniform'")
+    if mode == "unique":
+        need = _nbits_for(max(len(np.unique(v, axis=0)) for v in vecs))
+        if need is None or (nbits is not None and need > nbits):
+            return None
+        nbits = nbits or need
+    luts, idx = zip(*(_vector_kmeans(v.astype(np.float64), 1 << nbits) for v in vecs))
+    # Indices come back in (gs/cd, R) order per group, i.e. rows of the moved layout.
+    return np.stack(luts).astype(rows.dtype), np.stack(idx).astype(np.uint8), nbits
+
+
+# ---------------------------------------------------------------- custom
+
+def _validate_custom(lut, indices, expected_size: int, dtype, name) -> tuple[np.ndarray, np.ndarray, int]:
+    def fail(reason):
+        raise CompressionError(message(f"lut_function returned {reason}", name))
+    lut, indices = np.asarray(lut), np.asarray(indices)
+    if lut.ndim == 0 or lut.dtype.kind not in "fiu":
+        fail(f"a non-numeric or scalar LUT (dtype {lut.dtype}, shape {lut.shape})")
+    entries = lut.shape[0]
+    if lut.ndim > 2 or entries < 2 or entries > 256 or entries & (entries - 1):
+        fail(f"a LUT of shape {lut.shape}; need 2**nbits entries (2..256), optionally x cluster_dim")
+    if not np.all(np.isfinite(lut)):
+        fail("a LUT with NaN or Inf")
+    if indices.dtype.kind not in "iu":
+        fail(f"indices of dtype {indices.dtype}; need integers")
+    if indices.size != expected_size:
+        fail(f"{indices.size} indices for {expected_size} elements")
+    if indices.size and (indices.min() < 0 or indices.max() >= entries):
+        fail(f"indices outside [0, {entries})")
+    return lut.reshape(entries, -1).astype(dtype), indices.astype(np.uint8), entries.bit_length() - 1
+
+
+def custom_lut(weight: np.ndarray, lut_function: Callable, *, name: str | None = None) -> LutParams:
+    """Per-tensor LUT from a user ``lut_function(weight) -> (lut, indices)``, validated."""
+    w = float_weight(weight, name=name)
+    if not callable(lut_function):
+        raise CompressionError(message("mode 'custom' needs a callable lut_function", name))
+    lut, idx, nbits = _validate_custom(*_call(lut_function, w, name), w.size, w.dtype, name)
+    if lut.shape[1] != 1:
+        raise CompressionError(message("lut_function returned a vector LUT; only scalar LUTs are supported", name))
+    return LutParams(lut.reshape([1] * w.ndim + list(lut.shape)), idx.reshape(w.shape), nbits)
+
+
+def _call(fn, w, name):
+    out = fn(w)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise CompressionError(message("lut_function must return a (lut, indices) pair", name))
+    return out
+
+
+# ---------------------------------------------------------------- public entry points
+
+def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmeans",
+              granularity: str = "per_tensor", group_size: int | None = None, channel_axis: int = 0,
+              cluster_dim: int = 1, enable_per_channel_scale: bool = False,
+              lut_function: Callable | None = None, method: str = "auto",
+              name: str | None = None) -> Optional[LutParams]:
+    """Palettize ``weight``; see the module docstring for layouts.
+
+    Returns None when ``mode='unique'`` finds more distinct values than 256 (or than
+    ``2**nbits`` when nbits is given).  Raises NotCompressible when ``group_size`` or
+    ``cluster_dim`` does not divide the channel axis (coremltools skips those weights).
+    ``method``: 'exact' (DP), 'fast' (exact DP on a coarse histogram, then Lloyd) or 'auto'.
+    """
+    w = float_weight(weight, name=name)
+    choice(mode, MODES, what="mode", name=name)
+    choice(granularity, GRANULARITIES, what="granularity", name=name)
+    choice(method, METHODS, what="method", name=name)
+    axis = normalize_axis(channel_axis, w.ndim, what="channel_axis", name=name)
+    if mode in ("kmeans", "uniform") or nbits is not None:
+        if mode == "custom":
+            raise CompressionError(message("mode 'custom' takes its nbits from lut_function", name))
+        choice(nbits, NBITS, what="nbits", name=name)
+    if mode == "custom" and granularity == "per_tensor" and cluster_dim == 1:
+        return _with_scale(lambda v: custom_lut(v, lut_function, name=name), w, axis, enable_per_channel_scale)
+    channels = w.shape[axis]
+    group = channels if granularity == "per_tensor" else (group_size or 0)
+    if group <= 0:
+        raise CompressionError(message("per_grouped_channel needs a positive group_size", name))
+    if channels % group:
+        raise NotCompressible(message(f"{channels} channels not divisible by group_size {group}", name))
+    if not isinstance(cluster_dim, (int, np.integer)) or cluster_dim < 1:
+        raise CompressionError(message(f"invalid cluster_dim {cluster_dim!r}", name))
+    if group % cluster_dim:
+        raise NotCompressible(message(f"group of {group} channels not divisible by cluster_dim {cluster_dim}", name))
+    if mode == "custom":
+        raise CompressionError(message("mode 'custom' supports per_tensor scalar LUTs only", name))
+    groups = channels // group
+
+    def run(v):
+        rows = _to_rows(v, axis, groups)
+        if cluster_dim == 1:
+            res = _scalar_rows(rows.rows, nbits, mode, method)
+        else:
+            res = _vector_rows_mode(rows.rows, nbits, mode, cluster_dim, group)
+        if res is None:
+            return None
+        lut, idx, nb = res
+        if cluster_dim == 1:
+            indices = _from_rows(idx, rows)
+        else:
+            moved = (rows.moved_shape[0] // cluster_dim,) + rows.moved_shape[1:]
+            indices = np.ascontiguousarray(np.moveaxis(idx.reshape(moved), 0, axis))
+        return LutParams(lut.reshape(_lut_shape(v.ndim, axis, groups, 1 << nb, cluster_dim)), indices, nb,
+                         axis if cluster_dim > 1 else None)
+    return _with_scale(run, w, axis, enable_per_channel_scale)
+
+
+def _with_scale(run, w, axis, enabled):
+    if not enabled:
+        return run(w)
+    others = tuple(a for a in range(w.ndim) if a != axis)
+    scale = np.max(np.abs(w), axis=others, keepdims=True)
+    scale = np.where(scale == 0, np.array(1, w.dtype), scale)
+    work = np.float64 if w.dtype == np.float64 else np.float32
+    params = run((w.astype(work) / scale.astype(work)).astype(w.dtype))
+    return None if params is None else params._replace(per_channel_scale=scale)
+
+
+def lut_to_dense(params: LutParams) -> np.ndarray:
+    """Reconstruct the weight (times ``per_channel_scale`` when present)."""
+    lut, idx = params.lut, params.indices
+    rank, entries, cd = idx.ndim, lut.shape[-2], lut.shape[-1]
+    block = np.zeros(idx.shape, np.int64)  # flat id of the LUT serving each index
+    for a in range(rank):
+        n = lut.shape[a]
+        ids = np.arange(idx.shape[a]) // (idx.shape[a] // n)
+        block = block * n + ids.reshape([-1 if b == a else 1 for b in range(rank)])
+    out = lut.reshape(-1, entries, cd)[block, idx.astype(np.int64)]  # idx.shape + (cd,)
+    if cd == 1:
+        out = out[..., 0]
+    else:
+        va = params.vector_axis
+        out = np.moveaxis(out, -1, va + 1)
+        shape = list(idx.shape)
+        shape[va] *= cd
+        out = out.reshape(shape)
+    if params.per_channel_scale is not None:
+        out = (out * params.per_channel_scale).astype(lut.dtype)
+    return out
+
+
+def to_ios16(params: LutParams) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Flat iOS16 form of a per-tensor scalar LUT: (lut (2**nbits,), indices (size,) uint8, shape)."""
+    lut = params.lut
+    if lut.shape[-1] != 1 or any(n != 1 for n in lut.shape[:-2]) or params.per_channel_scale is not None:
+        raise CompressionError("the iOS16 flat form holds per-tensor scalar LUTs without per-channel scale only")
+    return lut.reshape(-1), params.indices.reshape(-1).astype(np.uint8), params.indices.shape
