@@ -62,7 +62,9 @@ def infer_types(op_type: str, name: str, inputs: dict, attrs: Optional[dict] = N
     try:
         return sch.infer(inputs, attrs or {})
     except (OpError, UnknownDType) as e:
-        raise OpError(f"{op_type} {name!r}: {e}") from None
+        msg = str(e)  # kernels may name the op themselves; say it once
+        msg = msg[len(op_type) + 2:] if msg.startswith(f"{op_type}: ") else msg
+        raise OpError(f"{op_type} {name!r}: {msg}") from None
     except (TypeError, IndexError, KeyError, AttributeError) as e:
         raise OpError(f"{op_type} {name!r}: inputs do not fit the op ({type(e).__name__}: {e})") from None
 
