@@ -1,0 +1,518 @@
+"""ONNX -> IR.
+
+Ops with a core equivalent go through a table (ONNX op type -> converter);
+a converter that meets a case the core op does not cover raises NotCore (or
+the core op's own type check fails) and the node is carried through as a
+foreign `onnx.<OpType>` op with its attributes, evaluated by onnx's
+reference evaluator. Initializers become const ops (read-only arrays).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, shape_inference
+
+from ir.core import Block, Function, Op, Program, TensorType, Var
+from ir.construct import const_op, new_op
+from ir.formats.onnx import foreign  # noqa: F401  (registers the onnx.* evaluator)
+from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype, opset_of,
+                                    safe_name, tensor_to_array)
+from ir.ops import OpError
+
+
+class NotCore(Exception):
+    """This node's attributes / inputs fall outside the core op: keep it foreign."""
+
+
+# ---- loading -------------------------------------------------------------------
+
+def _read(src, base_dir) -> tuple:
+    """(ModelProto, label for messages); never mutates a ModelProto it is given."""
+    if isinstance(src, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(src)
+        if base_dir is not None:
+            external_data_helper.load_external_data_for_model(model, os.fspath(base_dir))
+        return model, "<ModelProto>"
+    path = os.fspath(src)
+    if not os.path.isfile(path):
+        raise OnnxFormatError(f"{path}: no such file")
+    try:
+        model = onnx.load(path, load_external_data=False)
+        external_data_helper.load_external_data_for_model(
+            model, os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path)))
+    except Exception as e:  # protobuf / io errors come in many types
+        raise OnnxFormatError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    return model, path
+
+
+def _check(model, label):
+    if not model.HasField("graph") or not (model.graph.node or model.graph.output):
+        raise OnnxFormatError(f"{label}: not an ONNX model (no graph)")
+    if model.ByteSize() < 2 ** 31 - 1:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as e:
+            raise OnnxFormatError(f"{label}: invalid ONNX model ({str(e).splitlines()[0]})") from None
+
+
+def _type_of(type_proto, label="") -> Optional[TensorType]:
+    if not type_proto.HasField("tensor_type"):
+        return None
+    tt = type_proto.tensor_type
+    dt = ir_dtype(tt.elem_type, label) if tt.elem_type else "fp32"
+    if not tt.HasField("shape"):
+        return None
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+    return TensorType.of(dt, dims)
+
+
+def _known_types(model) -> dict:
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True) if model.ByteSize() < 2 ** 31 - 1 else model
+    except Exception:  # an op onnx cannot infer: keep what the file says
+        inferred = model
+    g = inferred.graph
+    types = {}
+    for vi in list(g.value_info) + list(g.output) + list(g.input):
+        t = _type_of(vi.type, vi.name)
+        if t is not None:
+            types[vi.name] = t
+    return types
+
+
+# ---- the conversion context --------------------------------------------------
+
+class Ctx:
+    def __init__(self, model):
+        self.opset = opset_of(model)
+        self.names = Names()
+        self.ops: list = []
+        self.env: dict = {}
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self.types = _known_types(model)
+        self.graph_outputs = {o.name for o in model.graph.output}
+        self.opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
+
+    def var(self, onnx_name: str) -> Optional[Var]:
+        if not onnx_name:
+            return None
+        v = self.env.get(onnx_name)
+        if v is None and onnx_name in self.initializers:
+            arr, dt = tensor_to_array(self.initializers[onnx_name])
+            op = const_op(self.names.of(onnx_name), arr, dt)
+            self.ops.append(op)
+            v = self.env[onnx_name] = op.outputs[0]
+        if v is None:
+            raise OnnxFormatError(f"value {onnx_name!r} is used before it is defined")
+        return v
+
+    def inp(self, node, i: int) -> Optional[Var]:
+        return self.var(node.input[i]) if i < len(node.input) else None
+
+    def static(self, node, i: int):
+        """The build-time value of input i, or None when absent; NotCore when not constant."""
+        v = self.inp(node, i)
+        if v is None:
+            return None
+        if v.val is None:
+            raise NotCore(f"input {i} is not constant")
+        return v.val
+
+    def const(self, hint: str, value, dt=None) -> Var:
+        op = const_op(self.names.fresh(hint), value, dt)
+        self.ops.append(op)
+        return op.outputs[0]
+
+    def emit(self, op_type: str, inputs: dict, out: Optional[str] = None, hint: str = "t") -> Var:
+        """A core op; `out` is the ONNX value it defines (else an internal temp)."""
+        name = self.names.of(out) if out else self.names.fresh(hint)
+        op = new_op(op_type, name, inputs)
+        self.ops.append(op)
+        return op.outputs[0]
+
+
+def _attrs(node) -> dict:
+    return {a.name: attr_to_ir(a) for a in node.attribute}
+
+
+def _out(node) -> str:
+    return node.output[0]
+
+
+# ---- converters: (node, ctx, attrs) -> output Var(s) -----------------------------
+
+def _binary(core, float_only=False):
+    def conv(n, c, a):
+        x, y = c.inp(n, 0), c.inp(n, 1)
+        if float_only and not x.type.dt.is_float:
+            raise NotCore("integer division truncates")
+        return c.emit(core, {"x": x, "y": y}, _out(n))
+    return conv
+
+
+def _unary(core):
+    return lambda n, c, a: c.emit(core, {"x": c.inp(n, 0)}, _out(n))
+
+
+def _variadic_binary(core):
+    def conv(n, c, a):
+        if len([i for i in n.input if i]) != 2:
+            raise NotCore("only the two-input form")
+        return _binary(core)(n, c, a)
+    return conv
+
+
+def _gelu(n, c, a):
+    mode = {"none": "EXACT", "tanh": "TANH_APPROXIMATION"}[a.get("approximate", "none")]
+    return c.emit("gelu", {"x": c.inp(n, 0), "mode": c.const(_out(n) + "_mode", mode)}, _out(n))
+
+
+def _matmul(n, c, a):
+    return c.emit("matmul", {"x": c.inp(n, 0), "y": c.inp(n, 1)}, _out(n))
+
+
+def _gemm(n, c, a):
+    x, w, bias = c.inp(n, 0), c.inp(n, 1), c.inp(n, 2)
+    ta, tb = bool(a.get("transA", 0)), bool(a.get("transB", 0))
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    o = _out(n)
+    if tb and not ta and alpha == 1 and beta == 1 and (bias is None or bias.shape == (w.shape[0],)):
+        return c.emit("linear", {"x": x, "weight": w, "bias": bias}, o)
+    last = bias is None and alpha == 1
+    y = c.emit("matmul", {"x": x, "y": w, "transpose_x": c.const(o + "_tx", ta),
+                          "transpose_y": c.const(o + "_ty", tb)}, o if last else None, o + "_mm")
+    dt = x.type.dt.storage
+    if alpha != 1:
+        y = c.emit("mul", {"x": y, "y": c.const(o + "_alpha", np.array(alpha, dt))},
+                   o if bias is None else None, o + "_scaled")
+    if bias is not None:
+        if beta != 1:
+            bias = c.emit("mul", {"x": bias, "y": c.const(o + "_beta", np.array(beta, dt))}, None, o + "_c")
+        y = c.emit("add", {"x": y, "y": bias}, o)
+    return y
+
+
+_PAD_TYPE = {"NOTSET": "custom", "SAME_UPPER": "same", "SAME_LOWER": "same_lower", "VALID": "valid"}
+
+
+def _spatial(n, c, a, nsp, what):
+    """strides / pad_type / pad / dilations inputs shared by conv and pooling."""
+    o = _out(n)
+    pads = list(a.get("pads", [0] * 2 * nsp))
+    mil_pad = [p for i in range(nsp) for p in (pads[i], pads[nsp + i])]  # ONNX: all begins, then all ends
+    ins = {"strides": c.const(o + "_strides", np.array(a.get("strides", [1] * nsp), np.int32)),
+           "pad_type": c.const(o + "_pad_type", _PAD_TYPE[a.get("auto_pad", "NOTSET")]),
+           "pad": c.const(o + "_pad", np.array(mil_pad, np.int32))}
+    if what == "conv":
+        ins["dilations"] = c.const(o + "_dilations", np.array(a.get("dilations", [1] * nsp), np.int32))
+        ins["groups"] = c.const(o + "_groups", np.int32(a.get("group", 1)))
+    return ins
+
+
+def _conv(n, c, a):
+    x, w = c.inp(n, 0), c.inp(n, 1)
+    ins = {"x": x, "weight": w, "bias": c.inp(n, 2), **_spatial(n, c, a, w.rank - 2, "conv")}
+    return c.emit("conv", ins, _out(n))
+
+
+def _conv_transpose(n, c, a):
+    x, w = c.inp(n, 0), c.inp(n, 1)
+    if any(a.get("output_padding", [])) or "output_shape" in a:
+        raise NotCore("output_padding / output_shape")
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise NotCore("SAME padding of ConvTranspose splits the pad the other way round")
+    ins = {"x": x, "weight": w, "bias": c.inp(n, 2), **_spatial(n, c, a, w.rank - 2, "conv")}
+    return c.emit("conv_transpose", ins, _out(n))
+
+
+def _pool(core):
+    def conv(n, c, a):
+        if len([o for o in n.output if o]) > 1 or a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [])):
+            raise NotCore("indices output, ceil_mode or dilations")
+        k = list(a["kernel_shape"])
+        ins = {"x": c.inp(n, 0), "kernel_sizes": c.const(_out(n) + "_kernel", np.array(k, np.int32)),
+               **_spatial(n, c, a, len(k), "pool")}
+        if core == "avg_pool":
+            ins["exclude_padding_from_average"] = c.const(_out(n) + "_exclude",
+                                                          not a.get("count_include_pad", 0))
+        return c.emit(core, ins, _out(n))
+    return conv
+
+
+def _global_pool(core):
+    def conv(n, c, a):
+        x = c.inp(n, 0)
+        axes = np.arange(2, x.rank, dtype=np.int32)
+        return c.emit(core, {"x": x, "axes": c.const(_out(n) + "_axes", axes),
+                             "keep_dims": c.const(_out(n) + "_keep", True)}, _out(n))
+    return conv
+
+
+def _transpose(n, c, a):
+    x = c.inp(n, 0)
+    perm = a.get("perm", tuple(reversed(range(x.rank))))
+    return c.emit("transpose", {"x": x, "perm": c.const(_out(n) + "_perm", np.array(perm, np.int32))}, _out(n))
+
+
+def _reshape(n, c, a):
+    shape = c.static(n, 1)
+    if a.get("allowzero", 0) and 0 in shape:
+        raise NotCore("allowzero with a 0 dim")
+    return c.emit("reshape", {"x": c.inp(n, 0), "shape": c.inp(n, 1)}, _out(n))
+
+
+def _axes_param(n, c, a, slot=1):
+    """axes from the input slot (opset 13+/18+) or the attribute (older opsets)."""
+    if "axes" in a:
+        return np.array(a["axes"], np.int32)
+    v = c.static(n, slot)
+    return None if v is None else np.asarray(v, np.int32)
+
+
+def _unsqueeze(n, c, a):
+    axes = _axes_param(n, c, a)
+    return c.emit("expand_dims", {"x": c.inp(n, 0), "axes": c.const(_out(n) + "_axes", axes)}, _out(n))
+
+
+def _squeeze(n, c, a):
+    axes = _axes_param(n, c, a)
+    ins = {"x": c.inp(n, 0)}
+    if axes is not None:
+        ins["axes"] = c.const(_out(n) + "_axes", axes)
+    return c.emit("squeeze", ins, _out(n))
+
+
+def _cast(n, c, a):
+    dt = ir_dtype(a["to"], n.name)
+    if dt == "string":
+        raise NotCore("cast to string")
+    return c.emit("cast", {"x": c.inp(n, 0), "dtype": c.const(_out(n) + "_dtype", dt)}, _out(n))
+
+
+def _q_axis(c, o, scale, a):
+    return c.const(o + "_axis", np.int32(a.get("axis", 1))) if scale.rank == 1 else None
+
+
+def _quantize(n, c, a):
+    x, scale, zp = c.inp(n, 0), c.inp(n, 1), c.inp(n, 2)
+    c.static(n, 1), c.static(n, 2)
+    if a.get("block_size", 0):
+        raise NotCore("blocked quantize")
+    out_dt = zp.dtype if zp is not None else ir_dtype(a.get("output_dtype", 0) or 2, n.name)
+    if out_dt not in ("int8", "uint8"):
+        raise NotCore(f"quantize to {out_dt}")
+    o = _out(n)
+    return c.emit("quantize", {"input": x, "scale": scale, "zero_point": zp, "axis": _q_axis(c, o, scale, a),
+                               "output_dtype": c.const(o + "_dtype", out_dt)}, o)
+
+
+def _dequantize(n, c, a):
+    x, scale, zp = c.inp(n, 0), c.inp(n, 1), c.inp(n, 2)
+    c.static(n, 1), c.static(n, 2)
+    o = _out(n)
+    bs = int(a.get("block_size", 0))
+    if bs:
+        if x.val is None:
+            raise NotCore("blocked dequantize of a runtime tensor")
+        axis = int(a.get("axis", 1)) % x.rank
+        if x.shape[axis] % bs:
+            raise NotCore("a partial last block")
+        return c.emit("constexpr_blockwise_shift_scale", {"data": x, "scale": scale, "offset": zp}, o)
+    return c.emit("dequantize", {"input": x, "scale": scale, "zero_point": zp,
+                                 "axis": _q_axis(c, o, scale, a)}, o)
+
+
+def _softmax(n, c, a):
+    x = c.inp(n, 0)
+    axis = int(a.get("axis", -1 if c.opset >= 13 else 1))
+    if c.opset < 13 and axis % x.rank != x.rank - 1:
+        raise NotCore("pre-13 Softmax flattens to 2-D")
+    return c.emit("softmax", {"x": x, "axis": c.const(_out(n) + "_axis", np.int32(axis))}, _out(n))
+
+
+def _single_output(n):
+    if len([o for o in n.output if o]) > 1:
+        raise NotCore("extra outputs are used")
+
+
+def _layer_norm(n, c, a):
+    _single_output(n)
+    x = c.inp(n, 0)
+    axis = int(a.get("axis", -1)) % x.rank
+    o = _out(n)
+    return c.emit("layer_norm", {"x": x, "gamma": c.inp(n, 1), "beta": c.inp(n, 2),
+                                 "axes": c.const(o + "_axes", np.arange(axis, x.rank, dtype=np.int32)),
+                                 "epsilon": c.const(o + "_eps", np.float32(a.get("epsilon", 1e-5)))}, o)
+
+
+def _batch_norm(n, c, a):
+    _single_output(n)
+    if a.get("training_mode", 0):
+        raise NotCore("training mode")
+    o = _out(n)
+    return c.emit("batch_norm", {"x": c.inp(n, 0), "gamma": c.inp(n, 1), "beta": c.inp(n, 2),
+                                 "mean": c.inp(n, 3), "variance": c.inp(n, 4),
+                                 "epsilon": c.const(o + "_eps", np.float32(a.get("epsilon", 1e-5)))}, o)
+
+
+def _concat(n, c, a):
+    xs = tuple(c.var(i) for i in n.input if i)
+    return c.emit("concat", {"values": xs, "axis": c.const(_out(n) + "_axis", np.int32(a["axis"]))}, _out(n))
+
+
+def _gather(n, c, a):
+    return c.emit("gather", {"x": c.inp(n, 0), "indices": c.inp(n, 1),
+                             "axis": c.const(_out(n) + "_axis", np.int32(a.get("axis", 0)))}, _out(n))
+
+
+def _reduce(core):
+    def conv(n, c, a):
+        axes = _axes_param(n, c, a)
+        if axes is not None and axes.size == 0:
+            axes = None
+        if axes is None and a.get("noop_with_empty_axes", 0):
+            raise NotCore("noop_with_empty_axes")
+        o = _out(n)
+        ins = {"x": c.inp(n, 0), "keep_dims": c.const(o + "_keep", bool(a.get("keepdims", 1)))}
+        if axes is not None:
+            ins["axes"] = c.const(o + "_axes", axes)
+        return c.emit(core, ins, o)
+    return conv
+
+
+def _flatten(n, c, a):
+    x = c.inp(n, 0)
+    axis = int(a.get("axis", 1)) % (x.rank + 1) if x.rank else 0
+    head, tail = x.shape[:axis], x.shape[axis:]
+    if x.type.is_static:
+        shape = [int(np.prod(head, dtype=np.int64)), int(np.prod(tail, dtype=np.int64))]
+    elif axis == 1 and all(isinstance(d, int) for d in tail):
+        shape = [0, int(np.prod(tail, dtype=np.int64))]
+    else:
+        raise NotCore("symbolic dims")
+    return c.emit("reshape", {"x": x, "shape": c.const(_out(n) + "_shape", np.array(shape, np.int32))}, _out(n))
+
+
+def _identity(n, c, a):
+    if _out(n) in c.graph_outputs or len([o for o in n.output if o]) > 1:
+        raise NotCore("a graph output keeps its own name")
+    return c.inp(n, 0)
+
+
+def _clip(n, c, a):
+    x = c.inp(n, 0)
+    if not x.type.dt.is_float:
+        raise NotCore("integer clip")
+    lo, hi = c.static(n, 1), c.static(n, 2)
+    dt = x.type.dt.storage
+    lo = np.array(-np.inf if lo is None else lo, dt)
+    hi = np.array(np.inf if hi is None else hi, dt)
+    o = _out(n)
+    return c.emit("clip", {"x": x, "alpha": c.const(o + "_lo", lo), "beta": c.const(o + "_hi", hi)}, o)
+
+
+_CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
+                   "value_int": np.int64, "value_ints": np.int64}
+
+
+def _constant(n, c, a):
+    o = _out(n)
+    if "value" in a and isinstance(a["value"], np.ndarray):
+        arr, dt = tensor_to_array(next(x.t for x in n.attribute if x.name == "value"))
+    else:
+        key = next((k for k in _CONSTANT_FORMS if k in a), None)
+        if key is None:
+            raise NotCore("sparse or string constant")
+        arr, dt = np.array(a[key], _CONSTANT_FORMS[key]), None
+    op = const_op(c.names.of(o), arr, dt)
+    c.ops.append(op)
+    return op.outputs[0]
+
+
+CONVERTERS = {
+    "MatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose,
+    "Add": _binary("add"), "Sub": _binary("sub"), "Mul": _binary("mul"),
+    "Div": _binary("real_div", float_only=True), "Pow": _binary("pow"),
+    "Max": _variadic_binary("maximum"), "Min": _variadic_binary("minimum"),
+    "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
+    "Erf": _unary("erf"), "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),
+    "Abs": _unary("abs"), "Neg": _unary("neg"), "Floor": _unary("floor"), "Ceil": _unary("ceil"),
+    "Sign": _unary("sign"), "Gelu": _gelu, "Clip": _clip,
+    "Transpose": _transpose, "Reshape": _reshape, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
+    "Cast": _cast, "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
+    "Softmax": _softmax, "LayerNormalization": _layer_norm, "BatchNormalization": _batch_norm,
+    "MaxPool": _pool("max_pool"), "AveragePool": _pool("avg_pool"),
+    "GlobalAveragePool": _global_pool("reduce_mean"), "GlobalMaxPool": _global_pool("reduce_max"),
+    "Concat": _concat, "Gather": _gather, "Flatten": _flatten,
+    "ReduceMean": _reduce("reduce_mean"), "ReduceSum": _reduce("reduce_sum"),
+    "ReduceMax": _reduce("reduce_max"), "ReduceMin": _reduce("reduce_min"),
+    "Identity": _identity, "Dropout": _identity, "Constant": _constant,
+}
+
+
+# ---- foreign ops -------------------------------------------------------------------
+
+def _foreign(n, c):
+    attrs = _attrs(n)
+    attrs["_opset"] = c.opsets.get(n.domain if n.domain != "ai.onnx" else "", c.opset)
+    if n.domain not in ("", "ai.onnx"):
+        attrs["_domain"] = n.domain
+    inputs = {f"in{i}": c.var(name) for i, name in enumerate(n.input) if name}
+    outs = []
+    for name in n.output:
+        t = c.types.get(name) if name else None
+        vname = c.names.of(name) if name else c.names.fresh(f"{n.op_type.lower()}_unused")
+        outs.append(Var(vname, t or TensorType("fp32", ("?",))))
+    op_name = c.names.fresh(safe_name(n.name) if n.name else outs[0].name + "_op")
+    c.ops.append(Op.make(f"onnx.{n.op_type}", op_name, inputs, outs, attrs))
+    return outs
+
+
+def _convert_node(n, c):
+    conv = CONVERTERS.get(n.op_type) if n.domain in ("", "ai.onnx") else None
+    if conv is not None:
+        mark = len(c.ops)
+        try:
+            out = conv(n, c, _attrs(n))
+            return [out] if isinstance(out, Var) else list(out)
+        except (NotCore, OpError, KeyError):
+            del c.ops[mark:]  # drop half-built core ops; the node goes through as foreign
+    return _foreign(n, c)
+
+
+def import_onnx(src, base_dir=None) -> Program:
+    """An ONNX model (path or ModelProto) as a Program with one function, "main".
+
+    External-data initializers load from the file's directory (or base_dir).
+    Raises OnnxFormatError (a ValueError) naming the file and the reason."""
+    model, label = _read(src, base_dir)
+    _check(model, label)
+    c = Ctx(model)
+    g = model.graph
+    inputs = []
+    for vi in g.input:
+        if vi.name in c.initializers:
+            continue  # old exporters list initializers among the inputs
+        t = _type_of(vi.type, vi.name)
+        if t is None:
+            raise OnnxFormatError(f"{label}: graph input {vi.name!r} has no tensor type")
+        v = Var(c.names.of(vi.name), t)
+        c.env[vi.name] = v
+        inputs.append(v)
+    try:
+        for n in g.node:
+            for name, v in zip(n.output, _convert_node(n, c)):
+                if name:
+                    c.env[name] = v
+        outputs = [c.var(o.name) for o in g.output]
+    except OnnxFormatError as e:
+        raise OnnxFormatError(f"{label}: {e}") from None
+    io = tuple((c.names.of(v.name), v.name) for v in list(g.input) + list(g.output)
+               if v.name not in c.initializers)
+    fn = Function("main", Block.make(inputs, c.ops, outputs))
+    return Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset,
+                               "onnx_io_names": io})
