@@ -24,7 +24,8 @@ def _arrays(a: np.ndarray, b: np.ndarray, path: str) -> Optional[str]:
     nan_ok = a.dtype.kind in "fc"
     if not np.array_equal(a, b, equal_nan=nan_ok):
         where = tuple(int(i) for i in np.argwhere(~_elementwise_equal(a, b))[0]) if a.ndim else ()
-        return f"{path}{list(where) if where else ''}: {a[where]!r} != {b[where]!r}"
+        at = "[" + ", ".join(map(str, where)) + "]" if where else ""
+        return f"{path}{at}: {a[where].tolist()!r} != {b[where].tolist()!r}"
     return None
 
 
@@ -106,8 +107,8 @@ def _op(a: Op, b: Op, path: str) -> Optional[str]:
         x, y = _input_names(a.inputs[k]), _input_names(b.inputs[k])
         if x != y:
             return f"{path}.inputs[{k!r}]: {x!r} != {y!r}"
-    return (d or _vars(a.outputs, b.outputs, f"{path}.outputs")
-            or values(a.attrs, b.attrs, f"{path}.attrs")
+    return (d or values(a.attrs, b.attrs, f"{path}.attrs")
+            or _vars(a.outputs, b.outputs, f"{path}.outputs")
             or _blocks(a.blocks, b.blocks, f"{path}.blocks"))
 
 
