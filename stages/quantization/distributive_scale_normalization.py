@@ -1,0 +1,143 @@
+"""distributive_quantized_binary_op_scale_normalization.
+
+A quantized add / sub reads two dequantized operands and feeds a quantize,
+optionally through a relu:
+
+    dequantize(x, s_x) -|
+                        |-> add|sub (-> relu) -> quantize(s_z)
+    dequantize(y, s_y) -|
+
+Since both ops distribute over a positive factor,
+    s_x*x' + s_y*y' = s_y * ((s_x/s_y)*x' + 1*y'),
+dividing every scale by a scalar s_y gives the same quantized result with
+s_y = 1, which a backend can skip. When only s_x is a scalar, x and y swap
+roles. The stage refuses when s_y is a vector (broadcasting the division is
+not worth it), when s_x/s_y or s_z/s_y would overflow or underflow fp16,
+and when any value of the chain but z (dequantizes included) is a block output.
+
+The replaced dequantizes are new ops used only by the binary op; the old
+ones stay for their other readers (dead_code_elimination removes the rest).
+The normalized quantize keeps the old quantize's name. A chain whose divisor
+already is 1 is left alone: rewriting it would rebuild the same values, and
+this keeps the stage idempotent.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ir.construct import const_op, new_op
+from ir.core import Op
+from ir.rewrite import Pattern, Rewrite, rewrite_program
+from stages.base import DEFAULT_CONTEXT, stage
+
+DISTRIBUTIVE_BINARY_OPS = frozenset({"add", "sub"})
+FP16_MAX = 65504.0
+FP16_TINY = float(np.nextafter(np.float16(0), np.float16(1)))  # smallest fp16 subnormal
+
+
+def only_child(op: Op, op_type: str, ctx) -> Optional[Op]:
+    """The single consumer of op's output when it has that type and sits in the same block."""
+    children = ctx.consumers(op.outputs[0])
+    if len(op.outputs) != 1 or len(children) != 1:
+        return None
+    child = children[0]
+    return child if child.op_type == op_type and ctx.in_block(child) else None
+
+
+class Chain(NamedTuple):
+    op: Op  # add / sub
+    tail: Optional[Op]  # relu, when fused
+    dq_x: Op
+    dq_y: Op
+    quantize: Op
+
+
+def match_chain(op: Op, ctx) -> Optional[Chain]:
+    if op.op_type not in DISTRIBUTIVE_BINARY_OPS:
+        return None
+    dq_x, dq_y = ctx.producer(op.x), ctx.producer(op.y)
+    if dq_x is None or dq_y is None or dq_x.op_type != "dequantize" or dq_y.op_type != "dequantize":
+        return None
+    tail = only_child(op, "relu", ctx)
+    quantize = only_child(tail or op, "quantize", ctx)
+    if quantize is None:
+        return None
+    inner = (dq_x, dq_y, op, tail)
+    if any(ctx.is_block_output(o.outputs[0]) for o in inner if o is not None):
+        return None  # only the quantized result z is conserved
+    return Chain(op, tail, dq_x, dq_y, quantize)
+
+
+# ---- the arithmetic -----------------------------------------------------------
+
+def _fp16_unsafe(x: np.ndarray) -> bool:
+    a = np.abs(np.asarray(x, dtype=np.float32))
+    return bool(np.max(a) > FP16_MAX or np.min(a) < FP16_TINY)
+
+
+def divide_by_y(dq_x: Op, dq_y: Op, quantize: Op) -> Optional[tuple]:
+    """(s_x/s_y, s_z/s_y) in fp32, or None when s_y is a vector or fp16 cannot hold them."""
+    if dq_y.axis is not None:
+        return None
+    s_y = np.float32(dq_y.scale.val)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        new_s_x = np.asarray(dq_x.scale.val, np.float32) / s_y
+        new_s_z = np.asarray(quantize.scale.val, np.float32) / s_y
+    if _fp16_unsafe(new_s_x) or _fp16_unsafe(new_s_z):
+        return None
+    return new_s_x, new_s_z
+
+
+def plan(chain: Chain) -> Optional[tuple]:
+    """(dequantize kept as x, dequantize normalized to 1, new s_x, new s_z), trying y then x."""
+    for dq_x, dq_y in ((chain.dq_x, chain.dq_y), (chain.dq_y, chain.dq_x)):
+        scales = divide_by_y(dq_x, dq_y, chain.quantize)
+        if scales is not None:
+            return (dq_x, dq_y, *scales)
+    return None
+
+
+def _already_normalized(dq_y: Op) -> bool:
+    return bool(np.all(np.asarray(dq_y.scale.val) == 1))
+
+
+# ---- the rewrite --------------------------------------------------------------
+
+def _dequantize_with_scale(dq: Op, scale: np.ndarray, ctx) -> tuple:
+    c = const_op(ctx.fresh_name(f"{dq.name}_normalized_scale"),
+                 np.asarray(scale).astype(dq.scale.val.dtype))
+    new = new_op("dequantize", ctx.fresh_name(f"{dq.name}_normalized"),
+                 {"input": dq.input, "scale": c.outputs[0], "zero_point": dq.zero_point, "axis": dq.axis})
+    return c, new
+
+
+def normalize(chain: Chain, ctx) -> Optional[Rewrite]:
+    planned = plan(chain)
+    if planned is None:
+        return None
+    dq_x, dq_y, new_s_x, new_s_z = planned
+    if _already_normalized(dq_y):
+        return None
+    cx, new_x = _dequantize_with_scale(dq_x, new_s_x, ctx)
+    cy, new_y = _dequantize_with_scale(dq_y, np.ones((), np.float32), ctx)
+    renamed = {dq_x.outputs[0].name: new_x.outputs[0], dq_y.outputs[0].name: new_y.outputs[0]}
+    op = chain.op.replace(inputs={k: renamed[v.name] for k, v in chain.op.inputs.items()})
+    q = chain.quantize
+    cz = const_op(ctx.fresh_name(f"{q.name}_normalized_scale"), new_s_z.astype(q.scale.val.dtype))
+    new_q = new_op("quantize", q.name, {**dict(q.inputs), "scale": cz.outputs[0]})
+    tail = () if chain.tail is None else (chain.tail,)
+    claims = (chain.op, *tail, q)
+    # the chain is single-consumer up to the quantize, so it moves as a whole to the quantize's place
+    return Rewrite(claims=claims, new_ops=(cx, new_x, cy, new_y, op, *tail, cz, new_q),
+                   replace={q.outputs[0].name: new_q.outputs[0]})
+
+
+PATTERN = Pattern("distributive_quantized_binary_op_scale_normalization", match_chain, normalize)
+
+
+@stage("distributive_quantized_binary_op_scale_normalization", version="1")
+def distributive_quantized_binary_op_scale_normalization(program, *, context=DEFAULT_CONTEXT):
+    """Normalize the scalar input scale of quantized add / sub (+ relu) to 1."""
+    return rewrite_program(program, (PATTERN,))
