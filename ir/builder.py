@@ -72,9 +72,11 @@ class Builder:
         self.ops.append(op)
         return op.outputs[0]
 
-    def _as_input(self, op_name: str, key: str, value):
+    def _as_input(self, op_name: str, key: str, value, variadic: bool = False):
         if value is None or isinstance(value, Var):
             return value
+        if variadic and isinstance(value, (list, tuple)):  # each entry is one Var (or a value)
+            return tuple(self._as_input(op_name, f"{key}_{i}", v) for i, v in enumerate(value))
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, Var) for v in value):
             return tuple(value)
         return self.const(value, name=f"{op_name}_{key}")
@@ -83,7 +85,8 @@ class Builder:
     def add_op(self, op_type: str, name: Optional[str] = None, attrs: Optional[dict] = None,
                blocks: tuple = (), out_types=None, **inputs):
         name = self.names.fresh(name) if name else self.names.auto(op_type)
-        ins = {k: self._as_input(name, k, v) for k, v in inputs.items()}
+        spec = schema(op_type).spec if op_type in REGISTRY else (lambda k: None)
+        ins = {k: self._as_input(name, k, v, bool(spec(k) and spec(k).variadic)) for k, v in inputs.items()}
         op = new_op(op_type, name, ins, attrs, blocks, out_types)
         self.ops.append(op)
         return op.outputs[0] if len(op.outputs) == 1 else op.outputs
