@@ -211,7 +211,8 @@ def _op_lines(op: Op, indent: str, inline_limit: int) -> list:
         args = []
         for k in _input_order(op):
             v = op.inputs[k]
-            ref = "(" + "".join(_var_ref(x.name) + ", " for x in v).rstrip(" ") + ")" \
+            # in input position parentheses always mean a tuple, even of one value
+            ref = "(" + ", ".join(_var_ref(x.name) for x in v) + ")" \
                 if isinstance(v, tuple) else _var_ref(v.name)
             args.append(f"{_ident(k)}={ref}")
         rhs = f"{op.op_type}({', '.join(args)})"
