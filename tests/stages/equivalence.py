@@ -125,4 +125,19 @@ def inputs_for(program: Program, function: str = "main", *, low: float = -8.0, h
     return st.fixed_dictionaries(parts)
 
 
-__all__ = ["assert_equivalent", "assert_idempotent", "inputs_for"]
+__all__ = ["assert_equivalent", "assert_idempotent", "inputs_for", "op_types", "find_op"]
+
+
+# ---- reading programs in tests -------------------------------------------------
+
+def op_types(program: Program, function: str = "main", *, consts: bool = False) -> list:
+    """Op types of a function's top block, in order (consts left out unless asked)."""
+    return [op.op_type for op in program.functions[function].ops if consts or op.op_type != "const"]
+
+
+def find_op(program: Program, name: str, function: str = "main"):
+    """The op called name anywhere in the function (nested blocks included)."""
+    for op in program.functions[function].block.walk():
+        if op.name == name:
+            return op
+    raise KeyError(name)
