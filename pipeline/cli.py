@@ -1,24 +1,370 @@
-"""The `weightpress` command line."""
+"""The `weightpress` command line.
+
+    weightpress compress MODEL -o OUT (--preset NAME | --recipe FILE | --pipeline SPEC | stage options)
+    weightpress inspect MODEL
+    weightpress diff A B
+    weightpress verify A B [--samples N]
+    weightpress pipeline list
+    weightpress demo [--out DIR]
+
+A mistake a shell user can make (a missing or damaged file, an unknown
+preset, a bad recipe, an unknown option) is one line on stderr,
+`weightpress: error: ...`, and a non-zero exit code. Anything else is a bug:
+it is reported in one line too, with its traceback when WEIGHTPRESS_DEBUG=1.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from pathlib import Path
 
 import ir
 
+PROG = "weightpress"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+
+
+class UsageError(ValueError):
+    """The command line itself is wrong."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit code 2), not usage + error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _debug() -> bool:
+    return os.environ.get("WEIGHTPRESS_DEBUG", "") not in ("", "0")
+
+
+# ---- progress -------------------------------------------------------------------
+
+def progress_wanted(flag) -> bool:
+    """--progress / --no-progress, else: bars when stderr is a terminal."""
+    return sys.stderr.isatty() if flag is None else bool(flag)
+
+
+def make_progress(flag):
+    """A progress(iterable, desc=, total=) drawing tqdm bars on stderr, or None when off."""
+    if not progress_wanted(flag):
+        return None
+    from tqdm import tqdm
+
+    def progress(iterable, desc="", total=None):
+        return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    return progress
+
+
+# ---- compress -------------------------------------------------------------------
+
+# Stage options, in the order their stages run (prune, then palettize or quantize,
+# as joint compression expects): flag, metavar, argparse type/choices, help,
+# stage name, the stage parameters the value becomes.
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"sparsity must be a percentage between 0 and 100, got {text}")
+    return value
+
+
+STAGE_OPTIONS = (
+    ("--sparsify", "PCT", dict(type=_percent), "prune PCT%% of each weight (smallest magnitudes)",
+     "sparsify_weights", lambda pct: {"target_sparsity": pct / 100.0}),
+    ("--palettize", "NBITS", dict(type=int, choices=(1, 2, 3, 4, 6, 8)),
+     "palettize each weight to a 2**NBITS-entry LUT (k-means)",
+     "palettize_weights", lambda nbits: {"nbits": nbits}),
+    ("--quantize", "DTYPE", dict(choices=("int8", "uint8", "int4", "uint4")),
+     "affine-quantize each weight per channel",
+     "affine_quantize_weights", lambda dtype: {"dtype": dtype}),
+)
+
+
+def _option_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def build_pipeline(args):
+    """The Pipeline the compress options describe (exactly one way of giving it)."""
+    from pipeline import Pipeline
+
+    stage_opts = [(flag, stage, to_params(getattr(args, _option_dest(flag))))
+                  for flag, _, _, _, stage, to_params in STAGE_OPTIONS
+                  if getattr(args, _option_dest(flag)) is not None]
+    given = [name for name, present in (("--preset", args.preset), ("--recipe", args.recipe),
+                                        ("--pipeline", args.pipeline_spec), ("stage options", stage_opts))
+             if present]
+    if len(given) != 1:
+        raise UsageError("compress needs exactly one of --preset, --recipe, --pipeline or stage options "
+                         "(--sparsify/--palettize/--quantize)" + (f"; got {' and '.join(given)}" if given else ""))
+    if args.preset:
+        return Pipeline.preset(args.preset)
+    if args.recipe:
+        recipe = Path(args.recipe)
+        if not recipe.is_file():
+            raise UsageError(f"{recipe}: no such recipe file")
+        return Pipeline.from_recipe(recipe)
+    if args.pipeline_spec:
+        return Pipeline.from_spec(args.pipeline_spec)
+    from pipeline.spec import format_step
+
+    return Pipeline.from_spec(",".join(format_step(stage, params) for _, stage, params in stage_opts))
+
+
+def _check_paths(model: Path, out: Path, report):
+    """Cheap checks first, so a typo is reported before minutes of compression."""
+    from pipeline.models import ModelFileError, format_of
+    from pipeline.report import report_kind
+
+    format_of(model)
+    if not model.exists():
+        raise ModelFileError(f"{model}: no such file")
+    format_of(out)
+    if report:
+        report_kind(report)
+    if out.exists() and model.exists() and out.resolve() == model.resolve():
+        raise UsageError(f"{out}: the output would overwrite the input model; choose another path")
+    for path in filter(None, (out, report and Path(report))):
+        if not path.parent.is_dir() and str(path.parent):
+            raise UsageError(f"{path}: directory {path.parent} does not exist")
+
+
+def _seconds_by_weight(trace) -> dict:
+    """Per-weight seconds when the stages reported them in their statistics."""
+    found = {}
+    for step in getattr(trace, "steps", ()):
+        for name, st in _weight_stats(step):
+            sec = st.get("seconds") if hasattr(st, "get") else None
+            if isinstance(sec, (int, float)):
+                found[name] = found.get(name, 0.0) + sec
+    return found
+
+
+def _weight_stats(step):
+    stats = getattr(step, "stats", None) or {}
+    weights = stats.get("weights") if hasattr(stats, "get") else None
+    if hasattr(weights, "items"):
+        return list(weights.items())
+    if isinstance(weights, (list, tuple)):
+        return [(w.get("name"), w) for w in weights if hasattr(w, "get")]
+    return []
+
+
+def cmd_compress(args) -> int:
+    from pipeline import report as rep
+    from pipeline.models import load_model, save_model, write_text_atomic
+
+    model, out = Path(args.model), Path(args.output)
+    _check_paths(model, out, args.report)
+    pipe = build_pipeline(args)
+    program = load_model(model)
+    cache = None
+    if args.cache:
+        from pipeline import DiskCache
+
+        cache = DiskCache(args.cache)
+    started = time.perf_counter()
+    trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
+    seconds = time.perf_counter() - started
+    result = trace.result
+    save_model(result, out)
+    changes = rep.compare_weights(program, result, _seconds_by_weight(trace))
+    headers, rows = rep.summary_rows(changes, seconds)
+    if not args.quiet:
+        print(rep.format_table(headers, rows))
+    if args.report:
+        notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s")
+        write_text_atomic(args.report, rep.render_report(args.report, f"weightpress: {model.name}",
+                                                         changes, seconds, notes))
+    print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+# ---- inspect / diff / verify ------------------------------------------------------
+
+def cmd_inspect(args) -> int:
+    from pipeline import report as rep
+    from pipeline.models import load_model
+
+    program = load_model(args.model)
+    print(rep.format_table(*rep.inspect_rows(rep.weights_of(program, min_size=args.min_size))))
+    return EXIT_OK
+
+
+def cmd_diff(args) -> int:
+    from pipeline import report as rep
+    from pipeline.models import load_model
+
+    d = rep.diff_models(load_model(args.a), load_model(args.b))
+    print(rep.render_diff(d))
+    return EXIT_FAIL if args.exit_code and not d.empty else EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from pipeline import verify
+    from pipeline.models import load_model
+
+    a, b = load_model(args.a), load_model(args.b)
+    kwargs = {"samples": args.samples}
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    result = verify(a, b, **kwargs)
+    print(_render_verify(result))
+    passed = bool(getattr(result, "passed", False))
+    print(f"{'equivalent within tolerance' if passed else 'NOT equivalent'}: {args.a} vs {args.b}")
+    return EXIT_OK if passed else EXIT_FAIL
+
+
+def _render_verify(result) -> str:
+    render = getattr(result, "render", None) or getattr(result, "summary", None)
+    if callable(render):
+        return str(render())
+    return str(result)
+
+
+# ---- pipeline list -------------------------------------------------------------------
+
+def cmd_pipeline_list(args) -> int:
+    import stages
+    from pipeline.report import format_table
+
+    rows = []
+    for name in sorted(stages.names()):
+        st = stages.get(name)
+        params = ", ".join(f"{k}={_show(v)}" for k, v in st.defaults.items()) or "-"
+        rows.append((name, st.version, params))
+    print("stages:")
+    print(format_table(("stage", "version", "parameters (defaults)"), rows))
+    print()
+    print("presets:")
+    print(format_table(("preset", "steps"), [(n, s) for n, s in _presets()]))
+    return EXIT_OK
+
+
+def _show(value) -> str:
+    if callable(value) and not isinstance(value, type):
+        return getattr(value, "__name__", repr(value))
+    return repr(value)
+
+
+def _presets():
+    from pipeline import presets
+
+    return [(name, presets.spec_of(name)) for name in presets.names()]
+
+
+# ---- demo --------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from pipeline.demo.run import render_rows, run_demo
+
+    from pipeline import demo
+
+    n_images = len(demo.held_out()[1])
+    print(f"digits MLP 64-256-128-10, accuracy on {n_images} held-out images, through the IR interpreter")
+    rows, written, notes = run_demo(Path(args.out), progress=make_progress(args.progress))
+    print(render_rows(rows))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {len(written)} files to {args.out}: {', '.join(p.name for p in written)}", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---- the parser ----------------------------------------------------------------------------
+
+def _add_progress(p):
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal)")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="weightpress",
-                                description="Compress ML model weights and canonicalize quantized graphs.")
-    p.add_argument("--version", action="version", version=f"weightpress {ir.__version__}")
+    p = OneLineParser(prog=PROG, description="Compress ML model weights and canonicalize quantized graphs. "
+                      "Models: .onnx, .mlpackage (Core ML), .wpz (weightpress native).")
+    p.add_argument("--version", action="version", version=f"{PROG} {ir.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("compress", help="compress a model's weights")
+    c.add_argument("model", metavar="MODEL")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the compressed model")
+    how = c.add_argument_group("what to do (exactly one)")
+    how.add_argument("--preset", metavar="NAME", help="a named preset (see 'weightpress pipeline list')")
+    how.add_argument("--recipe", metavar="FILE", help="a TOML or JSON recipe")
+    how.add_argument("--pipeline", dest="pipeline_spec", metavar="SPEC",
+                     help="a pipeline spec, e.g. 'sparsify_weights{target_sparsity=0.5},palettize_weights{nbits=4}'")
+    for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
+        how.add_argument(flag, metavar=metavar, help=help_, **kind)
+    c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
+    c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
+    c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    _add_progress(c)
+    c.set_defaults(run=cmd_compress)
+
+    i = sub.add_parser("inspect", help="a table of a model's weights")
+    i.add_argument("model", metavar="MODEL")
+    i.add_argument("--min-size", type=int, default=2, metavar="N", help="skip weights of fewer elements (default 2)")
+    i.set_defaults(run=cmd_inspect)
+
+    d = sub.add_parser("diff", help="what differs between two models")
+    d.add_argument("a", metavar="A")
+    d.add_argument("b", metavar="B")
+    d.add_argument("--exit-code", action="store_true", help="exit with 1 when the models differ")
+    d.set_defaults(run=cmd_diff)
+
+    v = sub.add_parser("verify", help="check two models compute the same (property-based, via the interpreter)")
+    v.add_argument("a", metavar="A")
+    v.add_argument("b", metavar="B")
+    v.add_argument("--samples", type=int, default=32, metavar="N", help="random inputs to try (default 32)")
+    v.add_argument("--seed", type=int, default=None, help="seed of the random inputs")
+    v.set_defaults(run=cmd_verify)
+
+    pl = sub.add_parser("pipeline", help="stages and presets")
+    pl_sub = pl.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+    pl_sub.add_parser("list", help="stages with their parameters, presets with their steps").set_defaults(
+        run=cmd_pipeline_list)
+
+    dm = sub.add_parser("demo", help="compress the embedded digits model with several presets")
+    dm.add_argument("--out", default="weightpress-demo-out", metavar="DIR",
+                    help="where to write the compressed models (default ./weightpress-demo-out)")
+    _add_progress(dm)
+    dm.set_defaults(run=cmd_demo)
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    text = " ".join(line.strip() for line in lines[:1]) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    return text
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UsageError as e:
+        if _debug():
+            raise
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as e:
+        if _debug():
+            raise
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless asked for the traceback
+        if _debug():
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} "
+              f"(run with WEIGHTPRESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,7 +66,7 @@ def load_model(path):
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - parsers raise anything on a damaged file
-        raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e)}") from e
+        raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
 def save_model(program, path) -> Path:
@@ -118,8 +118,14 @@ def _move_into_place(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+        # temporary files are private (0600); the result gets the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(dst, 0o666 & ~umask)
 
 
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text and text[0] else type(e).__name__
+def _short(e: BaseException, path) -> str:
+    """The first line of an error message, without the path the caller already names."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines and lines[0] else type(e).__name__
+    return text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text

@@ -306,8 +306,8 @@ def diff_models(a, b) -> ModelDiff:
     matched = {id(t) for _, t in pairs if t is not None}
     changed = tuple(WeightChange(x, y) for x, y in pairs if y is not None and not _same(x, y))
     unchanged = sum(1 for x, y in pairs if y is not None and _same(x, y))
-    ca = Counter(op.op_type for op in a.walk())
-    cb = Counter(op.op_type for op in b.walk())
+    ca = Counter(op.op_type for _, op in a.walk())
+    cb = Counter(op.op_type for _, op in b.walk())
     ops = tuple((t, ca[t], cb[t]) for t in sorted(set(ca) | set(cb)) if ca[t] != cb[t])
     sa, sb = _signature(a), _signature(b)
     io = tuple(f"{k}: {sa.get(k, '(none)')} -> {sb.get(k, '(none)')}"
