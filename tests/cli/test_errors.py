@@ -6,7 +6,12 @@ import importlib.util
 
 import pytest
 
-from conftest import assert_one_line_error, leftovers, run_cli, snapshot
+from conftest import assert_one_line_error, leftovers, run_cli, snapshot, stage_available
+
+needs_recipes = pytest.mark.skipif(importlib.util.find_spec("pipeline.recipe") is None,
+                                   reason="pipeline.recipe not written yet")
+needs_quantize = pytest.mark.skipif(not stage_available("affine_quantize_weights"),
+                                    reason="affine_quantize_weights not written yet")
 
 
 def _compress_fails(model, tmp_path, *options, fragments=(), code=None):
@@ -29,6 +34,7 @@ def test_missing_model_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_quantize
 def test_damaged_native_file(model, tmp_path):
     damaged = tmp_path / "damaged.wpz"
     damaged.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
@@ -63,12 +69,14 @@ def test_unknown_preset(model, tmp_path):
     _compress_fails(model, tmp_path, "--preset", "int3-magic", fragments=("int3-magic", "preset"), code=1)
 
 
+@needs_recipes
 def test_recipe_that_is_not_toml(model, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text("this is = = not toml [\n")
     _compress_fails(model, tmp_path, "--recipe", recipe, fragments=("recipe",), code=1)
 
 
+@needs_recipes
 def test_recipe_with_unknown_stage_parameter(model, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('[[steps]]\nstage = "palettize_weights"\nnbits = 4\nflavour = "mint"\n')
