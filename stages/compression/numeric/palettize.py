@@ -18,8 +18,8 @@ them; ``None`` when there are more than 256), ``custom`` (``lut_function``, vali
 
 Limits: vector palettization (``cluster_dim > 1``) runs Lloyd with k-means++ seeding (not
 provably optimal; d-dimensional k-means is NP-hard) and loops over groups in Python.
-fp16 weights take the fast histogram path (65,536 bit patterns); fp32 weights are sorted
-per group (slower, several copies of memory); fp64 loops over groups.
+fp16 weights take the fast histogram path (65,536 bit patterns); fp32/fp64 weights are
+sorted per group (slower, several copies of memory).
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def _lut_shape(rank: int, channel_axis: int, groups: int, entries: int, cluster_
 # ---------------------------------------------------------------- histograms (Segments)
 
 def _fp16_segments(rows: np.ndarray):
-    """Per-row histograms of fp16 rows: Segments + global sorted keys (row << 16 | fp16 key)."""
+    """Per-row histograms of fp16 rows on their 65,536 bit patterns (no float sort)."""
     G, m = rows.shape
     bits = rows.view(np.uint16)
     per = max(1, _CHUNK // m)
@@ -95,7 +95,7 @@ def _fp16_segments(rows: np.ndarray):
     keys = np.concatenate(keys)
     counts = np.concatenate(counts).astype(np.float64)
     offsets = np.searchsorted(keys >> 16, np.arange(G + 1))
-    return km.Segments(FP16_VALUE[keys & 0xFFFF], counts, offsets), keys
+    return km.Segments(FP16_VALUE[keys & 0xFFFF], counts, offsets)
 
 
 def _sorted_segments(rows: np.ndarray):
@@ -108,58 +108,31 @@ def _sorted_segments(rows: np.ndarray):
     pos = np.flatnonzero(flat_new)
     counts = np.diff(np.append(pos, srt.size)).astype(np.float64)
     offsets = np.concatenate(([0], np.cumsum(new.sum(axis=1))))
-    values = srt.ravel()[pos]
-    keys = None
-    if rows.dtype == np.float32:
-        keys = sortable_key(values).astype(np.int64) | (np.repeat(np.arange(G, dtype=np.int64), np.diff(offsets)) << 32)
-    return km.Segments(values.astype(np.float64), counts, offsets), keys
+    return km.Segments(srt.ravel()[pos].astype(np.float64), counts, offsets)
 
 
 # ---------------------------------------------------------------- 1-D k-means over rows
 
-def _searcher(seg: km.Segments, keys, dtype):
-    """First position >= midpoint, per segment, in one searchsorted (keys carry the row id)."""
-    if keys is None:  # a single segment: search the values directly
-        return lambda mid: np.searchsorted(seg.values, mid, side="left")
-    shift = 16 if dtype == np.float16 else 32
-    rows = np.arange(len(seg.offsets) - 1, dtype=np.int64)[:, None] << shift
-
-    def search(mid):
-        q = sortable_key(ceil_to_dtype(mid, dtype)).astype(np.int64) | rows
-        return np.searchsorted(keys, q, side="left")
-    return search
-
-
-def _kmeans_rows(rows: np.ndarray, k: int, method: str):
-    """(centroids (G, k) float64 with padding for rows with < k distinct values, boundary keys)."""
-    dtype = rows.dtype
-    if dtype == np.float64 and rows.shape[0] > 1:  # 64-bit keys leave no room for a row id
-        return np.concatenate([_kmeans_rows(r[None], k, method) for r in rows])
-    seg, keys = _fp16_segments(rows) if dtype == np.float16 else _sorted_segments(rows)
-    if rows.shape[0] == 1:
-        keys = None
+def _kmeans_rows(rows: np.ndarray, k: int, method: str) -> np.ndarray:
+    """Sorted centroids (G, k) float64; rows with < k distinct values repeat their largest."""
+    seg = _fp16_segments(rows) if rows.dtype == np.float16 else _sorted_segments(rows)
     distinct = np.diff(seg.offsets)
     out = np.zeros((rows.shape[0], k))
     few = distinct <= k
     for g in np.flatnonzero(few):  # already exact: the distinct values themselves
         out[g, :distinct[g]] = seg.values[seg.offsets[g]:seg.offsets[g + 1]]
-        out[g, distinct[g]:] = out[g, distinct[g] - 1]  # repeat the last so the LUT stays sorted
+        out[g, distinct[g]:] = out[g, distinct[g] - 1]  # padding keeps the LUT sorted
     many = np.flatnonzero(~few)
     if len(many):
         if len(many) < len(distinct):
             sel = np.concatenate([np.arange(seg.offsets[g], seg.offsets[g + 1]) for g in many])
             seg = km.Segments(seg.values[sel], seg.weights[sel],
                               np.concatenate(([0], np.cumsum(distinct[many]))))
-            keys = None if keys is None else keys[sel]
-            if keys is not None:  # renumber row ids to 0..len(many)-1
-                shift = 16 if dtype == np.float16 else 32
-                keys = (keys & ((1 << shift) - 1)) | (np.repeat(np.arange(len(many), dtype=np.int64), distinct[many]) << shift)
         p = km.prefix_sums(seg)
         if method == "exact" or (method == "auto" and len(seg.values) * k <= EXACT_BUDGET):
             b = km.exact_boundaries(seg, p, k)
         else:
-            b = km.lloyd_boundaries(seg, p, k, _searcher(seg, keys, dtype),
-                                    start_b=km.coarse_exact_start(seg, p, k))
+            b = km.banded_exact_boundaries(seg, p, k)
         out[many] = km.centroids(p, b)
     return out
 
@@ -235,7 +208,7 @@ def _nbits_for(count: int) -> Optional[int]:
 
 def _distinct_per_row(rows: np.ndarray) -> np.ndarray:
     if rows.dtype == np.float16:
-        return np.diff(_fp16_segments(rows)[0].offsets)
+        return np.diff(_fp16_segments(rows).offsets)
     return np.array([len(np.unique(r)) for r in rows])
 
 
@@ -322,7 +295,7 @@ def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmea
     Returns None when ``mode='unique'`` finds more distinct values than 256 (or than
     ``2**nbits`` when nbits is given).  Raises NotCompressible when ``group_size`` or
     ``cluster_dim`` does not divide the channel axis (coremltools skips those weights).
-    ``method``: 'exact' (DP), 'fast' (exact DP on a coarse histogram, then Lloyd) or 'auto'.
+    ``method``: 'exact' (full DP), 'fast' (DP in bands around a coarse optimum) or 'auto'.
     """
     w = float_weight(weight, name=name)
     choice(mode, MODES, what="mode", name=name)
