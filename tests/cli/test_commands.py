@@ -142,7 +142,7 @@ def test_compress_with_stage_options_and_report(model, tmp_path, suffix):
 @needs("sparsify_weights")
 def test_compress_with_a_recipe_and_cache(model, tmp_path):
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text('[[steps]]\nstage = "sparsify_weights"\ntarget_sparsity = 0.5\n')
+    recipe.write_text('[[stages]]\nstage = "sparsify_weights"\ntarget_sparsity = 0.5\n')
     cache = tmp_path / "cache"
     for _ in range(2):  # the second run is served by the cache and gives the same file
         out = tmp_path / "sparse.wpz"
