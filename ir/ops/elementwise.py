@@ -71,6 +71,9 @@ UNARY = {
     "floor": np.floor,
     "ceil": np.ceil,
     "sign": np.sign,
+    "sin": np.sin,
+    "cos": np.cos,
+    "silu": lambda x: x / (1 + np.exp(-x)),
 }
 
 for _name, _fn in UNARY.items():
@@ -109,3 +112,35 @@ def _cast_infer(ins, attrs):
 def _cast(v, ctx):
     """convert x to dtype (float -> int truncates toward zero, as numpy does)"""
     return [v["x"].astype(ctx.out_types[0].dt.storage)]
+
+
+@op("leaky_relu", [In("x"), In("alpha", optional=True, const=True)], _float_same)
+def _leaky_relu(v, ctx):
+    """x where x >= 0, else alpha * x (alpha defaults to 0.01)"""
+    x = v["x"]
+    alpha = v["alpha"] if v.get("alpha") is not None else 0.01
+    return [np.where(x >= 0, x, alpha * x)]
+
+
+@op("clamped_relu", [In("x"), In("alpha", optional=True, const=True), In("beta", optional=True, const=True)],
+    _float_same)
+def _clamped_relu(v, ctx):
+    """min(beta, x where x >= 0 else alpha * x); alpha defaults to 0, beta to 6"""
+    x = v["x"]
+    alpha = v["alpha"] if v.get("alpha") is not None else 0.0
+    beta = v["beta"] if v.get("beta") is not None else 6.0
+    return [np.minimum(np.where(x >= 0, x, alpha * x), beta)]
+
+
+def _select_infer(ins, attrs):
+    c, a, b = ins["cond"], ins["a"], ins["b"]
+    if a.dtype != b.dtype:
+        raise OpError(f"select: a is {a.dtype} but b is {b.dtype}")
+    shape = broadcast(broadcast(c.shape, a.shape, "select: "), b.shape, "select: ")
+    return [tt(a.dtype, shape)]
+
+
+@op("select", [In("cond"), In("a"), In("b")], _select_infer)
+def _select(v, ctx):
+    """a where cond is nonzero, else b (numpy broadcasting)"""
+    return [np.where(v["cond"].astype(bool), v["a"], v["b"])]

@@ -351,7 +351,8 @@ def _reduce_infer(ins, attrs):
     return [tt(x.dtype, shape)]
 
 
-_REDUCE = {"reduce_mean": np.mean, "reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min}
+_REDUCE = {"reduce_mean": np.mean, "reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min,
+           "reduce_prod": np.prod}
 _REDUCE_INPUTS = [In("x"), In("axes", optional=True, const=True), In("keep_dims", optional=True, const=True)]
 
 
@@ -366,3 +367,38 @@ def _reduce(fn):
 
 for _name, _fn in _REDUCE.items():
     op(_name, _REDUCE_INPUTS, _reduce_infer)(_reduce(_fn))
+
+
+def _argmax_infer(ins, attrs):
+    x = ins["x"]
+    axis = norm_axis(value(ins, "axis", -1), x.rank, "reduce_argmax axis")
+    keep = bool(value(ins, "keep_dims", False))
+    shape = [1 if i == axis else d for i, d in enumerate(x.shape) if keep or i != axis]
+    return [tt("int32", shape)]
+
+
+@op("reduce_argmax", [In("x"), In("axis", optional=True, const=True), In("keep_dims", optional=True, const=True)],
+    _argmax_infer)
+def _reduce_argmax(v, ctx):
+    """index of the first maximum along axis (default -1)"""
+    axis = int(v["axis"]) if v.get("axis") is not None else -1
+    keep = bool(v["keep_dims"]) if v.get("keep_dims") is not None else False
+    return [np.argmax(v["x"], axis=axis, keepdims=keep)]
+
+
+@op("instance_norm", [In("x"), In("gamma", optional=True), In("beta", optional=True),
+                      In("epsilon", optional=True, const=True)], _same)
+def _instance_norm(v, ctx):
+    """per sample and channel: (x - mean) / sqrt(var + epsilon) over the spatial axes,
+    then per-channel gamma and beta"""
+    x = v["x"].astype(np.float64)
+    axes = tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    eps = float(v["epsilon"]) if v.get("epsilon") is not None else 1e-5
+    mean = x.mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    if v.get("gamma") is not None:
+        y = y * v["gamma"].reshape(shape)
+    if v.get("beta") is not None:
+        y = y + v["beta"].reshape(shape)
+    return [y]

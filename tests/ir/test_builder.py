@@ -48,6 +48,14 @@ SAMPLE_CALLS = {
     "constexpr_sparse_blockwise_shift_scale": dict(data_mask=Typed(np.array([1, 0, 1]), "uint1"),
                                                    nonzero_data=np.ones(2, np.int8), scale=np.ones(1, f32)),
     "constexpr_cast": dict(source_val=np.ones(2, np.float16), output_dtype="fp32"),
+    **{op: dict(x=X) for op in ("sin", "cos", "silu", "leaky_relu", "clamped_relu", "instance_norm")},
+    "select": dict(cond=X > 2, a=X, b=np.zeros(3, f32)),
+    "reduce_prod": dict(x=X, axes=[1]),
+    "reduce_argmax": dict(x=X, axis=1),
+    "slice_by_index": dict(x=X, begin=[0, 1, 0], end=[1, 2, 3]),
+    "split": dict(x=X, num_splits=2, axis=1),
+    "pad": dict(x=X, pad=[1, 2]),
+    "tile": dict(x=X, reps=[1, 2, 1]),
 }
 
 
