@@ -1,0 +1,180 @@
+"""Pipeline: an immutable, declarative sequence of stages.
+
+    p = Pipeline([stage_a, stage_b(n=2)]) + Pipeline.from_spec("c{k=1}")
+    p.then(stage_d).spec()         # "a,b{n=2},c{k=1},d"
+    trace = p.run(program, cache=DiskCache(path))
+
+Without tracing, a pipeline is plain function composition: `p(program)`.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Union
+
+from toolz import concat, reduce
+
+import stages as stage_registry
+from ir import Program
+from pipeline import presets as preset_table
+from pipeline import spec as spec_text
+from pipeline.combinators import COMBINATORS, FIXED_POINT
+from pipeline.errors import PipelineError, PresetError, SpecError
+from pipeline.params import check_params
+from stages.base import DEFAULT_CONTEXT, Stage, StageContext, StageError, Uncacheable, canonical
+
+
+def _printable(value):
+    """A parameter value as the spec prints it (JSON-able)."""
+    if isinstance(value, Pipeline):
+        return value.spec()
+    try:
+        return canonical(value)
+    except Uncacheable:
+        return f"<{getattr(value, '__qualname__', type(value).__name__)}>"
+
+
+def stage_spec(st: Stage) -> str:
+    return spec_text.format_step(st.name, {k: _printable(v) for k, v in st.params.items()})
+
+
+def _spec_fail(name: str):
+    return lambda key, reason: SpecError(f"pipeline spec: stage {name!r}: {reason}")
+
+
+def resolve_step(name: str, params: dict, fail=None) -> tuple:
+    """The stages a spec step names: a combinator, a registered stage, or a preset."""
+    fail = fail or _spec_fail(name)
+    if name in COMBINATORS:
+        check_params(FIXED_POINT, params, fail)
+        try:
+            return (COMBINATORS[name](**params),)
+        except (ValueError, TypeError) as e:
+            raise fail("steps", str(e)) from None
+    try:
+        st = stage_registry.get(name)
+    except StageError:
+        if name in preset_table.PRESETS:
+            if params:
+                raise fail(next(iter(params)), f"preset {name!r} takes no parameters") from None
+            return Pipeline.preset(name).stages
+        raise SpecError(f"pipeline spec: unknown stage {name!r}; known stages: "
+                        f"{', '.join(stage_registry.names())}; presets: {', '.join(preset_table.names())}") from None
+    check_params(st, params, fail)
+    return (st.bind(**params),)
+
+
+def _flatten(item) -> tuple:
+    if isinstance(item, Pipeline):
+        return item.stages
+    if isinstance(item, Stage):
+        return (item,)
+    if isinstance(item, str):
+        return Pipeline.from_spec(item).stages
+    raise PipelineError(f"a pipeline step must be a Stage, a Pipeline or a spec string, "
+                        f"got {type(item).__name__}")
+
+
+class Pipeline:
+    """An immutable tuple of stages; equal pipelines have equal stages."""
+
+    __slots__ = ("_stages",)
+
+    def __init__(self, steps: Iterable = ()):
+        object.__setattr__(self, "_stages", tuple(concat(map(_flatten, steps))))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Pipeline is immutable")
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def coerce(cls, value) -> "Pipeline":
+        if isinstance(value, Pipeline):
+            return value
+        if isinstance(value, (Stage, str)):
+            return cls([value])
+        return cls(value)
+
+    @classmethod
+    def from_spec(cls, text: str) -> "Pipeline":
+        steps = spec_text.parse(text)
+        return cls._from_stages(concat(resolve_step(s.name, s.params) for s in steps))
+
+    @classmethod
+    def preset(cls, name: str) -> "Pipeline":
+        text = preset_table.spec_of(name)
+        try:
+            return cls.from_spec(text)
+        except SpecError as e:
+            raise PresetError(f"preset {name!r} ({text}): {e}") from None
+
+    @classmethod
+    def from_recipe(cls, source) -> "Pipeline":
+        from pipeline.recipe import load_recipe
+
+        return load_recipe(source)
+
+    @classmethod
+    def _from_stages(cls, stages_iter) -> "Pipeline":
+        p = cls.__new__(cls)
+        object.__setattr__(p, "_stages", tuple(stages_iter))
+        return p
+
+    # -- composition ----------------------------------------------------------
+    @property
+    def stages(self) -> tuple:
+        return self._stages
+
+    def __add__(self, other) -> "Pipeline":
+        return Pipeline._from_stages(self._stages + Pipeline.coerce(other).stages)
+
+    def __radd__(self, other) -> "Pipeline":
+        return Pipeline.coerce(other) + self
+
+    def then(self, step) -> "Pipeline":
+        return self + step
+
+    def __len__(self) -> int:
+        return len(self._stages)
+
+    def __iter__(self):
+        return iter(self._stages)
+
+    def __getitem__(self, i) -> Union[Stage, "Pipeline"]:
+        got = self._stages[i]
+        return Pipeline._from_stages(got) if isinstance(i, slice) else got
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Pipeline) and self._stages == other._stages
+
+    def __hash__(self) -> int:
+        return hash(self.spec())
+
+    # -- text and keys --------------------------------------------------------
+    def spec(self) -> str:
+        return ",".join(map(stage_spec, self._stages))
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.spec()!r})"
+
+    def to_dict(self) -> dict:
+        """What a combinator's cache key sees: every stage's key (Uncacheable if one has none)."""
+        keys = [st.key() for st in self._stages]
+        if None in keys:
+            bad = self._stages[keys.index(None)]
+            raise Uncacheable(f"stage {stage_spec(bad)} has no cache key")
+        return {"pipeline": keys}
+
+    # -- running --------------------------------------------------------------
+    def apply(self, program: Program, context: StageContext = DEFAULT_CONTEXT) -> Program:
+        """Run every stage in order, untraced and uncached."""
+        return reduce(lambda p, st: st.run(p, context).program, self._stages, program)
+
+    def __call__(self, program: Program) -> Program:
+        return self.apply(program)
+
+    def run(self, program: Program, cache=None, verify=None, progress: bool = False,
+            executor=None, instruments: Iterable = ()):
+        """Run every stage, recording a Trace (see pipeline.run for the options)."""
+        from pipeline.run import run_pipeline
+
+        return run_pipeline(self, program, cache=cache, verify=verify, progress=progress,
+                            executor=executor, instruments=tuple(instruments))

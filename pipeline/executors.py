@@ -1,0 +1,56 @@
+"""How stages map over weights: the StageContext the runner lends them.
+
+`executor` may be None / "serial", "threads", "processes" (a concurrent.futures
+pool sized to the machine), a StageContext, anything with `.map(fn, items)`
+(a concurrent.futures Executor), a Dask-style client (`.map` returning
+futures plus `.gather`), or a plain callable `map(fn, items)`. Stages only
+ever see `context.map(fn, items) -> list`, so new backends need no stage change.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Callable, Optional
+
+from pipeline.errors import PipelineError
+from stages.base import StageContext
+
+_POOLS = {"threads": ThreadPoolExecutor, "processes": ProcessPoolExecutor}
+
+
+def serial_map(fn, items) -> list:
+    return list(map(fn, items))
+
+
+def _pool_map(pool) -> Callable:
+    return lambda fn, items: list(pool.map(fn, items))
+
+
+def _gather_map(client) -> Callable:
+    # a Dask distributed Client: submit everything, then gather in order
+    return lambda fn, items: list(client.gather(client.map(fn, list(items))))
+
+
+def map_function(executor, stack: ExitStack) -> Callable:
+    if executor is None or executor == "serial":
+        return serial_map
+    if isinstance(executor, str):
+        if executor not in _POOLS:
+            raise PipelineError(f"executor {executor!r}: expected one of serial, {', '.join(_POOLS)}")
+        pool = stack.enter_context(_POOLS[executor](max_workers=os.cpu_count() or 1))
+        return _pool_map(pool)
+    if hasattr(executor, "gather") and hasattr(executor, "map"):
+        return _gather_map(executor)
+    if hasattr(executor, "map"):
+        return _pool_map(executor)
+    if callable(executor):
+        return lambda fn, items: list(executor(fn, items))
+    raise PipelineError(f"executor of type {type(executor).__name__}: expected a name, "
+                        "an object with .map, or a callable")
+
+
+def make_context(executor, stack: ExitStack, progress: Optional[Callable] = None) -> StageContext:
+    if isinstance(executor, StageContext):
+        return executor
+    return StageContext(map=map_function(executor, stack), progress=progress)
