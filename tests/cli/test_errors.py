@@ -79,7 +79,7 @@ def test_recipe_that_is_not_toml(model, tmp_path):
 @needs_recipes
 def test_recipe_with_unknown_stage_parameter(model, tmp_path):
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text('[[stages]]\nstage = "palettize_weights"\nnbits = 4\nflavour = "mint"\n')
+    recipe.write_text("[[stages]]\nstage = \"dead_code_elimination\"\nflavour = \"mint\"\n")
     proc = _compress_fails(model, tmp_path, "--recipe", recipe, code=1)
     assert "flavour" in proc.stderr
 
