@@ -241,8 +241,21 @@ def cmd_pipeline_list(args) -> int:
     print(format_table(("stage", "version", "parameters (defaults)"), rows))
     print()
     print("presets:")
-    print(format_table(("preset", "steps"), [(n, s) for n, s in _presets()]))
+    print(_render_presets())
     return EXIT_OK
+
+
+def _render_presets() -> str:
+    """One step per line, so a long preset stays readable."""
+    from pipeline import presets
+    from pipeline.spec import format_step, parse
+
+    width = max(map(len, presets.names()))
+    lines = []
+    for name in presets.names():
+        steps = [format_step(s.name, s.params) for s in parse(presets.spec_of(name))]
+        lines += [f"{(name if i == 0 else ''):<{width}}  {step}" for i, step in enumerate(steps)]
+    return "\n".join(lines)
 
 
 def _show(value) -> str:
@@ -251,10 +264,6 @@ def _show(value) -> str:
     return repr(value)
 
 
-def _presets():
-    from pipeline import presets
-
-    return [(name, presets.spec_of(name)) for name in presets.names()]
 
 
 # ---- demo --------------------------------------------------------------------------------

@@ -151,3 +151,14 @@ def test_compress_with_a_recipe_and_cache(model, tmp_path):
     inspected = run_cli("inspect", out).stdout
     fc2 = next(ln.split() for ln in inspected.splitlines() if ln.startswith("fc2_weight"))
     assert fc2[5] == "50.0%"
+
+
+def test_compress_with_a_pipeline_spec_that_changes_nothing(model, tmp_path):
+    from pipeline.models import load_model
+
+    out = tmp_path / "same.wpz"
+    proc = run_cli("compress", model, "-o", out, "--pipeline", "dead_code_elimination,const_deduplication")
+    assert proc.returncode == 0, proc.stderr
+    assert _total_row(proc.stdout)[3:8] == ["198.5", "KB", "198.5", "KB", "1.00x"]
+    assert load_model(out).digest == load_model(model).digest
+    assert proc.stderr.strip().splitlines()[-1] == f"wrote {out}"
