@@ -209,9 +209,8 @@ def cmd_verify(args) -> int:
     from pipeline.models import load_model
 
     a, b = load_model(args.a), load_model(args.b)
-    kwargs = {"samples": args.samples}
-    if args.seed is not None:
-        kwargs["seed"] = args.seed
+    kwargs = {key: getattr(args, key) for key in ("samples", "seed", "rtol", "atol", "snr_db")
+              if getattr(args, key) is not None}
     result = verify(a, b, **kwargs)
     print(_render_verify(result))
     passed = bool(getattr(result, "passed", False))
@@ -328,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("b", metavar="B")
     v.add_argument("--samples", type=int, default=32, metavar="N", help="random inputs to try (default 32)")
     v.add_argument("--seed", type=int, default=None, help="seed of the random inputs")
+    v.add_argument("--rtol", type=float, default=None, help="relative tolerance per element (default 1e-5)")
+    v.add_argument("--atol", type=float, default=None, help="absolute tolerance per element (default 1e-6)")
+    v.add_argument("--snr-db", type=float, default=None, metavar="DB",
+                   help="instead of rtol/atol: pass when every sample's output SNR >= DB (for compressed models)")
     v.set_defaults(run=cmd_verify)
 
     pl = sub.add_parser("pipeline", help="stages and presets")

@@ -76,6 +76,11 @@ def test_verify_equivalent_and_different(model, tmp_path):
     assert different.returncode == 1, different.stdout + different.stderr
     assert "NOT equivalent" in different.stdout
     assert "Traceback" not in different.stderr
+    # a 0.1% change of one weight: beyond rtol/atol, but well above 30 dB SNR
+    close = _perturbed_model(tmp_path, 1.001)
+    assert run_cli("verify", model, close, "--samples", "4").returncode == 1
+    lenient = run_cli("verify", model, close, "--samples", "4", "--snr-db", "30")
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
 
 
 def test_pipeline_list_shows_stages_and_presets():
