@@ -65,7 +65,13 @@ def array_to_tensor(arr: np.ndarray, ir_name: str, name: str) -> TensorProto:
     if dt.name == "bf16":
         return helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape,
                                   np.asarray(arr, np.float32).reshape(-1).tolist())
-    return numpy_helper.from_array(np.ascontiguousarray(arr, dt.storage if dt.kind != "string" else None), name)
+    arr = np.asarray(arr)
+    return numpy_helper.from_array(arr if dt.kind == "string" else _c_order(arr, dt.storage), name)
+
+
+def _c_order(arr: np.ndarray, storage=None) -> np.ndarray:
+    """C-ordered copy only when needed (np.ascontiguousarray would turn a 0-d array into 1-d)."""
+    return np.asarray(arr).astype(storage or arr.dtype, order="C", copy=False)
 
 
 # ---- attributes ------------------------------------------------------------
@@ -95,9 +101,9 @@ def attr_from_ir(name: str, value) -> AttributeProto:
         a.ParseFromString(value)
         return a
     if isinstance(value, np.ndarray):
-        return helper.make_attribute(name, numpy_helper.from_array(np.ascontiguousarray(value)))
+        return helper.make_attribute(name, numpy_helper.from_array(_c_order(value)))
     if isinstance(value, tuple) and value and isinstance(value[0], np.ndarray):
-        return helper.make_attribute(name, [numpy_helper.from_array(np.ascontiguousarray(v)) for v in value])
+        return helper.make_attribute(name, [numpy_helper.from_array(_c_order(v)) for v in value])
     if isinstance(value, tuple):
         return helper.make_attribute(name, list(value))
     return helper.make_attribute(name, value)

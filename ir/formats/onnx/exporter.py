@@ -1,0 +1,522 @@
+"""IR -> ONNX.
+
+Core ops go through a table (IR op type -> emitter writing ONNX nodes);
+foreign `onnx.*` ops go back as themselves; the compressed-weight constexpr
+ops get compact ONNX forms (ir.formats.onnx.compressed). Constants are
+written lazily, only when a node reads them as data: op parameters (perm,
+axes, pad...) become attributes or small int64 inputs instead.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ir.core import Program, Var
+from ir.dtypes import from_numpy
+from ir.formats.onnx.common import (OnnxExportError, array_to_tensor, attr_from_ir, elem_type,
+                                    onnx_attrs)
+from ir.formats.onnx.foreign import slot_names
+from ir.interpret import run_op
+from ir.ops import is_foreign
+
+MIN_OPSET = 13
+COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
+
+
+class Writer:
+    """Collects nodes and initializers for one function; ONNX names come from IR names."""
+
+    def __init__(self, fn, opset: int, io_names: dict):
+        self.fn, self.opset, self.io_names = fn, opset, io_names
+        self.nodes: list = []
+        self.inits: list = []
+        self.env: dict = {}  # IR var name -> ONNX value name
+        self.used: set = set()
+        self.producer = {v.name: op for op in fn.ops for v in op.outputs}
+        self.static_memo: dict = {}
+
+    # -- names ------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        cand, i = hint, 1
+        while cand in self.used or cand in self.producer:
+            cand, i = f"{hint}_{i}", i + 1
+        self.used.add(cand)
+        return cand
+
+    def name_of(self, var: Var) -> str:
+        """The ONNX name a Var's value gets (the original name for graph inputs / outputs)."""
+        n = self.io_names.get(var.name, var.name)
+        self.used.add(n)
+        return n
+
+    # -- values -----------------------------------------------------------------
+    def value(self, var: Optional[Var]) -> str:
+        """ONNX name holding var's value ('' when absent); consts become initializers here."""
+        if var is None:
+            return ""
+        if var.name not in self.env:
+            op = self.producer.get(var.name)
+            if op is None or op.op_type != "const":
+                raise OnnxExportError(f"value {var.name!r} is used before it is defined")
+            self.env[var.name] = self.initializer(self.name_of(var), op.attrs["val"], var.dtype)
+        return self.env[var.name]
+
+    def initializer(self, name: str, arr, ir_dtype: str) -> str:
+        arr = np.asarray(arr)
+        if ir_dtype in ("int4", "uint4") and self.opset < COMPRESSED_OPSET:
+            ir_dtype = "int8" if ir_dtype == "int4" else "uint8"  # unpacked, one per byte
+        elif ir_dtype in ("uint1", "uint2", "uint3", "uint6"):
+            ir_dtype = "uint8"
+        self.used.add(name)
+        self.inits.append(array_to_tensor(arr, ir_dtype, name))
+        return name
+
+    def const(self, hint: str, arr, ir_dtype: Optional[str] = None) -> str:
+        arr = np.asarray(arr)
+        return self.initializer(self.fresh(hint), arr, ir_dtype or from_numpy(arr).name)
+
+    def static(self, var: Optional[Var]):
+        """var's value when it can be known without inputs (consts and constexpr chains), else None."""
+        if var is None:
+            return None
+        if var.val is not None:
+            return var.val
+        if var.name in self.static_memo:
+            return self.static_memo[var.name]
+        op = self.producer.get(var.name)
+        result = None
+        if op is not None and not is_foreign(op.op_type) and not op.blocks:
+            env = {}
+            for v in op.input_vars():
+                s = self.static(v)
+                if s is None:
+                    break
+                env[v.name] = s
+            else:
+                for out, val in zip(op.outputs, run_op(op, env)):
+                    self.static_memo[out.name] = val
+                return self.static_memo[var.name]
+        self.static_memo[var.name] = result
+        return result
+
+    # -- nodes ------------------------------------------------------------------
+    def node(self, op_type: str, inputs, hint: str = "t", outputs=None, n_out: int = 1, **attrs):
+        outs = list(outputs) if outputs is not None else [self.fresh(hint) for _ in range(n_out)]
+        for o in outs:
+            self.used.add(o)
+        nd = helper.make_node(op_type, list(inputs), outs, name=self.fresh(f"{outs[0]}_{op_type}"))
+        nd.attribute.extend(attr_from_ir(k, v) for k, v in attrs.items() if v is not None)
+        self.nodes.append(nd)
+        return outs[0] if len(outs) == 1 else outs
+
+    def define(self, var: Var, op_type: str, inputs, **attrs) -> str:
+        """A node whose (single) output is var."""
+        name = self.node(op_type, inputs, outputs=[self.name_of(var)], **attrs)
+        self.env[var.name] = name
+        return name
+
+    def ints(self, hint: str, values) -> str:
+        return self.const(hint, np.asarray(values, np.int64).reshape(-1))
+
+    def materialize(self, op):
+        """Write op's outputs as initializers (its inputs are all known at build time)."""
+        for v in op.outputs:
+            val = self.static(v)
+            if val is None:
+                raise OnnxExportError(f"{op.op_type} {op.name!r}: no ONNX form for this op, "
+                                      "and its value depends on the inputs")
+            self.env[v.name] = self.initializer(self.name_of(v), val, v.dtype)
+
+
+# ---- emitters for core ops: (op, writer) ------------------------------------------
+
+def _param(op, key, default=None):
+    v = op.get(key)
+    return default if v is None or v.val is None else v.val
+
+
+def _binary(onnx_type):
+    return lambda op, w: w.define(op.output, onnx_type, [w.value(op.x), w.value(op.y)])
+
+
+def _unary(onnx_type):
+    return lambda op, w: w.define(op.output, onnx_type, [w.value(op.x)])
+
+
+def _rsqrt(op, w):
+    w.define(op.output, "Reciprocal", [w.node("Sqrt", [w.value(op.x)], op.name + "_sqrt")])
+
+
+def _scalar(w, hint, value, like: Var):
+    return w.const(hint, np.array(value, like.type.dt.storage))
+
+
+def _gelu(op, w):
+    mode = str(_param(op, "mode", "EXACT"))
+    x = w.value(op.x)
+    if w.opset >= 20 and mode != "SIGMOID_APPROXIMATION":
+        return w.define(op.output, "Gelu", [x], approximate="tanh" if mode == "TANH_APPROXIMATION" else "none")
+    n, s = op.name, lambda hint, val: _scalar(w, f"{n}_{hint}", val, op.x)
+    if mode == "SIGMOID_APPROXIMATION":
+        sig = w.node("Sigmoid", [w.node("Mul", [x, s("k", 1.702)], n + "_kx")], n + "_sig")
+        return w.define(op.output, "Mul", [x, sig])
+    if mode == "TANH_APPROXIMATION":
+        cube = w.node("Mul", [w.node("Mul", [x, x], n + "_x2"), x], n + "_x3")
+        inner = w.node("Add", [x, w.node("Mul", [cube, s("c", 0.044715)], n + "_cx3")], n + "_in")
+        t = w.node("Tanh", [w.node("Mul", [inner, s("k", math.sqrt(2 / math.pi))], n + "_kin")], n + "_tanh")
+    else:
+        t = w.node("Erf", [w.node("Mul", [x, s("k", 1 / math.sqrt(2))], n + "_xs")], n + "_erf")
+    half = w.node("Mul", [x, s("half", 0.5)], n + "_half")
+    return w.define(op.output, "Mul", [half, w.node("Add", [t, s("one", 1.0)], n + "_1p")])
+
+
+def _clip(op, w):
+    x = w.value(op.x)
+    lo = w.const(op.name + "_min", np.asarray(op.alpha.val, op.x.type.dt.storage))
+    hi = w.const(op.name + "_max", np.asarray(op.beta.val, op.x.type.dt.storage))
+    w.define(op.output, "Clip", [x, lo, hi])
+
+
+def _cast(op, w):
+    w.define(op.output, "Cast", [w.value(op.x)], to=elem_type(op.output.dtype))
+
+
+def _transpose(op, w):
+    w.define(op.output, "Transpose", [w.value(op.x)], perm=[int(p) for p in op.perm.val])
+
+
+def _reshape(op, w):
+    w.define(op.output, "Reshape", [w.value(op.x), w.ints(op.name + "_shape", op.shape.val)])
+
+
+def _expand_dims(op, w):
+    w.define(op.output, "Unsqueeze", [w.value(op.x), w.ints(op.name + "_axes", op.axes.val)])
+
+
+def _squeeze(op, w):
+    axes = _param(op, "axes")
+    ins = [w.value(op.x)] + ([w.ints(op.name + "_axes", axes)] if axes is not None else [])
+    w.define(op.output, "Squeeze", ins)
+
+
+def _concat(op, w):
+    w.define(op.output, "Concat", [w.value(v) for v in op.values], axis=int(op.axis.val))
+
+
+def _gather(op, w):
+    w.define(op.output, "Gather", [w.value(op.x), w.value(op.indices)], axis=int(_param(op, "axis", 0)))
+
+
+def _swap_last(w, name, var: Var):
+    perm = list(range(var.rank))
+    perm[-1], perm[-2] = perm[-2], perm[-1]
+    return w.node("Transpose", [w.value(var)], name, perm=perm)
+
+
+def _linear(op, w):
+    x, wt, b = op.x, op.weight, op.bias
+    if x.rank == 2:
+        return w.define(op.output, "Gemm", [w.value(x), w.value(wt), w.value(b)], transB=1)
+    w_t = _swap_last(w, op.name + "_wT", wt)
+    if b is None:
+        return w.define(op.output, "MatMul", [w.value(x), w_t])
+    return w.define(op.output, "Add", [w.node("MatMul", [w.value(x), w_t], op.name + "_mm"), w.value(b)])
+
+
+def _matmul(op, w):
+    xs = [(op.x, bool(_param(op, "transpose_x", False))), (op.y, bool(_param(op, "transpose_y", False)))]
+    ins = [_swap_last(w, f"{op.name}_{i}T", v) if t and v.rank >= 2 else w.value(v)
+           for i, (v, t) in enumerate(xs)]
+    w.define(op.output, "MatMul", ins)
+
+
+def _pads(op, w, nsp, kind):
+    """ONNX padding attributes (pads or auto_pad) for conv / pooling."""
+    pad_type = str(_param(op, "pad_type", "valid"))
+    if pad_type == "custom":
+        pad = [int(p) for p in _param(op, "pad", [0] * 2 * nsp)]
+        return {"pads": pad[0::2] + pad[1::2]}
+    if pad_type == "valid":
+        return {"pads": [0] * 2 * nsp}
+    return {"auto_pad": "SAME_UPPER" if pad_type == "same" else "SAME_LOWER"}
+
+
+def _conv(op, w):
+    nsp = op.weight.rank - 2
+    attrs = dict(_pads(op, w, nsp, "conv"), group=int(_param(op, "groups", 1)),
+                 strides=[int(s) for s in _param(op, "strides", [1] * nsp)],
+                 dilations=[int(s) for s in _param(op, "dilations", [1] * nsp)])
+    w.define(op.output, "Conv", [w.value(op.x), w.value(op.weight), w.value(op.bias)], **attrs)
+
+
+def _conv_transpose(op, w):
+    nsp = op.weight.rank - 2
+    strides = [int(s) for s in _param(op, "strides", [1] * nsp)]
+    dil = [int(s) for s in _param(op, "dilations", [1] * nsp)]
+    pad_type = str(_param(op, "pad_type", "valid"))
+    if pad_type == "custom" and _param(op, "output_shape") is None:
+        pads = _pads(op, w, nsp, "conv")["pads"]
+    else:  # same / output_shape: the pads that give the declared output size
+        ins, outs, k = op.x.shape[2:], op.output.shape[2:], op.weight.shape[2:]
+        if not all(isinstance(d, int) for d in ins + outs):
+            raise OnnxExportError(f"conv_transpose {op.name!r}: {pad_type} padding needs static spatial dims")
+        total = [(n - 1) * s + (kk - 1) * d + 1 - o for n, s, kk, d, o in zip(ins, strides, k, dil, outs)]
+        split = [(t // 2, t - t // 2) if pad_type != "same_lower" else (t - t // 2, t // 2) for t in total]
+        pads = [b for b, _ in split] + [e for _, e in split]
+    w.define(op.output, "ConvTranspose", [w.value(op.x), w.value(op.weight), w.value(op.bias)],
+             group=int(_param(op, "groups", 1)), strides=strides, dilations=dil, pads=pads)
+
+
+def _pool(onnx_type):
+    def emit(op, w):
+        k = [int(i) for i in op.kernel_sizes.val]
+        attrs = dict(_pads(op, w, len(k), "pool"), kernel_shape=k,
+                     strides=[int(s) for s in _param(op, "strides", [1] * len(k))])
+        if onnx_type == "AveragePool":
+            attrs["count_include_pad"] = 0 if bool(_param(op, "exclude_padding_from_average", True)) else 1
+        w.define(op.output, onnx_type, [w.value(op.x)], **attrs)
+    return emit
+
+
+def _softmax(op, w):
+    w.define(op.output, "Softmax", [w.value(op.x)], axis=int(_param(op, "axis", -1)))
+
+
+def _layer_norm(op, w):
+    x = op.x
+    axes = sorted(int(a) % x.rank for a in np.asarray(_param(op, "axes", [-1])).reshape(-1))
+    eps = float(_param(op, "epsilon", 1e-5))
+    if w.opset >= 17 and op.gamma is not None and axes == list(range(axes[0], x.rank)):
+        return w.define(op.output, "LayerNormalization", [w.value(x), w.value(op.gamma), w.value(op.beta)],
+                        axis=axes[0], epsilon=eps)
+    n = op.name
+    mean = _reduce_node(w, "ReduceMean", w.value(x), axes, n + "_mean")
+    d = w.node("Sub", [w.value(x), mean], n + "_d")
+    var = _reduce_node(w, "ReduceMean", w.node("Mul", [d, d], n + "_d2"), axes, n + "_var")
+    std = w.node("Sqrt", [w.node("Add", [var, _scalar(w, n + "_eps", eps, x)], n + "_ve")], n + "_std")
+    y = w.node("Div", [d, std], n + "_norm")
+    if op.gamma is not None:
+        y = w.node("Mul", [y, w.value(op.gamma)], n + "_g")
+    if op.beta is not None:
+        y = w.node("Add", [y, w.value(op.beta)], n + "_b")
+    w.define(op.output, "Identity", [y])
+
+
+def _reduce_node(w, onnx_type, x, axes, hint, keep=1):
+    """A reduction over axes (None: all); axes is an input from opset 18 (13 for ReduceSum)."""
+    if w.opset >= 18 or onnx_type == "ReduceSum":
+        return w.node(onnx_type, [x] + ([w.ints(hint + "_axes", axes)] if axes is not None else []),
+                      hint, keepdims=keep)
+    return w.node(onnx_type, [x], hint, keepdims=keep, axes=list(axes) if axes is not None else None)
+
+
+def _batch_norm(op, w):
+    c = op.mean.shape[0]
+    dt = op.x.type.dt.storage
+    gamma = w.value(op.gamma) if op.gamma is not None else w.const(op.name + "_ones", np.ones(c, dt))
+    beta = w.value(op.beta) if op.beta is not None else w.const(op.name + "_zeros", np.zeros(c, dt))
+    w.define(op.output, "BatchNormalization", [w.value(op.x), gamma, beta, w.value(op.mean), w.value(op.variance)],
+             epsilon=float(_param(op, "epsilon", 1e-5)))
+
+
+def _reduce(onnx_type):
+    def emit(op, w):
+        axes = _param(op, "axes")
+        axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+        keep = int(bool(_param(op, "keep_dims", False)))
+        y = _reduce_node(w, onnx_type, w.value(op.x), axes, op.name + "_r", keep)
+        w.define(op.output, "Identity", [y])
+    return emit
+
+
+def _quantize(op, w):
+    out = op.output.dtype
+    zp = op.zero_point
+    zp_name = w.value(zp) if zp is not None else w.const(op.name + "_zp", np.zeros(op.scale.shape, out))
+    w.define(op.output, "QuantizeLinear", [w.value(op.input), _scale_value(w, op.scale), zp_name],
+             axis=int(_param(op, "axis", 1)) if op.scale.rank == 1 else None)
+
+
+def _scale_value(w, scale: Var) -> str:
+    if scale.dtype == "fp32" or w.opset >= 19:
+        return w.value(scale)
+    return w.node("Cast", [w.value(scale)], scale.name + "_fp32", to=TensorProto.FLOAT)
+
+
+def _dequantize(op, w):
+    from ir.formats.onnx.compressed import dequantize_linear
+
+    dequantize_linear(w, op.output, w.value(op.input), w.value(op.scale), op.scale.dtype,
+                      w.value(op.zero_point), _param(op, "axis", 1) if op.scale.rank == 1 else None)
+
+
+def _constexpr_cast(op, w):
+    w.define(op.output, "Cast", [w.value(op.source_val)], to=elem_type(op.output.dtype))
+
+
+def _compressed(name):
+    def emit(op, w):
+        from ir.formats.onnx import compressed
+
+        getattr(compressed, name)(op, w)
+    return emit
+
+
+EMITTERS = {
+    "add": _binary("Add"), "sub": _binary("Sub"), "mul": _binary("Mul"), "real_div": _binary("Div"),
+    "maximum": _binary("Max"), "minimum": _binary("Min"), "pow": _binary("Pow"),
+    "relu": _unary("Relu"), "tanh": _unary("Tanh"), "sigmoid": _unary("Sigmoid"), "exp": _unary("Exp"),
+    "log": _unary("Log"), "sqrt": _unary("Sqrt"), "abs": _unary("Abs"), "neg": _unary("Neg"),
+    "erf": _unary("Erf"), "floor": _unary("Floor"), "ceil": _unary("Ceil"), "sign": _unary("Sign"),
+    "rsqrt": _rsqrt, "gelu": _gelu, "clip": _clip, "cast": _cast,
+    "transpose": _transpose, "reshape": _reshape, "expand_dims": _expand_dims, "squeeze": _squeeze,
+    "concat": _concat, "gather": _gather, "linear": _linear, "matmul": _matmul,
+    "conv": _conv, "conv_transpose": _conv_transpose,
+    "max_pool": _pool("MaxPool"), "avg_pool": _pool("AveragePool"),
+    "softmax": _softmax, "layer_norm": _layer_norm, "batch_norm": _batch_norm,
+    "reduce_mean": _reduce("ReduceMean"), "reduce_sum": _reduce("ReduceSum"),
+    "reduce_max": _reduce("ReduceMax"), "reduce_min": _reduce("ReduceMin"),
+    "quantize": _quantize, "dequantize": _dequantize, "constexpr_cast": _constexpr_cast,
+    "constexpr_affine_dequantize": _compressed("affine_dequantize"),
+    "constexpr_blockwise_shift_scale": _compressed("blockwise_shift_scale"),
+    "constexpr_lut_to_dense": _compressed("lut_to_dense"),
+    "constexpr_sparse_to_dense": _compressed("sparse_to_dense"),
+}
+
+
+def _foreign(op, w):
+    if not op.op_type.startswith("onnx."):
+        raise OnnxExportError(f"{op.op_type} {op.name!r}: a foreign op of another format has no ONNX form")
+    ins = [w.value(op.inputs[s]) if s else "" for s in slot_names(op)]
+    outs = [w.name_of(v) for v in op.outputs]
+    nd = helper.make_node(op.op_type.split(".", 1)[1], ins, outs, name=w.fresh(op.name),
+                          domain=op.attrs.get("_domain", ""))
+    nd.attribute.extend(attr_from_ir(k, v) for k, v in sorted(onnx_attrs(op.attrs).items()))
+    w.nodes.append(nd)
+    for v, o in zip(op.outputs, outs):
+        w.env[v.name] = o
+
+
+def _emit(op, w):
+    if op.op_type == "const":
+        return  # written when something reads it
+    if is_foreign(op.op_type):
+        return _foreign(op, w)
+    emitter = EMITTERS.get(op.op_type)
+    if emitter is None:
+        return w.materialize(op)
+    emitter(op, w)
+
+
+# ---- the model --------------------------------------------------------------------
+
+def _value_info(name: str, var: Var):
+    dims = [None if d == "?" else d for d in var.shape]
+    dt = var.dtype if var.dtype not in ("uint1", "uint2", "uint3", "uint6") else "uint8"
+    return helper.make_tensor_value_info(name, elem_type(dt), dims)
+
+
+def _has_compressed(fn) -> bool:
+    return any(op.op_type.startswith("constexpr_") or any(v.dtype in ("int4", "uint4") for v in op.outputs)
+               for op in fn.ops)
+
+
+def _foreign_fits(fn, opset: int) -> bool:
+    """True when every foreign op means the same at `opset` as at the opset it came from."""
+    for op in fn.ops:
+        if op.op_type.startswith("onnx.") and not op.attrs.get("_domain"):
+            t = op.op_type[5:]
+            try:
+                then = onnx.defs.get_schema(t, int(op.attrs.get("_opset", opset))).since_version
+                now = onnx.defs.get_schema(t, opset).since_version
+            except Exception:
+                return False
+            if then != now:
+                return False
+    return True
+
+
+def choose_opset(program: Program, opset: Optional[int], fn) -> int:
+    if opset is not None:
+        if opset < MIN_OPSET:
+            raise OnnxExportError(f"opset {opset} is too old: export needs {MIN_OPSET} or newer")
+        return int(opset)
+    base = max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), MIN_OPSET)
+    if base < COMPRESSED_OPSET and _has_compressed(fn) and _foreign_fits(fn, COMPRESSED_OPSET):
+        return COMPRESSED_OPSET
+    return base
+
+
+def _io_names(program, fn) -> dict:
+    pairs = dict(program.attrs.get("onnx_io_names", ()))
+    io = {v.name for v in fn.inputs} | {v.name for v in fn.outputs}
+    return {k: v for k, v in pairs.items() if k in io}
+
+
+def to_onnx_model(program: Program, opset: Optional[int] = None, function: str = "main") -> onnx.ModelProto:
+    """The ModelProto for one function of a program (nothing written)."""
+    if function not in program.functions:
+        raise OnnxExportError(f"no function {function!r} (have {sorted(program.functions)})")
+    fn = program.functions[function]
+    w = Writer(fn, choose_opset(program, opset, fn), _io_names(program, fn))
+    inputs = []
+    for v in fn.inputs:
+        w.env[v.name] = w.name_of(v)
+        inputs.append(_value_info(w.env[v.name], v))
+    for op in fn.ops:
+        if op.blocks:
+            raise OnnxExportError(f"{op.op_type} {op.name!r}: ops with nested blocks have no ONNX form yet")
+        _emit(op, w)
+    outputs = [_value_info(w.value(v), v) for v in fn.outputs]
+    graph = helper.make_graph(w.nodes, function, inputs, outputs, w.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
+                              + _extra_domains(fn), producer_name="weightpress")
+    model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR version 10 and older
+    return model
+
+
+def _extra_domains(fn) -> list:
+    doms = {}
+    for op in fn.ops:
+        d = op.attrs.get("_domain") if op.op_type.startswith("onnx.") else None
+        if d:
+            doms[d] = max(doms.get(d, 1), int(op.attrs.get("_opset", 1)))
+    return [helper.make_opsetid(d, v) for d, v in sorted(doms.items())]
+
+
+EXTERNAL_THRESHOLD = 1 << 30  # above this many weight bytes a single protobuf gets risky (2 GiB cap)
+
+
+def export_onnx(program: Program, path, opset: Optional[int] = None, external_data=None,
+                function: str = "main") -> str:
+    """Write `program` as an ONNX model at `path`, atomically; returns the path.
+
+    external_data: None = only when the weights are large; True = always
+    (into `<file>.data` beside it); a string = that data file name."""
+    model = to_onnx_model(program, opset, function)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    use_external = bool(external_data) or (external_data is None and size > EXTERNAL_THRESHOLD)
+    location = external_data if isinstance(external_data, str) else os.path.basename(path) + ".data"
+    tmp = tempfile.mkdtemp(prefix=".weightpress-", dir=directory)
+    try:
+        tmp_model = os.path.join(tmp, os.path.basename(path))
+        if use_external:
+            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=location, size_threshold=1024)
+            if os.path.exists(os.path.join(tmp, location)):
+                os.replace(os.path.join(tmp, location), os.path.join(directory, location))
+        else:
+            onnx.save_model(model, tmp_model)
+        os.replace(tmp_model, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
