@@ -117,13 +117,13 @@ def build_pipeline(args):
 
 def _check_paths(model: Path, out: Path, report):
     """Cheap checks first, so a typo is reported before minutes of compression."""
-    from pipeline.models import ModelFileError, format_of
+    from pipeline.models import ModelFileError, check_writable, format_of
     from pipeline.report import report_kind
 
     format_of(model)
     if not model.exists():
         raise ModelFileError(f"{model}: no such file")
-    format_of(out)
+    check_writable(out)
     if report:
         report_kind(report)
     if out.exists() and model.exists() and out.resolve() == model.resolve():

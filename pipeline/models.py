@@ -52,6 +52,11 @@ def _function(fmt: Format, which: str) -> Callable:
     return getattr(module, getattr(fmt, which))
 
 
+def check_writable(path) -> None:
+    """Fail now, not after the work, when `path`'s format cannot be written here."""
+    _function(format_of(path), "writer")
+
+
 def load_model(path):
     """The Program stored in `path`; the file itself is only read."""
     path = Path(path)
