@@ -59,12 +59,11 @@ def tensor_to_array(t: TensorProto) -> tuple:
 def array_to_tensor(arr: np.ndarray, ir_name: str, name: str) -> TensorProto:
     """An ONNX tensor for IR data; int4 / uint4 are packed two per byte by onnx."""
     dt = lookup_dtype(ir_name)
-    if dt.name in ("int4", "uint4"):
-        return helper.make_tensor(name, elem_type(dt.name), arr.shape,
-                                  np.asarray(arr).reshape(-1).astype(np.int32).tolist())
-    if dt.name == "bf16":
-        return helper.make_tensor(name, TensorProto.BFLOAT16, arr.shape,
-                                  np.asarray(arr, np.float32).reshape(-1).tolist())
+    if dt.name in ("int4", "uint4", "bf16"):  # onnx packs these from the ml_dtypes types, as raw bytes
+        import ml_dtypes
+
+        kind = {"int4": ml_dtypes.int4, "uint4": ml_dtypes.uint4, "bf16": ml_dtypes.bfloat16}[dt.name]
+        return numpy_helper.from_array(np.asarray(arr).astype(kind), name)
     arr = np.asarray(arr)
     return numpy_helper.from_array(arr if dt.kind == "string" else _c_order(arr, dt.storage), name)
 

@@ -54,9 +54,9 @@ def _flat(w, x: str, total: int, count: int, hint: str) -> str:
     return w.node("Slice", [flat, w.ints(hint + "_s0", [0]), w.ints(hint + "_s1", [count])], hint + "_trim")
 
 
-def unpacked(w, values: np.ndarray, nbits: int, hint: str) -> str:
+def unpacked(w, values: np.ndarray, nbits: int, hint: str, as_index: bool = True) -> str:
     """Unsigned integers (row-major) stored as nbits each; at run time an int64 [count] tensor
-    (uint8 0/1 when nbits == 1)."""
+    (uint8 lanes when as_index is False and nbits divides 8)."""
     flat = np.asarray(values).reshape(-1)
     count = flat.size
     if nbits >= 8:
@@ -67,7 +67,7 @@ def unpacked(w, values: np.ndarray, nbits: int, hint: str) -> str:
     if 8 % nbits == 0:
         lanes = _bit_lanes(w, name, nbits, hint)
         vals = _flat(w, lanes, packed.size * (8 // nbits), count, hint)
-        return vals if nbits == 1 else w.node("Cast", [vals], hint + "_idx", to=TensorProto.INT64)
+        return w.node("Cast", [vals], hint + "_idx", to=TensorProto.INT64) if as_index else vals
     # 3 and 6 bits straddle bytes: unpack to bits, then weigh each group of nbits
     bits = _flat(w, _bit_lanes(w, name, 1, hint), packed.size * 8, count * nbits, hint)
     groups = w.node("Cast", [w.node("Reshape", [bits, w.ints(hint + "_gshape", [count, nbits])], hint + "_groups")],
@@ -184,7 +184,7 @@ def lut_to_dense(op, w):
 def sparse_to_dense(op, w):
     mask = _need(w, op, op.mask, "mask")
     n = op.name
-    bits = unpacked(w, (mask != 0).astype(np.uint8), 1, n + "_mask")
+    bits = unpacked(w, (mask != 0).astype(np.uint8), 1, n + "_mask", as_index=False)
     where = w.node("Transpose", [w.node("NonZero", [bits], n + "_nz")], n + "_where", perm=[1, 0])
     dt = op.output.dtype
     zero = helper.make_tensor("value", elem_type(dt), [1], [0])
