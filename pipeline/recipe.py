@@ -52,10 +52,9 @@ class _Source:
             return None
         stop = self.entry_line(index + 1) or len(self.lines) + 1
         pat = self._key_re(key)
-        # in TOML the entry's header may come before its `stage =` line
-        lo = max(1, start - 20) if self.kind == "toml" else start
-        prev = self.entry_line(index - 1) if index else 0
-        lo = max(lo, (prev or 0) + 1)
+        # in TOML the entry's keys may come before its `stage =` line, after its [[header]]
+        headers = [n for n in range(1, start + 1) if self.lines[n - 1].lstrip().startswith("[[")]
+        lo = headers[-1] if self.kind == "toml" and headers else start
         hits = [n for n in range(lo, stop) if pat.search(self.lines[n - 1])]
         return hits[0] if hits else None
 
@@ -63,6 +62,17 @@ class _Source:
         line = self.key_line(index, key) if key else self.entry_line(index)
         return f"{self.name}: stages[{index}]" + (f" key {key!r}" if key else "") + \
             (f" (line {line})" if line else "")
+
+
+_TOML_HEADER = re.compile(r'^\s*\[\[?\s*[\w".\- ]+\]\]?\s*(#.*)?$')
+
+
+def _guess_kind(text: str) -> str:
+    """JSON when the text opens like JSON, unless its first line is a TOML [table] header."""
+    first = text.lstrip().split("\n", 1)[0]
+    if _TOML_HEADER.match(first) or first[:1] not in ("[", "{"):
+        return "toml"
+    return "json"
 
 
 def _read(source) -> tuple:
@@ -75,7 +85,7 @@ def _read(source) -> tuple:
         kind = "json" if path.suffix == ".json" else "toml"
     else:
         text, name = str(source), "recipe"
-        kind = "json" if text.lstrip()[:1] in "[{" else "toml"
+        kind = _guess_kind(text)
     try:
         data = json.loads(text) if kind == "json" else tomllib.loads(text)
     except json.JSONDecodeError as e:
