@@ -34,6 +34,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ._checks import choice, float_weight, normalize_axis
+from ._floatkeys import ceil_to_dtype
 from .errors import CompressionError, NotCompressible, message
 
 # dtype name -> (bits, signed, numpy storage type)
@@ -113,15 +114,17 @@ def _blocked_view(weight: np.ndarray, block_sizes: Sequence[int], name):
     return weight.reshape(new_shape), tuple(reduce_axes), tuple(scale_shape)
 
 
-def _store_scale(exact: np.ndarray, dtype, round_up: bool) -> np.ndarray:
-    """Cast the exact (float64) scale to the weight dtype, never to 0 and (optionally) never below exact."""
-    stored = exact.astype(dtype)
-    if round_up:
-        low = stored.astype(np.float64) < exact
-        stored = np.where(low, np.nextafter(stored, np.array(np.inf, dtype)), stored)
-    tiny = np.finfo(dtype).smallest_subnormal
-    stored = np.where((stored == 0) & (exact > 0), tiny, stored)
-    return np.where(exact == 0, np.array(1, dtype), stored).astype(dtype)
+def _store_scale(a, b, lo, hi, zp, dtype) -> np.ndarray:
+    """The scale in the weight dtype: rounded to nearest (as coremltools), except where that
+    rounding would push the range ends more than half a step past [lo, hi] (so clipping would
+    break the error bound): there the next value up is used.  Never 0."""
+    exact = (b - a) / (hi - lo)
+    stored = exact.astype(dtype).astype(np.float64)
+    up = ceil_to_dtype(exact, dtype).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overflow = (b / stored + zp > hi + 0.5) | (a / stored + zp < lo - 0.5)
+    stored = np.where(overflow | (stored == 0), up, stored)
+    return np.where(exact == 0, 1.0, stored).astype(dtype)
 
 
 def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype: str = "int8",
@@ -157,7 +160,7 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
         a, b = np.minimum(w_min, 0.0), np.maximum(w_max, 0.0)
         span = np.where(b > a, b - a, 1.0)
         zp = np.clip(np.round((lo * b - hi * a) / span), lo, hi)
-    scale = _store_scale((b - a) / (hi - lo), w.dtype, round_up=(mode == "linear"))
+    scale = _store_scale(a, b, lo, hi, zp, w.dtype)
 
     np.divide(q, scale.astype(work), out=q)
     np.rint(q, out=q)

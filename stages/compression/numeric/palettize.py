@@ -87,6 +87,8 @@ def _fp16_segments(rows: np.ndarray):
         else:
             local = block.astype(np.int64) | (np.arange(c, dtype=np.int64)[:, None] << 16)
             hist = np.bincount(local.ravel(), minlength=c << 16).reshape(c, 1 << 16)
+        hist[:, 0] += hist[:, 0x8000]  # -0 and +0 are one value
+        hist[:, 0x8000] = 0
         by_key = np.empty_like(hist)
         by_key[:, FP16_KEY] = hist  # reorder columns from bit pattern to sorted value order
         r, k = np.nonzero(by_key)

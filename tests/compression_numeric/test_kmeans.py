@@ -1,0 +1,91 @@
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from stages.compression.numeric import kmeans1d as km
+from stages.compression.numeric import kmeans_1d
+
+
+def brute_force_sse(v, k):
+    """Try every labelling: no contiguity assumption at all."""
+    best = np.inf
+    for lab in itertools.product(range(k), repeat=len(v)):
+        lab = np.array(lab)
+        best = min(best, sum(((v[lab == j] - v[lab == j].mean()) ** 2).sum() for j in range(k) if (lab == j).any()))
+    return best
+
+
+def quadratic_dp_sse(v, w, k):
+    """Textbook O(n^2 k) DP over sorted distinct values with weights."""
+    order = np.argsort(v)
+    v, w = v[order], w[order]
+    n = len(v)
+
+    def cost(j, i):
+        ww, x = w[j:i + 1], v[j:i + 1]
+        m = (ww * x).sum() / ww.sum()
+        return (ww * (x - m) ** 2).sum()
+    D = [cost(0, i) for i in range(n)]
+    for _ in range(1, k):
+        D = [min([D[j - 1] + cost(j, i) for j in range(1, i + 1)] + [np.inf]) for i in range(n)]
+    return D[-1]
+
+
+@settings(max_examples=120, deadline=None)
+@given(v=st.lists(st.integers(-20, 20), min_size=1, max_size=7), k=st.integers(1, 3))
+def test_exact_matches_brute_force(v, k):
+    v = np.array(v, np.float64) / 4
+    cent, labels, sse = kmeans_1d(v, k)
+    expected = brute_force_sse(v, k)
+    assert sse == pytest.approx(expected, abs=1e-9)
+    assert ((v - cent[labels]) ** 2).sum() == pytest.approx(expected, abs=1e-9)
+    assert np.all(np.diff(cent) > 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(5, 40), k=st.integers(2, 6))
+def test_weighted_exact_matches_quadratic_dp(seed, n, k):
+    rng = np.random.default_rng(seed)
+    v = np.unique(np.round(rng.standard_normal(n) * 10, 2))
+    w = rng.integers(1, 9, len(v)).astype(np.float64)
+    if len(v) <= k:
+        return
+    _, _, sse = kmeans_1d(v, k, weights=w)
+    assert sse == pytest.approx(quadratic_dp_sse(v, w, k), rel=1e-9, abs=1e-9)
+
+
+DISTS = {
+    "normal": lambda r, n: r.standard_normal(n),
+    "laplace": lambda r, n: r.laplace(size=n),
+    "student_t3": lambda r, n: r.standard_t(3, size=n),
+    "bimodal": lambda r, n: np.concatenate([r.standard_normal(n // 2) - 3, r.standard_normal(n - n // 2) + 3]),
+    "uniform": lambda r, n: r.uniform(-1, 1, n),
+}
+
+
+@pytest.mark.parametrize("dist", sorted(DISTS))
+@pytest.mark.parametrize("k", [4, 16])
+def test_banded_reaches_the_optimum_on_weight_like_data(dist, k):
+    rng = np.random.default_rng(7)
+    x = (DISTS[dist](rng, 30000) * 0.02).astype(np.float16).astype(np.float64)
+    _, _, exact = kmeans_1d(x, k, method="exact")
+    _, _, banded = kmeans_1d(x, k, method="fast")
+    assert banded <= exact * (1 + 1e-9)
+
+
+def test_batched_segments_equal_independent_solves():
+    rng = np.random.default_rng(2)
+    parts = [np.unique(np.round(rng.standard_normal(n) * s, 3)) for n, s in ((50, 1), (80, 5), (30, 0.1))]
+    seg = km.Segments(np.concatenate(parts), np.ones(sum(map(len, parts))),
+                      np.concatenate(([0], np.cumsum([len(p) for p in parts]))))
+    p = km.prefix_sums(seg)
+    batched = km.cost(p, km.exact_boundaries(seg, p, 5))
+    for got, part in zip(batched, parts):
+        assert got == pytest.approx(kmeans_1d(part, 5)[2], rel=1e-9)
+
+
+def test_few_distinct_values_are_their_own_centroids():
+    cent, labels, sse = kmeans_1d(np.array([2.0, 2.0, 5.0]), 4)
+    assert cent.tolist() == [2.0, 5.0] and labels.tolist() == [0, 0, 1] and sse == 0.0
