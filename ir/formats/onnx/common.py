@@ -115,16 +115,16 @@ def onnx_attrs(attrs) -> dict:
 
 # ---- names -------------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[^0-9A-Za-z_.]")
+_UNSAFE = re.compile(r"[^0-9A-Za-z_]")
 
 
 def safe_name(name: str, default: str = "v") -> str:
-    base = _UNSAFE.sub("_", name).strip("_.") or default
+    base = _UNSAFE.sub("_", name).strip("_") or default
     return "v" + base if base[0].isdigit() else base
 
 
 class Names:
-    """ONNX value names -> unique IR-safe names (letters, digits, '_' and '.')."""
+    """ONNX value names -> unique IR-safe names (letters, digits and '_')."""
 
     def __init__(self):
         self.used: set = set()
