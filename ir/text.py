@@ -274,16 +274,19 @@ class _Tokens:
 
     def __init__(self, text: str, lineno: int):
         self.lineno = lineno
-        self.items = []
-        pos = 0
-        while pos < len(text):
-            m = _TOKEN.match(text, pos)
-            if m is None:
-                self.fail(f"unexpected character {text[pos]!r} at column {pos + 1}")
-            if m.lastgroup != "ws":
-                self.items.append((m.lastgroup, m.group()))
-            pos = m.end()
         self.pos = 0
+        matches = list(_TOKEN.finditer(text))
+        if sum(m.end() - m.start() for m in matches) != len(text):  # finditer skipped something
+            self.locate_bad_character(text)
+        self.items = [(m.lastgroup, m.group()) for m in matches if m.lastgroup != "ws"]
+
+    def locate_bad_character(self, text: str):
+        pos = 0
+        for m in _TOKEN.finditer(text):
+            if m.start() != pos:
+                break
+            pos = m.end()
+        self.fail(f"unexpected character {text[pos]!r} at column {pos + 1}")
 
     def fail(self, msg: str):
         raise TextParseError(f"line {self.lineno}: {msg}")
@@ -298,8 +301,10 @@ class _Tokens:
         return tok
 
     def at(self, text: str) -> bool:
-        kind, val = self.peek()
-        return val == text and kind in ("punct", "word")
+        if self.pos >= len(self.items):
+            return False
+        kind, val = self.items[self.pos]
+        return val == text and (kind == "punct" or kind == "word")
 
     def accept(self, text: str) -> bool:
         if self.at(text):

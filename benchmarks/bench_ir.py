@@ -1,0 +1,97 @@
+"""How fast the IR core is on a stage-sized workload: a 100,000-op program.
+
+    python benchmarks/bench_ir.py [--ops 100000]
+
+Builds a chain mixing consts, elementwise, layout and linear ops, then times
+building, the cold digest, the digest after a one-op rewrite, a full walk,
+use_def, text print / parse, save / load and validate. The machine is shared:
+figures are noisy, run it twice.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ir.analysis import use_def  # noqa: E402
+from ir.builder import Builder, TensorSpec  # noqa: E402
+from ir.core import Program  # noqa: E402
+from ir.serialize import load, save, tensors_of  # noqa: E402
+from ir.text import parse_program, print_program  # noqa: E402
+from ir.validate import validate  # noqa: E402
+
+WIDTH = 8
+
+
+def build(n_ops: int) -> Program:
+    """A chain of 10-op units: linear (weight + bias consts), add a scalar const,
+    relu, transpose there and back (perm consts), reshape (shape const)."""
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", TensorSpec((1, WIDTH), "fp32"))
+    cur = x
+    while len(b.ops) + 10 <= n_ops:
+        w = b.const(rng.standard_normal((WIDTH, WIDTH)).astype(np.float32))
+        cur = b.linear(x=cur, weight=w, bias=rng.standard_normal(WIDTH).astype(np.float32))
+        cur = b.relu(x=b.add(x=cur, y=np.float32(0.5)))
+        cur = b.transpose(x=b.transpose(x=cur, perm=[1, 0]), perm=[1, 0])
+        cur = b.reshape(x=cur, shape=[1, WIDTH])
+    while len(b.ops) < n_ops:
+        cur = b.relu(x=cur)
+    return Program.make([b.function("main", cur)])
+
+
+def one_op_rewrite(p: Program) -> Program:
+    ops = p.main.block.ops
+    i = next(i for i in range(len(ops) // 2, len(ops)) if ops[i].op_type == "relu")
+    new_ops = ops.set(i, ops[i].replace(op_type="sigmoid"))
+    return p.with_function(p.main.replace(block=p.main.block.replace(ops=new_ops)))
+
+
+def timed(label, fn, rows):
+    t0 = time.perf_counter()
+    out = fn()
+    rows.append((label, time.perf_counter() - t0))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", type=int, default=100_000)
+    args = ap.parse_args(argv)
+    rows = []
+    p = timed("build", lambda: build(args.ops), rows)
+    timed("digest (cold)", lambda: p.digest, rows)
+    q = one_op_rewrite(p)
+    timed("digest after a one-op rewrite", lambda: q.digest, rows)
+    assert q.digest != p.digest
+    timed("walk (every op)", lambda: sum(1 for _ in p.walk()), rows)
+    timed("use_def", lambda: use_def(p.main), rows)
+    timed("validate", lambda: validate(p), rows)
+    text = timed("print_program", lambda: print_program(p), rows)
+    tensors = tensors_of(p)
+    back = timed("parse_program", lambda: parse_program(text, tensors=tensors), rows)
+    assert back.digest == p.digest
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "p.wpz")
+        timed("save", lambda: save(p, path), rows)
+        size = os.path.getsize(path)
+        loaded = timed("load", lambda: load(path), rows)
+        assert loaded.digest == p.digest
+    n = sum(1 for _ in p.walk())
+    print(f"weightpress IR, {n:,} ops (file {size / 1e6:.1f} MB, text {len(text) / 1e6:.1f} MB)")
+    print(f"{'step':<32}{'seconds':>10}{'us/op':>10}")
+    for label, secs in rows:
+        print(f"{label:<32}{secs:>10.3f}{secs / n * 1e6:>10.2f}")
+    core = sum(s for label, s in rows if label in ("build", "digest (cold)", "walk (every op)"))
+    print(f"{'build + digest + walk':<32}{core:>10.3f}")
+
+
+if __name__ == "__main__":
+    main()
