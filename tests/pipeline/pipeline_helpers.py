@@ -7,7 +7,27 @@ import numpy as np
 
 from ir.builder import TensorSpec, program
 from ir.rewrite import map_functions
-from stages.base import stage
+from stages.base import REGISTRY, Stage
+
+
+TEST_STAGES: dict = {}
+
+
+def stage(name: str, version: str = "1"):
+    """Like stages.base.stage, but kept out of the global registry: tests register them
+    for their own duration (conftest), so other suites' stages.names() never see them."""
+    def wrap(fn):
+        st = Stage(name, fn, version)
+        st.defaults
+        TEST_STAGES[name] = st
+        return st
+
+    return wrap
+
+
+def register() -> None:
+    """Put the test stages in the registry for good (fresh processes started by tests)."""
+    REGISTRY.update(TEST_STAGES)
 
 CALLS_FILE_ENV = "WP_TEST_CALLS_FILE"  # when set, every test-stage call appends a line to it
 CALLS: list = []

@@ -20,6 +20,7 @@ RUN_SCRIPT = textwrap.dedent("""
     import sys
     from pipeline import DiskCache, Pipeline
     from tests.pipeline import pipeline_helpers as h
+    h.register()
     trace = Pipeline.from_spec(sys.argv[2]).run(h.mlp(), cache=DiskCache(sys.argv[1]))
     print(trace.result_digest, "".join("C" if s.cached else "R" for s in trace.steps))
 """)

@@ -37,6 +37,10 @@ def test_trace_records_every_step():
     assert trace.steps[1].stage is h.identity
     assert all(s.seconds >= 0 for s in trace.steps)
     assert trace.program_at(0) is net and trace.program_at(6) is trace.result
+    with pytest.raises(AttributeError):
+        trace.steps = ()  # a Trace is frozen
+    with pytest.raises(AttributeError):
+        trace.steps[0].seconds = 0.0
     assert trace.program_at(2) is trace.program_at(1)  # identity returned its input object
     w0 = net.main.ops[0].attrs["val"]
     got = [op for op in trace.result.main.ops if op.name == "w0"][0].attrs["val"]
@@ -46,9 +50,9 @@ def test_trace_records_every_step():
 
 def test_stage_stats_reach_the_trace():
     from pyrsistent import pmap
-    from stages.base import StageResult, stage
+    from stages.base import StageResult
 
-    @stage("test_counting", version="1")
+    @h.stage("test_counting", version="1")
     def counting(prog, *, context=None):
         return StageResult(prog, pmap({"ops": sum(1 for _ in prog.walk())}))
 
@@ -78,9 +82,7 @@ def test_cache_key_covers_parameters_and_version():
 
 
 def test_uncacheable_parameter_runs_uncached_with_a_warning():
-    from stages.base import stage
-
-    @stage("test_with_fn", version="1")
+    @h.stage("test_with_fn", version="1")
     def with_fn(prog, *, fn=None, context=None):
         h.CALLS.append("with_fn")
         return prog
@@ -160,9 +162,7 @@ def test_diff_reports_added_removed_and_rewired_ops():
 def test_fixed_point_combinator_stops_when_nothing_changes():
     from ir.construct import const_op
     from ir.rewrite import map_functions
-    from stages.base import stage
-
-    @stage("test_clip_once", version="1")
+    @h.stage("test_clip_once", version="1")
     def shrink(prog, *, context=None):
         h.CALLS.append("shrink")
         def one(f):  # halves w0 until its max is below 1: changes a few times, then returns f itself

@@ -8,7 +8,6 @@ from ir.builder import TensorSpec, program
 from ir.interpret import evaluate
 from pipeline import EquivalenceError, Pipeline, verify
 from pipeline.strategies import inputs_for, tensors
-from stages.base import stage
 from tests.pipeline import pipeline_helpers as h
 
 
@@ -77,7 +76,7 @@ def test_signature_mismatch_fails_without_running():
     assert not report.passed and "inputs differ" in report.reason
 
 
-@stage("test_wrong_bias", version="1")
+@h.stage("test_wrong_bias", version="1")
 def wrong_bias(prog, *, context=None):
     """Deliberately wrong: replaces w1 by zeros, changing what the network computes."""
     return h._map_const(prog, "w1", lambda v: np.zeros_like(v))
