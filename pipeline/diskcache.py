@@ -17,6 +17,7 @@ grows past it. No pickle anywhere.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import tempfile
 import threading
@@ -52,6 +53,16 @@ def _atomic_write(path: Path, data: bytes) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return len(data)
+
+
+def _read(path: Path):
+    """The file's bytes; large files are memory-mapped read-only (no copy; the page
+    cache backs the array, and an unlinked file stays readable while mapped)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < (1 << 20):
+            return f.read()
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 class DiskCache:
@@ -121,7 +132,7 @@ class DiskCache:
 
     def _load_tensor(self, digest: str, info: dict):
         path = self._tensor_path(digest)
-        data = path.read_bytes()
+        data = _read(path)
         try:
             arr = decode_tensor(data, info["dtype"], info["shape"], info.get("numpy"))
         except (ValueError, KeyError, TypeError) as e:
