@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Callable, NamedTuple, Optional
 
-from ir.core import Block, Function, Op, Program, TensorType, Var
+from ir.core import Block, Function, Op, Program, TensorType, Var, gc_paused
 from ir.construct import const_op, new_op
 from ir.ops import REGISTRY, OpError, schema
 
@@ -129,9 +129,10 @@ def _as_tuple(outs) -> tuple:
 
 
 def build_function(fn: Callable, inputs: dict, name: str = "main", opset: str = "iOS18") -> Function:
-    b = Builder()
-    args = [b.input(k, spec) for k, spec in inputs.items()]
-    return b.function(name, fn(b, *args), opset)
+    with gc_paused():
+        b = Builder()
+        args = [b.input(k, spec) for k, spec in inputs.items()]
+        return b.function(name, fn(b, *args), opset)
 
 
 def program(inputs: dict, opset: str = "iOS18", name: str = "main"):

@@ -103,8 +103,11 @@ def program_digest(program) -> str:
     h = hashlib.sha256()
     for k in sorted(program.attrs):
         h.update(k.encode() + b"=" + encode_value(program.attrs[k]) + b",")
-    for name in sorted(program.functions):
-        f = program.functions[name]
-        h.update(f"fn {name} {f.opset}|".encode())
-        h.update(block_digest(f.block))
+    from ir.core import gc_paused
+
+    with gc_paused():
+        for name in sorted(program.functions):
+            f = program.functions[name]
+            h.update(f"fn {name} {f.opset}|".encode())
+            h.update(block_digest(f.block))
     return h.hexdigest()

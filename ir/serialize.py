@@ -29,7 +29,7 @@ from typing import Mapping
 import numpy as np
 from pyrsistent import pmap
 
-from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array
+from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array, gc_paused
 from ir.digest import tensor_digest
 from ir.dtypes import dtype as lookup_dtype, fits, from_numpy
 from ir.packing import PackingError, pack, packed_size, unpack
@@ -191,9 +191,10 @@ def to_parts(program: Program) -> tuple:
     """(graph: JSON-able dict, tensors: {digest: array}) with tensors stored once."""
     w = _Writer()
     functions = []
-    for name in sorted(program.functions):
-        f = program.functions[name]
-        functions.append({"name": f.name, "opset": f.opset, "block": w.block(f.block, set())})
+    with gc_paused():  # a large graph becomes many small dicts, none in cycles
+        for name in sorted(program.functions):
+            f = program.functions[name]
+            functions.append({"name": f.name, "opset": f.opset, "block": w.block(f.block, set())})
     graph = {"format": FORMAT, "version": VERSION,
              "attrs": {k: w.value(program.attrs[k]) for k in sorted(program.attrs)},
              "functions": functions, "tensors": w.table}
@@ -281,8 +282,9 @@ def from_parts(graph: dict, tensors: Mapping) -> Program:
         raise SerializationError(f"unknown format version {graph.get('version')!r} (this reader knows {VERSION})")
     r = _Reader(graph, tensors)
     try:
-        functions = [Function(f["name"], r.block(f["block"], {}), f["opset"]) for f in graph["functions"]]
-        attrs = {k: r.value(v) for k, v in graph.get("attrs", {}).items()}
+        with gc_paused():
+            functions = [Function(f["name"], r.block(f["block"], {}), f["opset"]) for f in graph["functions"]]
+            attrs = {k: r.value(v) for k, v in graph.get("attrs", {}).items()}
     except SerializationError:
         raise
     except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -341,7 +343,8 @@ def load(path) -> Program:
             except KeyError:
                 raise SerializationError(f"{path}: missing member {GRAPH_MEMBER}") from None
             try:
-                graph = json.loads(raw.decode("utf-8"))
+                with gc_paused():
+                    graph = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise SerializationError(f"{path}: {GRAPH_MEMBER} is not valid JSON ({e})") from None
             if not isinstance(graph, dict) or not isinstance(graph.get("tensors"), dict):

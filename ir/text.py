@@ -37,7 +37,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array
+from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array, gc_paused
 from ir.construct import output_names
 from ir.digest import tensor_digest
 from ir.ops import REGISTRY
@@ -676,4 +676,5 @@ class _Parser:
 def parse_program(text: str, tensors: Optional[Mapping] = None) -> Program:
     """Read back what print_program wrote. Consts printed by digest take their
     arrays from `tensors` ({digest: array}, e.g. ir.serialize.tensors_of(p))."""
-    return _Parser(text, tensors).program()
+    with gc_paused():
+        return _Parser(text, tensors).program()
