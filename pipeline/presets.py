@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-# The seed's quantization canonicalization (coremltools' optimize_quantization
-# passes, in the order its default pipeline runs them), then dead code removal.
+# The seed's quantization canonicalization, one pass per step in the order of
+# stages.quantization.SEED_PASS_ORDER (kept as text so this table loads without
+# the stages): one sweep whose trace shows each pass. The registered stage
+# `canonicalize_quantization` runs the same order to a fixed point as one step.
 _CANONICALIZE_QUANTIZATION = ",".join([
-    "merge_affine_dequantize_with_consecutive_ops",
     "int_op_canonicalization",
     "nullify_redundant_quantization_zero_point",
     "dequantize_quantize_pair_elimination",
     "distributive_quantized_binary_op_scale_normalization",
     "dequantize_to_constexpr",
-    "canonicalize_quantized_lut_pattern",
     "reorder_lut_per_channel_scale",
+    "canonicalize_quantized_lut_pattern",
+    "dead_code_elimination",
+    "merge_affine_dequantize_with_consecutive_ops",
     "dead_code_elimination",
 ])
 

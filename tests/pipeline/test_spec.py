@@ -108,3 +108,9 @@ def test_real_presets_resolve_when_their_stages_exist():
         else:
             with pytest.raises(PresetError, match=name.replace("+", r"\+")):
                 Pipeline.preset(name)
+
+
+def test_seed_preset_follows_the_seed_pass_order():
+    from stages.quantization import SEED_PASS_ORDER
+
+    assert [s.name for s in parse(presets.spec_of("canonicalize_quantization"))] == list(SEED_PASS_ORDER)
