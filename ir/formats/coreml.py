@@ -270,10 +270,11 @@ def _affine_to_ios18(ex, op):
     shape = [1] * q.rank
     if scale.ndim or zp.ndim:
         shape[axis] = max(scale.size, zp.size)
+    n = int(np.prod(shape))
+    along = lambda a: np.broadcast_to(np.asarray(a).reshape(-1), (n,)).reshape(shape)  # noqa: E731
     mb = ex.mb
-    scale_v = mb.const(val=np.broadcast_to(scale, shape).reshape(shape).astype(scale.dtype), name=op.name + "_scale")
-    zp_v = mb.const(val=_mil_value(np.broadcast_to(zp, shape).reshape(shape), op.zero_point.dtype),
-                    name=op.name + "_offset")
+    scale_v = mb.const(val=along(scale).astype(scale.dtype), name=op.name + "_scale")
+    zp_v = mb.const(val=_mil_value(along(zp), op.zero_point.dtype), name=op.name + "_offset")
     return ex.call("constexpr_blockwise_shift_scale", op.name, data=ex.var(q), scale=scale_v, offset=zp_v)
 
 
