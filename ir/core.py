@@ -14,7 +14,8 @@ from typing import Any, Iterator, NamedTuple, Optional, Union
 import numpy as np
 from pyrsistent import PMap, PVector, pmap, pvector
 
-from ir.dtypes import DType, dtype as _dtype
+from ir.dtypes import DTYPES, DType, dtype as _dtype
+from ir.frozen import FrozenMap
 
 Dim = Union[int, str]  # a str dim is symbolic
 
@@ -29,6 +30,9 @@ class TensorType(NamedTuple):
 
     @classmethod
     def of(cls, dt, shape=()) -> "TensorType":
+        if dt.__class__ is str and dt in DTYPES and shape.__class__ is tuple \
+                and all(d.__class__ is int for d in shape):
+            return cls(dt, shape)  # already canonical: the common case, kept cheap
         return cls(_dtype(dt).name, tuple(d if isinstance(d, str) else int(d) for d in shape))
 
     @property
@@ -98,7 +102,7 @@ class Var:
 
 OpInput = Union[Var, tuple]  # a Var, or a tuple of Vars for variadic inputs
 
-EMPTY_MAP: PMap = pmap()
+EMPTY_MAP = FrozenMap()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -127,17 +131,17 @@ class Block:
 class Op:
     op_type: str
     name: str
-    inputs: PMap  # input name -> Var | tuple[Var]
+    inputs: FrozenMap  # input name -> Var | tuple[Var]
     outputs: tuple  # tuple[Var]
-    attrs: PMap = EMPTY_MAP  # static attributes (const's "val", foreign ops' attributes)
+    attrs: FrozenMap = EMPTY_MAP  # static attributes (const's "val", foreign ops' attributes)
     blocks: tuple = ()  # nested Blocks
     _fp: Any = field(default=None, repr=False)  # memoized local fingerprint
 
     @classmethod
     def make(cls, op_type, name, inputs=None, outputs=(), attrs=None, blocks=()) -> "Op":
         ins = {k: v for k, v in (inputs or {}).items() if v is not None}
-        return cls(op_type, name, pmap(ins) if ins else EMPTY_MAP, tuple(outputs),
-                   pmap(attrs) if attrs else EMPTY_MAP, tuple(blocks))
+        return cls(op_type, name, FrozenMap(ins) if ins else EMPTY_MAP, tuple(outputs),
+                   FrozenMap(attrs) if attrs else EMPTY_MAP, tuple(blocks))
 
     def replace(self, **changes) -> "Op":
         kw = dict(op_type=self.op_type, name=self.name, inputs=self.inputs,
@@ -203,7 +207,7 @@ class Program:
     def make(cls, functions, attrs=None) -> "Program":
         if not isinstance(functions, dict) and not isinstance(functions, PMap):
             functions = {f.name: f for f in functions}
-        return cls(pmap(functions), pmap(attrs) if attrs else EMPTY_MAP)
+        return cls(pmap(functions), pmap(attrs) if attrs else pmap())
 
     @property
     def main(self) -> Function:
