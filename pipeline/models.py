@@ -10,8 +10,11 @@ line rather than the parser's traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
+import warnings
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,11 +30,12 @@ class Format(NamedTuple):
     module: str  # imported lazily
     reader: str
     writer: str
+    chatty: bool = False  # its library prints banners, progress bars and warnings of its own
 
 
 FORMATS = {
     ".onnx": Format("ONNX", "ir.formats.onnx", "import_onnx", "export_onnx"),
-    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml"),
+    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml", chatty=True),
     ".wpz": Format("weightpress", "ir.serialize", "load", "save"),
 }
 
@@ -49,7 +53,21 @@ def _function(fmt: Format, which: str) -> Callable:
         module = importlib.import_module(fmt.module)
     except ImportError as e:
         raise ModelFileError(f"{fmt.name} files need {fmt.module}, which cannot be imported here ({e})") from e
-    return getattr(module, getattr(fmt, which))
+    fn = getattr(module, getattr(fmt, which))
+    return _quietly(fn) if fmt.chatty else fn
+
+
+def _quietly(fn: Callable) -> Callable:
+    """fn with its Python-level prints and warnings swallowed: coremltools announces
+    missing native proxies and draws its own pass bars, which would bury our one line."""
+
+    def quiet(*args, **kwargs):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 def check_writable(path) -> None:
@@ -123,10 +141,10 @@ def _move_into_place(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
-        # temporary files are private (0600); the result gets the usual permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(dst, 0o666 & ~umask)
+    # temporary files and directories are private (0600 / 0700); the result gets the usual permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(dst, (0o777 if dst.is_dir() else 0o666) & ~umask)
 
 
 def _short(e: BaseException, path) -> str:

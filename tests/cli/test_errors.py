@@ -129,3 +129,14 @@ def test_debug_mode_shows_the_traceback(tmp_path):
     proc = run_cli("inspect", tmp_path / "nope.wpz", env={"WEIGHTPRESS_DEBUG": "1"})
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "ModelFileError" in proc.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("coremltools") is None, reason="coremltools not installed")
+def test_damaged_coreml_package_is_one_quiet_line(tmp_path):
+    bad = tmp_path / "broken.mlpackage"
+    bad.mkdir()
+    (bad / "Manifest.json").write_text("{ not json")
+    proc = run_cli("inspect", bad)
+    # coremltools' own banners and warnings are kept off the terminal too
+    assert_one_line_error(proc, "broken.mlpackage", "Core ML", code=1)
+    assert proc.stdout == ""
