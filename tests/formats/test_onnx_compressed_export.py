@@ -190,3 +190,16 @@ def test_quantize_dequantize_activations(tmp_path):
         q2 = b.quantize(input=dq, scale=np.full(6, 0.1, np.float32), axis=1, output_dtype="uint8")
         return b.dequantize(input=q2, scale=np.full(6, 0.1, np.float32), axis=1, name="y")
     run_both(net, tmp_path)
+
+
+def test_layer_ops_from_the_builder(tmp_path):
+    """Core ops that ONNX import never produces (silu, squeeze_mask slices, argmax) still export."""
+    @program(inputs={"x": TensorSpec((4, 6, 5))})
+    def net(b, x):
+        s = b.silu(x=x)
+        sl = b.slice_by_index(x=s, begin=[1, 0, 0], end=[0, 6, 4], stride=[1, 2, 1],
+                              begin_mask=[False, True, True], end_mask=[True, False, False],
+                              squeeze_mask=[True, False, False], name="sl")
+        y = b.select(cond=b.cast(x=sl, dtype="bool"), a=sl, b=b.tile(x=sl, reps=[1, 1]), name="y")
+        return y, b.reduce_argmax(x=x, axis=-1, keep_dims=False, name="am")
+    run_both(net, tmp_path)

@@ -301,20 +301,24 @@ def _layer_norm(op, w):
     d = w.node("Sub", [w.value(x), mean], n + "_d")
     var = _reduce_node(w, "ReduceMean", w.node("Mul", [d, d], n + "_d2"), axes, n + "_var")
     std = w.node("Sqrt", [w.node("Add", [var, _scalar(w, n + "_eps", eps, x)], n + "_ve")], n + "_std")
-    y = w.node("Div", [d, std], n + "_norm")
-    if op.gamma is not None:
-        y = w.node("Mul", [y, w.value(op.gamma)], n + "_g")
-    if op.beta is not None:
-        y = w.node("Add", [y, w.value(op.beta)], n + "_b")
-    w.define(op.output, "Identity", [y])
+    steps = [("Div", std)] + [(t, w.value(p)) for t, p in (("Mul", op.gamma), ("Add", op.beta)) if p is not None]
+    y = d
+    for i, (t, operand) in enumerate(steps):
+        if i == len(steps) - 1:
+            return w.define(op.output, t, [y, operand])
+        y = w.node(t, [y, operand], f"{n}_{t.lower()}")
 
 
-def _reduce_node(w, onnx_type, x, axes, hint, keep=1):
-    """A reduction over axes (None: all); axes is an input from opset 18 (13 for ReduceSum)."""
+def _reduce_node(w, onnx_type, x, axes, hint, keep=1, out: Var = None):
+    """A reduction over axes (None: all); axes is an input from opset 18 (13 for ReduceSum).
+    Defines `out` when given, else returns a temp name."""
     if w.opset >= 18 or onnx_type == "ReduceSum":
-        return w.node(onnx_type, [x] + ([w.ints(hint + "_axes", axes)] if axes is not None else []),
-                      hint, keepdims=keep)
-    return w.node(onnx_type, [x], hint, keepdims=keep, axes=list(axes) if axes is not None else None)
+        ins, attrs = [x] + ([w.ints(hint + "_axes", axes)] if axes is not None else []), {}
+    else:
+        ins, attrs = [x], {"axes": list(axes) if axes is not None else None}
+    if out is not None:
+        return w.define(out, onnx_type, ins, keepdims=keep, **attrs)
+    return w.node(onnx_type, ins, hint, keepdims=keep, **attrs)
 
 
 def _batch_norm(op, w):
@@ -331,8 +335,7 @@ def _reduce(onnx_type):
         axes = _param(op, "axes")
         axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
         keep = int(bool(_param(op, "keep_dims", False)))
-        y = _reduce_node(w, onnx_type, w.value(op.x), axes, op.name + "_r", keep)
-        w.define(op.output, "Identity", [y])
+        _reduce_node(w, onnx_type, w.value(op.x), axes, op.name + "_r", keep, out=op.output)
     return emit
 
 
@@ -361,6 +364,61 @@ def _constexpr_cast(op, w):
     w.define(op.output, "Cast", [w.value(op.source_val)], to=elem_type(op.output.dtype))
 
 
+def _leaky_relu(op, w):
+    w.define(op.output, "LeakyRelu", [w.value(op.x)], alpha=float(_param(op, "alpha", 0.01)))
+
+
+def _silu(op, w):
+    w.define(op.output, "Mul", [w.value(op.x), w.node("Sigmoid", [w.value(op.x)], op.name + "_sig")])
+
+
+def _select(op, w):
+    cond = w.value(op.cond)
+    if op.cond.dtype != "bool":
+        cond = w.node("Cast", [cond], op.name + "_cond", to=TensorProto.BOOL)
+    w.define(op.output, "Where", [cond, w.value(op.a), w.value(op.b)])
+
+
+def _tile(op, w):
+    w.define(op.output, "Tile", [w.value(op.x), w.ints(op.name + "_reps", op.reps.val)])
+
+
+def _argmax(op, w):
+    attrs = {"axis": int(_param(op, "axis", -1)), "keepdims": int(bool(_param(op, "keep_dims", False)))}
+    if op.output.dtype == "int64":
+        return w.define(op.output, "ArgMax", [w.value(op.x)], **attrs)
+    idx = w.node("ArgMax", [w.value(op.x)], op.name + "_i64", **attrs)  # ONNX answers int64
+    w.define(op.output, "Cast", [idx], to=elem_type(op.output.dtype))
+
+
+_BIG = np.iinfo(np.int64).max
+
+
+def _slice_by_index(op, w):
+    r = op.x.rank
+    flags = lambda key: [bool(f) for f in np.asarray(_param(op, key, [False] * r)).reshape(-1)]  # noqa: E731
+    begin, end = [int(b) for b in op.begin.val], [int(e) for e in op.end.val]
+    stride = [int(s) for s in _param(op, "stride", [1] * r)]
+    bmask, emask, smask = flags("begin_mask"), flags("end_mask"), flags("squeeze_mask")
+    starts, ends = [], []
+    for i in range(r):
+        if smask[i]:
+            b = begin[i]
+            starts.append(b), ends.append(b + 1 if b != -1 else _BIG)
+            stride[i] = 1
+            continue
+        starts.append((0 if stride[i] > 0 else _BIG) if bmask[i] else begin[i])
+        ends.append((_BIG if stride[i] > 0 else -_BIG) if emask[i] else end[i])
+    n = op.name
+    slice_inputs = [w.value(op.x), w.ints(n + "_starts", starts), w.ints(n + "_ends", ends),
+                    w.ints(n + "_axes", list(range(r))), w.ints(n + "_steps", stride)]
+    y = w.node("Slice", slice_inputs, n + "_slice") if any(smask) else None
+    squeeze = [i for i in range(r) if smask[i]]
+    if squeeze:
+        return w.define(op.output, "Squeeze", [y, w.ints(n + "_sq", squeeze)])
+    w.define(op.output, "Slice", slice_inputs)
+
+
 def _compressed(name):
     def emit(op, w):
         from ir.formats.onnx import compressed
@@ -383,6 +441,9 @@ EMITTERS = {
     "softmax": _softmax, "layer_norm": _layer_norm, "batch_norm": _batch_norm,
     "reduce_mean": _reduce("ReduceMean"), "reduce_sum": _reduce("ReduceSum"),
     "reduce_max": _reduce("ReduceMax"), "reduce_min": _reduce("ReduceMin"),
+    "leaky_relu": _leaky_relu, "silu": _silu, "select": _select, "tile": _tile,
+    "sin": _unary("Sin"), "cos": _unary("Cos"), "reduce_prod": _reduce("ReduceProd"),
+    "reduce_argmax": _argmax, "slice_by_index": _slice_by_index,
     "quantize": _quantize, "dequantize": _dequantize, "constexpr_cast": _constexpr_cast,
     "constexpr_affine_dequantize": _compressed("affine_dequantize"),
     "constexpr_blockwise_shift_scale": _compressed("blockwise_shift_scale"),

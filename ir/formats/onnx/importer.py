@@ -415,6 +415,45 @@ def _clip(n, c, a):
     return c.emit("clip", {"x": x, "alpha": c.const(o + "_lo", lo), "beta": c.const(o + "_hi", hi)}, o)
 
 
+def _leaky_relu(n, c, a):
+    x = c.inp(n, 0)
+    alpha = c.const(_out(n) + "_alpha", np.array(a.get("alpha", 0.01), x.type.dt.storage))
+    return c.emit("leaky_relu", {"x": x, "alpha": alpha}, _out(n))
+
+
+def _where(n, c, a):
+    return c.emit("select", {"cond": c.inp(n, 0), "a": c.inp(n, 1), "b": c.inp(n, 2)}, _out(n))
+
+
+def _tile(n, c, a):
+    c.static(n, 1)
+    return c.emit("tile", {"x": c.inp(n, 0), "reps": c.inp(n, 1)}, _out(n))
+
+
+_I32 = np.iinfo(np.int32)
+
+
+def _slice(n, c, a):
+    x = c.inp(n, 0)
+    starts, ends = c.static(n, 1), c.static(n, 2)
+    axes, steps = c.static(n, 3), c.static(n, 4)
+    axes = range(len(starts)) if axes is None else [int(i) % x.rank for i in axes]
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    if any(s <= 0 for s in steps):
+        raise NotCore("negative steps clamp differently from python slices")
+    r = x.rank
+    begin, end, stride = [0] * r, [0] * r, [1] * r
+    bmask, emask = [True] * r, [True] * r
+    for ax, b, e, st in zip(axes, starts, ends, steps):
+        begin[ax], end[ax], stride[ax] = int(np.clip(b, _I32.min, _I32.max)), int(np.clip(e, _I32.min, _I32.max)), st
+        bmask[ax] = emask[ax] = False
+    o = _out(n)
+    return c.emit("slice_by_index", {
+        "x": x, "begin": c.const(o + "_begin", np.array(begin, np.int32)),
+        "end": c.const(o + "_end", np.array(end, np.int32)), "stride": c.const(o + "_stride", np.array(stride, np.int32)),
+        "begin_mask": c.const(o + "_bmask", np.array(bmask)), "end_mask": c.const(o + "_emask", np.array(emask))}, o)
+
+
 _CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
                    "value_int": np.int64, "value_ints": np.int64}
 
@@ -451,6 +490,8 @@ CONVERTERS = {
     "ReduceMean": _reduce("reduce_mean"), "ReduceSum": _reduce("reduce_sum"),
     "ReduceMax": _reduce("reduce_max"), "ReduceMin": _reduce("reduce_min"),
     "Identity": _identity, "Dropout": _identity, "Constant": _constant,
+    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile, "Slice": _slice,
+    "Sin": _unary("sin"), "Cos": _unary("cos"), "ReduceProd": _reduce("reduce_prod"),
 }
 
 
@@ -480,7 +521,10 @@ def _convert_node(n, c):
             out = conv(n, c, _attrs(n))
             return [out] if isinstance(out, Var) else list(out)
         except (NotCore, OpError, KeyError):
-            del c.ops[mark:]  # drop half-built core ops; the node goes through as foreign
+            # drop half-built core ops (the node goes through as foreign), but keep the
+            # initializer consts read on the way: later nodes find them in env
+            live = {id(v) for v in c.env.values()}
+            c.ops[mark:] = [op for op in c.ops[mark:] if id(op.outputs[0]) in live]
     return _foreign(n, c)
 
 
