@@ -176,7 +176,7 @@ def layout_step(draw, shape):
         return (kind, [draw(st.integers(0, rank))]) if rank < 4 else ("relu", None)
     if kind == "squeeze":
         ones = [i for i, d in enumerate(shape) if d == 1]
-        return (kind, ones) if ones and rank > 1 else ("relu", None)
+        return (kind, [draw(st.sampled_from(ones))]) if ones and rank > 1 else ("relu", None)
     return kind, None
 
 
