@@ -1,0 +1,21 @@
+"""Weight compression stages: affine quantization, palettization, sparsification, decompression.
+
+Each is a curried, checked Stage (``palettize_weights(nbits=4)`` is a stage;
+``palettize_weights(nbits=5)`` raises at once). They accept an op_selector
+(a callable on a WeightView) or an OptimizationConfig (global / op type / op
+name, name > type > global, None skips), record per-weight statistics, and
+compose as joint compression (palettize or quantize after sparsify, quantize
+after palettize).
+"""
+from stages.compression.config import ConfigError, OptimizationConfig
+from stages.compression.checked import ParameterError
+from stages.compression.numeric.errors import CompressionError, NotCompressible
+from stages.compression.weights import WeightView, default_selector
+from stages.compression.affine import affine_quantize_weights
+from stages.compression.palettize import palettize_weights
+from stages.compression.sparsify import sparsify_weights
+from stages.compression.decompress import decompress_weights
+
+__all__ = ["affine_quantize_weights", "palettize_weights", "sparsify_weights", "decompress_weights",
+           "OptimizationConfig", "ConfigError", "ParameterError",
+           "CompressionError", "NotCompressible", "WeightView", "default_selector"]

@@ -32,8 +32,15 @@ class OptimizationConfig:
 
     @classmethod
     def make(cls, global_config=None, op_type_configs=None, op_name_configs=None) -> "OptimizationConfig":
-        return cls(None if global_config is None else freeze(dict(global_config)),
-                   freeze(dict(op_type_configs or {})), freeze(dict(op_name_configs or {})))
+        for section, entries in (("op_type_configs", op_type_configs), ("op_name_configs", op_name_configs)):
+            if entries is not None and not isinstance(entries, Mapping):
+                raise ConfigError(f"optimization config: {section} must be a table of configs, "
+                                  f"got {type(entries).__name__}")
+            for key, entry in (entries or {}).items():
+                _check_entry(f"{section}[{key!r}]", entry)
+        _check_entry("global_config", global_config)
+        return cls(_frozen(global_config), pmap({k: _frozen(v) for k, v in (op_type_configs or {}).items()}),
+                   pmap({k: _frozen(v) for k, v in (op_name_configs or {}).items()}))
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "OptimizationConfig":
@@ -58,6 +65,11 @@ class OptimizationConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"optimization config: not valid JSON: {e}") from None
 
+    @classmethod
+    def from_text(cls, text: str) -> "OptimizationConfig":
+        """JSON when the text starts with '{', TOML otherwise."""
+        return cls.from_json(text) if text.lstrip().startswith("{") else cls.from_toml(text)
+
     def to_dict(self) -> dict:
         return {"global_config": thaw(self.global_config), "op_type_configs": thaw(self.op_type_configs),
                 "op_name_configs": thaw(self.op_name_configs)}
@@ -67,9 +79,13 @@ class OptimizationConfig:
         consumers' op type (they must agree), then the global config."""
         if weight_name in self.op_name_configs:
             return self.op_name_configs[weight_name]
-        for n in consumer_names:
-            if n in self.op_name_configs:
-                return self.op_name_configs[n]
+        named = {n: self.op_name_configs[n] for n in consumer_names if n in self.op_name_configs}
+        if named:
+            configs = list(named.values())
+            if any(c != configs[0] for c in configs):
+                raise ConfigError(f"weight {weight_name!r}: its consumers {sorted(named)} have "
+                                  "conflicting op-name configs")
+            return configs[0]
         typed = {t: self.op_type_configs[t] for t in consumer_types if t in self.op_type_configs}
         if typed:
             configs = list(typed.values())
@@ -78,3 +94,14 @@ class OptimizationConfig:
                                   "have conflicting op-type configs")
             return configs[0]
         return self.global_config
+
+
+def _check_entry(where: str, entry) -> None:
+    # None is meaningful (skip); "none" in TOML, which has no null, is accepted too
+    if entry is not None and not isinstance(entry, Mapping) and entry != "none":
+        raise ConfigError(f"optimization config: {where} must be a table of stage parameters or None, "
+                          f"got {type(entry).__name__}")
+
+
+def _frozen(entry):
+    return None if entry is None or entry == "none" else freeze(dict(entry))

@@ -1,152 +1,348 @@
 """Finding the weights of a program and replacing them, shared by every
 compression stage.
 
-A weight is a float const read by at least one op (never only by block
-outputs). A compression stage supplies `compress(view, params) ->
-Replacement | None`; `transform_weights` finds the weights, resolves each
-one's parameters (op_selector / OptimizationConfig / the stage's own
-keywords), maps `compress` over them with the runner's executor, and splices
-every replacement in with one sweep of the shared rewrite driver.
+A weight is one of these *forms* (the "kind" of a WeightView):
+
+* ``dense``: a float const read by at least one op, none of them a constexpr
+  (a const that feeds a constexpr op is part of a compressed form already).
+* ``sparse``: ``constexpr_sparse_to_dense`` (iOS18 form) over a const float
+  ``nonzero_data`` and a const mask: what joint compression compresses further
+  (palettize or quantize the nonzero values).
+* ``lut``: ``constexpr_lut_to_dense`` (iOS18 form) or ``constexpr_lut_to_sparse``
+  (inside a sparse_to_dense) over a const float LUT: quantization after
+  palettization quantizes the LUT.
+
+A stage says which forms it accepts and supplies ``compress(view, params,
+names) -> Replacement | None``. ``transform_weights`` finds the weights,
+resolves each one's parameters (OptimizationConfig, then op_selector, then the
+stage's own keywords), maps ``compress`` over them with the runner's executor
+(``context.map``), and splices every replacement in with one sweep of the
+shared rewrite driver. ``compress`` is a module-level function so that a
+process pool can ship it.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 import numpy as np
-from pyrsistent import pmap
+from pyrsistent import freeze, pmap
 
 from ir.analysis import use_def
-from ir.core import Function, Op, Program
+from ir.core import Function, Op, Program, Var
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import StageContext, StageResult
 from stages.compression.config import OptimizationConfig
+from stages.compression.materialize import is_constexpr, materialize
 
 DEFAULT_MIN_ELEMENTS = 2048  # the seed compresses only weights larger than this
 
 # the output-channel axis of the weight slot of each op type (conv_transpose is [C_in, C_out/g, ...])
 OUTPUT_AXIS = {("linear", "weight"): 0, ("conv", "weight"): 0, ("conv_transpose", "weight"): 1,
                ("matmul", "y"): -1, ("matmul", "x"): -2}
+# the input (reduction) axis: where n:m structured sparsity runs
+INPUT_AXIS = {("linear", "weight"): 1, ("conv", "weight"): 1, ("conv_transpose", "weight"): 0,
+              ("matmul", "y"): -2, ("matmul", "x"): -1}
+
+KINDS = ("dense", "sparse", "lut")
 
 
-@dataclass(frozen=True)
 class WeightView:
-    """What an op_selector and a compressor see of one weight."""
+    """What an op_selector and a compressor see of one weight.
 
-    name: str
-    value: np.ndarray  # read-only
-    dtype: str  # IR dtype
-    consumers: tuple  # the ops that read it
-    producer: Op  # the const (or constexpr) op that makes it
+    ``name``: the weight's value name (what its consumers read); ``value``: the
+    dense weight, read-only (computed on first use for compressed forms);
+    ``consumers``: the ops that read it; ``kind``: its form (see the module
+    docstring); ``sources``: role -> op of the form ("weight" for a dense const;
+    "nonzero_data", "mask", "end" for sparse; "lut", "end" for lut).
+    """
+
+    __slots__ = ("name", "var", "dtype", "shape", "consumers", "producer", "kind", "sources",
+                 "opset", "function", "_value")
+
+    def __init__(self, var: Var, consumers, producer: Op, kind: str, sources: Mapping,
+                 opset: str, function: str):
+        self.name, self.var, self.dtype, self.shape = var.name, var, var.dtype, tuple(var.shape)
+        self.consumers, self.producer, self.kind = tuple(consumers), producer, kind
+        self.sources, self.opset, self.function = pmap(sources), opset, function
+        self._value = var.val
+
+    def producer_of(self, var: Var) -> Optional[Op]:
+        """The op of this weight's form that makes `var` (None for values outside the form)."""
+        for op in self.sources.values():
+            if any(out.name == var.name for out in op.outputs):
+                return op
+        return None
+
+    def reconstruct(self, known: Mapping) -> np.ndarray:
+        """The dense weight with some of the form's values replaced (name -> array), by the op kernels."""
+        return materialize(self.var, self.producer_of, dict(known))
+
+    @property
+    def value(self) -> np.ndarray:
+        if self._value is None:
+            value = materialize(self.var, self.producer_of)
+            if value.flags.writeable:
+                value = value.copy()
+                value.flags.writeable = False
+            self._value = value
+        return self._value
 
     @property
     def size(self) -> int:
-        return int(self.value.size)
-
-    @property
-    def shape(self) -> tuple:
-        return tuple(self.value.shape)
+        return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def consumer_types(self) -> tuple:
         return tuple(sorted({c.op_type for c in self.consumers}))
 
-    def output_axis(self) -> Optional[int]:
-        """The output-channel axis implied by how the weight is used (None if consumers disagree)."""
+    def _axis(self, table) -> Optional[int]:
         axes = set()
         for c in self.consumers:
             for slot, v in c.inputs.items():
                 if not isinstance(v, tuple) and v.name == self.name:
-                    axes.add(OUTPUT_AXIS.get((c.op_type, slot), 0))
+                    axes.add(table.get((c.op_type, slot), 0))
         if len(axes) != 1:
             return 0 if not axes else None
         a = axes.pop()
-        return a + self.value.ndim if a < 0 else a
+        rank = len(self.shape)
+        return a + rank if a < 0 else min(a, max(rank - 1, 0))
+
+    def output_axis(self) -> Optional[int]:
+        """The output-channel axis implied by how the weight is used (None if consumers disagree)."""
+        return self._axis(OUTPUT_AXIS)
+
+    def input_axis(self) -> Optional[int]:
+        """The input (reduction) axis implied by how the weight is used (None if consumers disagree)."""
+        return self._axis(INPUT_AXIS)
+
+    def __getstate__(self):
+        return {s: getattr(self, s) for s in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        return f"<WeightView {self.name} {self.kind} {self.dtype}{list(self.shape)}>"
 
 
 @dataclass(frozen=True)
 class Replacement:
-    """New ops standing for one weight; the last op's first output takes the weight's place."""
+    """New ops standing for (part of) one weight's form.
+
+    ``claims``: roles in ``view.sources`` whose ops are removed (default: the
+    dense const). ``replace``: old value name -> new Var (default: the weight's
+    name -> the last new op's first output). ``stats``: figures for the report.
+    """
 
     ops: tuple
     stats: Mapping = field(default_factory=dict)
+    claims: tuple = ("weight",)
+    replace: Optional[Mapping] = None
 
 
 def default_selector(view: WeightView) -> bool:
     return view.size > DEFAULT_MIN_ELEMENTS
 
 
-def weight_views(fn: Function, producers=("const",)) -> list:
-    """Every float weight of the function (nested blocks included) made by one of `producers`."""
+def _float_const(var: Optional[Var], producer: Callable) -> Optional[Op]:
+    op = None if var is None else producer(var)
+    if op is None or op.op_type != "const" or var.val is None or not var.type.dt.is_float:
+        return None
+    return op
+
+
+def _only_reader(var: Var, op: Op, ud) -> bool:
+    return all(c is op for c in ud.consumers_of(var)) and not ud.is_block_output(var)
+
+
+def _consts_but(op: Op, link: Optional[Var]) -> bool:
+    """Every input of op is a known value, except the chain link."""
+    return all(v.val is not None for v in op.input_vars() if link is None or v.name != link.name)
+
+
+def _form_of(op: Op, ud, kinds) -> Optional[tuple]:
+    """(kind, sources, weight Var) when op ends a weight form of one of `kinds`."""
+    producer = ud.producer
+    if op.op_type == "const" and "dense" in kinds and len(op.outputs) == 1:
+        out = op.outputs[0]
+        readers = ud.consumers_of(out)
+        if _float_const(out, producer) is not None and readers and not any(is_constexpr(c) for c in readers):
+            return "dense", {"weight": op}, out
+        return None
+    if op.op_type == "constexpr_sparse_to_dense" and op.get("shape") is None:
+        mask = producer(op.mask)
+        nz = _float_const(op.nonzero_data, producer)
+        if nz is not None and "sparse" in kinds and _only_reader(op.nonzero_data, op, ud) \
+                and mask is not None and mask.op_type == "const":
+            return "sparse", {"nonzero_data": nz, "mask": mask, "end": op}, op.outputs[0]
+        inner = producer(op.nonzero_data)
+        if inner is not None and inner.op_type == "constexpr_lut_to_sparse" and "lut" in kinds:
+            lut = _float_const(inner.lut, producer)
+            if lut is not None and _only_reader(inner.lut, inner, ud) and _consts_but(inner, None) \
+                    and _only_reader(inner.outputs[1], op, ud) and op.mask.name == inner.outputs[0].name:
+                return "lut", {"lut": lut, "inner": inner, "end": op}, op.outputs[0]
+        return None
+    if op.op_type == "constexpr_lut_to_dense" and op.get("shape") is None and "lut" in kinds:
+        lut = _float_const(op.lut, producer)
+        if lut is not None and _only_reader(op.lut, op, ud) and _consts_but(op, None):
+            return "lut", {"lut": lut, "end": op}, op.outputs[0]
+    return None
+
+
+def weight_views(fn: Function, kinds=("dense",)) -> list:
+    """Every weight of the function (nested blocks included) in one of the given forms."""
     ud = use_def(fn)
     views = []
     for op in fn.block.walk():
-        if op.op_type not in producers or len(op.outputs) != 1:
+        found = _form_of(op, ud, kinds)
+        if found is None:
             continue
-        out = op.outputs[0]
-        consumers = ud.consumers_of(out)
-        if not consumers or not out.type.dt.is_float or out.val is None:
-            continue
-        views.append(WeightView(out.name, out.val, out.dtype, consumers, op))
+        kind, sources, var = found
+        consumers = ud.consumers_of(var)
+        if not consumers and not ud.is_block_output(var):
+            continue  # dead: nothing to gain
+        views.append(WeightView(var, consumers, op, kind, sources, fn.opset, fn.name))
     return views
 
 
 def resolve_params(view: WeightView, stage_params: Mapping, config: Optional[OptimizationConfig],
-                   op_selector: Optional[Callable]) -> Optional[Mapping]:
-    """The parameters to compress this weight with, or None to leave it."""
+                   op_selector: Optional[Callable]) -> Optional[dict]:
+    """The parameters to compress this weight with, or None to leave it.
+
+    A config entry (name > type > global; None skips) overrides the stage's
+    keywords; the op_selector (default: more than 2048 elements) must accept it too.
+    """
+    params = dict(stage_params)
     if config is not None:
         chosen = config.resolve(view.name, [c.name for c in view.consumers], view.consumer_types)
         if chosen is None:
             return None
-        params = {**stage_params, **dict(chosen)}
-    else:
-        params = dict(stage_params)
+        params.update(dict(chosen))
     selector = op_selector or default_selector
     return params if selector(view) else None
 
 
+# ---- names -----------------------------------------------------------------------------
+
+class Names:
+    """Fresh names for the new ops of one weight, reserved before the jobs run (so that
+    parallel jobs never pick the same name). ``names("lut")`` -> e.g. "w_lut"."""
+
+    ROLES = ("q", "scale", "offset", "indices", "lut", "mask", "nonzero", "sparse", "dense", "pcs",
+             "lut_q", "lut_scale", "lut_offset", "palettized", "axis", "shape")
+
+    def __init__(self, base: str, taken: set):
+        self.base = base
+        self._names = {}
+        for role in self.ROLES:
+            hint, i = f"{base}_{role}", 0
+            name = hint
+            while any(n in taken for n in (name, f"{name}_0", f"{name}_1")):
+                i += 1
+                name = f"{hint}_{i}"
+            taken.update((name, f"{name}_0", f"{name}_1"))
+            self._names[role] = name
+
+    def __call__(self, role: str) -> str:
+        return self._names[role]
+
+
+# ---- the transform -----------------------------------------------------------------------
+
 def transform_weights(program: Program, compress: Callable, stage_params: Mapping,
                       context: StageContext, config=None, op_selector=None,
-                      producers=("const",), desc: str = "weights") -> StageResult:
-    """Compress every selected weight of every function; the input program when none changed."""
-    if isinstance(config, Mapping):
-        config = OptimizationConfig.from_dict(config)
+                      kinds=("dense",), desc: str = "weights", check: Optional[Callable] = None) -> StageResult:
+    """Compress every selected weight of every function; the input program when none changed.
+
+    `check(params)` validates each weight's resolved parameters before any work starts.
+    Stats: {"weights": {name: figures}, "compressed": n, "skipped": n,
+    "original_bytes": n, "compressed_bytes": n} over the weights compressed.
+    """
+    config = as_config(config)
     stats = {}
 
     def one_function(fn: Function) -> Function:
+        taken = set(use_def(fn).names)
         jobs = []
-        for view in weight_views(fn, producers):
+        for view in weight_views(fn, kinds):
             params = resolve_params(view, stage_params, config, op_selector)
             if params is not None:
-                jobs.append((view, params))
-        tasks = [(compress, view, params) for view, params in jobs]
+                if check is not None:
+                    check(params)
+                jobs.append((view, params, Names(view.name, taken)))
+        tasks = [(compress, view, params, names) for view, params, names in jobs]
         results = context.map(_run_job, list(context.track(tasks, desc=desc, total=len(tasks))))
         chosen = {}
-        for (view, _), rep in zip(jobs, results):
-            if rep is not None:
-                chosen[id(view.producer)] = (view, rep)
-                stats[view.name] = pmap(rep.stats)
+        for (view, _, _), (rep, seconds) in zip(jobs, results):
+            key = view.name if fn.name == "main" else f"{fn.name}/{view.name}"
+            if isinstance(rep, Replacement):
+                stats[key] = pmap({**rep.stats, "seconds": seconds})
+                splice = _splice(view, rep)
+                for op in splice.claims:
+                    chosen[id(op)] = splice
+            elif rep is not None:  # a documented skip: the reason
+                stats[key] = pmap({"skipped": str(rep), "seconds": seconds})
         if not chosen:
             return fn
         return sweep_function(fn, (_splice_pattern(chosen),))
 
     new = map_functions(program, one_function)
-    return StageResult(new, pmap({"weights": pmap(stats)}))
+    return StageResult(new, summarize(stats))
+
+
+def as_config(config) -> Optional[OptimizationConfig]:
+    if config is None or isinstance(config, OptimizationConfig):
+        return config
+    if isinstance(config, Mapping):
+        return OptimizationConfig.from_dict(config)
+    if isinstance(config, str):
+        return OptimizationConfig.from_text(config)
+    from stages.compression.config import ConfigError
+
+    raise ConfigError(f"config must be an OptimizationConfig, a mapping or TOML/JSON text, "
+                      f"got {type(config).__name__}")
+
+
+def summarize(stats: dict):
+    done = [s for s in stats.values() if "skipped" not in s]
+    return freeze({"weights": stats, "compressed": len(done), "skipped": len(stats) - len(done),
+                   "original_bytes": sum(int(s.get("original_bytes", 0)) for s in done),
+                   "compressed_bytes": sum(int(s.get("compressed_bytes", 0)) for s in done)})
+
+
+class Skip(str):
+    """A compress function's documented reason for leaving a weight as it is."""
 
 
 def _run_job(task):
     # module level so that process pools can ship it
-    compress, view, params = task
-    return compress(view, params)
+    compress, view, params, names = task
+    start = time.perf_counter()
+    rep = compress(view, params, names)
+    return rep, time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class _Splice:
+    claims: tuple
+    new_ops: tuple
+    replace: dict
+
+
+def _splice(view: WeightView, rep: Replacement) -> _Splice:
+    claims = tuple(view.sources[role] for role in rep.claims)
+    replace = dict(rep.replace) if rep.replace is not None else {view.name: rep.ops[-1].outputs[0]}
+    return _Splice(claims, tuple(rep.ops), replace)
 
 
 def _splice_pattern(chosen: dict) -> Pattern:
     def match(op, ctx):
         return chosen.get(id(op))
 
-    def rewrite(m, ctx):
-        view, rep = m
-        last = rep.ops[-1].outputs[0]
-        return Rewrite(claims=(view.producer,), new_ops=rep.ops, replace={view.name: last})
+    def rewrite(s, ctx):
+        return Rewrite(claims=s.claims, new_ops=s.new_ops, replace=s.replace)
 
     return Pattern("splice_weights", match, rewrite)

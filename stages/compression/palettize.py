@@ -1,0 +1,241 @@
+"""palettize_weights: every weight element (or vector) becomes an index into a small LUT.
+
+Modes: kmeans (optimal 1-D k-means; see numeric/kmeans1d.py), uniform (2**nbits
+evenly spaced values from min to max), unique (the distinct values, in the
+smallest nbits that holds them; a weight with more than 256 distinct values,
+or more than 2**nbits when nbits is given, is skipped and the skip recorded in
+the stats), custom (``lut_function(weight) -> (lut, indices)``, validated: a
+wrong shape or out-of-range index raises naming the weight).
+
+Forms emitted:
+
+* iOS18 (and IR programs without a Core ML opset): ``constexpr_lut_to_dense``
+  with indices of dtype uint{nbits} in the weight's shape and a LUT
+  [blocks..., 2**nbits, cluster_dim] (one LUT per group of ``group_size``
+  channels on the channel axis for per_grouped_channel); ``vector_axis`` when
+  cluster_dim > 1. With ``enable_per_channel_scale`` the weight is divided by
+  each output channel's max |w| before palettizing, and a
+  ``constexpr_blockwise_shift_scale`` multiplies it back (as coremltools does).
+* iOS16 / iOS17: the flat iOS16 ``constexpr_lut_to_dense`` (1-D LUT, 1-D
+  indices, shape); per_tensor scalar LUTs with nbits in {1, 2, 4, 6, 8} only,
+  anything else raises naming the parameter.
+
+The channel axis is ``channel_axis`` when given, else the consuming op's output
+axis (0 for linear / conv, 1 for conv_transpose).
+
+Joint compression (iOS18): a sparse weight (``constexpr_sparse_to_dense`` over
+const nonzero values) has its nonzero values palettized (zeros stay in the
+mask and do not pull a LUT entry towards 0): ``constexpr_lut_to_sparse`` +
+``constexpr_sparse_to_dense``. Per-grouped-channel LUTs are fitted on each
+group's nonzero values. cluster_dim > 1 and enable_per_channel_scale are
+refused there.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from stages.base import DEFAULT_CONTEXT
+from stages.compression.checked import ParameterError, compression_stage, one_of
+from stages.compression.figures import const_nbytes, record
+from stages.compression.forms import Emitter, opset_version, require_constexpr, require_ios18
+from stages.compression.materialize import evaluate_ops
+from stages.compression.numeric.errors import CompressionError, NotCompressible
+from stages.compression.numeric.palettize import GRANULARITIES, MODES, NBITS, palettize, to_ios16
+from stages.compression.weights import Replacement, Skip, transform_weights
+
+IOS16_NBITS = (1, 2, 4, 6, 8)
+
+
+def _positive_int(params, key):
+    v = params.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
+        raise ParameterError(f"{key}={v!r} must be a positive integer")
+
+
+def check_palettize(params: dict) -> None:
+    one_of(params, "nbits", NBITS)
+    one_of(params, "mode", MODES)
+    one_of(params, "granularity", GRANULARITIES)
+    _positive_int(params, "group_size")
+    _positive_int(params, "cluster_dim")
+    ca = params.get("channel_axis")
+    if ca is not None and (isinstance(ca, bool) or not isinstance(ca, (int, np.integer))):
+        raise ParameterError(f"channel_axis={ca!r} must be an integer or None")
+    mode, nbits = params.get("mode"), params.get("nbits")
+    if mode == "custom" and params.get("lut_function") is not None and not callable(params["lut_function"]):
+        raise ParameterError("lut_function must be callable")
+    if mode == "custom" and nbits is not None:
+        raise ParameterError("nbits must not be given with mode='custom' (lut_function decides it)")
+    if mode is not None and mode != "custom" and params.get("lut_function") is not None:
+        raise ParameterError(f"lut_function is only used with mode='custom', not mode={mode!r}")
+
+
+def full_check(params: dict) -> None:
+    check_palettize(params)
+    mode = params.get("mode") or "kmeans"
+    if mode in ("kmeans", "uniform") and params.get("nbits") is None:
+        raise ParameterError(f"mode={mode!r} needs nbits (one of {list(NBITS)})")
+    if mode == "custom" and params.get("lut_function") is None:
+        raise ParameterError("mode='custom' needs a lut_function")
+
+
+def _channel_axis(view, params):
+    if params.get("channel_axis") is not None:
+        return int(params["channel_axis"])
+    axis = view.output_axis()
+    return 0 if axis is None else axis
+
+
+def _kernel(view, w, params, axis, **overrides):
+    kw = dict(nbits=params["nbits"], mode=params["mode"], granularity=params["granularity"],
+              group_size=params["group_size"], channel_axis=axis, cluster_dim=params["cluster_dim"],
+              enable_per_channel_scale=params["enable_per_channel_scale"], lut_function=params["lut_function"],
+              name=view.name)
+    kw.update(overrides)
+    return palettize(w, **kw)
+
+
+def _too_many_unique(params):
+    limit = 256 if params["nbits"] is None else 1 << params["nbits"]
+    return Skip(f"mode 'unique': more than {limit} distinct values")
+
+
+def _stats(view, params, removed, added, recon, nbits):
+    return record(params["mode"], const_nbytes([view.sources[r] for r in removed]), const_nbytes(added),
+                  view.value, recon, nbits=nbits, granularity=params["granularity"],
+                  cluster_dim=params["cluster_dim"], kind=view.kind)
+
+
+def _dense(view, params, names):
+    w = view.value
+    if w.size == 0:
+        return Skip("empty weight")
+    version = require_constexpr(view)
+    if version < 18:
+        for key, bad in (("granularity", params["granularity"] != "per_tensor"),
+                         ("cluster_dim", params["cluster_dim"] != 1),
+                         ("enable_per_channel_scale", bool(params["enable_per_channel_scale"]))):
+            if bad:
+                require_ios18(view, f"palettization with {key}={params[key]!r}")
+    axis = _channel_axis(view, params)
+    try:
+        p = _kernel(view, w, params, axis)
+    except NotCompressible as e:
+        return Skip(str(e))
+    if p is None:
+        return _too_many_unique(params)
+    em = Emitter(names)
+    final = view.name if view.producer.name == view.name else names("dense")
+    if version < 18:
+        if p.nbits not in IOS16_NBITS:
+            raise CompressionError(f"{view.name}: nbits={p.nbits} has no iOS16 LUT form "
+                                   f"(iOS16 takes {list(IOS16_NBITS)}); target iOS18")
+        lut, idx, shape = to_ios16(p)
+        out = em.op("constexpr_lut_to_dense", final, indices=em.const("indices", idx, f"uint{p.nbits}"),
+                    lut=em.const("lut", lut), shape=em.const("shape", np.array(shape, np.uint32)))
+    else:
+        vector_axis = None if p.vector_axis is None else em.const("axis", np.int32(p.vector_axis))
+        name = final if p.per_channel_scale is None else names("palettized")
+        out = em.op("constexpr_lut_to_dense", name, indices=em.const("indices", p.indices, f"uint{p.nbits}"),
+                    lut=em.const("lut", p.lut), vector_axis=vector_axis)
+        if p.per_channel_scale is not None:
+            out = em.op("constexpr_blockwise_shift_scale", final, data=out.outputs[0],
+                        scale=em.const("pcs", p.per_channel_scale))
+    recon = evaluate_ops(em.ops, out.outputs[0])
+    return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, recon, p.nbits))
+
+
+# ---- joint: palettize the nonzero values of a sparse weight --------------------------------
+
+def _nbits_for(count: int):
+    return next((n for n in NBITS if count <= (1 << n)), None)
+
+
+def _sparse_luts(view, nz, mask, params, axis):
+    """(lut [blocks..., 2**nbits, 1], indices of the nonzero values, nbits) fitted on nonzero values."""
+    rank = mask.ndim
+    if params["granularity"] == "per_tensor":
+        groups = np.zeros(nz.size, np.int64)
+        n_groups = 1
+    else:
+        size = params["group_size"]
+        if mask.shape[axis] % size:
+            raise NotCompressible(f"{view.name}: {mask.shape[axis]} channels not divisible by group_size {size}")
+        n_groups = mask.shape[axis] // size
+        groups = np.nonzero(mask)[axis] // size  # row-major order, as nonzero_data is stored
+    members = [np.flatnonzero(groups == g) for g in range(n_groups)] if n_groups > 1 else [np.arange(nz.size)]
+    nbits = params["nbits"]
+    if params["mode"] == "unique":
+        need = max((len(np.unique(nz[m])) for m in members), default=1)
+        nbits = _nbits_for(need) if nbits is None else (nbits if need <= 1 << nbits else None)
+        if nbits is None:
+            return None
+    luts, indices = [], np.zeros(nz.size, np.uint8)
+    for m in members:
+        if m.size == 0:  # a group with no nonzero value: its LUT is never read
+            luts.append(np.zeros((1 << (nbits or 1), 1), nz.dtype))
+            continue
+        p = palettize(np.ascontiguousarray(nz[m]), nbits, mode=params["mode"], lut_function=params["lut_function"],
+                      name=view.name)
+        if p is None:
+            return None
+        nbits = p.nbits
+        luts.append(p.lut.reshape(-1, 1))
+        indices[m] = p.indices.ravel()
+    entries = 1 << nbits
+    luts = [l if l.shape[0] == entries else np.resize(l, (entries, 1)) for l in luts]
+    shape = [1] * rank + [entries, 1]
+    shape[axis] = n_groups
+    lut = np.stack(luts)  # (groups, entries, 1)
+    lut = np.moveaxis(lut.reshape([n_groups] + [1] * (rank - 1) + [entries, 1]), 0, axis) if rank else lut
+    return lut.reshape(shape), indices, nbits
+
+
+def _sparse(view, params, names):
+    require_ios18(view, "palettizing a sparse weight (joint compression)")
+    for key, bad in (("cluster_dim", params["cluster_dim"] != 1),
+                     ("enable_per_channel_scale", bool(params["enable_per_channel_scale"]))):
+        if bad:
+            raise CompressionError(f"{view.name}: {key}={params[key]!r} is not supported when palettizing a "
+                                   "sparse weight (joint compression)")
+    nz_var = view.sources["nonzero_data"].outputs[0]
+    mask_var = view.sources["mask"].outputs[0]
+    if nz_var.val.size == 0:
+        return Skip("sparse weight with no nonzero value")
+    axis = _channel_axis(view, params)
+    try:
+        found = _sparse_luts(view, nz_var.val, mask_var.val, params, axis)
+    except NotCompressible as e:
+        return Skip(str(e))
+    if found is None:
+        return _too_many_unique(params)
+    lut, idx, nbits = found
+    em = Emitter(names)
+    inner = em.op("constexpr_lut_to_sparse", names("palettized"), indices_mask=mask_var,
+                  indices_nonzero_data=em.const("indices", idx, f"uint{nbits}"), lut=em.const("lut", lut))
+    end = view.sources["end"]
+    out = em.op("constexpr_sparse_to_dense", end.name, nonzero_data=inner.outputs[1], mask=inner.outputs[0])
+    recon = evaluate_ops(em.ops, out.outputs[0])
+    return Replacement(tuple(em.ops), _stats(view, params, ("nonzero_data",), em.ops, recon, nbits),
+                       claims=("nonzero_data", "end"), replace={view.name: out.outputs[0]})
+
+
+_BY_KIND = {"dense": _dense, "sparse": _sparse}
+
+
+def compress_palettize(view, params, names):
+    return _BY_KIND[view.kind](view, params, names)
+
+
+@compression_stage("palettize_weights", check_palettize)
+def palettize_weights(program, *, nbits=None, mode="kmeans", lut_function=None, granularity="per_tensor",
+                      group_size=32, channel_axis=None, enable_per_channel_scale=False, cluster_dim=1,
+                      op_selector=None, config=None, context=DEFAULT_CONTEXT):
+    """Palettize every selected weight (see the module docstring for forms and rules)."""
+    params = dict(nbits=nbits, mode=mode, lut_function=lut_function, granularity=granularity,
+                  group_size=group_size, channel_axis=channel_axis,
+                  enable_per_channel_scale=enable_per_channel_scale, cluster_dim=cluster_dim)
+    if config is None:
+        full_check(params)
+    return transform_weights(program, compress_palettize, params, context, config, op_selector,
+                             kinds=("dense", "sparse"), desc="palettize_weights", check=full_check)
