@@ -35,7 +35,7 @@ def match(op, ctx):
         return None
     readers = ctx.consumers(op.output)
     removable = tuple(r for r in readers
-                      if r.op_type == "quantize" and r.input is op.output and in_block(ctx, r)
+                      if r.op_type == "quantize" and r.input.name == op.output.name and in_block(ctx, r)
                       and not ctx.is_block_output(r.output) and _cancels(op, r))
     if not removable:
         return None

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.construct import const_op, new_op
+from ir.construct import const_op
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
-from stages.quantization._match import axis_of, claimable_const, const_val, new_const, only_reader
+from stages.quantization._match import (axis_of, claimable_const, const_val, new_const, only_reader,
+                                          rebuilt_as)
 
 
 def _perm(op) -> list:
@@ -55,7 +56,7 @@ def _foldable_chain(op, ctx, foldable) -> tuple:
     chain, cursor = [], op
     while True:
         nxt = only_reader(ctx, cursor.output)
-        if nxt is None or nxt.op_type not in foldable or nxt.x is not cursor.output:
+        if nxt is None or nxt.op_type not in foldable or nxt.x.name != cursor.output.name:
             return tuple(chain)
         chain.append(nxt)
         cursor = nxt
@@ -91,9 +92,9 @@ def rewrite(m, ctx):
         axis_op = new_const(ctx, f"{name}_axis", np.int32(axis))
         new_ops.append(axis_op)
         axis_var = axis_op.output
-    merged = new_op("constexpr_affine_dequantize", name,
-                    {"quantized_data": data_op.output, "zero_point": op.zero_point,
-                     "scale": op.scale, "axis": axis_var})
+    merged = rebuilt_as(chain[-1], "constexpr_affine_dequantize",
+                        {"quantized_data": data_op.output, "zero_point": op.zero_point,
+                         "scale": op.scale, "axis": axis_var})
     claims = (op, *chain) + ((old_data,) if old_data is not None else ())
     return Rewrite(claims=claims, new_ops=(*new_ops, merged), replace={name: merged.output})
 
