@@ -278,7 +278,8 @@ def cmd_demo(args) -> int:
     print(render_rows(rows))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {len(written)} files to {args.out}: {', '.join(p.name for p in written)}", file=sys.stderr)
+    kinds = ", ".join(sorted({p.suffix for p in written}))
+    print(f"wrote {len(written)} models ({kinds}) to {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
