@@ -1,0 +1,136 @@
+"""Compression stages end to end vs coremltools 9.0's own passes, on the same 4096x4096 fp16 weight.
+
+    python benchmarks/bench_compression.py
+
+Ours: the stage run on an IR program (linear with the weight), finding the weight, compressing,
+computing the per-weight stats from the op kernels' reconstruction and splicing the new ops in;
+best of 3.  coremltools: its compression pass objects (ct.optimize.coreml's palettize_weights /
+linear_quantize_weights graph passes, what ct.optimize.coreml.* runs on a model) applied to a MIL
+program built with mb holding the same weight; one run (its k-means takes seconds), program
+construction not timed.  MSE: of each side's reconstruction against the original weight.
+Peak memory: tracemalloc peak of our stage run, in multiples of the weight's bytes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ir.builder import TensorSpec, program  # noqa: E402
+from stages.compression import affine_quantize_weights, decompress_weights, palettize_weights  # noqa: E402
+
+SHAPE = (4096, 4096)
+
+
+def ours_program(w):
+    @program(inputs={"x": TensorSpec((1, SHAPE[1]), "fp16")})
+    def net(b, x):
+        return b.linear(x=x, weight=b.const(w, name="w"))
+    return net
+
+
+def ct_program(w):
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, SHAPE[1]), dtype=types.fp16)], opset_version=ct.target.iOS18)
+    def prog(x):
+        return mb.linear(x=x, weight=np.array(w))
+    return prog
+
+
+def ct_dense(prog):
+    """coremltools' own reconstruction of the compressed weight (its decompress pass)."""
+    from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
+
+    WeightDecompressor(op_selector=lambda op: True).apply(prog)
+    for op in prog.functions["main"].operations:
+        if op.op_type == "linear":
+            return op.weight.val
+    raise RuntimeError("no decompressed weight found")
+
+
+def ct_run(w, make_pass):
+    prog = ct_program(w)
+    p = make_pass()
+    t = time.perf_counter()
+    p.apply(prog)
+    seconds = time.perf_counter() - t
+    kinds = sorted({op.op_type for op in prog.functions["main"].operations if op.op_type.startswith("constexpr")})
+    return seconds, ct_dense(prog), kinds
+
+
+def ours_run(w, st, runs=3):
+    net = ours_program(w)
+    best, result = float("inf"), None
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = st.run(net)
+        best = min(best, time.perf_counter() - t)
+    dense = decompress_weights(result.program).main.ops[0].outputs[0].val
+    return best, dense, result
+
+
+def peak_multiple(w, st):
+    net = ours_program(w)
+    tracemalloc.start()
+    st.run(net)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / w.nbytes
+
+
+def mse(a, b):
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def main():
+    logging.disable(logging.WARNING)
+    import coremltools.optimize.coreml as cto
+    from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights as ct_quant
+    from coremltools.optimize.coreml._quantization_passes import palettize_weights as ct_pal
+
+    w = (np.random.default_rng(0).standard_normal(SHAPE) * 0.02).astype(np.float16)
+    w.flags.writeable = False
+    print(f"weight {w.shape} {w.dtype}, {w.nbytes / 2**20:.0f} MiB; ours best of 3, coremltools one run\n")
+
+    def cfg(op_config):
+        return cto.OptimizationConfig(global_config=op_config)
+
+    cases = [
+        ("4-bit k-means per_tensor", 30, palettize_weights(nbits=4),
+         lambda: ct_pal(config=cfg(cto.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=2048)))),
+        ("4-bit k-means per_grouped_channel/16", 30,
+         palettize_weights(nbits=4, granularity="per_grouped_channel", group_size=16),
+         lambda: ct_pal(config=cfg(cto.OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_grouped_channel",
+                                                          group_size=16, weight_threshold=2048)))),
+        ("int8 per-channel linear_symmetric", 5, affine_quantize_weights(dtype="int8", granularity="per_channel"),
+         lambda: ct_quant(config=cfg(cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                                 granularity="per_channel", weight_threshold=2048)))),
+    ]
+    header = f"{'case':<38} {'ours s':>8} {'ct s':>8} {'speed-up':>9} {'target':>7}  {'MSE ours':>12} {'MSE ct':>12} {'ours/ct':>9}  {'peak mem':>8}"
+    print(header)
+    print("-" * len(header))
+    for label, target, st, make_pass in cases:
+        ours_s, ours_dense, result = ours_run(w, st)
+        ct_s, ct_dense_w, kinds = ct_run(w, make_pass)
+        m_ours, m_ct = mse(ours_dense, w), mse(ct_dense_w, w)
+        stat_mse = result.stats["weights"]["w"]["mse"]
+        assert abs(stat_mse - m_ours) <= 1e-4 * m_ours, (stat_mse, m_ours)  # stats sum in float32 chunks
+        ratio = ct_s / ours_s
+        verdict = "met" if ratio >= target else "MISSED"
+        peak = peak_multiple(w, st)
+        print(f"{label:<38} {ours_s:8.3f} {ct_s:8.3f} {ratio:8.1f}x {target:>5}x {verdict:<6} "
+              f"{m_ours:12.6e} {m_ct:12.6e} {m_ours / m_ct:9.6f}  {peak:7.2f}x")
+        print(f"{'':<38} forms: ours {sorted({o.op_type for o in result.program.main.ops if o.op_type.startswith('constexpr')})}"
+              f", coremltools {kinds}")
+
+
+if __name__ == "__main__":
+    main()
