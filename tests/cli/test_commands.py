@@ -114,6 +114,7 @@ def test_compress_with_a_preset(model, tmp_path):
     ratio = float(next(c for c in row if c.endswith("x") and c[:-1].replace(".", "").isdigit())[:-1])
     assert 3.8 < ratio <= 4.0
     assert "dB" in " ".join(row)
+    assert row[-1] == "s" and float(row[-2]) >= 0  # the stage timed each weight
     total = _total_row(proc.stdout)
     assert total[3:5] == ["198.5", "KB"]
     inspected = run_cli("inspect", out)
