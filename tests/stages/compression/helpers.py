@@ -54,5 +54,5 @@ def assert_decompress_exact(prog: Program, name: str = "w") -> np.ndarray:
     """decompress_weights and the interpreter agree bit for bit; returns the dense weight."""
     a, b = weight_value(prog, name), decompressed(prog, name)
     assert a.dtype == b.dtype and a.shape == b.shape
-    assert np.array_equal(a.view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+    assert np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
     return a
