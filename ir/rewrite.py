@@ -13,6 +13,8 @@ When nothing matches, the input object itself is returned.
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Optional
 
@@ -46,6 +48,7 @@ class RewriteContext:
         self._taken = taken
         self.block = fn.block  # the block being swept (set by the driver before matching in it)
         self._block_ids = (None, frozenset())
+        self._next_suffix: dict = {}
 
     def producer(self, var: Optional[Var]) -> Optional[Op]:
         return None if var is None else self.ud.producer(var)
@@ -70,10 +73,14 @@ class RewriteContext:
         return id(op) in self._block_ids[1]
 
     def fresh_name(self, hint: str) -> str:
-        name, i = hint, 0
+        # remember where each hint's numbering stopped: rewrites that all ask for the same
+        # hint (e.g. an op type) would otherwise rescan name_1, name_2, ... every time
+        i = self._next_suffix.get(hint, 0)
+        name = hint if i == 0 else f"{hint}_{i}"
         while name in self.ud.names or name in self._taken:
             i += 1
             name = f"{hint}_{i}"
+        self._next_suffix[hint] = i + 1
         self._taken.add(name)
         return name
 
@@ -224,9 +231,24 @@ def sweep_function(fn: Function, patterns) -> Function:
     return fn if block is fn.block else fn.replace(block=block)
 
 
+@contextmanager
+def cyclic_gc_paused():
+    """Pause CPython's cyclic collector while a pass allocates: IR nodes are immutable and
+    acyclic, so reference counting frees them, while each full collection would traverse
+    the whole (large) program and make a pass superlinear in its size."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def map_functions(program: Program, transform: Callable) -> Program:
     """Apply Function -> Function to every function; the same program when none changed."""
-    new = {name: transform(f) for name, f in program.functions.items()}
+    with cyclic_gc_paused():
+        new = {name: transform(f) for name, f in program.functions.items()}
     if all(new[n] is program.functions[n] for n in new):
         return program
     return Program.make(new, program.attrs)
