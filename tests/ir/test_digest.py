@@ -68,3 +68,39 @@ def test_rebuilding_from_the_same_ops_gives_the_same_digest(p):
     copy = Program.make([Function(p.main.name, Block.make(p.main.inputs, list(p.main.ops), p.main.outputs),
                                   p.main.opset)])
     assert copy is not p and copy.digest == p.digest
+
+
+# Pinned digests: a digest names cached stage results and saved traces, so a
+# speed-up of the hashing code must never change its values. These were
+# recorded before the 100k-op performance work; update only for a deliberate
+# format change (and say so in the commit).
+GOLDEN = {
+    "sample": "be87368403d6836e7f8ca288a38f87fd68fbdd64f6819cb6ce0aa02a7e864f9a",
+    "symbolic": "5f1ed64f843caf7b196f386423e97cf244c7403f3bac757fd8f579587558a593",
+    "small": "37e41c233cd564f6233cb5dc75736d70083397ec9087c1689e7c1de8d8f5016c",
+}
+
+
+def _symbolic_program():
+    from ir.builder import Builder
+    from ir.core import Program
+
+    b = Builder()
+    x = b.input("x", TensorSpec(("batch", 3), "fp32"))
+    y = b.concat(values=[x, x], axis=1)  # variadic input, symbolic dim
+    b.const("hello", name="s")  # a string const
+    return Program.make([b.function("main", (y,))],
+                        attrs={"f": 1.5, "b": True, "t": (1, "a"), "n": None})
+
+
+def _small_program():
+    @program(inputs={"x": TensorSpec((2, 3), "fp32")})
+    def net(b, x):
+        return b.relu(x=b.add(x=x, y=np.float32(1.0)))
+    return net
+
+
+def test_digest_values_are_pinned():
+    got = {"sample": sample_program().digest, "symbolic": _symbolic_program().digest,
+           "small": _small_program().digest}
+    assert got == GOLDEN
