@@ -87,6 +87,7 @@ def _symbolic_program():
 
     b = Builder()
     x = b.input("x", TensorSpec(("batch", 3), "fp32"))
+    b.split(x=x, num_splits=3, axis=1)  # a multi-output op
     y = b.concat(values=[x, x], axis=1)  # variadic input, symbolic dim
     b.const("hello", name="s")  # a string const
     return Program.make([b.function("main", (y,))],
