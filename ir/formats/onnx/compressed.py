@@ -7,7 +7,9 @@
   time with BitShift + BitwiseAnd, then a LUT Gather (GatherElements for
   per-block LUTs), so the file holds nbits per weight;
 - sparse weights -> the mask bit-packed the same way, NonZero positions, and a
-  ScatterND of the nonzero values into zeros.
+  ScatterND of the nonzero values into zeros; the joint forms keep their nonzero
+  values compressed too (packed LUT indices + per-block lookup, or integer data
+  + DequantizeLinear / per-position scale).
 """
 from __future__ import annotations
 
@@ -149,6 +151,45 @@ def _blockwise_by_hand(op, w):
 
 # ---- palettization -------------------------------------------------------------------
 
+def lut_lookup(w, ids: str, shape, lut_shape, lut: str, vector_axis, hint: str) -> str:
+    """The iOS18 per-block LUT lookup at run time: `ids` int64 indices of `shape` (the
+    index grid) read `lut` [blocks..., k, vs]; the result has the output's shape (the
+    vector axis, when vs > 1, grows vs times)."""
+    blocks, k, vs = list(lut_shape[:-2]), lut_shape[-2], lut_shape[-1]
+    r = len(shape)
+    nblocks = int(np.prod(blocks, dtype=np.int64))
+    n = hint
+    if nblocks == 1:
+        table = w.node("Reshape", [lut, w.ints(n + "_kv", [k, vs])], n + "_lut")
+        got = w.node("Gather", [table, ids], n + "_g")  # shape + [vs]
+    else:
+        # block-major order, then one Gather into the [nblocks * k, vs] stack of tables
+        inner = [d // p for d, p in zip(shape, blocks)]
+        view = w.node("Reshape", [ids, w.ints(n + "_view", [x for p, b in zip(blocks, inner) for x in (p, b)])],
+                      n + "_view")
+        major = w.node("Transpose", [view], n + "_major", perm=list(range(0, 2 * r, 2)) + list(range(1, 2 * r, 2)))
+        per_block = w.node("Reshape", [major, w.ints(n + "_pb", [nblocks, -1])], n + "_pb")
+        base = w.const(n + "_base", (np.arange(nblocks, dtype=np.int64) * k).reshape(nblocks, 1))
+        flat_ids = w.node("Add", [per_block, base], n + "_fid")
+        table = w.node("Reshape", [lut, w.ints(n + "_nkv", [nblocks * k, vs])], n + "_lut")
+        got = w.node("Gather", [table, flat_ids], n + "_g")  # [nblocks, per block, vs]
+        grid = w.node("Reshape", [got, w.ints(n + "_grid", blocks + inner + [vs])], n + "_grid")
+        back = [a for i in range(r) for a in (i, r + i)] + [2 * r]
+        inter = w.node("Transpose", [grid], n + "_inter", perm=back)
+        got = w.node("Reshape", [inter, w.ints(n + "_sv", list(shape) + [vs])], n + "_sv")
+    out_shape = list(shape)
+    if vs == 1:
+        return w.node("Reshape", [got, w.ints(n + "_shape", out_shape)], n + "_dense")
+    a = int(vector_axis) % r  # each index's vector lies along vector_axis, right after its slot
+    out_shape[a] *= vs
+    moved = w.node("Transpose", [got], n + "_vec", perm=list(range(a + 1)) + [r] + list(range(a + 1, r)))
+    return w.node("Reshape", [moved, w.ints(n + "_shape", out_shape)], n + "_dense")
+
+
+def _vector_axis(op):
+    return None if op.vector_axis is None else int(op.vector_axis.val)
+
+
 def lut_to_dense(op, w):
     idx = _need(w, op, op.indices, "indices")
     nbits = lookup_dtype(op.indices.dtype).bits
@@ -157,37 +198,102 @@ def lut_to_dense(op, w):
     if op.shape is not None:  # iOS16: one flat LUT
         flat = w.node("Gather", [w.value(lut), unpacked(w, idx, nbits, n + "_idx")], n + "_g")
         return w.define(op.output, "Reshape", [flat, w.ints(n + "_shape", op.shape.val)])
-    blocks, k, vs = lut.shape[:-2], lut.shape[-2], lut.shape[-1]
-    if vs != 1:
-        return w.materialize(op)  # vector palettization: dense (correct, not compact)
-    nblocks = int(np.prod(blocks, dtype=np.int64))
-    if nblocks == 1:
-        table = w.node("Reshape", [w.value(lut), w.ints(n + "_k", [k])], n + "_lut")
-        flat = w.node("Gather", [table, unpacked(w, idx, nbits, n + "_idx")], n + "_g")
-        return w.define(op.output, "Reshape", [flat, w.ints(n + "_shape", idx.shape)])
-    r = idx.ndim
-    inner = [d // p for d, p in zip(idx.shape, blocks)]
-    view = [x for p, b in zip(blocks, inner) for x in (p, b)]
-    block_major = idx.reshape(view).transpose(list(range(0, 2 * r, 2)) + list(range(1, 2 * r, 2)))
-    ids = w.node("Reshape", [unpacked(w, block_major, nbits, n + "_idx"),
-                             w.ints(n + "_pb", [nblocks, -1])], n + "_ids")
-    table = w.node("Reshape", [w.value(lut), w.ints(n + "_pk", [nblocks, k])], n + "_lut")
-    got = w.node("GatherElements", [table, ids], n + "_g", axis=1)
-    grid = w.node("Reshape", [got, w.ints(n + "_grid", list(blocks) + inner)], n + "_grid")
-    back = [a for i in range(r) for a in (i, r + i)]
-    inter = w.node("Transpose", [grid], n + "_inter", perm=back)
-    w.define(op.output, "Reshape", [inter, w.ints(n + "_shape", idx.shape)])
+    ids = w.node("Reshape", [unpacked(w, idx, nbits, n + "_idx"), w.ints(n + "_ishape", idx.shape)], n + "_ids")
+    dense = lut_lookup(w, ids, idx.shape, lut.shape, w.value(lut), _vector_axis(op), n)
+    w.define(op.output, "Identity", [dense])
 
 
 # ---- sparsity ---------------------------------------------------------------------
 
 def sparse_to_dense(op, w):
     mask = _need(w, op, op.mask, "mask")
+    dense = _scatter(w, w.value(op.nonzero_data), w.positions(mask, op.name + "_mask"), op.output.shape,
+                     op.output.dtype, op.name)
+    w.define(op.output, "Identity", [dense])
+
+
+def _repeat_bits(w, bits: str, shape, axis: int, times: int, hint: str) -> str:
+    """Flat bits of a mask of `shape` repeated `times` along axis (np.repeat), flat again."""
+    a = axis % len(shape)
+    grid = w.node("Reshape", [bits, w.ints(hint + "_grid", list(shape))], hint + "_grid")
+    col = w.node("Unsqueeze", [grid, w.ints(hint + "_ax", [a + 1])], hint + "_col")
+    wide = list(shape[:a + 1]) + [times] + list(shape[a + 1:])
+    full = w.node("Expand", [col, w.ints(hint + "_wide", wide)], hint + "_wide")
+    return w.node("Reshape", [full, w.ints(hint + "_flat", [-1])], hint + "_rep")
+
+
+def _nonzero_of(w, dense: str, where: str, hint: str) -> str:
+    """The values of a dense tensor at flat positions `where`."""
+    flat = w.node("Reshape", [dense, w.ints(hint + "_all", [-1])], hint + "_flat")
+    return w.node("Gather", [flat, where], hint + "_nzv")
+
+
+def _scatter(w, values: str, where: str, shape, ir_dtype: str, hint: str) -> str:
+    """zeros of `shape` with `values` written at flat positions `where`."""
+    size = int(np.prod(shape, dtype=np.int64))
+    zero = helper.make_tensor("value", elem_type(ir_dtype), [1], [0])
+    zeros = w.node("ConstantOfShape", [w.ints(hint + "_n", [size])], hint + "_zeros", value=zero)
+    lin = w.node("Reshape", [where, w.ints(hint + "_lin_shape", [-1, 1])], hint + "_lin")
+    dense = w.node("ScatterND", [zeros, lin, values], hint + "_scat")
+    return w.node("Reshape", [dense, w.ints(hint + "_shape", list(shape))], hint + "_sd")
+
+
+def lut_to_sparse(op, w):
+    """(mask, nonzero values) of a sparse palettized weight. Only the values are run-time
+    nodes (the mask is static and reaches its readers as bits): the nonzero indices stay
+    packed at nbits each, and each reads its block's LUT."""
+    mask = _need(w, op, op.indices_mask, "indices_mask")
+    idx = _need(w, op, op.indices_nonzero_data, "indices_nonzero_data")
+    nbits = lookup_dtype(op.indices_nonzero_data.dtype).bits
+    lut = op.lut
     n = op.name
-    bits = unpacked(w, (mask != 0).astype(np.uint8), 1, n + "_mask", as_index=False)
-    where = w.node("Transpose", [w.node("NonZero", [bits], n + "_nz")], n + "_where", perm=[1, 0])
-    dt = op.output.dtype
-    zero = helper.make_tensor("value", elem_type(dt), [1], [0])
-    zeros = w.node("ConstantOfShape", [w.ints(n + "_n", [mask.size])], n + "_zeros", value=zero)
-    dense = w.node("ScatterND", [zeros, where, w.value(op.nonzero_data)], n + "_dense")
-    w.define(op.output, "Reshape", [dense, w.ints(n + "_shape", op.output.shape)])
+    values_out = op.outputs[1]
+    blocks, k, vs = lut.shape[:-2], lut.shape[-2], lut.shape[-1]
+    axis = _vector_axis(op)
+    ids = unpacked(w, idx, nbits, n + "_idx")
+    if int(np.prod(blocks, dtype=np.int64)) == 1 and (vs == 1 or axis % mask.ndim == mask.ndim - 1):
+        # one table and vectors along the last axis: the values are the lookups in order
+        table = w.node("Reshape", [w.value(lut), w.ints(n + "_kv", [k, vs])], n + "_lut")
+        got = w.node("Gather", [table, ids], n + "_g")
+        return w.define(values_out, "Reshape", [got, w.ints(n + "_vals", [-1])])
+    # general: scatter the indices to their grid, look up per block, keep the set positions
+    dense_ids = _scatter(w, ids, w.positions(mask, n + "_imask"), mask.shape, "int64", n + "_ids")
+    dense = lut_lookup(w, dense_ids, mask.shape, lut.shape, w.value(lut), axis, n)
+    out_mask = w.static(op.outputs[0])
+    if vs > 1:  # the output mask repeats each index bit vs times along the vector axis
+        w.mask_bits(out_mask, n + "_omask", derive=lambda: _repeat_bits(w, w.mask_bits(mask, n + "_imask"),
+                                                                         mask.shape, axis, vs, n + "_omask"))
+    w.define(values_out, "Identity", [_nonzero_of(w, dense, w.positions(out_mask, n + "_omask"), n)])
+
+
+def sparse_blockwise_shift_scale(op, w):
+    """(mask, nonzero values): scale * (data - offset) per block, for the nonzero data only;
+    the data stays in its integer type (int4 packed at opset 21)."""
+    mask = _need(w, op, op.data_mask, "data_mask")
+    scale = _need(w, op, op.scale, "scale")
+    offset = w.static(op.offset) if op.offset is not None else None
+    data = op.nonzero_data
+    n = op.name
+    values_out = op.outputs[1]
+    if scale.size == 1 and (offset is None or offset.size == 1) and (op.offset is None or op.offset.dtype == data.dtype) \
+            and data.type.dt.is_integer:
+        zp = "" if offset is None else w.initializer(w.fresh(n + "_zp"), offset.reshape(()), op.offset.dtype)
+        return dequantize_linear(w, values_out, w.value(data), w.const(n + "_scale", scale.reshape(())),
+                                 op.scale.dtype, zp)
+    # per-block parameters: each nonzero value picks its block's scale (and offset) by position
+    where = w.positions(mask, n + "_mask")
+    fdt = elem_type(op.scale.dtype)
+    x = w.node("Cast", [w.value(data)], n + "_f", to=fdt)
+    if op.offset is not None:
+        off = w.node("Cast", [w.value(op.offset)], n + "_off_f", to=fdt)
+        x = w.node("Sub", [x, _per_element(w, off, op.offset.shape, mask.shape, where, n + "_off")], n + "_shifted")
+    w.define(values_out, "Mul", [x, _per_element(w, w.value(op.scale), op.scale.shape, mask.shape, where, n + "_sc")])
+
+
+def _per_element(w, param: str, param_shape, shape, where: str, hint: str) -> str:
+    """A per-block parameter expanded to the data's shape (at run time), read at `where`."""
+    view = [x for d, p in zip(shape, param_shape) for x in (p, d // p)]
+    pview = [x for p in param_shape for x in (p, 1)]
+    p = w.node("Reshape", [param, w.ints(hint + "_pview", pview)], hint + "_pv")
+    full = w.node("Expand", [p, w.ints(hint + "_view", view)], hint + "_full")
+    return _nonzero_of(w, full, where, hint)

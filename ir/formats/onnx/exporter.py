@@ -41,6 +41,7 @@ class Writer:
         self.used: set = set()
         self.producer = {v.name: op for op in fn.ops for v in op.outputs}
         self.static_memo: dict = {}
+        self.position_memo: dict = {}
 
     # -- names ------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -63,10 +64,39 @@ class Writer:
             return ""
         if var.name not in self.env:
             op = self.producer.get(var.name)
-            if op is None or op.op_type != "const":
+            # consts, and outputs a compact form left static (a joint op's mask), are
+            # written as initializers when first read as data
+            val = op.attrs["val"] if op is not None and op.op_type == "const" else \
+                self.static(var) if op is not None and op.op_type.startswith("constexpr_") else None
+            if val is None:
                 raise OnnxExportError(f"value {var.name!r} is used before it is defined")
-            self.env[var.name] = self.initializer(self.name_of(var), op.attrs["val"], var.dtype)
+            self.env[var.name] = self.initializer(self.name_of(var), val, var.dtype)
         return self.env[var.name]
+
+    @staticmethod
+    def _mask_key(mask) -> tuple:
+        mask = np.asarray(mask)
+        return mask.shape, np.packbits(mask.reshape(-1) != 0).tobytes()
+
+    def mask_bits(self, mask, hint: str, derive=None) -> str:
+        """A static mask as a flat uint8 tensor of 0 / 1 at run time: stored one bit per
+        element, or made by `derive()` (a run-time recipe from another mask's bits); the
+        same mask is written once however many ops read it."""
+        key = self._mask_key(mask)
+        if key not in self.position_memo:
+            from ir.formats.onnx.compressed import unpacked
+
+            bits = (np.asarray(mask) != 0).astype(np.uint8)
+            self.position_memo[key] = derive() if derive else unpacked(self, bits, 1, hint, as_index=False)
+        return self.position_memo[key]
+
+    def positions(self, mask, hint: str) -> str:
+        """Flat positions (int64 [nnz]) of a static mask's set bits, shared by equal masks."""
+        key = ("positions",) + self._mask_key(mask)
+        if key not in self.position_memo:
+            nz = self.node("NonZero", [self.mask_bits(mask, hint)], hint + "_nz")  # [1, nnz]
+            self.position_memo[key] = self.node("Reshape", [nz, self.ints(hint + "_nnz", [-1])], hint + "_where")
+        return self.position_memo[key]
 
     def initializer(self, name: str, arr, ir_dtype: str) -> str:
         arr = np.asarray(arr)
@@ -449,6 +479,8 @@ EMITTERS = {
     "constexpr_blockwise_shift_scale": _compressed("blockwise_shift_scale"),
     "constexpr_lut_to_dense": _compressed("lut_to_dense"),
     "constexpr_sparse_to_dense": _compressed("sparse_to_dense"),
+    "constexpr_lut_to_sparse": _compressed("lut_to_sparse"),
+    "constexpr_sparse_blockwise_shift_scale": _compressed("sparse_blockwise_shift_scale"),
 }
 
 
