@@ -175,3 +175,17 @@ def test_no_worse_than_coremltools(ct_passes):
     span = float(w.max()) - float(w.min())
     np.testing.assert_allclose(ours.lut.astype(np.float32), ref.lut.astype(np.float32), rtol=0, atol=span * 2 ** -7)
     assert np.mean(ours.indices == ref.indices) > 0.99
+
+
+def test_batches_of_groups_give_the_same_luts_as_one_batch(monkeypatch):
+    import importlib
+    pal = importlib.import_module("stages.compression.numeric.palettize")
+    rng = np.random.default_rng(4)
+    w = readonly((rng.standard_normal((24, 40)) * 0.02).astype(np.float16))
+    whole = palettize(w, 3, granularity="per_grouped_channel", group_size=2, method="exact")
+    monkeypatch.setattr(pal, "_BATCH", 5 * 80)  # batches of 5, 5 and 2 groups of 2x40 elements
+    batched = palettize(w, 3, granularity="per_grouped_channel", group_size=2, method="exact")
+    np.testing.assert_array_equal(batched.lut, whole.lut)
+    np.testing.assert_array_equal(batched.indices, whole.indices)
+    for g in (0, 11):  # and each group's LUT is its own optimum
+        np.testing.assert_array_equal(batched.lut[g, 0, :, 0], kmeans_1d(w[2 * g:2 * g + 2].astype(np.float64), 8)[0].astype(np.float16))

@@ -39,6 +39,7 @@ METHODS = ("auto", "exact", "fast")
 # auto: exact DP while (histogram positions) * k stays under this; the coarse-start Lloyd beyond.
 EXACT_BUDGET = 1 << 22
 _CHUNK = 1 << 20  # elements per pass in the histogram / assignment loops (bounds temporaries)
+_BATCH = 1 << 22  # elements per k-means batch of groups (bounds histogram + DP memory)
 
 
 class LutParams(NamedTuple):
@@ -116,7 +117,17 @@ def _sorted_segments(rows: np.ndarray):
 # ---------------------------------------------------------------- 1-D k-means over rows
 
 def _kmeans_rows(rows: np.ndarray, k: int, method: str) -> np.ndarray:
-    """Sorted centroids (G, k) float64; rows with < k distinct values repeat their largest."""
+    """Sorted centroids (G, k) float64; rows with < k distinct values repeat their largest.
+
+    Groups are solved in batches of about ``_BATCH`` elements: the histograms, prefix sums and
+    DP temporaries of one batch are all that is alive at once (peak memory ~1-2x the weight
+    instead of ~9x for 256 groups at once), and the smaller arrays stay in cache (faster too).
+    """
+    per = max(1, _BATCH // max(1, rows.shape[1]))
+    return np.concatenate([_kmeans_batch(rows[g:g + per], k, method) for g in range(0, rows.shape[0], per)])
+
+
+def _kmeans_batch(rows: np.ndarray, k: int, method: str) -> np.ndarray:
     seg = _fp16_segments(rows) if rows.dtype == np.float16 else _sorted_segments(rows)
     distinct = np.diff(seg.offsets)
     out = np.zeros((rows.shape[0], k))
