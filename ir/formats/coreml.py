@@ -14,6 +14,7 @@ pack indices / masks into bytes, so both directions adapt those ops.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -73,14 +74,21 @@ def _ir_dtype(mil_type) -> str:
     return lookup_dtype(types.builtin_to_string(mil_type)).name
 
 
-def _ir_type(mil_var) -> TensorType:
+def _ir_type(mil_var, symbols=None) -> TensorType:
+    """The IR type of a MIL var; `symbols` renames MIL's symbolic dims (is0, ...) back to
+    the names the exporter recorded."""
     from coremltools.converters.mil.mil import types
 
     if types.is_tensor(mil_var.sym_type):
         elem, shape = mil_var.dtype, mil_var.shape
     else:
         elem, shape = mil_var.sym_type, ()
-    return TensorType.of(_ir_dtype(elem), tuple(d if isinstance(d, (int, np.integer)) else str(d) for d in shape))
+    symbols = symbols or {}
+    return TensorType.of(_ir_dtype(elem), tuple(d if isinstance(d, (int, np.integer)) else symbols.get(str(d), str(d))
+                                                for d in shape))
+
+
+SYMBOLS_KEY = "weightpress.input_shapes"  # user metadata: the inputs' shapes with their dim names
 
 
 def _storage_value(mil_var, dt: str) -> np.ndarray:
@@ -91,7 +99,8 @@ def _storage_value(mil_var, dt: str) -> np.ndarray:
 
 
 class _Importer:
-    def __init__(self):
+    def __init__(self, symbols=None):
+        self.symbols = symbols or {}
         self.ops: list = []
         self.env: dict = {}  # MIL var name -> IR Var
         self.pending: dict = {}  # MIL const var name -> MIL var, emitted when first read
@@ -169,19 +178,33 @@ def _import_op(imp, mil_op):
             types = None  # inputs the core op does not take: carried as a foreign op
     if types is None:
         op_type = f"mil.{op_type}"
-        types = [_ir_type(v) for v in mil_op.outputs]
+        types = [_ir_type(v, imp.symbols) for v in mil_op.outputs]
     outs = tuple(Var(mv.name, t) for mv, t in zip(mil_op.outputs, types))
     imp.ops.append(Op.make(op_type, mil_op.name, ins, outs))
     for mv, v in zip(mil_op.outputs, outs):
         imp.env[mv.name] = v
 
 
-def _import_function(name, mil_fn) -> Function:
+def _recorded_symbols(mil_fn, recorded: dict) -> dict:
+    """MIL symbol name -> the dim name recorded at export, where the shapes line up."""
+    out = {}
+    for iname, mv in mil_fn.inputs.items():
+        shape = getattr(mv, "shape", ())
+        names = recorded.get(iname)
+        if not isinstance(names, list) or len(names) != len(shape):
+            continue
+        for d, n in zip(shape, names):
+            if not isinstance(d, (int, np.integer)) and isinstance(n, str) and n != "?":
+                out.setdefault(str(d), n)
+    return out
+
+
+def _import_function(name, mil_fn, recorded=None) -> Function:
     ct = _coremltools()
-    imp = _Importer()
+    imp = _Importer(_recorded_symbols(mil_fn, (recorded or {}).get(name, {})))
     inputs = []
     for iname, mv in mil_fn.inputs.items():
-        v = Var(iname, _ir_type(mv))
+        v = Var(iname, _ir_type(mv, imp.symbols))
         imp.env[mv.name] = v
         inputs.append(v)
     for mil_op in mil_fn.operations:
@@ -204,7 +227,12 @@ def import_coreml(src) -> Program:
     except Exception as e:
         raise CoreMLFormatError(f"{label}: cannot read the MIL program ({type(e).__name__}: {e})") from None
     try:
-        fns = [_import_function(n, f) for n, f in mil_prog.functions.items()]
+        recorded = json.loads(model.user_defined_metadata.get(SYMBOLS_KEY, "{}") or "{}")
+    except ValueError:
+        recorded = {}
+    try:
+        fns = [_import_function(n, f, recorded if isinstance(recorded, dict) else {})
+               for n, f in mil_prog.functions.items()]
     except CoreMLFormatError as e:
         raise CoreMLFormatError(f"{label}: {e}") from None
     return Program.make(fns, {"source_format": "coreml"})
@@ -353,11 +381,18 @@ def _adapter(op, target):
     return None
 
 
-def _placeholder(mb, types, v: Var):
+def _placeholder(mb, types, v: Var, symbols: dict):
+    """A MIL input; one dim name is one symbol across the inputs (coremltools' symbols are
+    process-global, so they get fresh names; export_coreml records ours in the metadata)."""
     from coremltools.converters.mil.mil import get_new_symbol
 
-    shape = [d if isinstance(d, int) else get_new_symbol() for d in v.shape]
-    return mb.placeholder(shape=shape, dtype=types.string_to_builtin(v.dtype))
+    def dim(d):
+        if isinstance(d, int):
+            return d
+        if d == "?":
+            return get_new_symbol()
+        return symbols.setdefault(d, get_new_symbol())
+    return mb.placeholder(shape=[dim(d) for d in v.shape], dtype=types.string_to_builtin(v.dtype))
 
 
 def _export_op(ex, op):
@@ -386,7 +421,8 @@ def to_mil_program(program: Program, target: str = "iOS18", function: str = "mai
     if function not in program.functions:
         raise CoreMLExportError(f"no function {function!r} (have {sorted(program.functions)})")
     fn = program.functions[function]
-    specs = {v.name: _placeholder(mb, types, v) for v in fn.inputs}
+    symbols: dict = {}
+    specs = {v.name: _placeholder(mb, types, v, symbols) for v in fn.inputs}
     ex = _Exporter(mb, target)
     with MilFunction(specs, opset_version=getattr(ct.target, target)) as mil_fn:
         for v in fn.inputs:
@@ -408,6 +444,10 @@ def export_coreml(program: Program, path, target: str = "iOS18", function: str =
                            pass_pipeline=ct.PassPipeline.EMPTY, skip_model_load=True)
     except Exception as e:
         raise CoreMLExportError(f"coremltools cannot convert the program for {target}: {type(e).__name__}: {e}") from None
+    # the MIL proto keeps no names for symbolic dims: record them for import_coreml
+    fn = program.functions[function]
+    model.user_defined_metadata[SYMBOLS_KEY] = json.dumps(
+        {"main": {v.name: [d if isinstance(d, int) else str(d) for d in v.shape] for v in fn.inputs}})
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=".weightpress-", dir=parent)

@@ -205,3 +205,20 @@ def test_damaged_packages_raise(tmp_path, make):
 def test_missing_package(tmp_path):
     with pytest.raises(CoreMLFormatError, match="no such"):
         import_coreml(tmp_path / "nope.mlpackage")
+
+
+def test_symbolic_dims_keep_their_names(tmp_path):
+    """The MIL proto stores no dim names: export records them, import restores them, so a
+    round trip keeps the signature and verify accepts it."""
+    from ir.builder import TensorSpec, program
+    from pipeline.verify import verify
+
+    @program(inputs={"x": TensorSpec(("N", 4)), "z": TensorSpec(("N", 3))})
+    def net(b, x, z):
+        y = b.linear(x=x, weight=RNG.standard_normal((3, 4)).astype(np.float32))
+        return b.add(x=y, y=z, name="y")
+    back = import_coreml(export_coreml(net, tmp_path / "n.mlpackage"))
+    assert [v.shape for v in back.main.inputs] == [("N", 4), ("N", 3)]
+    assert back.main.outputs[0].shape == ("N", 3)
+    report = verify(net, back, samples=2)
+    assert report.passed, report.reason
