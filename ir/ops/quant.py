@@ -5,6 +5,8 @@ Sub-byte tensors arrive unpacked (one element per byte of storage).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ir.dtypes import dtype as lookup_dtype
@@ -178,12 +180,68 @@ def blockwise_shift_scale(data, scale, offset):
 
     Arithmetic follows numpy promotion from data cast to scale's dtype (an fp32
     offset with fp16 scale computes in fp32), then the result is cast to
-    scale's dtype: bit for bit what coremltools' decompress yields."""
+    scale's dtype: bit for bit what coremltools' decompress yields.
+
+    Fast path (same bits): 8-bit integer data with no offset or an 8-bit integer
+    offset and an fp16 / fp32 scale. There data - offset is an integer in
+    [-383, 255], exact in fp16 and fp32, and its product with a scale (11 or 24
+    significant bits times at most 9) is exact in fp32; so computing in fp32
+    and rounding once to scale's dtype equals numpy's fp16 arithmetic (which
+    rounds each exact fp32 product to fp16). fp16 arithmetic is emulated by numpy
+    and about 50x slower; the fast path also works in cache-sized chunks
+    instead of full-size temporaries."""
+    if _shift_scale_exact_in_fp32(data, scale, offset):
+        if _BYTE_CODES * scale.size * 4 <= data.size:
+            return _shift_scale_by_table(data, scale, offset)
+        return _shift_scale_fp32(data, scale, offset)
     x = data.astype(scale.dtype)
     xb, sb = block_view(x, scale)
     if offset is not None:
         xb = xb - block_view(x, offset)[1]
-    return (sb * xb).reshape(data.shape).astype(scale.dtype)
+    return (sb * xb).reshape(data.shape).astype(scale.dtype, copy=False)
+
+
+_CHUNK = 1 << 16  # elements per pass of the chunked kernels: temporaries stay in cache
+_PAIRS_FROM = 1 << 16  # lookups at least this long amortize building a pair table
+_BYTE_CODES = 256
+
+
+def _is_byte_int(a) -> bool:
+    return a.dtype.kind in "iu" and a.dtype.itemsize == 1
+
+
+def _shift_scale_exact_in_fp32(data, scale, offset) -> bool:
+    return (data.ndim >= 1 and _is_byte_int(data) and scale.dtype in (np.float16, np.float32)
+            and (offset is None or _is_byte_int(offset)))
+
+
+def _shift_scale_by_table(data, scale, offset):
+    """Large blocks: each block's 256 possible results, computed as _shift_scale_fp32 does
+    (same fp32 operations, same single rounding), then a LUT lookup on data's bytes."""
+    codes = np.arange(_BYTE_CODES, dtype=np.uint8).view(data.dtype).astype(np.float32)  # byte -> value
+    centered = codes if offset is None else codes - offset.astype(np.float32)[..., None]
+    table = (scale.astype(np.float32)[..., None] * centered).astype(scale.dtype)
+    lut = np.broadcast_to(table, scale.shape + (_BYTE_CODES,))[..., None]
+    return _scalar_lut(data.view(np.uint8), lut)
+
+
+def _shift_scale_fp32(data, scale, offset):
+    """blockwise_shift_scale in fp32 over chunks of rows, one rounding to scale's dtype per element."""
+    out = np.empty(data.shape, scale.dtype)
+    rows = data.shape[0]
+    per_block = rows // scale.shape[0]  # rows per block on axis 0
+    step = max(1, _CHUNK // max(1, data.size // max(rows, 1)))
+    scale32 = scale.astype(np.float32)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        pick = np.arange(r0, r1) // per_block  # each row of the chunk gets its block's parameters
+        x = data[r0:r1].astype(np.float32)
+        xb, sb = block_view(x, scale32[pick])
+        if offset is not None:
+            np.subtract(xb, block_view(x, offset[pick])[1], out=xb)
+        np.multiply(xb, sb, out=xb)
+        out[r0:r1] = x
+    return out
 
 
 @op("constexpr_blockwise_shift_scale", [In("data"), In("scale"), In("offset", optional=True)],
@@ -256,6 +314,8 @@ def lut_to_dense(indices: np.ndarray, lut: np.ndarray, vector_axis=None) -> np.n
     with vector_size > 1 each index yields a vector laid out along vector_axis."""
     vs = lut.shape[-1]
     rank = indices.ndim
+    if vs == 1 and rank >= 1 and _integer_indices_in_range(indices, lut.shape[-2]):
+        return _scalar_lut(indices, lut)
     axis = norm_axis(vector_axis, rank) if vs > 1 else rank - 1
     idx = np.moveaxis(indices, axis, -1)
     table = np.moveaxis(lut, axis, rank - 1)  # the block dims follow the moved indices
@@ -265,13 +325,75 @@ def lut_to_dense(indices: np.ndarray, lut: np.ndarray, vector_axis=None) -> np.n
     return np.moveaxis(out, -1, axis)
 
 
+def _integer_indices_in_range(indices: np.ndarray, entries: int) -> bool:
+    """Whether the fast lookups apply (integer indices); out-of-range ones raise IndexError
+    here, as numpy indexing would."""
+    if indices.dtype.kind not in "iu":
+        return False
+    if indices.size and (indices.min() < 0 or indices.max() >= entries):
+        bad = indices[(indices < 0) | (indices >= entries)].flat[0]
+        raise IndexError(f"LUT index {bad} is out of range for a LUT of {entries} entries")
+    return True
+
+
+def _scalar_lut(indices: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Scalar LUTs (vector size 1) [blocks..., entries, 1]. Blocks only along axis 0 (per
+    tensor, or grouped output channels) are contiguous runs of indices: one flat lookup
+    each. Otherwise every index is offset into the flattened LUTs by its block's position."""
+    rank, blocks = indices.ndim, lut.shape[:indices.ndim]
+    out = np.empty(indices.shape, lut.dtype)
+    if all(b == 1 for b in blocks[1:]) and blocks[0] * 64 <= max(indices.size, 64):
+        flat_idx, flat_out = np.ascontiguousarray(indices).reshape(blocks[0], -1), out.reshape(blocks[0], -1)
+        for b in range(blocks[0]):
+            lookup(lut[b].reshape(-1), flat_idx[b], flat_out[b])
+        return out
+    entries = lut.shape[-2]
+    table = np.ascontiguousarray(lut).reshape(-1)
+    sizes = [d // b for d, b in zip(indices.shape, blocks)]
+    strides = np.cumprod((blocks[1:] + (entries,))[::-1])[::-1]  # LUT elements per block step, per axis
+    rest = sum(np.reshape(np.arange(d) // s * st, [d if k == a else 1 for k in range(rank - 1)])
+               for a, (d, s, st) in enumerate(zip(indices.shape[1:], sizes[1:], strides[1:])))
+    step = max(1, _CHUNK // max(1, indices[0].size))
+    for r0 in range(0, indices.shape[0], step):
+        rows = np.arange(r0, min(r0 + step, indices.shape[0]))
+        first = (rows // sizes[0] * strides[0]).reshape((-1,) + (1,) * (rank - 1))
+        where = np.add(indices[rows[0]:rows[-1] + 1], first + rest, dtype=np.intp)
+        np.take(table, where, out=out[rows[0]:rows[-1] + 1], mode="clip")
+    return out
+
+
+def lookup(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = table[indices[i]] for 1-D arrays, indices known to be in range.
+
+    In cache-sized chunks (np.take converts a whole index array to intp first:
+    8 bytes per element). 2-byte tables read 8-bit indices two at a time, through
+    a table of every pair of entries (64K entries of 4 bytes, built per call)."""
+    if out.dtype.itemsize == 2 and indices.dtype.itemsize == 1 and table.size <= 256 \
+            and indices.size >= _PAIRS_FROM and indices.size % 2 == 0 and sys.byteorder == "little":
+        table, indices, out = _pair_table(table), indices.view(np.uint16), out.view(np.uint32)
+    for i in range(0, indices.size, _CHUNK):
+        np.take(table, indices[i:i + _CHUNK], out=out[i:i + _CHUNK], mode="clip")
+
+
+def _pair_table(table: np.ndarray) -> np.ndarray:
+    """uint32 entry hi * 256 + lo holding table[lo] in its low half, table[hi] in its high half."""
+    bits = np.zeros(256, np.uint32)
+    bits[:table.size] = table.view(np.uint16)
+    return ((bits[:, None] << 16) | bits[None, :]).reshape(-1)
+
+
 @op("constexpr_lut_to_dense",
     [In("indices"), In("lut"), In("shape", optional=True, const=True),
      In("vector_axis", optional=True, const=True)], _lut_infer)
 def _constexpr_lut(v, ctx):
     """iOS16 (with shape): lut[indices] reshaped to shape; iOS18: per-block LUT lookup"""
     if v.get("shape") is not None:
-        return [v["lut"][v["indices"].reshape(-1).astype(np.intp)].reshape(ctx.out_types[0].shape)]
+        lut, idx = v["lut"], np.ascontiguousarray(v["indices"]).reshape(-1)
+        if not _integer_indices_in_range(idx, lut.shape[0]):
+            return [lut[idx.astype(np.intp)].reshape(ctx.out_types[0].shape)]
+        out = np.empty(idx.size, lut.dtype)
+        lookup(np.ascontiguousarray(lut), idx, out)
+        return [out.reshape(ctx.out_types[0].shape)]
     return [lut_to_dense(v["indices"], v["lut"], v.get("vector_axis"))]
 
 
