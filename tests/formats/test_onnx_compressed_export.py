@@ -279,7 +279,8 @@ def test_palettized_file_size_follows_bits(tmp_path):
             return b.linear(x=x, weight=w, name="y")
         big = os.path.getsize(run_both(fp32, tmp_path, name="fp32.onnx"))
         small = os.path.getsize(run_both(pal, tmp_path, name=f"pal{nbits}.onnx"))
-        assert small / big == pytest.approx(nbits / 32, rel=0.05)
+        # the weights' bits, plus a fixed few KB (graph, import record)
+        assert small / big == pytest.approx(nbits / 32, rel=0.05, abs=4096 / big)
 
 
 def test_quantize_dequantize_activations(tmp_path):

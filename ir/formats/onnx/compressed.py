@@ -58,20 +58,29 @@ def _flat(w, x: str, total: int, count: int, hint: str) -> str:
 
 def unpacked(w, values: np.ndarray, nbits: int, hint: str, as_index: bool = True) -> str:
     """Unsigned integers (row-major) stored as nbits each; at run time an int64 [count] tensor
-    (uint8 lanes when as_index is False and nbits divides 8)."""
+    (uint8 lanes when as_index is False and nbits divides 8). The writer remembers which
+    initializer holds them, for the import record (see Writer.note)."""
     flat = np.asarray(values).reshape(-1)
     count = flat.size
     if nbits >= 8:
         data = w.const(hint + "_u8", flat.astype(np.uint8))
-        return w.node("Cast", [data], hint + "_idx", to=TensorProto.INT64)
+        out = w.node("Cast", [data], hint + "_idx", to=TensorProto.INT64)
+        w.packed_of[out] = {"init": data}
+        return out
     packed = np.frombuffer(pack(flat, f"uint{nbits}"), np.uint8)
     name = w.const(hint + "_packed", packed)
+    out = _unpack_nodes(w, name, packed.size, count, nbits, hint, as_index)
+    w.packed_of[out] = {"init": name, "nbits": nbits}
+    return out
+
+
+def _unpack_nodes(w, name: str, nbytes: int, count: int, nbits: int, hint: str, as_index: bool) -> str:
     if 8 % nbits == 0:
         lanes = _bit_lanes(w, name, nbits, hint)
-        vals = _flat(w, lanes, packed.size * (8 // nbits), count, hint)
+        vals = _flat(w, lanes, nbytes * (8 // nbits), count, hint)
         return w.node("Cast", [vals], hint + "_idx", to=TensorProto.INT64) if as_index else vals
     # 3 and 6 bits straddle bytes: unpack to bits, then weigh each group of nbits
-    bits = _flat(w, _bit_lanes(w, name, 1, hint), packed.size * 8, count * nbits, hint)
+    bits = _flat(w, _bit_lanes(w, name, 1, hint), nbytes * 8, count * nbits, hint)
     groups = w.node("Cast", [w.node("Reshape", [bits, w.ints(hint + "_gshape", [count, nbits])], hint + "_groups")],
                     hint + "_g64", to=TensorProto.INT64)
     weighted = w.node("Mul", [groups, w.const(hint + "_weights", 1 << np.arange(nbits, dtype=np.int64))], hint + "_w")
@@ -96,9 +105,9 @@ def affine_dequantize(op, w):
         n = max(scale.size, zp.size)
         scale, zp = np.broadcast_to(scale, (n,)), np.broadcast_to(zp, (n,))
         axis = int(op.axis.val) if op.axis is not None else 0
-    zp_name = w.initializer(w.fresh(op.name + "_zp"), zp, op.zero_point.dtype)
+    zp_name = w.note(op.zero_point, w.initializer(w.fresh(op.name + "_zp"), zp, op.zero_point.dtype))
     dequantize_linear(w, op.output, w.value(op.quantized_data),
-                      w.const(op.name + "_scale", scale), op.scale.dtype, zp_name, axis)
+                      w.note(op.scale, w.const(op.name + "_scale", scale)), op.scale.dtype, zp_name, axis)
 
 
 def _blocks(data_shape, scale_shape):
@@ -128,8 +137,9 @@ def blockwise_shift_scale(op, w):
         return _blockwise_by_hand(op, w)
     kind, axis, block = form
     shape_of = {"tensor": (), "axis": (-1,), "block": tuple(scale.shape)}[kind]
-    s_name = w.const(op.name + "_scale", s_val.reshape(shape_of))
-    zp = "" if offset is None else w.initializer(w.fresh(op.name + "_zp"), o_val.reshape(shape_of), offset.dtype)
+    s_name = w.note(scale, w.const(op.name + "_scale", s_val.reshape(shape_of)))
+    zp = "" if offset is None else w.note(offset, w.initializer(w.fresh(op.name + "_zp"), o_val.reshape(shape_of),
+                                                                offset.dtype))
     dequantize_linear(w, op.output, w.value(data), s_name, scale.dtype, zp, axis, block)
 
 
@@ -196,9 +206,10 @@ def lut_to_dense(op, w):
     lut = op.lut
     n = op.name
     if op.shape is not None:  # iOS16: one flat LUT
-        flat = w.node("Gather", [w.value(lut), unpacked(w, idx, nbits, n + "_idx")], n + "_g")
+        flat = w.node("Gather", [w.value(lut), w.note(op.indices, unpacked(w, idx, nbits, n + "_idx"))], n + "_g")
         return w.define(op.output, "Reshape", [flat, w.ints(n + "_shape", op.shape.val)])
-    ids = w.node("Reshape", [unpacked(w, idx, nbits, n + "_idx"), w.ints(n + "_ishape", idx.shape)], n + "_ids")
+    ids = w.node("Reshape", [w.note(op.indices, unpacked(w, idx, nbits, n + "_idx")), w.ints(n + "_ishape", idx.shape)],
+                 n + "_ids")
     dense = lut_lookup(w, ids, idx.shape, lut.shape, w.value(lut), _vector_axis(op), n)
     w.define(op.output, "Identity", [dense])
 
@@ -207,6 +218,7 @@ def lut_to_dense(op, w):
 
 def sparse_to_dense(op, w):
     mask = _need(w, op, op.mask, "mask")
+    w.note(op.mask, w.mask_bits(mask, op.name + "_mask"))
     dense = _scatter(w, w.value(op.nonzero_data), w.positions(mask, op.name + "_mask"), op.output.shape,
                      op.output.dtype, op.name)
     w.define(op.output, "Identity", [dense])
@@ -250,7 +262,8 @@ def lut_to_sparse(op, w):
     values_out = op.outputs[1]
     blocks, k, vs = lut.shape[:-2], lut.shape[-2], lut.shape[-1]
     axis = _vector_axis(op)
-    ids = unpacked(w, idx, nbits, n + "_idx")
+    ids = w.note(op.indices_nonzero_data, unpacked(w, idx, nbits, n + "_idx"))
+    w.note(op.indices_mask, w.mask_bits(mask, n + "_imask"))
     if int(np.prod(blocks, dtype=np.int64)) == 1 and (vs == 1 or axis % mask.ndim == mask.ndim - 1):
         # one table and vectors along the last axis: the values are the lookups in order
         table = w.node("Reshape", [w.value(lut), w.ints(n + "_kv", [k, vs])], n + "_lut")
@@ -275,10 +288,12 @@ def sparse_blockwise_shift_scale(op, w):
     data = op.nonzero_data
     n = op.name
     values_out = op.outputs[1]
+    w.note(op.data_mask, w.mask_bits(mask, n + "_mask"))
     if scale.size == 1 and (offset is None or offset.size == 1) and (op.offset is None or op.offset.dtype == data.dtype) \
             and data.type.dt.is_integer:
-        zp = "" if offset is None else w.initializer(w.fresh(n + "_zp"), offset.reshape(()), op.offset.dtype)
-        return dequantize_linear(w, values_out, w.value(data), w.const(n + "_scale", scale.reshape(())),
+        zp = "" if offset is None else w.note(op.offset, w.initializer(w.fresh(n + "_zp"), offset.reshape(()),
+                                                                       op.offset.dtype))
+        return dequantize_linear(w, values_out, w.value(data), w.note(op.scale, w.const(n + "_scale", scale.reshape(()))),
                                  op.scale.dtype, zp)
     # per-block parameters: each nonzero value picks its block's scale (and offset) by position
     where = w.positions(mask, n + "_mask")

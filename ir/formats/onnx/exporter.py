@@ -8,6 +8,7 @@ axes, pad...) become attributes or small int64 inputs instead.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -37,11 +38,16 @@ class Writer:
         self.fn, self.opset, self.io_names = fn, opset, io_names
         self.nodes: list = []
         self.inits: list = []
+        self.init_names: set = set()
         self.env: dict = {}  # IR var name -> ONNX value name
         self.used: set = set()
         self.producer = {v.name: op for op in fn.ops for v in op.outputs}
         self.static_memo: dict = {}
         self.position_memo: dict = {}
+        self.packed_of: dict = {}  # run-time tensor -> {"init": initializer, "nbits": packed width}
+        self.sources: dict = {}  # IR var name -> where its value lies in the file (import record)
+        self.records: list = []  # one per compressed-weight op, written as model metadata
+        self.record_of: dict = {}  # IR var name -> (record index, output index)
 
     # -- names ------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -71,7 +77,16 @@ class Writer:
             if val is None:
                 raise OnnxExportError(f"value {var.name!r} is used before it is defined")
             self.env[var.name] = self.initializer(self.name_of(var), val, var.dtype)
+            if op.op_type == "const":
+                self.sources[var.name] = {"init": self.env[var.name]}
         return self.env[var.name]
+
+    def note(self, var: Var, tensor: str) -> str:
+        """Remember that `tensor` (an initializer, or the unpacking of one) holds var's value."""
+        src = self.packed_of.get(tensor) or ({"init": tensor} if tensor in self.init_names else None)
+        if var is not None and src is not None:
+            self.sources[var.name] = src
+        return tensor
 
     @staticmethod
     def _mask_key(mask) -> tuple:
@@ -105,6 +120,7 @@ class Writer:
         elif ir_dtype in ("uint1", "uint2", "uint3", "uint6"):
             ir_dtype = "uint8"
         self.used.add(name)
+        self.init_names.add(name)
         self.inits.append(array_to_tensor(arr, ir_dtype, name))
         return name
 
@@ -505,7 +521,52 @@ def _emit(op, w):
     emitter = EMITTERS.get(op.op_type)
     if emitter is None:
         return w.materialize(op)
+    first = len(w.nodes)
     emitter(op, w)
+    if op.op_type.startswith("constexpr_"):
+        _record(op, w, w.nodes[first:])
+
+
+# ---- the import record ---------------------------------------------------------------
+# A compressed weight's decode nodes say nothing of the constexpr op they came from, so
+# the model carries a record of it (metadata RECORD_KEY, JSON): per op, its type, the
+# nodes that decode it, the ONNX values it defines, and where each input lies (an
+# initializer, maybe bit-packed; another recorded op's output; a small inline value).
+# import_onnx rebuilds the constexpr ops from it when the graph still matches.
+
+from ir.formats.onnx.records import RECORD_KEY  # noqa: E402  (read back by the importer)
+
+INLINE_LIMIT = 64  # elements: small parameters (axis, shape) travel in the record itself
+
+
+def _source(var: Var, w) -> Optional[dict]:
+    where = w.record_of.get(var.name)
+    if where is not None:
+        src = {"op": where[0], "output": where[1]}
+    elif var.name in w.sources:
+        src = dict(w.sources[var.name])
+    elif var.val is not None and var.val.size <= INLINE_LIMIT and var.type.dt.kind != "string":
+        src = {"value": np.asarray(var.val).tolist()}
+    elif var.name in w.env:
+        src = {"onnx": w.env[var.name]}
+    else:
+        return None
+    src.update(dtype=var.dtype, shape=[d if isinstance(d, int) else str(d) for d in var.shape])
+    return src
+
+
+def _record(op, w, nodes) -> None:
+    inputs = {}
+    for slot, var in op.inputs.items():
+        src = _source(var, w) if isinstance(var, Var) else None
+        if src is None:
+            return  # not describable: the decode nodes stay as they are on import
+        inputs[slot] = src
+    index = len(w.records)
+    w.records.append({"op": op.op_type, "name": op.name, "nodes": [nd.name for nd in nodes],
+                      "outputs": [w.env.get(v.name) for v in op.outputs], "inputs": inputs})
+    for i, v in enumerate(op.outputs):
+        w.record_of[v.name] = (index, i)
 
 
 # ---- the model --------------------------------------------------------------------
@@ -572,6 +633,8 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
                               + _extra_domains(fn), producer_name="weightpress")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR version 10 and older
+    if w.records:
+        helper.set_model_props(model, {RECORD_KEY: json.dumps(w.records, separators=(",", ":"))})
     return model
 
 

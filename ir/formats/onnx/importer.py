@@ -18,8 +18,10 @@ from onnx import external_data_helper, shape_inference
 from ir.core import Block, Function, Op, Program, TensorType, Var
 from ir.construct import const_op, new_op
 from ir.formats.onnx import foreign  # noqa: F401  (registers the onnx.* evaluator)
+from ir.formats.onnx import records
 from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype, opset_of,
                                     safe_name, tensor_to_array)
+from ir.dtypes import dtype as lookup_dtype
 from ir.ops import OpError
 
 
@@ -322,8 +324,29 @@ def _dequantize(n, c, a):
         if x.shape[axis] % bs:
             raise NotCore("a partial last block")
         return c.emit("constexpr_blockwise_shift_scale", {"data": x, "scale": scale, "offset": zp}, o)
+    if x.val is not None:  # a stored weight's dequantization: the IR's canonical constexpr form
+        try:
+            return _constexpr_affine(c, x, scale, zp, a, o)
+        except OpError:
+            pass  # a form constexpr_affine_dequantize cannot say: keep the plain dequantize
     return c.emit("dequantize", {"input": x, "scale": scale, "zero_point": zp,
                                  "axis": _q_axis(c, o, scale, a)}, o)
+
+
+def _constexpr_affine(c, x, scale, zp, a, o):
+    """constexpr_affine_dequantize of a stored tensor; raises OpError (adding nothing) when
+    its rules refuse the parameters."""
+    extra = []
+    if zp is None:  # ONNX's default zero point is 0 of the data's type
+        extra.append(const_op(c.names.fresh(o + "_zero_point"),
+                              np.zeros(scale.shape, lookup_dtype(x.dtype).storage), x.dtype))
+        zp = extra[-1].outputs[0]
+    axis = int(a.get("axis", 1)) % x.rank if scale.rank == 1 else 0
+    extra.append(const_op(c.names.fresh(o + "_axis"), np.int32(axis)))
+    op = new_op("constexpr_affine_dequantize", c.names.of(o),
+                {"quantized_data": x, "zero_point": zp, "scale": scale, "axis": extra[-1].outputs[0]})
+    c.ops.extend(extra + [op])
+    return op.outputs[0]
 
 
 def _softmax(n, c, a):
@@ -547,14 +570,22 @@ def import_onnx(src, base_dir=None) -> Program:
         v = Var(c.names.of(vi.name), t)
         c.env[vi.name] = v
         inputs.append(v)
+    decoded = records.plan(model)  # compressed weights this package exported
+    built: dict = {}
     try:
         for n in g.node:
+            if decoded is not None and n.name in decoded.skip:
+                for i in decoded.due.get(n.name, ()):
+                    records.build(c, decoded.records, i, built)
+                continue
             for name, v in zip(n.output, _convert_node(n, c)):
                 if name:
                     c.env[name] = v
         outputs = [c.var(o.name) for o in g.output]
     except OnnxFormatError as e:
         raise OnnxFormatError(f"{label}: {e}") from None
+    except (OpError, ValueError) as e:  # a record that matched the graph but not its data
+        raise OnnxFormatError(f"{label}: compressed-weight record: {e}") from None
     io = tuple((c.names.of(v.name), v.name) for v in list(g.input) + list(g.output)
                if v.name not in c.initializers)
     fn = Function("main", Block.make(inputs, c.ops, outputs))
