@@ -85,8 +85,14 @@ class Builder:
     def add_op(self, op_type: str, name: Optional[str] = None, attrs: Optional[dict] = None,
                blocks: tuple = (), out_types=None, **inputs):
         name = self.names.fresh(name) if name else self.names.auto(op_type)
-        spec = schema(op_type).spec if op_type in REGISTRY else (lambda k: None)
-        ins = {k: self._as_input(name, k, v, bool(spec(k) and spec(k).variadic)) for k, v in inputs.items()}
+        specs = REGISTRY[op_type].specs if op_type in REGISTRY else {}
+        ins = {}
+        for k, v in inputs.items():
+            if v is None or v.__class__ is Var:  # the common case, without a call
+                ins[k] = v
+            else:
+                spec = specs.get(k)
+                ins[k] = self._as_input(name, k, v, spec is not None and spec.variadic)
         op = new_op(op_type, name, ins, attrs, blocks, out_types)
         self.ops.append(op)
         return op.outputs[0] if len(op.outputs) == 1 else op.outputs
@@ -116,7 +122,9 @@ class Builder:
             raise AttributeError(f"no op type {op_type!r}")
         if schema(op_type).n_blocks:
             raise AttributeError(f"{op_type} has blocks: use the builder's own method for it")
-        return lambda name=None, **kw: self.add_op(op_type, name, **kw)
+        method = lambda name=None, **kw: self.add_op(op_type, name, **kw)  # noqa: E731
+        setattr(self, op_type, method)  # found directly next time, without __getattr__
+        return method
 
     def function(self, name: str = "main", outputs=(), opset: str = "iOS18") -> Function:
         return Function(name, Block.make(self.inputs, self.ops, _as_tuple(outputs)), opset)

@@ -52,13 +52,14 @@ def output_names(name: str, n: int) -> list:
 def infer_types(op_type: str, name: str, inputs: dict, attrs: Optional[dict] = None) -> list:
     """Output types of an op, or OpError naming the op and the mismatch."""
     sch = schema(op_type)
+    specs = sch.specs
     for k in inputs:
-        if sch.spec(k) is None:
+        if k not in specs:
             raise OpError(f"{op_type} {name!r}: unknown input {k!r}; "
                           f"expected one of {', '.join(sch.input_names) or '(none)'}")
-    for spec in sch.inputs:
-        if not spec.optional and inputs.get(spec.name) is None:
-            raise OpError(f"{op_type} {name!r}: missing required input {spec.name!r}")
+    for k in sch.required:
+        if inputs.get(k) is None:
+            raise OpError(f"{op_type} {name!r}: missing required input {k!r}")
     try:
         return sch.infer(inputs, attrs or {})
     except (OpError, UnknownDType) as e:
@@ -80,6 +81,10 @@ def new_op(op_type: str, name: str, inputs: dict, attrs: Optional[dict] = None,
             out_types = [v.type for v in blocks[0].outputs]
     if out_types is None:
         raise OpError(f"{op_type} {name!r}: output types must be given")
-    outs = tuple(Var(n, t if isinstance(t, TensorType) else TensorType.of(*t))
-                 for n, t in zip(output_names(name, len(out_types)), out_types))
+    if len(out_types) == 1:  # the common case, without the generator
+        t = out_types[0]
+        outs = (Var(name, t if t.__class__ is TensorType else TensorType.of(*t)),)
+    else:
+        outs = tuple(Var(n, t if isinstance(t, TensorType) else TensorType.of(*t))
+                     for n, t in zip(output_names(name, len(out_types)), out_types))
     return Op.make(op_type, name, inputs, outs, attrs, blocks)

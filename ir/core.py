@@ -76,13 +76,23 @@ def gc_paused():
             gc.enable()
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+_set = object.__setattr__  # how a frozen node's own __init__ fills its slots
+
+
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class Var:
     """A value. `val` is set for values known at build time (const outputs)."""
 
     name: str
     type: TensorType
     val: Optional[np.ndarray] = None
+
+    # hand-written: the generated frozen __init__ looks object.__setattr__ up per field,
+    # and a 100k-op program makes 100k Vars
+    def __init__(self, name: str, type: TensorType, val: Optional[np.ndarray] = None):
+        _set(self, "name", name)
+        _set(self, "type", type)
+        _set(self, "val", val)
 
     @property
     def shape(self) -> tuple:
@@ -127,7 +137,7 @@ class Block:
                 yield from b.walk()
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class Op:
     op_type: str
     name: str
@@ -137,11 +147,20 @@ class Op:
     blocks: tuple = ()  # nested Blocks
     _fp: Any = field(default=None, repr=False)  # memoized local fingerprint
 
+    def __init__(self, op_type: str, name: str, inputs: FrozenMap, outputs: tuple,
+                 attrs: FrozenMap = EMPTY_MAP, blocks: tuple = (), _fp: Any = None):
+        _set(self, "op_type", op_type)
+        _set(self, "name", name)
+        _set(self, "inputs", inputs)
+        _set(self, "outputs", outputs)
+        _set(self, "attrs", attrs)
+        _set(self, "blocks", blocks)
+        _set(self, "_fp", _fp)
+
     @classmethod
     def make(cls, op_type, name, inputs=None, outputs=(), attrs=None, blocks=()) -> "Op":
-        ins = {k: v for k, v in (inputs or {}).items() if v is not None}
-        return cls(op_type, name, FrozenMap(ins) if ins else EMPTY_MAP, tuple(outputs),
-                   FrozenMap(attrs) if attrs else EMPTY_MAP, tuple(blocks))
+        return cls(op_type, name, _frozen_inputs(inputs), tuple(outputs),
+                   _frozen_attrs(attrs), tuple(blocks))
 
     def replace(self, **changes) -> "Op":
         kw = dict(op_type=self.op_type, name=self.name, inputs=self.inputs,
@@ -172,6 +191,23 @@ class Op:
     def __repr__(self) -> str:
         outs = ", ".join(repr(v) for v in self.outputs)
         return f"<Op {self.op_type} {self.name!r} -> {outs}>"
+
+
+def _frozen_inputs(inputs) -> FrozenMap:
+    """Absent (None) inputs dropped; a FrozenMap without any is kept as it is."""
+    if not inputs:
+        return EMPTY_MAP
+    for v in inputs.values():
+        if v is None:
+            inputs = {k: v for k, v in inputs.items() if v is not None}
+            return FrozenMap(inputs) if inputs else EMPTY_MAP
+    return inputs if inputs.__class__ is FrozenMap else FrozenMap(inputs)
+
+
+def _frozen_attrs(attrs) -> FrozenMap:
+    if not attrs:
+        return EMPTY_MAP
+    return attrs if attrs.__class__ is FrozenMap else FrozenMap(attrs)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

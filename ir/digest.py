@@ -20,20 +20,27 @@ def _forget(key):
     return lambda _ref: _TENSOR_MEMO.pop(key, None)
 
 
+# Below this size hashing the bytes again is cheaper than remembering the digest
+# (a weakref and a callback per array); the digest is the same either way.
+_MEMO_MIN_BYTES = 4096
+
+
 def tensor_digest(arr: np.ndarray) -> str:
-    """sha256 over numpy dtype, shape and bytes; memoized per (read-only) array."""
-    key = id(arr)
-    hit = _TENSOR_MEMO.get(key)
-    if hit is not None and hit[0]() is arr:
-        return hit[1]
-    h = hashlib.sha256()
-    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
-    if arr.dtype.kind == "O":
+    """sha256 over numpy dtype, shape and bytes; memoized per large (read-only) array."""
+    big = arr.nbytes >= _MEMO_MIN_BYTES
+    if big:
+        key = id(arr)
+        hit = _TENSOR_MEMO.get(key)
+        if hit is not None and hit[0]() is arr:
+            return hit[1]
+    dt = arr.dtype
+    h = hashlib.sha256(f"{dt.str}|{arr.shape}|".encode())
+    if dt.kind == "O":
         h.update(repr(arr.tolist()).encode())
     else:
-        h.update(np.ascontiguousarray(arr).data)
+        h.update(arr.data if arr.flags.c_contiguous else np.ascontiguousarray(arr).data)
     d = h.hexdigest()
-    if not arr.flags.writeable:  # only immutable arrays may be remembered
+    if big and not arr.flags.writeable:  # only immutable arrays may be remembered
         try:
             _TENSOR_MEMO[key] = (weakref.ref(arr, _forget(key)), d)
         except TypeError:  # pragma: no cover - arrays support weakrefs
@@ -60,32 +67,53 @@ def encode_value(value) -> bytes:
 
 
 def _input_names(v) -> str:
-    if isinstance(v, tuple):
-        return "(" + ",".join(x.name for x in v) + ")"
+    if v.__class__ is tuple:
+        return "(" + ",".join([x.name for x in v]) + ")"
     return v.name
 
 
+def _inputs_text(ins) -> str:
+    return "".join([k + "=" + _input_names(ins[k]) + "," for k in sorted(ins)])
+
+
+_TYPE_TEXT: dict = {}  # TensorType -> str(TensorType); a program has few distinct types
+
+
+def _type_text(t) -> str:
+    # Only canonical types (int / str dims, as TensorType.of makes them) are remembered.
+    # An equal non-canonical type (a dim 8.0 == 8) then hashes as its canonical twin,
+    # which is what it means.
+    text = _TYPE_TEXT.get(t)
+    if text is None:
+        text = t.dtype + "[" + ",".join(map(str, t.shape)) + "]"
+        if len(_TYPE_TEXT) < 65536 and all(d.__class__ is int or d.__class__ is str for d in t.shape):
+            _TYPE_TEXT[t] = text
+    return text
+
+
 def _vars_sig(vs) -> str:
-    # same text as f"{v.name}:{v.type}", without TensorType.__str__'s generator (hot path)
-    return ";".join(v.name + ":" + v.type.dtype + "[" + ",".join(map(str, v.type.shape)) + "]"
-                    for v in vs)
+    # same text as ";".join(f"{v.name}:{v.type}")
+    if len(vs) == 1:
+        v = vs[0]
+        return v.name + ":" + _type_text(v.type)
+    return ";".join(v.name + ":" + _type_text(v.type) for v in vs)
 
 
 def op_fingerprint(op) -> bytes:
     fp = op._fp
     if fp is None:
         # one sha256 call over the joined parts: the same bytes as hashing them one by one
-        # iterating a pmap is slow (pure python over its buckets): skip empty ones, read items once
-        text = [op.op_type, "|", op.name, "|"]
-        for k, v in (sorted(op.inputs.items()) if op.inputs else ()):
-            text += [k, "=", _input_names(v), ","]
-        text += ["|", _vars_sig(op.outputs), "|"]
-        parts = ["".join(text).encode()]
-        for k, v in (sorted(op.attrs.items()) if op.attrs else ()):
-            parts += [k.encode(), b"=", encode_value(v), b","]
-        for b in op.blocks:
-            parts += [b"[", block_digest(b), b"]"]
-        fp = hashlib.sha256(b"".join(parts)).digest()
+        text = (op.op_type + "|" + op.name + "|" + (_inputs_text(op.inputs) if op.inputs else "")
+                + "|" + _vars_sig(op.outputs) + "|").encode()
+        attrs, blocks = op.attrs, op.blocks
+        if attrs or blocks:
+            parts = [text]
+            for k in sorted(attrs):
+                parts += [k.encode(), b"=", encode_value(attrs[k]), b","]
+            for b in blocks:
+                parts += [b"[", block_digest(b), b"]"]
+            text = b"".join(parts)
+        fp = hashlib.sha256(text).digest()
         object.__setattr__(op, "_fp", fp)
     return fp
 

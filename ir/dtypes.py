@@ -102,6 +102,9 @@ def dtype(name) -> DType:
 
 def from_numpy(arr: np.ndarray) -> DType:
     """The IR dtype a numpy array's own dtype stands for."""
+    found = _FROM_NUMPY.get(arr.dtype)  # the common case, one lookup
+    if found is not None:
+        return DTYPES[found]
     if arr.dtype.kind in ("U", "S", "O"):
         return DTYPES["string"]
     return dtype(arr.dtype)

@@ -10,7 +10,7 @@ own output types; a format module registers an evaluator for its prefix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -48,16 +48,20 @@ class OpSchema:
     compute: Callable  # (vals: dict[str, ndarray|tuple|None], ctx: Context) -> list[ndarray]
     n_blocks: int = 0
     doc: str = ""
+    # derived once from `inputs`: every op built looks its inputs up here
+    specs: dict = field(init=False, repr=False, compare=False)  # name -> In
+    required: tuple = field(init=False, repr=False, compare=False)  # names of required inputs
+
+    def __post_init__(self):
+        object.__setattr__(self, "specs", {i.name: i for i in self.inputs})
+        object.__setattr__(self, "required", tuple(i.name for i in self.inputs if not i.optional))
 
     @property
     def input_names(self) -> tuple:
         return tuple(i.name for i in self.inputs)
 
     def spec(self, name: str) -> Optional[In]:
-        for i in self.inputs:
-            if i.name == name:
-                return i
-        return None
+        return self.specs.get(name)
 
 
 REGISTRY: dict[str, OpSchema] = {}
