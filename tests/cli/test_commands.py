@@ -177,10 +177,22 @@ def test_other_formats_out_and_back(model, tmp_path, suffix):
     proc = run_cli("compress", model, "-o", out, "--pipeline", "dead_code_elimination", "-q")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == f"wrote {out}"  # nothing from the format library
-    if suffix == ".onnx":  # (Core ML renames the symbolic batch dim, which verify counts as a difference)
-        same = run_cli("verify", model, out, "--samples", "3")
-        assert same.returncode == 0, same.stdout + same.stderr
+    same = run_cli("verify", model, out, "--samples", "3")  # signatures too: dim names survive
+    assert same.returncode == 0, same.stdout + same.stderr
     diffed = run_cli("diff", model, out)
     assert diffed.stdout.strip() == "no differences" or "weights unchanged: 6" in diffed.stdout, diffed.stdout
     assert "weights changed" not in diffed.stdout
     assert leftovers(tmp_path) == []
+
+
+def test_compressed_onnx_inspects_as_compressed(model, tmp_path):
+    """A compressed model written as ONNX reads back compressed: inspect names the forms."""
+    pytest.importorskip("onnx")
+    out = tmp_path / "sp.onnx"
+    proc = run_cli("compress", model, "-o", out, "--preset", "sparse+palettize", "-q")
+    assert proc.returncode == 0, proc.stderr
+    shown = run_cli("inspect", out)
+    assert shown.returncode == 0, shown.stderr
+    row = next(ln for ln in shown.stdout.splitlines() if ln.startswith("fc1_weight"))
+    assert "50.0%" in row and "lut_to_sparse" in row, row
+    assert out.stat().st_size < 40_000  # 4-bit indices and a 1-bit mask, not fp32 values

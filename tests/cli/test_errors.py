@@ -140,3 +140,19 @@ def test_damaged_coreml_package_is_one_quiet_line(tmp_path):
     # coremltools' own banners and warnings are kept off the terminal too
     assert_one_line_error(proc, "broken.mlpackage", "Core ML", code=1)
     assert proc.stdout == ""
+
+
+def test_a_closed_pipe_is_silent(model):
+    """`weightpress inspect m | head -1`: the reader stops early; no error line, no traceback."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    inspect = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "inspect", str(model)], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    inspect.stdout.close()  # nobody reads
+    err = inspect.stderr.read().decode()
+    inspect.wait(timeout=60)
+    assert err == "", err
