@@ -119,3 +119,25 @@ def halve_all(prog, *, context=None):
     for name, val in done.items():
         out = _map_const(out, name, lambda _v, val=val: val)
     return out
+
+
+def _where(item):
+    """Which process and thread ran this item (a module-level function: picklable)."""
+    import threading
+    import time
+
+    time.sleep(0.05)  # long enough that a pool hands items to more than one worker
+    return item, os.getpid(), threading.get_ident()
+
+
+@stage("test_where", version="1")
+def where(prog, *, n=4, context=None):
+    """Maps n items through context.map and reports where each ran (in its stats)."""
+    from pyrsistent import pmap
+
+    from stages.base import StageResult
+
+    ran = context.map(_where, list(range(n)))
+    return StageResult(prog, pmap({"items": tuple(r[0] for r in ran),
+                                   "pids": tuple(sorted({r[1] for r in ran})),
+                                   "threads": tuple(sorted({r[2] for r in ran}))}))

@@ -246,6 +246,12 @@ def test_progress_bars(capsys):
     assert "pipeline" in err and "6/6" in err and len(trace.steps) == 6
 
 
+def test_progress_true_shows_the_stages_per_weight_bar(capsys):
+    Pipeline([h.halve_all]).run(h.mlp(n_layers=3), progress=True)
+    err = capsys.readouterr().err
+    assert "halve" in err and "/3" in err  # the per-weight bar the stage asked for, over 3 weights
+
+
 def test_pipeline_is_plain_composition_too():
     net = h.mlp()
     p = six_steps()
@@ -253,3 +259,39 @@ def test_pipeline_is_plain_composition_too():
     x = np.ones((1, 8), np.float32)
     assert out.digest == p.run(net).result.digest
     assert evaluate(out, {"x": x}).keys() == evaluate(net, {"x": x}).keys()
+
+
+def test_pool_executors_really_run_items_elsewhere():
+    import os
+    import threading
+
+    net = h.mlp(n_layers=1)
+    serial = Pipeline([h.where]).run(net).steps[0].stats
+    assert serial["pids"] == (os.getpid(),) and serial["threads"] == (threading.get_ident(),)
+    threads = Pipeline([h.where]).run(net, executor="threads").steps[0].stats
+    assert threads["items"] == (0, 1, 2, 3)  # results come back in item order
+    assert threads["pids"] == (os.getpid(),) and threading.get_ident() not in threads["threads"]
+    procs = Pipeline([h.where]).run(net, executor="processes").steps[0].stats
+    assert procs["items"] == (0, 1, 2, 3) and os.getpid() not in procs["pids"]
+    if (os.cpu_count() or 1) >= 2:
+        assert len(procs["pids"]) >= 2 and len(threads["threads"]) >= 2  # both cores in use
+
+
+def test_compression_stage_in_a_process_pool_matches_serial():
+    """The real per-weight map of the compression stages, end to end through worker processes."""
+    from ir.builder import TensorSpec, program
+
+    rng = np.random.default_rng(7)
+    ws = [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3)]
+
+    @program(inputs={"x": TensorSpec((1, 64), "fp32")})
+    def net(b, x):
+        for i, w in enumerate(ws):
+            x = b.linear(x=x, weight=b.const(w, name=f"w{i}"), name=f"lin{i}")
+        return x
+
+    pipe = Pipeline.from_spec('palettize_weights{mode="kmeans",nbits=2},affine_quantize_weights{dtype="int8"}')
+    serial = pipe.run(net)
+    pooled = pipe.run(net, executor="processes")
+    assert serial.result.digest == pooled.result.digest != net.digest
+    assert serial.steps[0].stats["compressed"] == pooled.steps[0].stats["compressed"] == 3
