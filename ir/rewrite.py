@@ -13,15 +13,13 @@ When nothing matches, the input object itself is returned.
 """
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Optional
 
 from pyrsistent import pvector
 
 from ir.analysis import UseDef, use_def
-from ir.core import Block, Function, InvalidProgram, Op, Program, Var
+from ir.core import Block, Function, InvalidProgram, Op, Program, Var, gc_paused
 
 
 class Pattern(NamedTuple):
@@ -231,18 +229,9 @@ def sweep_function(fn: Function, patterns) -> Function:
     return fn if block is fn.block else fn.replace(block=block)
 
 
-@contextmanager
-def cyclic_gc_paused():
-    """Pause CPython's cyclic collector while a pass allocates: IR nodes are immutable and
-    acyclic, so reference counting frees them, while each full collection would traverse
-    the whole (large) program and make a pass superlinear in its size."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+# IR nodes are immutable and acyclic, so reference counting frees them, while each full
+# collection would traverse the whole (large) program and make a pass superlinear in its size
+cyclic_gc_paused = gc_paused
 
 
 def map_functions(program: Program, transform: Callable) -> Program:
