@@ -3,10 +3,9 @@
     python benchmarks/bench_pipeline_cache.py [--layers 25] [--width 1024]
 
 Model: `layers` linear layers of width x width fp32 (25 x 1024 x 1024 = 105 MB).
-Pipeline: the real compression stages when they exist (sparsify 50%, then
-palettize 4 bit), else stand-ins that change every weight (fp16 rounding,
-magnitude pruning to 50%), plus steps that change one weight, and
-dead_code_elimination. Figures:
+Pipeline: two steps that change one weight each, then the sparse+palettize
+preset (sparsify 50%, palettize 4 bit; stand-ins that change every weight when
+the compression stages are missing), then dead_code_elimination. Figures:
 
 - cold: each step run once on an empty cache (the steps' own work plus writing
   the new tensors); the growth of the cache directory after each step;
@@ -85,15 +84,17 @@ def scale_one(prog, *, name="w0", factor=0.5, context=None):
 
 
 def make_pipeline() -> tuple:
+    """Two steps that change one weight each (the cache grows by one weight per step,
+    not by the model), then the sparse+palettize preset over every weight, then cleanup."""
     have = set(stages.names())
-    tail = [scale_one(name="w3"), scale_one(name="w7"), stages.get("dead_code_elimination")]
+    one_weight = [scale_one(name="w3"), scale_one(name="w7")]
     if {"sparsify_weights", "palettize_weights"} <= have:
-        head = Pipeline.from_spec("sparsify_weights{target_sparsity=0.5},palettize_weights{nbits=4}").stages
-        label = "real compression stages"
+        compress = Pipeline.preset("sparse+palettize").stages
+        label = "real compression stages (preset sparse+palettize)"
     else:
-        head = (fp16_round, prune(sparsity=0.5))
+        compress = (fp16_round, prune(sparsity=0.5))
         label = "stand-in stages (compression stages not available yet)"
-    return Pipeline(list(head) + tail), label
+    return Pipeline(one_weight + list(compress) + [stages.get("dead_code_elimination")]), label
 
 
 FRESH = """
