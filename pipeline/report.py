@@ -372,6 +372,21 @@ def _numeric(text: str) -> bool:
 
 # ---- histograms as SVG ---------------------------------------------------------------
 
+SPIKE = 2  # a bin this many times taller than every other is drawn cut, with its count
+
+
+def _scale_peak(counts) -> float:
+    """The count that fills the plot's height: the tallest bin, unless one bin is a spike
+    that would flatten the rest; then a little above the second tallest."""
+    if not counts.size:
+        return 1
+    ordered = np.sort(counts)
+    first, second = int(ordered[-1]), int(ordered[-2]) if counts.size > 1 else 0
+    if second and first > SPIKE * second:
+        return 1.25 * second
+    return max(first, 1)
+
+
 def histogram_svg(values, marks=None, title: str = "", width: int = 520, height: int = 170,
                   bins: int = 64) -> str:
     """A histogram of `values`; each mark (LUT entry, grid point) is a vertical line
@@ -388,16 +403,22 @@ def histogram_svg(values, marks=None, title: str = "", width: int = 520, height:
     counts, edges = np.histogram(vals, bins=bins, range=(lo, hi))
     left, right, top, bottom = 8, width - 8, 22, height - 30
     sx = lambda x: left + (x - lo) / (hi - lo) * (right - left)  # noqa: E731
-    peak = max(int(counts.max()), 1) if counts.size else 1
+    peak = _scale_peak(counts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
              f'<text x="{left}" y="14">{html.escape(title)}</text>']
     for c, x0, x1 in zip(counts, edges[:-1], edges[1:]):
         if c:
-            h = (bottom - top) * c / peak
+            h = (bottom - top) * min(c, peak) / peak
             parts.append(f'<rect x="{sx(x0):.2f}" y="{bottom - h:.2f}" width="{max(sx(x1) - sx(x0) - 0.5, 0.5):.2f}" '
                          f'height="{h:.2f}" fill="#7aa6d6"/>')
+            if c > peak:  # a spike (often exact zeros) cut at the top: say how tall it is
+                parts.append(f'<text x="{(sx(x0) + sx(x1)) / 2:.2f}" y="{top - 2}" text-anchor="middle" '
+                             f'font-size="9" fill="#555">{int(c)} \u2191</text>')
     parts.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>')
+    if lo < 0 < hi and min(sx(0) - left, right - sx(0)) > 40:  # where zero is, between the end labels
+        parts.append(f'<line x1="{sx(0):.2f}" y1="{bottom}" x2="{sx(0):.2f}" y2="{bottom + 4}" stroke="#333"/>'
+                     f'<text x="{sx(0):.2f}" y="{height - 6}" text-anchor="middle">0</text>')
     if marks is not None and marks.size:
         shown = marks[(marks >= lo) & (marks <= hi)]
         few = shown.size <= 32

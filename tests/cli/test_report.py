@@ -122,3 +122,17 @@ def test_report_kind_follows_the_extension():
     assert render_report("r.md", "t", changes).startswith("# t")
     with pytest.raises(ValueError, match="html or .md"):
         render_report("r.pdf", "t", changes)
+
+
+def test_a_spike_is_cut_so_the_rest_stays_readable():
+    from pipeline.report import histogram_svg
+
+    values = np.concatenate([np.zeros(1000), np.linspace(-1, 1, 640)])  # 10 per bin, 1010 at zero
+    root = ET.fromstring(histogram_svg(values, bins=64))
+    ns = "{http://www.w3.org/2000/svg}"
+    heights = sorted(float(r.get("height")) for r in root.iter(ns + "rect"))
+    plot = 170 - 30 - 22
+    assert heights[-1] == pytest.approx(plot)  # the spike fills the plot, cut
+    assert heights[0] == pytest.approx(plot / 1.25)  # a 10-count bin: 10 / (1.25 * 10) of the height
+    labels = [t.text for t in root.iter(ns + "text")]
+    assert "1010 \u2191" in labels and "0" in labels
