@@ -24,11 +24,19 @@ The channel axis is ``channel_axis`` when given, else the consuming op's output
 axis (0 for linear / conv, 1 for conv_transpose).
 
 Joint compression (iOS18): a sparse weight (``constexpr_sparse_to_dense`` over
-const nonzero values) has its nonzero values palettized (zeros stay in the
-mask and do not pull a LUT entry towards 0): ``constexpr_lut_to_sparse`` +
-``constexpr_sparse_to_dense``. Per-grouped-channel LUTs are fitted on each
-group's nonzero values. cluster_dim > 1 and enable_per_channel_scale are
-refused there.
+const nonzero values) has only its nonzero values palettized:
+``constexpr_lut_to_sparse`` + ``constexpr_sparse_to_dense``. Per-grouped-channel
+LUTs are fitted on each group's nonzero values. cluster_dim > 1 and
+enable_per_channel_scale are refused there.
+
+This differs from coremltools 9.0 on purpose: its joint palettization
+restores the dense weight (zeros included) and clusters that, so the zeros,
+often half the weight or more, pull one LUT entry to 0 or near it and the
+other entries are fitted around them; yet the zeros never read the LUT (the
+mask keeps them exactly 0). Here every LUT entry serves the values that do
+read it: the error on the nonzero values is optimal 1-D k-means over them (up
+to the solver's documented tolerance), never more than coremltools' LUT gives
+them and usually less. The LUTs (not the sizes) differ from coremltools'.
 """
 from __future__ import annotations
 

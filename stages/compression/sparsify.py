@@ -2,9 +2,10 @@
 
 Modes (the seed's): threshold_based zeroes |w| <= threshold; percentile_based
 zeroes exactly floor(size * target_percentile) smallest magnitudes (ties by
-position; target_percentile in [0, 1]). ``target_sparsity`` (the name the
-pipeline presets and coremltools' magnitude pruner use) is the same fraction
-and selects percentile_based by itself. ``n_m_ratio=(n, m)``: in every run of
+position; target_percentile in [0, 1]). ``target_sparsity`` is only an alias
+of ``target_percentile`` (the name coremltools' magnitude pruner and this
+project's CLI use): giving it means percentile_based with that fraction, and
+giving both with different values is an error. ``n_m_ratio=(n, m)``: in every run of
 m consecutive weights along the consuming op's input axis (axis 1 of linear /
 conv weights), the n smallest magnitudes become 0; it overrides ``mode``.
 
@@ -48,6 +49,9 @@ def check_sparsify(params: dict) -> None:
         raise ParameterError(f"threshold={t!r} must be a finite number >= 0")
     _fraction(params, "target_percentile")
     _fraction(params, "target_sparsity")
+    alias, pct = params.get("target_sparsity"), params.get("target_percentile")
+    if alias is not None and pct is not None and float(pct) not in (1.0, float(alias)):
+        raise ParameterError(f"target_sparsity={alias!r} is an alias of target_percentile={pct!r}; give one of them")
     nm = params.get("n_m_ratio")
     if nm is not None:
         ok = (isinstance(nm, (tuple, list)) and len(nm) == 2
