@@ -24,15 +24,21 @@ class InvalidProgram(ValueError):
     """A program breaks an IR rule; the message names the op and the rule."""
 
 
+_new_tuple = tuple.__new__
+
+
 class TensorType(NamedTuple):
     dtype: str
     shape: tuple
 
     @classmethod
     def of(cls, dt, shape=()) -> "TensorType":
-        if dt.__class__ is str and dt in DTYPES and shape.__class__ is tuple \
-                and all(d.__class__ is int for d in shape):
-            return cls(dt, shape)  # already canonical: the common case, kept cheap
+        if dt.__class__ is str and dt in DTYPES and shape.__class__ is tuple:
+            for d in shape:
+                if d.__class__ is not int:
+                    break
+            else:  # already canonical: the common case, kept cheap (no generator, no __new__ frame)
+                return _new_tuple(cls, (dt, shape))
         return cls(_dtype(dt).name, tuple(d if isinstance(d, str) else int(d) for d in shape))
 
     @property
