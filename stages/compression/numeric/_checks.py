@@ -25,10 +25,19 @@ def float_weight(weight, *, name: str | None = None) -> np.ndarray:
     return weight
 
 
+_CHUNK = 1 << 16  # elements per test: the temporaries stay in cache, none is weight-sized
+
+
 def all_finite(arr: np.ndarray) -> bool:
     uint, mask = _EXPONENT_MASK[arr.dtype.itemsize]
-    bits = np.ascontiguousarray(arr).view(uint)
-    return not np.any((bits & uint(mask)) == uint(mask))
+    bits = np.ascontiguousarray(arr).view(uint).reshape(-1)
+    mask, buf = uint(mask), np.empty(min(bits.size, _CHUNK), uint)
+    for i in range(0, bits.size, _CHUNK):
+        part = buf[:min(_CHUNK, bits.size - i)]
+        np.bitwise_and(bits[i:i + _CHUNK], mask, out=part)
+        if np.any(part == mask):
+            return False
+    return True
 
 
 def normalize_axis(axis: int, rank: int, *, what: str = "axis", name: str | None = None) -> int:

@@ -161,13 +161,55 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
     lo, hi = quant_range(dtype, mode)
     storage = QUANT_DTYPES[dtype][2]
     blocked, reduce_axes, scale_shape = _blocked_view(w, block_sizes, name)
+    if blocked.ndim == 0:  # a scalar weight: one block of one element
+        blocked, reduce_axes = blocked.reshape(1), (0,)
 
     work = np.float64 if w.dtype == np.float64 else np.float32
-    # One working copy in float32 (float64 for float64 weights): reductions and arithmetic are
-    # much faster there than on fp16, and every later step runs in place on it.
-    q = blocked.astype(work)
-    w_min = np.min(q, axis=reduce_axes, keepdims=True).astype(np.float64)
-    w_max = np.max(q, axis=reduce_axes, keepdims=True).astype(np.float64)
+    out = np.empty(blocked.shape, storage)
+    # Chunks of ~64K elements along the first axis, each converted once to the working
+    # dtype: temporaries stay in cache and no full-size float copy is ever made.  When the
+    # first axis holds separate blocks (per output channel on axis 0) one pass does it all.
+    rows = blocked.shape[0]
+    step = max(1, _CHUNK // max(1, blocked.size // rows))
+    chunks = [slice(r, r + step) for r in range(0, rows, step)]
+    if 0 in reduce_axes:
+        w_min = w_max = None
+        for sl in chunks:
+            x = _as_work(blocked[sl], work)
+            lo_c, hi_c = np.min(x, axis=reduce_axes, keepdims=True), np.max(x, axis=reduce_axes, keepdims=True)
+            w_min = lo_c if w_min is None else np.minimum(w_min, lo_c)
+            w_max = hi_c if w_max is None else np.maximum(w_max, hi_c)
+        scale, zp = _block_params(w_min, w_max, mode, lo, hi, w.dtype)
+        for sl in chunks:
+            _quantize_chunk(out[sl], _as_work(blocked[sl], work), scale, zp, lo, hi)
+    else:
+        scales, zps = [], []
+        for sl in chunks:
+            x = _as_work(blocked[sl], work)
+            s, z = _block_params(np.min(x, axis=reduce_axes, keepdims=True),
+                                 np.max(x, axis=reduce_axes, keepdims=True), mode, lo, hi, w.dtype)
+            _quantize_chunk(out[sl], x, s, z, lo, hi)
+            scales.append(s)
+            zps.append(z)
+        scale, zp = np.concatenate(scales), np.concatenate(zps)
+    return AffineParams(out.reshape(w.shape), scale.reshape(scale_shape),
+                        zp.astype(storage).reshape(scale_shape), dtype, mode)
+
+
+_CHUNK = 1 << 16
+
+
+def _as_work(chunk: np.ndarray, work) -> np.ndarray:
+    """A fresh working copy; fp16 goes through float64 (numpy converts fp16 to float64
+    about twice as fast as to float32; both are exact)."""
+    if chunk.dtype == np.float16 and work == np.float32:
+        return chunk.astype(np.float64).astype(np.float32)
+    return chunk.astype(work)
+
+
+def _block_params(w_min, w_max, mode, lo, hi, dtype):
+    """(scale in the weight's dtype, zero point as float64) of each block from its range."""
+    w_min, w_max = w_min.astype(np.float64), w_max.astype(np.float64)
     if mode == "linear_symmetric":
         r = np.maximum(-w_min, w_max)
         a, b = -r, r
@@ -176,14 +218,16 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
         a, b = np.minimum(w_min, 0.0), np.maximum(w_max, 0.0)
         span = np.where(b > a, b - a, 1.0)
         zp = np.clip(np.round((lo * b - hi * a) / span), lo, hi)
-    scale = _store_scale(a, b, lo, hi, zp, w.dtype)
+    return _store_scale(a, b, lo, hi, zp, dtype), zp
 
-    np.divide(q, scale.astype(work), out=q)
-    np.rint(q, out=q)
-    np.add(q, zp.astype(work), out=q)
-    np.clip(q, lo, hi, out=q)
-    return AffineParams(q.astype(storage).reshape(w.shape), scale.reshape(scale_shape),
-                        zp.astype(storage).reshape(scale_shape), dtype, mode)
+
+def _quantize_chunk(out, x, scale, zp, lo, hi) -> None:
+    """out = clip(round_half_even(x / scale) + zp, lo, hi), x (a working copy) overwritten."""
+    np.divide(x, scale.astype(x.dtype), out=x)
+    np.rint(x, out=x)
+    np.add(x, zp.astype(x.dtype), out=x)
+    np.clip(x, lo, hi, out=x)
+    out[...] = x
 
 
 def expand_blocks(param: np.ndarray, shape) -> np.ndarray:
