@@ -11,7 +11,7 @@ def test_linear_relu_hand_computed():
         return b.relu(x=b.linear(x=x, weight=w, bias=np.array([0.5, -10], np.float32)))
 
     out = evaluate(net, {"x": np.array([[1, 2, 3]], np.float32)})
-    # row 0: 1 - 2 + 0 + 0.5 = -0.5 -> relu 0; row 1: 2 + 3 - 10 = -5 -> 0... use a positive case
+    # row 0: 1 - 2 + 0 + 0.5 = -0.5 -> relu 0; row 1: 2 + 3 - 10 = -5 -> relu 0
     assert out[net.main.outputs[0].name].tolist() == [[0.0, 0.0]]
     out = evaluate(net, {"x": np.array([[3, 1, 9]], np.float32)})
     # row 0: 3 - 1 + 0.5 = 2.5; row 1: 6 + 9 - 10 = 5

@@ -46,3 +46,20 @@ def run(op_type, **inputs):
 
 def out_types(op_type, **inputs):
     return [v.type for v in build(op_type, **inputs)[1].outputs]
+
+
+def optional_module(name: str):
+    """The module, or None when it is not installed: cross-check tests skip on their
+    own (a module-level importorskip would also skip a file's hand-checked tests)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def requires(*modules, reason: str):
+    import pytest
+
+    return pytest.mark.skipif(any(m is None for m in modules), reason=reason)

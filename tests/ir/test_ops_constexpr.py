@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ir.ops import OpError
-from tests.ir.op_harness import Typed, out_types, run
+from tests.ir.op_harness import Typed, optional_module, out_types, requires, run
 
 f16, f32 = np.float16, np.float32
 
@@ -168,9 +168,10 @@ def test_constexpr_cast():
 
 # ---- bit-for-bit cross-checks against coremltools 9.0 ------------------------
 
-ct16 = pytest.importorskip("coremltools.converters.mil.mil.ops.defs.iOS16.constexpr_ops")
-ct18 = pytest.importorskip("coremltools.converters.mil.mil.ops.defs.iOS18.compression")
-ct_utils = pytest.importorskip("coremltools.optimize._utils")
+ct16 = optional_module("coremltools.converters.mil.mil.ops.defs.iOS16.constexpr_ops")
+ct18 = optional_module("coremltools.converters.mil.mil.ops.defs.iOS18.compression")
+ct_utils = optional_module("coremltools.optimize._utils")
+needs_coremltools = requires(ct16, ct18, ct_utils, reason="coremltools 9.0 not installed")
 
 SUBBYTE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-128, 127), "uint8": (0, 255)}
 
@@ -195,6 +196,7 @@ def block_case(draw, max_rank=3):
     return rng_from(draw), tuple(blocks), tuple(b * s for b, s in zip(blocks, sizes))
 
 
+@needs_coremltools
 @given(block_case(), st.sampled_from(list(SUBBYTE)), st.sampled_from([f16, f32]),
        st.sampled_from(["none", "int", "float"]))
 def test_blockwise_shift_scale_equals_coremltools(case, dt, sdt, offset_kind):
@@ -210,6 +212,7 @@ def test_blockwise_shift_scale_equals_coremltools(case, dt, sdt, offset_kind):
     same_bits(ours, theirs, sdt)
 
 
+@needs_coremltools
 @given(st.data(), st.sampled_from([f16, f32]), st.sampled_from(["int8", "uint8"]))
 def test_affine_dequantize_equals_coremltools(data, sdt, dt):
     rng = rng_from(data.draw)
@@ -227,6 +230,7 @@ def test_affine_dequantize_equals_coremltools(data, sdt, dt):
     same_bits(ours, ct16.constexpr_affine_dequantize.decompress(q, zp, scale, axis))
 
 
+@needs_coremltools
 @given(st.data(), st.sampled_from([1, 2, 4, 6, 8]), st.sampled_from([f16, f32, np.int8, np.uint8]))
 def test_lut_ios16_equals_coremltools_on_packed_indices(data, nbits, ldt):
     rng = rng_from(data.draw)
@@ -250,6 +254,7 @@ def lut18_case(draw):
     return rng, idx, nbits, lut, axis
 
 
+@needs_coremltools
 @given(lut18_case())
 def test_lut_ios18_equals_coremltools(case):
     _, idx, nbits, lut, axis = case
@@ -258,6 +263,7 @@ def test_lut_ios18_equals_coremltools(case):
     same_bits(ours, ct18.constexpr_lut_to_dense.decompress(idx, lut, axis))
 
 
+@needs_coremltools
 @given(lut18_case(), st.floats(0, 1))
 def test_lut_to_sparse_equals_coremltools(case, density):
     rng, idx, nbits, lut, axis = case
@@ -271,6 +277,7 @@ def test_lut_to_sparse_equals_coremltools(case, density):
     same_bits(ours[1], theirs[1])
 
 
+@needs_coremltools
 @given(block_case(), st.sampled_from(list(SUBBYTE)), st.sampled_from([f16, f32]), st.booleans(), st.floats(0, 1))
 def test_sparse_forms_equal_coremltools(case, dt, sdt, with_offset, density):
     rng, blocks, shape = case

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from ir.ops import OpError
-from tests.ir.op_harness import out_types, run
+from tests.ir.op_harness import optional_module, out_types, requires, run
 
 f32 = np.float32
 
@@ -85,8 +85,9 @@ def test_conv_transpose_hand_values():
 
 # ---- cross-checks against onnxruntime ------------------------------------------
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+onnx = optional_module("onnx")
+ort = optional_module("onnxruntime")
+needs_onnxruntime = requires(onnx, ort, reason="onnx / onnxruntime not installed")
 from onnx import TensorProto, helper  # noqa: E402
 
 ONNX_AUTO_PAD = {"valid": "VALID", "same": "SAME_UPPER", "same_lower": "SAME_LOWER", "custom": "NOTSET"}
@@ -130,6 +131,7 @@ def conv_case(draw, transpose=False):
     return x, w, b, strides, dil, pad_type, pad, groups
 
 
+@needs_onnxruntime
 @given(conv_case())
 def test_conv_equals_onnxruntime(case):
     x, w, b, strides, dil, pad_type, pad, groups = case
@@ -150,6 +152,7 @@ def test_conv_equals_onnxruntime(case):
     np.testing.assert_allclose(ours, onnx_run("Conv", ins, attrs), rtol=1e-4, atol=1e-4)
 
 
+@needs_onnxruntime
 @given(conv_case(transpose=True), st.booleans())
 def test_conv_transpose_equals_onnxruntime(case, use_output_shape):
     x, w, b, strides, dil, pad_type, pad, groups = case
@@ -183,6 +186,7 @@ def test_conv_transpose_same_gives_input_times_stride():
     assert run("conv_transpose", x=x, weight=w[..., :1], strides=[3], pad_type="same").tolist() == [[[1, 0, 0, 2, 0, 0]]]
 
 
+@needs_onnxruntime
 @given(st.data())
 def test_pooling_equals_onnxruntime(data):
     nsp = data.draw(st.integers(1, 2))

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ir.ops import OpError
-from tests.ir.op_harness import out_types, run
+from tests.ir.op_harness import optional_module, out_types, requires, run
 
 f32 = np.float32
 
@@ -89,7 +89,7 @@ def test_dequantize_type_errors(kwargs, message):
 
 # ---- cross-check against coremltools' iOS17 value inference -------------------
 
-ct_utils = pytest.importorskip("coremltools.optimize._utils")
+ct_utils = optional_module("coremltools.optimize._utils")
 
 
 @st.composite
@@ -113,6 +113,7 @@ def quant_case(draw):
     return x, scale, zp, axis, out
 
 
+@requires(ct_utils, reason="coremltools 9.0 not installed")
 @given(quant_case())
 def test_quantize_and_dequantize_equal_coremltools(case):
     x, scale, zp, axis, out = case
