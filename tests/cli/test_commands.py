@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from conftest import leftovers, run_cli, snapshot, stage_available
+from tests.cli.conftest import leftovers, run_cli, snapshot, stage_available
 
 needs = lambda stage: pytest.mark.skipif(not stage_available(stage), reason=f"stage {stage} not written yet")  # noqa: E731
 WEIGHTS = ("fc1_weight", "fc2_weight", "fc3_weight")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli, stage_available
+from tests.cli.conftest import run_cli, stage_available
 
 PRESETS = ("int8", "int4-block32", "palettize-4bit", "palettize-4bit-grouped", "sparse-50", "sparse+palettize")
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from conftest import assert_one_line_error, leftovers, run_cli, snapshot, stage_available
+from tests.cli.conftest import assert_one_line_error, leftovers, run_cli, snapshot, stage_available
 
 needs_recipes = pytest.mark.skipif(importlib.util.find_spec("pipeline.recipe") is None,
                                    reason="pipeline.recipe not written yet")
@@ -147,7 +147,7 @@ def test_a_closed_pipe_is_silent(model):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from tests.cli.conftest import REPO
 
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
     inspect = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "inspect", str(model)], cwd=REPO, env=env,
