@@ -19,7 +19,7 @@ import dataclasses
 import time
 import warnings
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import replace, dataclass
 from typing import Optional
 
 from pyrsistent import freeze, pmap
@@ -197,4 +197,5 @@ def replay(trace: Trace, from_step: int, new_stages, options: dict) -> Trace:
                      options.pop("instruments", ()), stack, len(stages) - from_step)
         if options:
             raise PipelineError(f"replay: unknown option(s) {sorted(options)}")
-        return _finish(run, pipeline, run_steps(run, stages[from_step:], from_step, trace.steps[:from_step]))
+        return _finish(run, pipeline, run_steps(run, stages[from_step:], from_step,
+                                                         tuple(replace(s, reused=True) for s in trace.steps[:from_step])))

@@ -38,6 +38,7 @@ class Step:
     cached: bool
     stats: PMap = field(default_factory=pmap)
     verification: object = None  # a VerificationReport when verify= checked this step
+    reused: bool = field(default=False, compare=False)  # taken as it was by a replay
 
     def to_json(self) -> dict:
         from pipeline.cache import jsonable_stats
@@ -122,7 +123,7 @@ class Trace:
     @property
     def executed(self) -> tuple:
         """Indices of the steps that really ran (not served by the cache)."""
-        return tuple(s.index for s in self.steps if not s.cached)
+        return tuple(s.index for s in self.steps if not (s.cached or s.reused))
 
     def diff(self, i: int, j: int):
         from pipeline.diff import diff_programs
@@ -138,7 +139,8 @@ class Trace:
 
     def summary(self) -> str:
         rows = [f"{s.index:>3} {s.spec[:48]:<48} {s.seconds * 1e3:9.1f} ms "
-                f"{'cached' if s.cached else 'ran':>6} {'changed' if s.changed else 'same':>7}"
+                f"{'reused' if s.reused else 'cached' if s.cached else 'ran':>6} "
+                f"{'changed' if s.changed else 'same':>7}"
                 for s in self.steps]
         return "\n".join(rows)
 
