@@ -117,6 +117,8 @@ def test_replay_with_a_mapping_replaces_single_steps():
     new = trace.replay(stages={4: h.scale_const(name="w0", factor=8.0)})
     assert h.CALLS == ["scale_const:w0:8.0", "identity"]
     assert new.pipeline.stages[4].params["factor"] == 8.0 and len(new.steps) == 6
+    # the trace says the same: steps 0..3 were taken over, 4 and 5 ran
+    assert new.executed == (4, 5) and all(s.reused for s in new.steps[:4])
 
 
 def test_replay_uses_the_cache_for_unchanged_later_steps():
