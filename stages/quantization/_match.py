@@ -12,11 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from ir.analysis import _IdentityLRU
 from ir.construct import const_op, new_op
 from ir.core import Op, Var
-
-_BLOCK_MEMBERS = _IdentityLRU(size=256)
 
 
 def const_val(var: Optional[Var]) -> Optional[np.ndarray]:
@@ -24,17 +21,11 @@ def const_val(var: Optional[Var]) -> Optional[np.ndarray]:
     return None if var is None else var.val
 
 
-def in_block(ctx, op: Op) -> bool:
-    """Is op one of the ops of the block being swept (not of a nested or outer block)?"""
-    members = _BLOCK_MEMBERS.get(ctx.block, lambda b: frozenset(id(o) for o in b.ops))
-    return id(op) in members
-
-
 def only_reader(ctx, var: Var, op_type: Optional[str] = None) -> Optional[Op]:
     """The single op reading var, when that op is in this block, var is no block
     output and (if given) the op has type op_type; else None."""
     reader = ctx.single_consumer(var)
-    if reader is None or not in_block(ctx, reader):
+    if reader is None or not ctx.in_block(reader):
         return None
     if op_type is not None and reader.op_type != op_type:
         return None
@@ -45,7 +36,7 @@ def claimable_const(ctx, var: Var, reader: Op) -> Optional[Op]:
     """The const op producing var when the rewrite may remove it with `reader`:
     it is in this block and reader is its only user."""
     producer = ctx.producer(var)
-    if producer is None or producer.op_type != "const" or not in_block(ctx, producer):
+    if producer is None or producer.op_type != "const" or not ctx.in_block(producer):
         return None
     users = ctx.consumers(var)
     if len(users) != 1 or users[0] is not reader or ctx.is_block_output(var):
@@ -80,7 +71,6 @@ def same_const(a: Optional[Var], b: Optional[Var]) -> bool:
         return bool(np.all(np.asarray(va) == np.asarray(vb)))
     except ValueError:  # shapes that do not broadcast are not the same constant
         return False
-
 
 
 def rebuilt_as(like: Op, op_type: str, inputs: dict) -> Op:

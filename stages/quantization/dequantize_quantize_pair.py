@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
-from stages.quantization._match import in_block, same_const
+from stages.quantization._match import same_const
 
 
 def _cancels(dequantize, quantize) -> bool:
@@ -35,7 +35,7 @@ def match(op, ctx):
         return None
     readers = ctx.consumers(op.output)
     removable = tuple(r for r in readers
-                      if r.op_type == "quantize" and r.input.name == op.output.name and in_block(ctx, r)
+                      if r.op_type == "quantize" and r.input.name == op.output.name and ctx.in_block(r)
                       and not ctx.is_block_output(r.output) and _cancels(op, r))
     if not removable:
         return None
