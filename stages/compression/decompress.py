@@ -36,21 +36,18 @@ def _plan(fn: Function):
             ud.is_block_output(out) or any(id(c) not in inside for c in ud.consumers_of(out))
             for out in op.outputs)
 
-    ends = [op for op in folded if read_outside(op)]
-    removable = {id(op) for op in folded if not read_outside(op)}
-    # consts that only folded ops read go with them
-    changed = True
-    while changed:
-        changed = False
-        for op in fn.block.walk():
-            if id(op) in removable or op.op_type != "const":
-                continue
-            out = op.outputs[0]
-            readers = ud.consumers_of(out)
-            if readers and not ud.is_block_output(out) and all(id(c) in inside for c in readers):
-                removable.add(id(op))
-                changed = True
+    leaves = [read_outside(op) for op in folded]
+    ends = [op for op, leaving in zip(folded, leaves) if leaving]
+    removable = {id(op) for op, leaving in zip(folded, leaves) if not leaving}
+    # consts that only folded ops read go with them (one pass: `inside` is fixed)
+    removable.update(id(op) for op in fn.block.walk() if op.op_type == "const" and _read_only_by(ud, op, inside))
     return ends, removable
+
+
+def _read_only_by(ud, op, inside: set) -> bool:
+    out = op.outputs[0]
+    readers = ud.consumers_of(out)
+    return bool(readers) and not ud.is_block_output(out) and all(id(c) in inside for c in readers)
 
 
 def _used(ud, var) -> bool:
