@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from contextlib import ExitStack
@@ -65,15 +64,20 @@ def stage_key(st) -> Optional[str]:
     return key
 
 
-def _check(run: _Run, step: Step, before: Program, after: Program) -> Step:
+def _verified(run: _Run, before: Program, after: Program, what: str, index: int, stage):
+    """The verify() report of before against after; EquivalenceError naming `what` when it fails."""
     from pipeline.verify import verify as verify_programs
 
     opts = {k: v for k, v in run.verify.items() if k != "mode"}
     report = verify_programs(before, after, **opts)
     if not report.passed:
-        raise EquivalenceError(f"step {step.index} ({step.spec}) broke equivalence: {report.summary()}",
-                               step.index, step.stage, report)
-    return dataclasses.replace(step, verification=report)
+        raise EquivalenceError(f"{what} broke equivalence: {report.summary()}", index, stage, report)
+    return report
+
+
+def _check(run: _Run, step: Step, before: Program, after: Program) -> Step:
+    report = _verified(run, before, after, f"step {step.index} ({step.spec})", step.index, step.stage)
+    return replace(step, verification=report)
 
 
 def _execute(run: _Run, st, index: int, program: Program, event: StepEvent):
@@ -142,13 +146,7 @@ def _start(pipeline, program_or_store, input_digest, cache, verify, progress, ex
 def _finish(run: _Run, pipeline, steps: tuple) -> Trace:
     trace = Trace(pipeline, steps, run.input_digest, run.store, run.cache)
     if run.verify is not None and run.verify["mode"] == "final" and trace.result_digest != trace.input_digest:
-        from pipeline.verify import verify as verify_programs
-
-        opts = {k: v for k, v in run.verify.items() if k != "mode"}
-        report = verify_programs(trace.program_at(0), trace.result, **opts)
-        if not report.passed:
-            raise EquivalenceError(f"pipeline {pipeline.spec()} broke equivalence: {report.summary()}",
-                                   len(steps) - 1, None, report)
+        _verified(run, trace.program_at(0), trace.result, f"pipeline {pipeline.spec()}", len(steps) - 1, None)
     call_hook(run.instruments, "after_run", trace)
     return trace
 
