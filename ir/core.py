@@ -7,6 +7,7 @@ collections; numpy arrays inside are read-only. Nodes compare by identity
 from __future__ import annotations
 
 import gc
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Optional, Union
@@ -214,6 +215,12 @@ def _frozen_attrs(attrs) -> FrozenMap:
     if not attrs:
         return EMPTY_MAP
     return attrs if attrs.__class__ is FrozenMap else FrozenMap(attrs)
+
+
+def ios_version(opset: str) -> Optional[int]:
+    """18 for a function targeting "iOS18"; None for an opset that is not Core ML's."""
+    m = re.fullmatch(r"iOS(\d+)", str(opset))
+    return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,18 +1,17 @@
 """Small helpers shared by the compression stages: opset rules and const/op builders."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from ir.construct import const_op, new_op
+from ir.core import ios_version
 from stages.compression.numeric.errors import CompressionError
 
 
 def opset_version(opset: str) -> int:
     """18 for "iOS18"; opsets that are not Core ML's (e.g. a fresh IR program) get the newest forms."""
-    m = re.fullmatch(r"iOS(\d+)", str(opset))
-    return int(m.group(1)) if m else 18
+    v = ios_version(opset)
+    return 18 if v is None else v
 
 
 def require_ios18(view, what: str) -> None:

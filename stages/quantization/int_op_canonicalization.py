@@ -20,8 +20,7 @@ while iOS16 and earlier (reshape from iOS15) do not.
 """
 from __future__ import annotations
 
-import re
-
+from ir.core import ios_version
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.quantization._match import only_reader, rebuilt_as
@@ -33,17 +32,12 @@ OP_DEFINED_IN = {"reshape": ("iOS15", "iOS17")}
 INT_OP_VERSIONS = {"reshape": frozenset({"iOS17"})}
 
 
-def _opset_number(opset: str):
-    m = re.fullmatch(r"iOS(\d+)", str(opset))
-    return int(m.group(1)) if m else None
-
-
 def op_version(op_type: str, opset: str):
     """The opset whose definition of op_type a function targeting `opset` uses."""
-    target = _opset_number(opset)
+    target = ios_version(opset)
     if target is None:
         return None
-    defined = [v for v in OP_DEFINED_IN.get(op_type, ()) if _opset_number(v) <= target]
+    defined = [v for v in OP_DEFINED_IN.get(op_type, ()) if ios_version(v) <= target]
     return defined[-1] if defined else None
 
 
