@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Callable, NamedTuple, Optional
 
-from ir.core import Block, Function, Op, Program, TensorType, Var, gc_paused
+from ir.core import Block, Function, Program, TensorType, Var, gc_paused
 from ir.construct import const_op, new_op
 from ir.ops import REGISTRY, OpError, schema
 

@@ -8,7 +8,7 @@ Without tracing, a pipeline is plain function composition: `p(program)`.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Union
+from typing import Iterable, Union
 
 from toolz import concat, reduce
 

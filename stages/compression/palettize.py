@@ -45,7 +45,7 @@ import numpy as np
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, record
-from stages.compression.forms import Emitter, opset_version, require_constexpr, require_ios18
+from stages.compression.forms import Emitter, require_constexpr, require_ios18
 from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.numeric.palettize import GRANULARITIES, MODES, NBITS, palettize, to_ios16

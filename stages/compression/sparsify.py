@@ -25,7 +25,7 @@ import numpy as np
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, record
-from stages.compression.forms import Emitter, opset_version, require_constexpr
+from stages.compression.forms import Emitter, require_constexpr
 from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import NotCompressible
 from stages.compression.numeric.sparse import nm_mask, percentile_mask, threshold_mask

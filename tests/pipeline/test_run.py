@@ -1,6 +1,5 @@
 import io
 import json
-import warnings
 
 import numpy as np
 import pytest
