@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ir.construct import const_op, new_op
-from ir.core import Op
+from ir.core import Op, ios_version
 from ir.dtypes import dtype as lookup_dtype, fits
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
@@ -31,10 +31,10 @@ from stages.base import DEFAULT_CONTEXT, stage
 _NARROW = {"int8": "int4", "uint8": "uint4"}  # data dtype -> the 4-bit dtype it may shrink to
 
 
-def opset_version(opset: str) -> int:
-    """'iOS17' -> 17; an unknown spelling counts as the newest opset."""
-    digits = "".join(ch for ch in str(opset) if ch.isdigit())
-    return int(digits) if digits else 10 ** 6
+def has_blockwise_forms(opset: str) -> bool:
+    """iOS18 or later; an opset that is not Core ML's counts as the newest."""
+    version = ios_version(opset)
+    return version is None or version >= 18
 
 
 class ConstDequantize(NamedTuple):
@@ -106,7 +106,7 @@ def blockwise_form(m: ConstDequantize) -> tuple:
 
 
 def target_form(m: ConstDequantize, opset: str) -> tuple:
-    return blockwise_form(m) if opset_version(opset) >= 18 else affine_form(m)
+    return blockwise_form(m) if has_blockwise_forms(opset) else affine_form(m)
 
 
 def to_constexpr(m: ConstDequantize, ctx) -> Rewrite:
