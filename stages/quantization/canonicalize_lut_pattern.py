@@ -36,6 +36,7 @@ from ir.core import Op
 from ir.ops import OpError
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.quantization._match import only_reader
 
 
 class LutThenScale(NamedTuple):
@@ -47,13 +48,8 @@ def match_lut_then_scale(op: Op, ctx) -> Optional[LutThenScale]:
     if op.op_type != "constexpr_lut_to_dense" or op.shape is not None:
         return None
     dense = op.outputs[0]
-    readers = ctx.consumers(dense)
-    if len(readers) != 1 or ctx.is_block_output(dense):
-        return None
-    scale_op = readers[0]
-    if scale_op.op_type != "constexpr_blockwise_shift_scale" or scale_op.data is not dense:
-        return None
-    if not ctx.in_block(scale_op) or scale_op.scale.val is None:
+    scale_op = only_reader(ctx, dense, "constexpr_blockwise_shift_scale")
+    if scale_op is None or scale_op.data is not dense or scale_op.scale.val is None:
         return None
     if scale_op.offset is not None and scale_op.offset.val is None:
         return None

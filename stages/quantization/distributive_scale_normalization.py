@@ -31,19 +31,11 @@ from ir.construct import const_op, new_op
 from ir.core import Op
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.quantization._match import only_reader
 
 DISTRIBUTIVE_BINARY_OPS = frozenset({"add", "sub"})
 FP16_MAX = 65504.0
 FP16_TINY = float(np.nextafter(np.float16(0), np.float16(1)))  # smallest fp16 subnormal
-
-
-def only_child(op: Op, op_type: str, ctx) -> Optional[Op]:
-    """The single consumer of op's output when it has that type and sits in the same block."""
-    children = ctx.consumers(op.outputs[0])
-    if len(op.outputs) != 1 or len(children) != 1:
-        return None
-    child = children[0]
-    return child if child.op_type == op_type and ctx.in_block(child) else None
 
 
 class Chain(NamedTuple):
@@ -60,8 +52,8 @@ def match_chain(op: Op, ctx) -> Optional[Chain]:
     dq_x, dq_y = ctx.producer(op.x), ctx.producer(op.y)
     if dq_x is None or dq_y is None or dq_x.op_type != "dequantize" or dq_y.op_type != "dequantize":
         return None
-    tail = only_child(op, "relu", ctx)
-    quantize = only_child(tail or op, "quantize", ctx)
+    tail = only_reader(ctx, op.outputs[0], "relu")
+    quantize = only_reader(ctx, (tail or op).outputs[0], "quantize")
     if quantize is None:
         return None
     inner = (dq_x, dq_y, op, tail)
