@@ -130,7 +130,8 @@ def main():
         ct_s, ct_dense_w, kinds = ct_run(w, make_pass, ct_runs)
         m_ours, m_ct = mse(ours_dense, w), mse(ct_dense_w, w)
         stat_mse = result.stats["weights"]["w"]["mse"]
-        assert abs(stat_mse - m_ours) <= 1e-9 * m_ours, (stat_mse, m_ours)  # stats: float64 sums over chunks
+        # the stats' documented precision (stages/compression/figures.py): float32 pass, float64 chunk sums
+        assert abs(stat_mse - m_ours) <= 2e-6 * m_ours, (stat_mse, m_ours)
         ratio = ct_s / ours_s
         verdict = "met" if ratio >= target else "MISSED"
         peak = peak_multiple(w, st)

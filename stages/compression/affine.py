@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ir.ops.quant import block_view
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
-from stages.compression.figures import const_nbytes, record
+from stages.compression.figures import CHUNK, FigureSums, const_nbytes, record, round_to_float16, work_dtype
 from stages.compression.forms import Emitter, require_constexpr, require_ios18
 from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.affine import GRANULARITIES, MODES, QUANT_DTYPES, affine_quantize
@@ -95,14 +96,60 @@ def _dense(view, params, names):
         scale = em.const("scale", q.scale.reshape(shape))
         ax = em.const("axis", np.int32(axis))
         out = em.op("constexpr_affine_dequantize", final, quantized_data=data, zero_point=zp, scale=scale, axis=ax)
-    recon = evaluate_ops(em.ops, out.outputs[0])
-    return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, w, recon, q))
+    offset = q.zero_point if np.any(q.zero_point != 0) else None  # subtracting zeros changes nothing
+    figures = dequantized_figures(w, q.data, q.scale, offset, np.float32 if version < 18 else None)
+    return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, q, figures=figures))
 
 
-def _stats(view, params, removed, added, w, recon, q):
-    return record(params["mode"], const_nbytes([view.sources[r] for r in removed]), const_nbytes(added), w, recon,
+def _stats(view, params, removed, added, q, **figures):
+    return record(params["mode"], const_nbytes([view.sources[r] for r in removed]), const_nbytes(added),
                   dtype=q.dtype, nbits=QUANT_DTYPES[q.dtype][0], granularity=params["granularity"],
-                  max_scale=float(np.max(q.scale)), kind=view.kind)
+                  max_scale=float(np.max(q.scale)), kind=view.kind, **figures)
+
+
+def dequantized_figures(w, data, scale, offset=None, work=None) -> dict:
+    """Error figures of scale * (data - offset) against w, the dequantization computed chunk by chunk
+    and discarded (never the whole reconstruction at once).
+
+    Mirrors the kernels of the emitted ops (ir/ops/quant.py): blockwise_shift_scale (scale and
+    offset in the block layout, 8-bit integer data and offset) computes in fp32 for an fp16 / fp32
+    scale and rounds once to the scale's dtype, in the scale's dtype otherwise; iOS16's
+    affine_dequantize always computes in fp32 (``work=np.float32``).  The fp16 rounding is done in
+    fp32 (figures.round_to_float16), bit for bit numpy's cast, unless a product could leave fp16's
+    range, where numpy's cast (inf beyond 65504) is used.  Figures' precision: figures.py.
+    """
+    work = np.dtype(work or (np.float32 if scale.dtype in (np.float16, np.float32) else scale.dtype))
+    if w.ndim == 0:
+        w, data, scale = w.reshape(1), data.reshape(1), scale.reshape(1)
+        offset = None if offset is None else offset.reshape(1)
+    sums = FigureSums(work_dtype(w.dtype, work))
+    scale_w = scale.astype(work)
+    offset_w = None if offset is None else offset.astype(work)
+    to_fp16 = scale.dtype == np.float16 and work == np.float32
+    # |data - offset| <= 383 for 8-bit codes: beyond this scale a product may round to fp16 inf
+    fast_fp16 = to_fp16 and float(np.max(np.abs(scale_w), initial=0.0)) * 383.0 < 65504.0
+    rows = data.shape[0]
+    per_block = rows // scale.shape[0]  # rows of data per scale entry on axis 0
+    step = max(1, CHUNK // max(1, data.size // max(rows, 1)))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        pick = np.arange(r0, r1) // per_block  # each row gets its block's parameters
+        x = sums.buffer("r", (r1 - r0) * (data.size // rows), work).reshape(data[r0:r1].shape)
+        np.copyto(x, data[r0:r1])
+        xb, sb = block_view(x, scale_w[pick])
+        if offset_w is not None:
+            np.subtract(xb, block_view(x, offset_w[pick])[1], out=xb)
+        np.multiply(xb, sb, out=xb)
+        r = x.reshape(-1)
+        if fast_fp16:
+            # an fp16 scale times an integer is a multiple of 2**-24: exact wherever fp16 is
+            # subnormal, so the rounding needs no subnormal case
+            round_to_float16(r, sums.buffer("round", r.size, np.int32), subnormals=False)
+        elif to_fp16 or np.dtype(scale.dtype) != work:
+            with np.errstate(over="ignore"):  # inf past fp16 range, as the kernel gives
+                np.copyto(r, r.astype(scale.dtype))  # the kernel's rounding to the scale's dtype
+        sums.add(sums.exact(w[r0:r1], "w"), r.astype(sums.work, copy=False))
+    return sums.figures()
 
 
 def _sparse(view, params, names):
@@ -123,7 +170,8 @@ def _sparse(view, params, names):
     nz_var = view.sources["nonzero_data"].outputs[0]
     values = evaluate_ops(em.ops, op.outputs[1])
     recon = view.reconstruct({nz_var.name: values})
-    return Replacement(tuple(em.ops), _stats(view, params, ("nonzero_data",), em.ops, w, recon, q),
+    return Replacement(tuple(em.ops), _stats(view, params, ("nonzero_data",), em.ops, q, weight=w,
+                                             reconstruction=recon),
                        claims=("nonzero_data",), replace={nz_var.name: op.outputs[1]})
 
 
@@ -144,7 +192,8 @@ def _lut(view, params, names):
     final = lut_var.name if lut_op.name == lut_var.name else names("lut")
     out = em.op("constexpr_blockwise_shift_scale", final, data=data, scale=scale, offset=offset)
     recon = view.reconstruct({lut_var.name: evaluate_ops(em.ops, out.outputs[0])})
-    return Replacement(tuple(em.ops), _stats(view, params, ("lut",), em.ops, view.value, recon, q),
+    return Replacement(tuple(em.ops), _stats(view, params, ("lut",), em.ops, q, weight=view.value,
+                                             reconstruction=recon),
                        claims=("lut",), replace={lut_var.name: out.outputs[0]})
 
 

@@ -233,8 +233,9 @@ def test_recorded_error_figures_are_those_of_the_reconstruction(dt):
                   sparsify_weights(target_sparsity=0.6)):
         res = stage.run(linear_program(w))
         st = res.stats["weights"]["w"]
-        ref = error_figures(w, assert_decompress_exact(res.program))
-        assert st["snr_db"] == pytest.approx(ref.snr_db, rel=1e-12)
-        assert st["max_abs_error"] == ref.max_abs_error
-        assert st["mse"] == pytest.approx(ref.mse, rel=1e-12)
+        ref = error_figures(w, assert_decompress_exact(res.program))  # float64 throughout
+        # the documented precision of the float32 pass (stages/compression/figures.py)
+        assert st["snr_db"] == pytest.approx(ref.snr_db, abs=1e-5)
+        assert st["max_abs_error"] == pytest.approx(ref.max_abs_error, rel=6e-8)
+        assert st["mse"] == pytest.approx(ref.mse, rel=2e-6)
         assert st["original_bytes"] == w.nbytes and 0 < st["compressed_bytes"] < w.nbytes
