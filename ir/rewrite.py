@@ -13,10 +13,9 @@ When nothing matches, the input object itself is returned.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Optional
-
-from pyrsistent import pvector
 
 from ir.analysis import UseDef, use_def
 from ir.core import Block, Function, InvalidProgram, Op, Program, Var, gc_paused
@@ -135,8 +134,6 @@ def _topo_sort(inputs: tuple, ops: list, outer: set) -> list:
         for d in ds:
             users.setdefault(d, []).append(i)
     pending = [len(ds) for ds in deps]
-    import heapq
-
     ready = [i for i, n in enumerate(pending) if n == 0]
     heapq.heapify(ready)
     order = []
@@ -173,18 +170,21 @@ def _apply(block: Block, rewrites: list, outer: set) -> Block:
         removed.update(id(o) for o in rw.claims)
         anchors = [position[id(o)] for o in (*rw.claims, rw.after) if o is not None and id(o) in position]
         insert_at.setdefault(max(anchors), []).extend(rw.new_ops)
-    ops, defined, in_order = [], set(outer) | {v.name for v in block.inputs}, True
+    ops, defined = [], set(outer) | {v.name for v in block.inputs}
+    in_order = True
+
+    def place(op: Op) -> None:
+        nonlocal in_order
+        new = rewire(op, subst)
+        in_order = in_order and all(n in defined for n in _free_names(new))
+        ops.append(new)
+        defined.update(v.name for v in new.outputs)
+
     for i, op in enumerate(block.ops):
         if id(op) not in removed:
-            new = rewire(op, subst)
-            in_order &= all(n in defined for n in _free_names(new))
-            ops.append(new)
-            defined.update(v.name for v in new.outputs)
-        for n in insert_at.get(i, ()):
-            new = rewire(n, subst)
-            in_order &= all(x in defined for x in _free_names(new))
-            ops.append(new)
-            defined.update(v.name for v in new.outputs)
+            place(op)
+        for new_op in insert_at.get(i, ()):
+            place(new_op)
     if not in_order:
         ops = _topo_sort(block.inputs, ops, outer)
     return Block.make(block.inputs, ops, tuple(_resolve(subst, v) for v in block.outputs))
@@ -229,14 +229,11 @@ def sweep_function(fn: Function, patterns) -> Function:
     return fn if block is fn.block else fn.replace(block=block)
 
 
-# IR nodes are immutable and acyclic, so reference counting frees them, while each full
-# collection would traverse the whole (large) program and make a pass superlinear in its size
-cyclic_gc_paused = gc_paused
-
-
 def map_functions(program: Program, transform: Callable) -> Program:
     """Apply Function -> Function to every function; the same program when none changed."""
-    with cyclic_gc_paused():
+    # IR nodes are immutable and acyclic, so reference counting frees them, while each full
+    # collection would traverse the whole (large) program and make a pass superlinear in its size
+    with gc_paused():
         new = {name: transform(f) for name, f in program.functions.items()}
     if all(new[n] is program.functions[n] for n in new):
         return program
@@ -265,4 +262,4 @@ def replace_all_uses(fn: Function, subst: dict) -> Function:
 
 
 __all__ = ["Pattern", "Rewrite", "RewriteContext", "rewrite_program", "sweep_function",
-           "map_functions", "rewire", "rewire_block", "replace_all_uses", "pvector"]
+           "map_functions", "rewire", "rewire_block", "replace_all_uses"]
