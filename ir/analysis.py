@@ -74,3 +74,28 @@ _USE_DEF = _IdentityLRU()
 
 def use_def(fn: Function) -> UseDef:
     return _USE_DEF.get(fn, _index)
+
+
+# ---- liveness -------------------------------------------------------------------
+
+def _dead_in(block, dead: set) -> set:
+    """Walk a block last op to first; record dead ops in `dead`; return the names the
+    kept ops (and the block's outputs) read. Ops inside a dead op are not visited:
+    they go with it."""
+    needed = {v.name for v in block.outputs}
+    for op in reversed(block.ops):
+        if not any(v.name in needed for v in op.outputs):
+            dead.add(id(op))
+            continue
+        for b in op.blocks:
+            needed |= _dead_in(b, dead)
+        needed.update(v.name for v in op.input_vars())
+    return needed
+
+
+def dead_ops(fn: Function) -> frozenset:
+    """ids of the ops whose results nothing live reads (liveness flows backwards, so one
+    reverse pass decides a dead chain of any length)."""
+    dead: set = set()
+    _dead_in(fn.block, dead)
+    return frozenset(dead)
