@@ -4,7 +4,7 @@
 pool sized to the machine), a StageContext, anything with `.map(fn, items)`
 (a concurrent.futures Executor), a Dask-style client (`.map` returning
 futures plus `.gather`), or a plain callable `map(fn, items)`. Stages only
-ever see `context.map(fn, items) -> list`, so new backends need no stage change.
+ever see `context.map(fn, items) -> results in order`, so new backends need no stage change.
 """
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from stages.base import StageContext
 _POOLS = {"threads": ThreadPoolExecutor, "processes": ProcessPoolExecutor}
 
 
-def serial_map(fn, items) -> list:
-    return list(map(fn, items))
+def serial_map(fn, items):
+    return map(fn, items)  # lazy: each result is ready when the stage reads it
 
 
 def _pool_map(pool) -> Callable:
-    return lambda fn, items: list(pool.map(fn, items))
+    # concurrent.futures' map submits everything at once and yields results in order as
+    # they complete, which is what lets a per-weight progress bar follow the work
+    return lambda fn, items: pool.map(fn, items)
 
 
 def _gather_map(client) -> Callable:

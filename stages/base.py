@@ -26,14 +26,16 @@ class StageError(ValueError):
 
 
 def _serial_map(fn, items):
-    return [fn(i) for i in items]
+    return map(fn, items)
 
 
 @dataclass(frozen=True)
 class StageContext:
     """What the runner lends a stage: how to map over weights, how to report progress."""
 
-    map: Callable = _serial_map  # map(fn, items) -> list; an executor's map fits here
+    # map(fn, items) -> results in input order, yielded as they become ready where the
+    # backend can (so a progress bar follows the work); an executor's .map fits here
+    map: Callable = _serial_map
     progress: Optional[Callable] = None  # progress(iterable, desc=..., total=...) -> iterable
 
     def track(self, items, desc: str = "", total: Optional[int] = None):

@@ -22,15 +22,12 @@ process pool can ship it.
 """
 from __future__ import annotations
 
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 import numpy as np
 from pyrsistent import freeze, pmap
-from toolz import partition_all
 
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
@@ -296,25 +293,13 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
     return StageResult(new, summarize(stats))
 
 
-PROGRESS_ROUNDS = 10  # at most this many map calls per function when a progress bar is shown
 
 
 def tracked_map(context: StageContext, fn: Callable, tasks: list, desc: str) -> list:
-    """context.map(fn, tasks), the progress bar (if any) advancing as results come back.
-
-    StageContext.map returns a whole list, so with a pool the only completion a stage can
-    observe is a map call returning: with a bar, the tasks go out in rounds (at least 2x
-    the local cores each, at most PROGRESS_ROUNDS rounds) and the bar advances by a round
-    when its results are in.  The price is a barrier per round (a round waits for its
-    slowest task); without a bar, one map call as before.
-    """
-    if context.progress is None or not tasks:
-        return list(context.map(fn, tasks))
-    size = max(2 * (os.cpu_count() or 1), math.ceil(len(tasks) / PROGRESS_ROUNDS))
-
-    def results():
-        for batch in partition_all(size, tasks):
-            yield from context.map(fn, list(batch))
+    """context.map(fn, tasks) as a list; the progress bar (if any) advances as each result
+    comes back, since the runner's map yields results in order as they are ready."""
+    def results():  # the map starts when the bar first asks, so the bar is there from the start
+        yield from context.map(fn, tasks)
 
     return list(context.track(results(), desc=desc, total=len(tasks)))
 

@@ -137,7 +137,7 @@ def where(prog, *, n=4, context=None):
 
     from stages.base import StageResult
 
-    ran = context.map(_where, list(range(n)))
+    ran = list(context.map(_where, list(range(n))))  # map yields results: read them once
     return StageResult(prog, pmap({"items": tuple(r[0] for r in ran),
                                    "pids": tuple(sorted({r[1] for r in ran})),
                                    "threads": tuple(sorted({r[2] for r in ran}))}))

@@ -207,3 +207,32 @@ def test_progress_advances_only_as_results_come_back():
     assert len(advanced) == 9
     for rep in advanced:  # every step of the bar comes after the map call that produced it
         assert log.index(("done", rep)) < log.index(("advance", rep))
+
+
+def test_progress_follows_each_result_of_a_lazy_map():
+    """The runner's maps yield results as they are ready: the bar moves once per weight,
+    interleaved with the work, not once at the end."""
+    log = []
+
+    def lazy_map(fn, items):
+        for i in items:
+            r = fn(i)
+            log.append("done")
+            yield r
+
+    def bar(items, desc="", total=None):
+        for item in items:
+            log.append("advance")
+            yield item
+
+    w = (RNG.standard_normal((64, 64))).astype(np.float32)
+    from ir.builder import TensorSpec, program
+
+    @program(inputs={"x": TensorSpec((1, 64), "fp32")})
+    def net(b, x):
+        for i in range(3):
+            x = b.linear(x=x, weight=b.const(w + i, name=f"w{i}"))
+        return x
+
+    affine_quantize_weights().run(net, StageContext(map=lazy_map, progress=bar))
+    assert log == ["done", "advance"] * 3
