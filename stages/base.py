@@ -19,6 +19,7 @@ import numpy as np
 from pyrsistent import PMap, pmap
 
 from ir import Program
+from ir.core import gc_paused
 
 
 class StageError(ValueError):
@@ -118,7 +119,10 @@ class Stage:
     def run(self, program: Program, context: StageContext = DEFAULT_CONTEXT) -> StageResult:
         if not isinstance(program, Program):
             raise StageError(f"stage {self.name}: expected a Program, got {type(program).__name__}")
-        out = self.fn(program, context=context, **dict(self.params))
+        # the IR is acyclic, so the cyclic collector only rescans the whole graph again
+        # and again while a stage builds its new ops (2.2x per op at 100k ops with it on)
+        with gc_paused():
+            out = self.fn(program, context=context, **dict(self.params))
         return out if isinstance(out, StageResult) else StageResult(out)
 
     @property
