@@ -174,6 +174,21 @@ def test_dequantized_figures_of_fp16_products_near_and_beyond_fp16_range():
 
 # ---- the per-weight progress bar --------------------------------------------------------------
 
+def _chain_of_linears(n: int):
+    """n linear layers, each with its own 64x64 weight (one compression job per weight)."""
+    from ir.builder import TensorSpec, program
+
+    w = (RNG.standard_normal((64, 64))).astype(np.float32)
+
+    @program(inputs={"x": TensorSpec((1, 64), "fp32")})
+    def net(b, x):
+        for i in range(n):
+            x = b.linear(x=x, weight=b.const(w + i, name=f"w{i}"))
+        return x
+
+    return net
+
+
 def test_progress_advances_only_as_results_come_back():
     log = []
 
@@ -189,14 +204,7 @@ def test_progress_advances_only_as_results_come_back():
             log.append(("advance", id(item[0])))
             yield item
 
-    w = (RNG.standard_normal((64, 64))).astype(np.float32)
-    from ir.builder import TensorSpec, program
-
-    @program(inputs={"x": TensorSpec((1, 64), "fp32")})
-    def net(b, x):
-        for i in range(9):
-            x = b.linear(x=x, weight=b.const(w + i, name=f"w{i}"))
-        return x
+    net = _chain_of_linears(9)
 
     st_ = affine_quantize_weights()
     plain = st_.run(net)
@@ -225,14 +233,7 @@ def test_progress_follows_each_result_of_a_lazy_map():
             log.append("advance")
             yield item
 
-    w = (RNG.standard_normal((64, 64))).astype(np.float32)
-    from ir.builder import TensorSpec, program
-
-    @program(inputs={"x": TensorSpec((1, 64), "fp32")})
-    def net(b, x):
-        for i in range(3):
-            x = b.linear(x=x, weight=b.const(w + i, name=f"w{i}"))
-        return x
+    net = _chain_of_linears(3)
 
     affine_quantize_weights().run(net, StageContext(map=lazy_map, progress=bar))
     assert log == ["done", "advance"] * 3
