@@ -103,52 +103,63 @@ def exact_boundaries(seg: Segments, p: Prefix, k: int, bands: tuple | None = Non
     lo, hi = start[:, None] + steps, end[:, None] - k + steps  # feasible positions of each boundary
     if bands is not None:
         lo, hi = np.maximum(lo, bands[0]), np.minimum(hi, bands[1])
+    # Prefix sums shifted by one so that a cluster j..i (inclusive) is pw1[i] - pw[j].
+    pw, ps, pq = p.w, p.s, p.q
+    pw1, ps1, pq1 = pw[1:], ps[1:], pq[1:]
     seg_start = np.repeat(start, np.diff(seg.offsets))
-
-    def interval_cost(j, i):  # cluster = positions j..i inclusive
-        w = p.w[i + 1] - p.w[j]
-        s = p.s[i + 1] - p.s[j]
-        return np.maximum(p.q[i + 1] - p.q[j] - s * s / w, 0.0)
-
-    D = interval_cost(seg_start, np.arange(n))
-    choices = []  # per layer: (positions i sorted, best start j of the last cluster)
+    D = np.maximum(pq1 - pq[seg_start] - (ps1 - ps[seg_start]) ** 2 / (pw1 - pw[seg_start]), 0.0)
+    # choice[c - 2][i]: start of the last cluster of the best c-cluster split of positions ..i
+    index = np.int32 if n < 2 ** 31 else np.int64
+    choices = []
     for c in range(2, k + 1):
-        newD = np.full(n, np.inf)
-        ilo, ihi = lo[:, c] - 1, hi[:, c] - 1          # i = end of cluster c-1 = b[c] - 1
-        jlo, jhi = lo[:, c - 1].copy(), hi[:, c - 1].copy()  # j = b[c-1]
-        ok = ilo <= ihi
-        ilo, ihi, jlo, jhi = ilo[ok], ihi[ok], jlo[ok], jhi[ok]
-        mids, bests = [], []
-        while len(ilo):
-            mid = (ilo + ihi) // 2
-            jtop = np.minimum(jhi, mid)
-            jbot = np.minimum(jlo, jtop)
-            length = jtop - jbot + 1
-            first = np.cumsum(length) - length
-            task = np.repeat(np.arange(len(mid)), length)
-            j = np.arange(length.sum()) - np.repeat(first - jbot, length)
-            val = D[j - 1] + interval_cost(j, mid[task])
-            best = np.minimum.reduceat(val, first)
-            bj = np.minimum.reduceat(np.where(val <= best[task], j, n), first)
-            newD[mid] = best
-            mids.append(mid)
-            bests.append(bj)
-            left, right = ilo <= mid - 1, mid + 1 <= ihi
-            ilo, ihi, jlo, jhi = (np.concatenate(x) for x in (
-                (ilo[left], mid[right] + 1), (mid[left] - 1, ihi[right]),
-                (jlo[left], bj[right]), (bj[left], jhi[right])))
-        D = newD
-        mids, bests = np.concatenate(mids), np.concatenate(bests)
-        order = np.argsort(mids)
-        choices.append((mids[order], bests[order]))
+        choice = np.zeros(n, index)
+        D = _dc_layer(D, pw, ps, pq, pw1, ps1, pq1, lo[:, c] - 1, hi[:, c] - 1,
+                      lo[:, c - 1], hi[:, c - 1], choice)
+        choices.append(choice)
     b = np.empty((len(start), k + 1), np.int64)
     b[:, 0], b[:, k] = start, end
     last = end - 1
-    for c in range(k, 1, -1):  # walk back: the last cluster of the best c-prefix starts at opt
-        mids, bests = choices[c - 2]
-        b[:, c - 1] = bests[np.searchsorted(mids, last)]
+    for c in range(k, 1, -1):  # walk back: the last cluster of the best c-prefix starts at choice
+        b[:, c - 1] = choices[c - 2][last]
         last = b[:, c - 1] - 1
     return b
+
+
+def _dc_layer(D, pw, ps, pq, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice):
+    """One DP layer: newD[i] = min_j D[j-1] + cost(j..i) for i in [ilo, ihi], j in [jlo, min(jhi, i)].
+
+    The best j is monotone in i, so the i-ranges are halved level by level (every range of
+    every segment in one ragged batch) and each midpoint searches only between the best j's
+    of its neighbours.  Writes the best j of each i into ``choice``.
+    """
+    n = len(D)
+    newD = np.full(n, np.inf)
+    ok = ilo <= ihi
+    ilo, ihi, jlo, jhi = ilo[ok], ihi[ok], jlo[ok].copy(), jhi[ok].copy()
+    while len(ilo):
+        mid = (ilo + ihi) >> 1
+        jtop = np.minimum(jhi, mid)
+        jbot = np.minimum(jlo, jtop)
+        length = jtop - jbot + 1
+        first = np.cumsum(length) - length
+        j = np.arange(first[-1] + length[-1]) - np.repeat(first - jbot, length)
+        w = np.repeat(pw1[mid], length) - pw[j]
+        s = np.repeat(ps1[mid], length) - ps[j]
+        val = np.repeat(pq1[mid], length) - pq[j]
+        s *= s
+        s /= w
+        val -= s
+        np.maximum(val, 0.0, out=val)
+        val += D[j - 1]
+        best = np.minimum.reduceat(val, first)
+        bj = np.minimum.reduceat(np.where(val <= np.repeat(best, length), j, n), first)
+        newD[mid] = best
+        choice[mid] = bj
+        left, right = ilo < mid, mid < ihi
+        ilo, ihi, jlo, jhi = (np.concatenate(x) for x in (
+            (ilo[left], mid[right] + 1), (mid[left] - 1, ihi[right]),
+            (jlo[left], bj[right]), (bj[left], jhi[right])))
+    return newD
 
 
 def banded_exact_boundaries(seg: Segments, p: Prefix, k: int, max_rounds: int = 8) -> np.ndarray:
