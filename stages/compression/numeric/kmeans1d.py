@@ -112,7 +112,7 @@ def exact_boundaries(seg: Segments, p: Prefix, k: int, bands: tuple | None = Non
     index = np.int32 if n < 2 ** 31 else np.int64
     choices = []
     for c in range(2, k + 1):
-        choice = np.zeros(n, index)
+        choice = np.empty(n, index)  # read back only where _dc_layer wrote
         D = _dc_layer(D, pw, ps, pq, pw1, ps1, pq1, lo[:, c] - 1, hi[:, c] - 1,
                       lo[:, c - 1], hi[:, c - 1], choice)
         choices.append(choice)
@@ -133,7 +133,10 @@ def _dc_layer(D, pw, ps, pq, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice):
     of its neighbours.  Writes the best j of each i into ``choice``.
     """
     n = len(D)
-    newD = np.full(n, np.inf)
+    # Only [ilo, ihi] is written, and the next layer reads exactly that range (its j - 1), so
+    # the rest may stay uninitialised: filling all n positions per layer was a third of the
+    # banded solver's time.
+    newD = np.empty(n)
     ok = ilo <= ihi
     ilo, ihi, jlo, jhi = ilo[ok], ihi[ok], jlo[ok].copy(), jhi[ok].copy()
     while len(ilo):
