@@ -102,3 +102,41 @@ def test_banded_misses_the_optimum_on_a_near_degenerate_group():
     _, _, exact = kmeans_1d(x, 16, method="exact")
     _, _, banded = kmeans_1d(x, 16, method="fast")
     assert banded <= exact * (1 + 1e-9)
+
+
+def brute_force_in_bands(values, weights, k, lo, hi):
+    """Best weighted SSE over every boundary tuple with lo[c] <= b[c] <= hi[c], strictly increasing."""
+    n, best = len(values), np.inf
+    for inner in itertools.product(*(range(lo[c], hi[c] + 1) for c in range(1, k))):
+        b = (0,) + inner + (n,)
+        if any(b[c] >= b[c + 1] for c in range(k)):
+            continue
+        sse = 0.0
+        for c in range(k):
+            v, w = values[b[c]:b[c + 1]], weights[b[c]:b[c + 1]]
+            sse += (w * (v - (w * v).sum() / w.sum()) ** 2).sum()
+        best = min(best, sse)
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(3, 9), k=st.integers(2, 3))
+def test_banded_dp_is_the_optimum_inside_arbitrary_bands(data, n, k):
+    # Bands may overlap or sit in any order (a wide band for one boundary below a narrow one for
+    # the previous): positions outside a layer's band must never be taken for a cheap split.
+    values = np.array(sorted(data.draw(st.lists(st.integers(-30, 30), min_size=n, max_size=n, unique=True))), float)
+    weights = np.array(data.draw(st.lists(st.integers(1, 5), min_size=n, max_size=n)), float)
+    lo, hi = [0], [0]
+    for c in range(1, k):
+        a, b = sorted(data.draw(st.lists(st.integers(c, n - k + c), min_size=2, max_size=2)))
+        lo.append(a)
+        hi.append(b)
+    lo, hi = lo + [n], hi + [n]
+    expected = brute_force_in_bands(values, weights, k, lo, hi)
+    seg = km.Segments(values, weights, np.array([0, n]))
+    p = km.prefix_sums(seg)
+    b = km.exact_boundaries(seg, p, k, (np.array([lo]), np.array([hi])))
+    if np.isinf(expected):
+        return  # no strictly increasing tuple fits the bands: nothing to compare
+    assert np.all((b[0] >= lo) & (b[0] <= hi)) and np.all(np.diff(b[0]) > 0)
+    assert km.cost(p, b)[0] == pytest.approx(expected, rel=1e-9, abs=1e-9)
