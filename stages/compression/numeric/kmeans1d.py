@@ -21,7 +21,16 @@ Two solvers share this representation:
   near-equal basins whose middle boundaries are ~2,000 positions apart near 0); see the
   strict xfail in tests/compression_numeric/test_kmeans.py.
 
-Also measured and not adopted: Lloyd's map is monotone in 1-D (raising centroids raises every
+Also measured and not adopted (2026-11): a coarse-to-fine dense DP (16-32 candidates per
+boundary, forward + backward through-costs, keep candidates whose through-cost is within a
+margin of the best).  With margins derived from snapping-error bounds summed over all
+boundaries the hulls shrink only ~2x per level and never around the middle boundary (near 0
+the fp16 grid is so dense that thousands of positions cost almost the same); with per-boundary
+margins they shrink ~5x per level but lose the optimum in 180 of 256 groups (the through-cost
+profile is noisy with the other boundaries' snapping error).  Through-costs of the 128-run
+coarse DP with a sound-looking margin (coarse minus fine cost) do contain every optimum of
+the benchmark, but the bands they give average 700 positions (4,000 at the middle boundary):
+slower than the full DP.  Also measured and not adopted: Lloyd's map is monotone in 1-D (raising centroids raises every
 cell's mean), so Lloyd run from the lowest and from the highest possible centroids brackets
 every fixed point, the optimum included: a sound band.  On the benchmark groups the noisy
 histograms have so many fixed points that the bands cover ~40% of all positions (the DP inside
