@@ -10,7 +10,10 @@ for an all-zero weight reconstructed inexactly), ``max_abs_error`` = max |w - r|
 ``mse`` = mean (w - r)^2.  They are computed in one pass over chunks of
 ~64K elements, so no float copy of a large weight is ever made, and a stage
 that can compute its reconstruction chunk by chunk (affine) never builds it
-whole either (``FigureSums.add``).
+whole either (``FigureSums.add``).  A kernel that knows the sums behind them
+exactly hands them over instead (``figures_from_sums``): fp16 palettization
+takes them from its per-group histograms, where the reconstruction (a LUT
+entry, no arithmetic) depends only on the group and the value.
 
 Precision (fp16 / fp32 weights; fp64 ones are done in float64 throughout):
 each chunk is converted exactly to float32 (fp16 through a bit-level
@@ -156,15 +159,20 @@ class FigureSums:
         self.count += w.size
 
     def figures(self) -> dict:
-        if self.err2 == 0.0:
-            snr = math.inf
-        elif math.isnan(self.err2) or math.isnan(self.sig2):
-            snr = math.nan
-        elif self.sig2 == 0.0 or math.isinf(self.err2):
-            snr = -math.inf
-        else:
-            snr = 10.0 * math.log10(self.sig2 / self.err2)
-        return {"snr_db": snr, "max_abs_error": self.worst, "mse": self.err2 / max(self.count, 1)}
+        return figures_from_sums(self.err2, self.sig2, self.worst, self.count)
+
+
+def figures_from_sums(err2: float, sig2: float, worst: float, count: int) -> dict:
+    """The figures from sum (w - r)^2, sum w^2, max |w - r| and the number of elements."""
+    if err2 == 0.0:
+        snr = math.inf
+    elif math.isnan(err2) or math.isnan(sig2):
+        snr = math.nan
+    elif sig2 == 0.0 or math.isinf(err2):
+        snr = -math.inf
+    else:
+        snr = 10.0 * math.log10(sig2 / err2)
+    return {"snr_db": snr, "max_abs_error": float(worst), "mse": err2 / max(count, 1)}
 
 
 def error_figures(weight: np.ndarray, reconstruction: np.ndarray) -> dict:

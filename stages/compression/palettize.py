@@ -44,11 +44,12 @@ import numpy as np
 
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, one_of
-from stages.compression.figures import const_nbytes, record
+from stages.compression.figures import const_nbytes, figures_from_sums, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18
 from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import CompressionError, NotCompressible
-from stages.compression.numeric.palettize import GRANULARITIES, MODES, NBITS, palettize, to_ios16
+from stages.compression.numeric.palettize import (GRANULARITIES, MODES, NBITS, palettize, palettize_with_error,
+                                                  to_ios16)
 from stages.compression.weights import Replacement, Skip, transform_weights
 
 IOS16_NBITS = (1, 2, 4, 6, 8)
@@ -94,13 +95,13 @@ def _channel_axis(view, params):
     return 0 if axis is None else axis
 
 
-def _kernel(view, w, params, axis, **overrides):
-    kw = dict(nbits=params["nbits"], mode=params["mode"], granularity=params["granularity"],
-              group_size=params["group_size"], channel_axis=axis, cluster_dim=params["cluster_dim"],
-              enable_per_channel_scale=params["enable_per_channel_scale"], lut_function=params["lut_function"],
-              name=view.name)
-    kw.update(overrides)
-    return palettize(w, **kw)
+def _kernel(view, w, params, axis):
+    """(LutParams or None, the kernel's error sums or None: see palettize_with_error)."""
+    return palettize_with_error(
+        w, nbits=params["nbits"], mode=params["mode"], granularity=params["granularity"],
+        group_size=params["group_size"], channel_axis=axis, cluster_dim=params["cluster_dim"],
+        enable_per_channel_scale=params["enable_per_channel_scale"], lut_function=params["lut_function"],
+        name=view.name)
 
 
 def _too_many_unique(params):
@@ -108,9 +109,10 @@ def _too_many_unique(params):
     return Skip(f"mode 'unique': more than {limit} distinct values")
 
 
-def _stats(view, params, removed, added, recon, nbits):
+def _stats(view, params, removed, added, recon, nbits, figures=None):
+    """The weight's stats; the error figures given, or from the reconstruction `recon`."""
     return record(params["mode"], const_nbytes([view.sources[r] for r in removed]), const_nbytes(added),
-                  view.value, recon, nbits=nbits, granularity=params["granularity"],
+                  view.value, recon, figures=figures, nbits=nbits, granularity=params["granularity"],
                   cluster_dim=params["cluster_dim"], kind=view.kind)
 
 
@@ -127,7 +129,7 @@ def _dense(view, params, names):
                 require_ios18(view, f"palettization with {key}={params[key]!r}")
     axis = _channel_axis(view, params)
     try:
-        p = _kernel(view, w, params, axis)
+        p, error = _kernel(view, w, params, axis)
     except NotCompressible as e:
         return Skip(str(e))
     if p is None:
@@ -149,6 +151,9 @@ def _dense(view, params, names):
         if p.per_channel_scale is not None:
             out = em.op("constexpr_blockwise_shift_scale", final, data=out.outputs[0],
                         scale=em.const("pcs", p.per_channel_scale))
+    if error is not None:  # exact sums from the kernel: the reconstruction is lut[group][index]
+        return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, None, p.nbits,
+                                                 figures_from_sums(*error)))
     recon = evaluate_ops(em.ops, out.outputs[0])
     return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, recon, p.nbits))
 

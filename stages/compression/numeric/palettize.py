@@ -73,33 +73,82 @@ def _lut_shape(rank: int, channel_axis: int, groups: int, entries: int, cluster_
     return shape
 
 
-# ---------------------------------------------------------------- histograms (Segments)
+# ---------------------------------------------------------------- fp16 histograms
+
+class Fp16Histograms(NamedTuple):
+    """Per-row histograms of fp16 rows, in value order; -0 is counted as +0.
+
+    Row g's distinct values are positions [offsets[g], offsets[g+1]) of ``keys`` (their
+    sortable keys, see _floatkeys: ascending key = ascending value) and ``counts``.
+    """
+    keys: np.ndarray     # uint16
+    counts: np.ndarray   # int64 > 0
+    offsets: np.ndarray  # int64, G + 1 entries
+
+
+_SIGN = 0x8000               # sign bit of an fp16 pattern; also the sortable key of +0
+# Below these row lengths a 65,536-bin histogram or index table per row costs more than the
+# row itself: short rows are sorted / searched instead (crossovers measured on 8M elements).
+_BINCOUNT_FROM = 1 << 14
+_TABLE_FROM = 1 << 10
+_MERGED_KEY = FP16_KEY.copy()
+_MERGED_KEY[_SIGN] = _SIGN   # -0 takes +0's key
+
+
+def _fp16_histograms(rows: np.ndarray) -> Fp16Histograms:
+    """Histograms of every row of a (G, m) fp16 array on the 65,536 bit patterns (no float sort)."""
+    bits = rows.view(np.uint16)
+    if rows.shape[1] < _BINCOUNT_FROM:
+        per = max(1, _CHUNK // rows.shape[1])
+        return _concat([_histograms_by_sort(bits[g:g + per]) for g in range(0, len(bits), per)])
+    return _concat([_row_histogram(row) for row in bits])
+
+
+def _concat(parts) -> Fp16Histograms:
+    """One Fp16Histograms of the rows of several, in order."""
+    lengths = np.concatenate([np.diff(p.offsets) for p in parts])
+    return Fp16Histograms(np.concatenate([p.keys for p in parts]), np.concatenate([p.counts for p in parts]),
+                          np.concatenate(([0], np.cumsum(lengths))))
+
+
+def _row_histogram(bits: np.ndarray) -> Fp16Histograms:
+    """The histogram of one row of fp16 bit patterns.
+
+    Counting in bit-pattern order needs no reordering of the elements: positive patterns
+    0x0000..0x7BFF already ascend in value and negative ones 0x8001..0xFBFF descend, so the
+    value order of the patterns present is the negative ones reversed, then the positive ones.
+    """
+    hist = np.bincount(bits[:_CHUNK], minlength=1 << 16)
+    for i in range(_CHUNK, bits.size, _CHUNK):
+        hist += np.bincount(bits[i:i + _CHUNK], minlength=1 << 16)
+    hist[0] += hist[_SIGN]  # -0 and +0 are one value
+    hist[_SIGN] = 0
+    present = np.flatnonzero(hist != 0)  # a bool mask: several times faster than on int64
+    split = int(np.searchsorted(present, _SIGN))
+    negative, positive = present[split:][::-1], present[:split]
+    patterns = np.concatenate((negative, positive))
+    keys = np.concatenate(((0xFFFF - negative), positive | _SIGN)).astype(np.uint16)
+    return Fp16Histograms(keys, hist[patterns], np.array([0, len(keys)]))
+
+
+def _histograms_by_sort(bits: np.ndarray) -> Fp16Histograms:
+    """Histograms of a block of short rows, by sorting their keys."""
+    keys = _MERGED_KEY[bits]
+    keys.sort(axis=1, kind="stable")  # a radix sort for 16-bit keys
+    new = np.ones(keys.shape, bool)
+    new[:, 1:] = keys[:, 1:] != keys[:, :-1]
+    first = np.flatnonzero(new)  # every row starts a run, so no run spans two rows
+    counts = np.diff(np.append(first, keys.size))
+    return Fp16Histograms(keys.ravel()[first], counts, np.concatenate(([0], np.cumsum(new.sum(axis=1)))))
+
 
 def _fp16_segments(rows: np.ndarray):
-    """Per-row histograms of fp16 rows on their 65,536 bit patterns (no float sort)."""
-    G, m = rows.shape
-    bits = rows.view(np.uint16)
-    per = max(1, _CHUNK // m)
-    keys, counts = [], []
-    for g0 in range(0, G, per):
-        block = bits[g0:g0 + per]
-        c = block.shape[0]
-        if c == 1:
-            hist = sum(np.bincount(block[0, i:i + _CHUNK], minlength=1 << 16) for i in range(0, m, _CHUNK))[None]
-        else:
-            local = block.astype(np.int64) | (np.arange(c, dtype=np.int64)[:, None] << 16)
-            hist = np.bincount(local.ravel(), minlength=c << 16).reshape(c, 1 << 16)
-        hist[:, 0] += hist[:, 0x8000]  # -0 and +0 are one value
-        hist[:, 0x8000] = 0
-        by_key = np.empty_like(hist)
-        by_key[:, FP16_KEY] = hist  # reorder columns from bit pattern to sorted value order
-        r, k = np.nonzero(by_key)
-        keys.append(((r + g0).astype(np.int64) << 16) | k)
-        counts.append(by_key[r, k])
-    keys = np.concatenate(keys)
-    counts = np.concatenate(counts).astype(np.float64)
-    offsets = np.searchsorted(keys >> 16, np.arange(G + 1))
-    return km.Segments(FP16_VALUE[keys & 0xFFFF], counts, offsets)
+    """Per-row histograms of fp16 rows as k-means Segments (float64 values and counts)."""
+    return _segments_of(_fp16_histograms(rows))
+
+
+def _segments_of(hist: Fp16Histograms):
+    return km.Segments(FP16_VALUE[hist.keys], hist.counts.astype(np.float64), hist.offsets)
 
 
 def _sorted_segments(rows: np.ndarray):
@@ -152,27 +201,126 @@ def _kmeans_batch(rows: np.ndarray, k: int, method: str) -> np.ndarray:
 
 
 def _assign_rows(rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Index of the nearest LUT entry (LUT rows sorted ascending) for every element, uint8."""
+    """Index of the nearest LUT entry (LUT rows sorted ascending) for every element, uint8.
+
+    Nearest = the number of midpoints between consecutive entries that are <= the value
+    (a value exactly halfway goes to the upper entry; fp16 -0 counts as just below +0, as its
+    sortable key does: it takes the lower entry of a midpoint at exactly 0, with the same error).
+    """
     mids = 0.5 * (lut[:, :-1].astype(np.float64) + lut[:, 1:].astype(np.float64))
+    if rows.dtype == np.float16:
+        return _assign_fp16(rows, mids)
     G, m = rows.shape
     out = np.empty(rows.shape, np.uint8)
-    if rows.dtype == np.float16:
-        # A table over the 65,536 sorted fp16 keys per row: mark where each midpoint falls
-        # (value >= midpoint <=> key >= key(ceil_fp16(midpoint))), cumulate, then gather.
-        mid_keys = sortable_key(ceil_to_dtype(mids, np.float16)).astype(np.int64)
-        per = max(1, _CHUNK >> 16)
-        for g0 in range(0, G, per):
-            c = min(per, G - g0)
-            marks = np.bincount((mid_keys[g0:g0 + c] | (np.arange(c, dtype=np.int64)[:, None] << 16)).ravel(),
-                                minlength=c << 16).reshape(c, 1 << 16)
-            table = np.cumsum(marks, axis=1).astype(np.uint8)[:, FP16_KEY]  # key order -> bit pattern order
-            for r in range(c):
-                out[g0 + r] = table[r][rows[g0 + r].view(np.uint16)]
-        return out
     for g in range(G):
         for i in range(0, m, _CHUNK):
             out[g, i:i + _CHUNK] = np.searchsorted(mids[g], rows[g, i:i + _CHUNK], side="right")
     return out
+
+
+def _midpoint_keys(mids: np.ndarray) -> np.ndarray:
+    """Sorted sortable keys of the midpoints rounded up to fp16: for an fp16 value v (but -0),
+    v >= mid  <=>  v >= ceil_fp16(mid)  <=>  key(v) >= key(ceil_fp16(mid))."""
+    keys = sortable_key(ceil_to_dtype(mids, np.float16)).astype(np.int64)
+    return np.sort(keys, axis=1)  # already sorted but for a -0 midpoint after a +0 one
+
+
+def _assign_fp16(rows: np.ndarray, mids: np.ndarray) -> np.ndarray:
+    """fp16 rows: the index is a step function of the value, so of the bit pattern; long rows
+    read it from a 65,536-entry table per row (one gather), short rows search their keys."""
+    bits = rows.view(np.uint16)
+    mid_keys = _midpoint_keys(mids)
+    out = np.empty(rows.shape, np.uint8)
+    if rows.shape[1] < _TABLE_FROM:
+        keys = _gather(FP16_KEY, bits.ravel(), np.empty(bits.size, np.uint16)).reshape(bits.shape)
+        per = max(1, _CHUNK // rows.shape[1])
+        for g in range(0, rows.shape[0], per):
+            out[g:g + per] = _search_keys(keys[g:g + per], mid_keys[g:g + per])
+        return out
+    for g, row in enumerate(bits):
+        _gather(_index_table(mid_keys[g]), row, out[g])
+    return out
+
+
+def _search_keys(keys: np.ndarray, mid_keys: np.ndarray) -> np.ndarray:
+    """[g, i] -> #(mid_keys[g] <= keys[g, i]) for a block of rows, one searchsorted for all
+    (the row number in the high bits keeps each row's keys and midpoints apart)."""
+    row = np.arange(keys.shape[0], dtype=np.int64)[:, None]
+    found = np.searchsorted((mid_keys | row << 16).ravel(), keys | row << 16, side="right")
+    return found - row * mid_keys.shape[1]
+
+
+_ENTRY = np.arange(256, dtype=np.uint8)
+
+
+def _index_table(mid_keys: np.ndarray) -> np.ndarray:
+    """LUT index of every fp16 bit pattern, given a row's sorted midpoint keys."""
+    by_key = np.repeat(_ENTRY[:len(mid_keys) + 1], np.diff(mid_keys, prepend=0, append=1 << 16))
+    table = np.empty(1 << 16, np.uint8)
+    table[:_SIGN] = by_key[_SIGN:]         # positive patterns: keys 0x8000.. ascending
+    table[_SIGN:] = by_key[_SIGN - 1::-1]  # negative patterns: keys 0x7FFF.. descending
+    return table
+
+
+def _gather(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[i] = table[indices[i]] (1-D, indices in range), in cache-sized chunks: np.take
+    converts each chunk of indices to intp first."""
+    for i in range(0, indices.size, _CHUNK):
+        np.take(table, indices[i:i + _CHUNK], out=out[i:i + _CHUNK], mode="clip")
+    return out
+
+
+# ---------------------------------------------------------------- error sums from histograms
+
+class ErrorSums(NamedTuple):
+    """What the error figures of a reconstruction r of w are made of."""
+    err2: float   # sum (w - r)^2
+    sig2: float   # sum w^2
+    worst: float  # max |w - r|
+    count: int    # elements
+
+
+def _fp16_error_sums(hist: Fp16Histograms, lut: np.ndarray) -> ErrorSums:
+    """Error sums of fp16 rows against their nearest LUT entries (as _assign_rows picks them),
+    from the rows' histograms: the reconstruction depends on (row, value) only, so each
+    distinct value's error is counted as often as the value occurs (-0, counted as +0 here,
+    may take the other entry of a midpoint at exactly 0: the same error).  float64 throughout:
+    differences and squares of fp16 values are exact; only the sums round.
+    """
+    lut = lut.astype(np.float64)
+    mid_keys = _midpoint_keys(0.5 * (lut[:, :-1] + lut[:, 1:]))
+    err2 = sig2 = worst = 0.0
+    for g0, g1 in _row_blocks(hist.offsets, _CHUNK >> 2):  # the block's arrays stay in cache
+        e2, s2, big = _block_error_sums(_histogram_rows(hist, g0, g1), lut[g0:g1], mid_keys[g0:g1])
+        err2, sig2, worst = err2 + e2, sig2 + s2, max(worst, big)
+    return ErrorSums(err2, sig2, worst, int(hist.counts.sum()))
+
+
+def _row_blocks(offsets: np.ndarray, positions: int):
+    """(g0, g1) ranges of consecutive rows holding about `positions` histogram positions each."""
+    cuts = np.unique(np.searchsorted(offsets, np.arange(0, offsets[-1], positions), side="right") - 1)
+    bounds = np.append(cuts, len(offsets) - 1)
+    return zip(bounds[:-1].tolist(), bounds[1:].tolist())
+
+
+def _histogram_rows(hist: Fp16Histograms, g0: int, g1: int) -> Fp16Histograms:
+    """Rows g0..g1-1 of the histograms."""
+    a, b = hist.offsets[g0], hist.offsets[g1]
+    return Fp16Histograms(hist.keys[a:b], hist.counts[a:b], hist.offsets[g0:g1 + 1] - a)
+
+
+def _block_error_sums(hist: Fp16Histograms, lut: np.ndarray, mid_keys: np.ndarray):
+    G, k = lut.shape
+    # Where each entry's values begin among each row's sorted keys: one search for the block,
+    # the row number in the high bits keeping the rows apart.
+    row = np.arange(G, dtype=np.int64)[:, None] << 16
+    keyed = hist.keys | np.repeat(row.ravel(), np.diff(hist.offsets))
+    starts = np.searchsorted(keyed, (mid_keys | row).ravel()).reshape(G, k - 1)
+    ends = np.column_stack((hist.offsets[:-1], starts, hist.offsets[1:]))
+    values = FP16_VALUE[hist.keys]
+    err = values - np.repeat(lut.ravel(), np.diff(ends, axis=1).ravel())
+    counts = hist.counts.astype(np.float64)
+    return float(np.sum(counts * err * err)), float(np.sum(counts * values * values)), float(np.max(np.abs(err)))
 
 
 # ---------------------------------------------------------------- vector k-means
@@ -221,14 +369,17 @@ def _nbits_for(count: int) -> Optional[int]:
 
 
 def _distinct_per_row(rows: np.ndarray) -> np.ndarray:
-    if rows.dtype == np.float16:
-        return np.diff(_fp16_segments(rows).offsets)
     return np.array([len(np.unique(r)) for r in rows])
 
 
-def _scalar_rows(rows, nbits, mode, method):
+def _scalar_rows(rows, nbits, mode, method, with_error=False):
+    """(lut (G, k, 1), indices (G, m), nbits, ErrorSums or None), or None (too many unique values).
+
+    fp16 rows: their histograms are taken once for the unique count and the error sums."""
+    hist = _fp16_histograms(rows) if rows.dtype == np.float16 and (with_error or mode == "unique") else None
     if mode == "unique":
-        need = _nbits_for(int(_distinct_per_row(rows).max()))
+        distinct = np.diff(hist.offsets) if hist is not None else _distinct_per_row(rows)
+        need = _nbits_for(int(distinct.max()))
         if need is None or (nbits is not None and need > nbits):
             return None
         nbits = nbits or need
@@ -240,7 +391,8 @@ def _scalar_rows(rows, nbits, mode, method):
     else:  # kmeans, or unique (k >= distinct values, so k-means returns exactly those values)
         cent = _kmeans_rows(rows, k, method)
     lut = cent.astype(rows.dtype)
-    return lut[:, :, None], _assign_rows(rows, lut), nbits
+    error = _fp16_error_sums(hist, lut) if with_error and hist is not None else None
+    return lut[:, :, None], _assign_rows(rows, lut), nbits, error
 
 
 def _vector_rows_mode(rows, nbits, mode, cluster_dim, group_channels):
@@ -313,6 +465,26 @@ def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmea
     optimal, see kmeans1d) or 'auto' (exact while histogram positions * k <= EXACT_BUDGET per
     batch of groups, fast beyond).
     """
+    return _palettize(with_error=False, **locals())[0]
+
+
+def palettize_with_error(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmeans",
+                         granularity: str = "per_tensor", group_size: int | None = None, channel_axis: int = 0,
+                         cluster_dim: int = 1, enable_per_channel_scale: bool = False,
+                         lut_function: Callable | None = None, method: str = "auto",
+                         name: str | None = None) -> tuple[Optional[LutParams], Optional[ErrorSums]]:
+    """``(palettize(...), error sums of lut_to_dense(params) against weight)``.
+
+    The sums come from the fp16 histograms the kernel takes anyway (no pass over the
+    elements), so only for fp16 weights with scalar modes kmeans / uniform / unique and no
+    per-channel scale; otherwise (and when params is None) they are None: compute the figures
+    from the reconstruction.
+    """
+    return _palettize(with_error=True, **locals())
+
+
+def _palettize(weight, nbits, mode, granularity, group_size, channel_axis, cluster_dim,
+               enable_per_channel_scale, lut_function, method, name, with_error):
     w = float_weight(weight, name=name)
     choice(mode, MODES, what="mode", name=name)
     choice(granularity, GRANULARITIES, what="granularity", name=name)
@@ -323,7 +495,8 @@ def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmea
             raise CompressionError(message("mode 'custom' takes its nbits from lut_function", name))
         choice(nbits, NBITS, what="nbits", name=name)
     if mode == "custom" and granularity == "per_tensor" and cluster_dim == 1:
-        return _with_scale(lambda v: custom_lut(v, lut_function, name=name), w, axis, enable_per_channel_scale)
+        return _with_scale(lambda v: (custom_lut(v, lut_function, name=name), None), w, axis,
+                           enable_per_channel_scale)
     channels = w.shape[axis]
     group = channels if granularity == "per_tensor" else (group_size or 0)
     if group <= 0:
@@ -338,34 +511,37 @@ def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmea
         raise CompressionError(message("mode 'custom' supports per_tensor scalar LUTs only", name))
     groups = channels // group
 
-    def run(v):
+    def run(v):  # -> (LutParams or None, ErrorSums or None)
         rows = _to_rows(v, axis, groups)
         if cluster_dim == 1:
-            res = _scalar_rows(rows.rows, nbits, mode, method)
+            res = _scalar_rows(rows.rows, nbits, mode, method, with_error and not enable_per_channel_scale)
         else:
             res = _vector_rows_mode(rows.rows, nbits, mode, cluster_dim, group)
+            res = None if res is None else res + (None,)  # no error sums for vectors
         if res is None:
-            return None
-        lut, idx, nb = res
+            return None, None
+        lut, idx, nb, error = res
         if cluster_dim == 1:
             indices = _from_rows(idx, rows)
         else:
             moved = (rows.moved_shape[0] // cluster_dim,) + rows.moved_shape[1:]
             indices = np.ascontiguousarray(np.moveaxis(idx.reshape(moved), 0, axis))
         return LutParams(lut.reshape(_lut_shape(v.ndim, axis, groups, 1 << nb, cluster_dim)), indices, nb,
-                         axis if cluster_dim > 1 else None)
+                         axis if cluster_dim > 1 else None), error
     return _with_scale(run, w, axis, enable_per_channel_scale)
 
 
 def _with_scale(run, w, axis, enabled):
+    """run(weight) -> (params, error); with the per-channel scale the weight is normalized first
+    (the error sums, of the normalized weight, are then not the caller's: dropped)."""
     if not enabled:
         return run(w)
     others = tuple(a for a in range(w.ndim) if a != axis)
     scale = np.max(np.abs(w), axis=others, keepdims=True)
     scale = np.where(scale == 0, np.array(1, w.dtype), scale)
     work = np.float64 if w.dtype == np.float64 else np.float32
-    params = run((w.astype(work) / scale.astype(work)).astype(w.dtype))
-    return None if params is None else params._replace(per_channel_scale=scale)
+    params, _ = run((w.astype(work) / scale.astype(work)).astype(w.dtype))
+    return (None if params is None else params._replace(per_channel_scale=scale)), None
 
 
 def lut_to_dense(params: LutParams) -> np.ndarray:
