@@ -221,7 +221,8 @@ def _assign_rows(rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
 def _midpoint_keys(mids: np.ndarray) -> np.ndarray:
     """Sorted sortable keys of the midpoints rounded up to fp16: for an fp16 value v (but -0),
     v >= mid  <=>  v >= ceil_fp16(mid)  <=>  key(v) >= key(ceil_fp16(mid))."""
-    keys = sortable_key(ceil_to_dtype(mids, np.float16)).astype(np.int64)
+    with np.errstate(over="ignore"):  # nextafter(65504, inf), computed for 65504 but not taken
+        keys = sortable_key(ceil_to_dtype(mids, np.float16)).astype(np.int64)
     return np.sort(keys, axis=1)  # already sorted but for a -0 midpoint after a +0 one
 
 
