@@ -97,11 +97,21 @@ def _channel_axis(view, params):
 
 def _kernel(view, w, params, axis):
     """(LutParams or None, the kernel's error sums or None: see palettize_with_error)."""
-    return palettize_with_error(
+    p, error = palettize_with_error(
         w, nbits=params["nbits"], mode=params["mode"], granularity=params["granularity"],
         group_size=params["group_size"], channel_axis=axis, cluster_dim=params["cluster_dim"],
         enable_per_channel_scale=params["enable_per_channel_scale"], lut_function=params["lut_function"],
         name=view.name)
+    return (None if p is None else _read_only(p)), error
+
+
+def _read_only(p):
+    """The kernel's arrays are its own fresh ones: marked read-only, the consts hold them as
+    they are instead of copying them (the indices are half the weight's bytes)."""
+    for a in (p.lut, p.indices, p.per_channel_scale):
+        if a is not None:
+            a.flags.writeable = False
+    return p
 
 
 def _too_many_unique(params):

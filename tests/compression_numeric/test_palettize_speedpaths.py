@@ -72,11 +72,12 @@ def assert_histograms_match(hist, rows):
 
 # ---- histograms -----------------------------------------------------------------------------
 
-@given(fp16_rows(), st.sampled_from([0, 1 << 30]))
-def test_histograms_are_unique_with_counts(rows, bincount_from):
-    # bincount_from 0: every row through the 65,536-bin bincount; 1 << 30: every row sorted
+@given(fp16_rows(), st.sampled_from([(0, 0), (1 << 30, 0), (1 << 30, 1 << 30)]))
+def test_histograms_are_unique_with_counts(rows, thresholds):
+    # every row through the 65,536-bin bincount, or sorted by numpy's radix sort, or its quicksort
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(P, "_BINCOUNT_FROM", bincount_from)
+        mp.setattr(P, "_BINCOUNT_FROM", thresholds[0])
+        mp.setattr(P, "_RADIX_FROM", thresholds[1])
         assert_histograms_match(P._fp16_histograms(rows), rows)
 
 

@@ -82,14 +82,19 @@ class Fp16Histograms(NamedTuple):
     sortable keys, see _floatkeys: ascending key = ascending value) and ``counts``.
     """
     keys: np.ndarray     # uint16
-    counts: np.ndarray   # int64 > 0
+    counts: np.ndarray   # > 0; uint32 (int64 for rows of 2**32 elements or more: never in practice)
     offsets: np.ndarray  # int64, G + 1 entries
+
+
+def _count_dtype(row_length: int):
+    return np.uint32 if row_length < 1 << 32 else np.int64
 
 
 _SIGN = 0x8000               # sign bit of an fp16 pattern; also the sortable key of +0
 # Below these row lengths a 65,536-bin histogram or index table per row costs more than the
 # row itself: short rows are sorted / searched instead (crossovers measured on 8M elements).
 _BINCOUNT_FROM = 1 << 14
+_RADIX_FROM = 1 << 10  # rows sorted with numpy's radix sort (kind 'stable' on 16-bit keys), shorter: quicksort
 _TABLE_FROM = 1 << 10
 _MERGED_KEY = FP16_KEY.copy()
 _MERGED_KEY[_SIGN] = _SIGN   # -0 takes +0's key
@@ -128,18 +133,21 @@ def _row_histogram(bits: np.ndarray) -> Fp16Histograms:
     negative, positive = present[split:][::-1], present[:split]
     patterns = np.concatenate((negative, positive))
     keys = np.concatenate(((0xFFFF - negative), positive | _SIGN)).astype(np.uint16)
-    return Fp16Histograms(keys, hist[patterns], np.array([0, len(keys)]))
+    return Fp16Histograms(keys, hist[patterns].astype(_count_dtype(bits.size)), np.array([0, len(keys)]))
 
 
 def _histograms_by_sort(bits: np.ndarray) -> Fp16Histograms:
     """Histograms of a block of short rows, by sorting their keys."""
-    keys = _MERGED_KEY[bits]
-    keys.sort(axis=1, kind="stable")  # a radix sort for 16-bit keys
-    new = np.ones(keys.shape, bool)
-    new[:, 1:] = keys[:, 1:] != keys[:, :-1]
-    first = np.flatnonzero(new)  # every row starts a run, so no run spans two rows
-    counts = np.diff(np.append(first, keys.size))
-    return Fp16Histograms(keys.ravel()[first], counts, np.concatenate(([0], np.cumsum(new.sum(axis=1)))))
+    G, m = bits.shape
+    keys = _gather(_MERGED_KEY, bits.ravel(), np.empty(bits.size, np.uint16)).reshape(G, m)
+    keys.sort(axis=1, kind="stable" if m >= _RADIX_FROM else "quicksort")
+    flat = keys.ravel()
+    new = np.empty(flat.size, bool)
+    np.not_equal(flat[1:], flat[:-1], out=new[1:])
+    new[::m] = True  # every row starts a run, so no run spans two rows
+    first = np.flatnonzero(new)
+    counts = np.diff(first, append=flat.size).astype(_count_dtype(m))
+    return Fp16Histograms(flat[first], counts, np.searchsorted(first, np.arange(G + 1) * m))
 
 
 def _fp16_segments(rows: np.ndarray):
@@ -148,7 +156,12 @@ def _fp16_segments(rows: np.ndarray):
 
 
 def _segments_of(hist: Fp16Histograms):
-    return km.Segments(FP16_VALUE[hist.keys], hist.counts.astype(np.float64), hist.offsets)
+    return km.Segments(_values(hist.keys), hist.counts.astype(np.float64), hist.offsets)
+
+
+def _values(keys: np.ndarray) -> np.ndarray:
+    """float64 values of fp16 sortable keys."""
+    return _gather(FP16_VALUE, keys, np.empty(keys.size))
 
 
 def _sorted_segments(rows: np.ndarray):
@@ -265,7 +278,8 @@ def _index_table(mid_keys: np.ndarray) -> np.ndarray:
 
 def _gather(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out[i] = table[indices[i]] (1-D, indices in range), in cache-sized chunks: np.take
-    converts each chunk of indices to intp first."""
+    converts each chunk of indices to intp first.  (With out= and mode='clip': without them
+    np.take of narrow indices is several times slower, and fancy indexing ~2x.)"""
     for i in range(0, indices.size, _CHUNK):
         np.take(table, indices[i:i + _CHUNK], out=out[i:i + _CHUNK], mode="clip")
     return out
@@ -318,7 +332,7 @@ def _block_error_sums(hist: Fp16Histograms, lut: np.ndarray, mid_keys: np.ndarra
     keyed = hist.keys | np.repeat(row.ravel(), np.diff(hist.offsets))
     starts = np.searchsorted(keyed, (mid_keys | row).ravel()).reshape(G, k - 1)
     ends = np.column_stack((hist.offsets[:-1], starts, hist.offsets[1:]))
-    values = FP16_VALUE[hist.keys]
+    values = _values(hist.keys)
     err = values - np.repeat(lut.ravel(), np.diff(ends, axis=1).ravel())
     counts = hist.counts.astype(np.float64)
     return float(np.sum(counts * err * err)), float(np.sum(counts * values * values)), float(np.max(np.abs(err)))
@@ -573,4 +587,4 @@ def to_ios16(params: LutParams) -> tuple[np.ndarray, np.ndarray, tuple]:
     lut = params.lut
     if lut.shape[-1] != 1 or any(n != 1 for n in lut.shape[:-2]) or params.per_channel_scale is not None:
         raise CompressionError("the iOS16 flat form holds per-tensor scalar LUTs without per-channel scale only")
-    return lut.reshape(-1), params.indices.reshape(-1).astype(np.uint8), params.indices.shape
+    return lut.reshape(-1), np.asarray(params.indices, np.uint8).reshape(-1), params.indices.shape
