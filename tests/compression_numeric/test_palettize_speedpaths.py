@@ -145,7 +145,8 @@ def test_assignment_counts_a_minus_zero_midpoint_after_plus_zero_ones():
 
 
 def test_index_table_reads_positive_patterns_up_and_negative_ones_down():
-    table = P._index_table(P._midpoint_keys(np.array([[-1.5, 0.25]]))[0])
+    entries, runs = P._index_table_runs(P._midpoint_keys(np.array([[-1.5, 0.25]])))
+    table = np.repeat(entries, runs[0])
     value_of = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     finite = np.isfinite(value_of)
     expected = (value_of >= -1.5).astype(int) + (value_of >= 0.25)

@@ -251,8 +251,9 @@ def _assign_fp16(rows: np.ndarray, mids: np.ndarray) -> np.ndarray:
         for g in range(0, rows.shape[0], per):
             out[g:g + per] = _search_keys(keys[g:g + per], mid_keys[g:g + per])
         return out
+    entries, runs = _index_table_runs(mid_keys)
     for g, row in enumerate(bits):
-        _gather(_index_table(mid_keys[g]), row, out[g])
+        _gather(np.repeat(entries, runs[g]), row, out[g])  # the row's index table, then one gather
     return out
 
 
@@ -267,13 +268,15 @@ def _search_keys(keys: np.ndarray, mid_keys: np.ndarray) -> np.ndarray:
 _ENTRY = np.arange(256, dtype=np.uint8)
 
 
-def _index_table(mid_keys: np.ndarray) -> np.ndarray:
-    """LUT index of every fp16 bit pattern, given a row's sorted midpoint keys."""
-    by_key = np.repeat(_ENTRY[:len(mid_keys) + 1], np.diff(mid_keys, prepend=0, append=1 << 16))
-    table = np.empty(1 << 16, np.uint8)
-    table[:_SIGN] = by_key[_SIGN:]         # positive patterns: keys 0x8000.. ascending
-    table[_SIGN:] = by_key[_SIGN - 1::-1]  # negative patterns: keys 0x7FFF.. descending
-    return table
+def _index_table_runs(mid_keys: np.ndarray):
+    """(entries, runs (G, 2k)): np.repeat(entries, runs[g]) is row g's LUT index of every fp16
+    bit pattern.  Positive patterns 0x0000..0x7FFF have keys 0x8000.. ascending, negative ones
+    0x8000..0xFFFF keys 0x7FFF.. descending: the index runs up through the entries, then down."""
+    G, k = mid_keys.shape[0], mid_keys.shape[1] + 1
+    edges = np.concatenate([np.zeros((G, 1), np.int64), mid_keys, np.full((G, 1), 1 << 16)], axis=1)
+    up = np.diff(np.clip(edges, _SIGN, 1 << 16), axis=1)
+    down = np.diff(np.clip(edges, 0, _SIGN), axis=1)[:, ::-1]
+    return np.concatenate([_ENTRY[:k], _ENTRY[k - 1::-1]]), np.concatenate([up, down], axis=1)
 
 
 def _gather(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
