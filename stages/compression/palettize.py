@@ -23,6 +23,12 @@ Forms emitted:
 The channel axis is ``channel_axis`` when given, else the consuming op's output
 axis (0 for linear / conv, 1 for conv_transpose).
 
+Error figures (stats): those of what the emitted ops decompress to. For fp16
+weights with a scalar LUT and no per-channel scale the kernel computes them
+exactly from its per-group histograms (palettize_with_error), without building
+the reconstruction; otherwise the op kernels reconstruct the weight and
+figures.py compares it chunk by chunk.
+
 Joint compression (iOS18): a sparse weight (``constexpr_sparse_to_dense`` over
 const nonzero values) has only its nonzero values palettized:
 ``constexpr_lut_to_sparse`` + ``constexpr_sparse_to_dense``. Per-grouped-channel
@@ -161,11 +167,11 @@ def _dense(view, params, names):
         if p.per_channel_scale is not None:
             out = em.op("constexpr_blockwise_shift_scale", final, data=out.outputs[0],
                         scale=em.const("pcs", p.per_channel_scale))
-    if error is not None:  # exact sums from the kernel: the reconstruction is lut[group][index]
-        return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, None, p.nbits,
-                                                 figures_from_sums(*error)))
-    recon = evaluate_ops(em.ops, out.outputs[0])
-    return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, recon, p.nbits))
+    if error is not None:  # the kernel's exact sums (the reconstruction is lut[group][index])
+        stats = _stats(view, params, ("weight",), em.ops, None, p.nbits, figures_from_sums(*error))
+    else:
+        stats = _stats(view, params, ("weight",), em.ops, evaluate_ops(em.ops, out.outputs[0]), p.nbits)
+    return Replacement(tuple(em.ops), stats)
 
 
 # ---- joint: palettize the nonzero values of a sparse weight --------------------------------

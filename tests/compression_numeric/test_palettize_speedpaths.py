@@ -160,7 +160,7 @@ def test_error_sums_from_histograms_are_those_of_the_reconstruction(data, entrie
     rows = data.draw(fp16_rows())
     lut = data.draw(sorted_luts(rows.shape[0], entries))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(P, "_CHUNK", block << 4)  # blocks of about 4 positions: rows split over blocks
+        mp.setattr(P, "_SUMS_BLOCK", block)  # 4: blocks of a row or so; 65,536: one block
         got = P._fp16_error_sums(P._fp16_histograms(rows), lut)
     err2, sig2, worst, count = reference_sums(rows, lut)
     assert got.count == count and got.worst == worst  # differences of fp16 values are exact in float64

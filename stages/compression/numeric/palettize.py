@@ -19,8 +19,14 @@ them; ``None`` when there are more than 256), ``custom`` (``lut_function``, vali
 
 Limits: vector palettization (``cluster_dim > 1``) runs Lloyd with k-means++ seeding (not
 provably optimal; d-dimensional k-means is NP-hard) and loops over groups in Python.
-fp16 weights take the fast histogram path (65,536 bit patterns); fp32/fp64 weights are
-sorted per group (slower, several copies of memory).
+fp32/fp64 weights are sorted per group (slower, several copies of memory).
+
+fp16 weights never have their floats sorted: each group is histogrammed on its 65,536 bit
+patterns (positive patterns ascend in value, negative ones descend, so the value order
+needs no reordering; short groups sort their 16-bit keys instead), the nearest LUT entry of
+every element is read from a 65,536-entry table per group (a step function of the bit
+pattern), and ``palettize_with_error`` gives the error sums of the result from the same
+histograms (no pass over the elements).
 """
 from __future__ import annotations
 
@@ -90,14 +96,16 @@ def _count_dtype(row_length: int):
     return np.uint32 if row_length < 1 << 32 else np.int64
 
 
-_SIGN = 0x8000               # sign bit of an fp16 pattern; also the sortable key of +0
-# Below these row lengths a 65,536-bin histogram or index table per row costs more than the
-# row itself: short rows are sorted / searched instead (crossovers measured on 8M elements).
-_BINCOUNT_FROM = 1 << 14
-_RADIX_FROM = 1 << 10  # rows sorted with numpy's radix sort (kind 'stable' on 16-bit keys), shorter: quicksort
-_TABLE_FROM = 1 << 10
+_SIGN = 0x8000  # sign bit of an fp16 pattern; also the sortable key of +0
 _MERGED_KEY = FP16_KEY.copy()
-_MERGED_KEY[_SIGN] = _SIGN   # -0 takes +0's key
+_MERGED_KEY[_SIGN] = _SIGN  # -0 takes +0's key
+# Rows shorter than these pay more for a 65,536-bin histogram / index table than for the row
+# itself: they are sorted / searched instead (crossovers measured on 8M elements).  Sorts of
+# rows from _RADIX_FROM elements use numpy's radix sort (kind 'stable' on 16-bit keys),
+# shorter ones its quicksort.
+_BINCOUNT_FROM = 1 << 14
+_TABLE_FROM = 1 << 10
+_RADIX_FROM = 1 << 10
 
 
 def _fp16_histograms(rows: np.ndarray) -> Fp16Histograms:
@@ -290,6 +298,9 @@ def _gather(table: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarr
 
 # ---------------------------------------------------------------- error sums from histograms
 
+_SUMS_BLOCK = 1 << 17  # histogram positions per block of rows: 1 MB float64 temporaries, in L2
+
+
 class ErrorSums(NamedTuple):
     """What the error figures of a reconstruction r of w are made of."""
     err2: float   # sum (w - r)^2
@@ -308,7 +319,7 @@ def _fp16_error_sums(hist: Fp16Histograms, lut: np.ndarray) -> ErrorSums:
     lut = lut.astype(np.float64)
     mid_keys = _midpoint_keys(0.5 * (lut[:, :-1] + lut[:, 1:]))
     err2 = sig2 = worst = 0.0
-    for g0, g1 in _row_blocks(hist.offsets, _CHUNK >> 2):  # the block's arrays stay in cache
+    for g0, g1 in _row_blocks(hist.offsets, _SUMS_BLOCK):
         e2, s2, big = _block_error_sums(_histogram_rows(hist, g0, g1), lut[g0:g1], mid_keys[g0:g1])
         err2, sig2, worst = err2 + e2, sig2 + s2, max(worst, big)
     return ErrorSums(err2, sig2, worst, int(hist.counts.sum()))
@@ -322,7 +333,8 @@ def _row_blocks(offsets: np.ndarray, positions: int):
 
 
 def _histogram_rows(hist: Fp16Histograms, g0: int, g1: int) -> Fp16Histograms:
-    """Rows g0..g1-1 of the histograms."""
+    """Rows g0..g1-1 of the histograms (g1 past the last row: to the end)."""
+    g1 = min(g1, len(hist.offsets) - 1)
     a, b = hist.offsets[g0], hist.offsets[g1]
     return Fp16Histograms(hist.keys[a:b], hist.counts[a:b], hist.offsets[g0:g1 + 1] - a)
 
