@@ -99,6 +99,7 @@ def _count_dtype(row_length: int):
 _SIGN = 0x8000  # sign bit of an fp16 pattern; also the sortable key of +0
 _MERGED_KEY = FP16_KEY.copy()
 _MERGED_KEY[_SIGN] = _SIGN  # -0 takes +0's key
+_MERGED_KEY.flags.writeable = False
 # Rows shorter than these pay more for a 65,536-bin histogram / index table than for the row
 # itself: they are sorted / searched instead (crossovers measured on 8M elements).  Sorts of
 # rows from _RADIX_FROM elements use numpy's radix sort (kind 'stable' on 16-bit keys),
@@ -274,6 +275,7 @@ def _search_keys(keys: np.ndarray, mid_keys: np.ndarray) -> np.ndarray:
 
 
 _ENTRY = np.arange(256, dtype=np.uint8)
+_ENTRY.flags.writeable = False
 
 
 def _index_table_runs(mid_keys: np.ndarray):
