@@ -188,7 +188,7 @@ def _sorted_segments(rows: np.ndarray):
 
 # ---------------------------------------------------------------- 1-D k-means over rows
 
-def _kmeans_rows(rows: np.ndarray, k: int, method: str) -> np.ndarray:
+def _kmeans_rows(rows: np.ndarray, k: int, method: str, hist=None) -> np.ndarray:
     """Sorted centroids (G, k) float64; rows with < k distinct values repeat their largest.
 
     Groups are solved in batches of about ``_BATCH`` elements: the histograms, prefix sums and
@@ -196,11 +196,16 @@ def _kmeans_rows(rows: np.ndarray, k: int, method: str) -> np.ndarray:
     instead of ~9x for 256 groups at once), and the smaller arrays stay in cache (faster too).
     """
     per = max(1, _BATCH // max(1, rows.shape[1]))
-    return np.concatenate([_kmeans_batch(rows[g:g + per], k, method) for g in range(0, rows.shape[0], per)])
+    return np.concatenate([_kmeans_batch(rows[g:g + per], k, method,
+                                         None if hist is None else _histogram_rows(hist, g, g + per))
+                           for g in range(0, rows.shape[0], per)])
 
 
-def _kmeans_batch(rows: np.ndarray, k: int, method: str) -> np.ndarray:
-    seg = _fp16_segments(rows) if rows.dtype == np.float16 else _sorted_segments(rows)
+def _kmeans_batch(rows: np.ndarray, k: int, method: str, hist=None) -> np.ndarray:
+    if hist is not None:
+        seg = _segments_of(hist)
+    else:
+        seg = _fp16_segments(rows) if rows.dtype == np.float16 else _sorted_segments(rows)
     distinct = np.diff(seg.offsets)
     out = np.zeros((rows.shape[0], k))
     few = distinct <= k
@@ -408,7 +413,7 @@ def _scalar_rows(rows, nbits, mode, method, with_error=False):
     """(lut (G, k, 1), indices (G, m), nbits, ErrorSums or None), or None (too many unique values).
 
     fp16 rows: their histograms are taken once for the unique count and the error sums."""
-    hist = _fp16_histograms(rows) if rows.dtype == np.float16 and (with_error or mode == "unique") else None
+    hist = _fp16_histograms(rows) if rows.dtype == np.float16 and (with_error or mode != "uniform") else None
     if mode == "unique":
         distinct = np.diff(hist.offsets) if hist is not None else _distinct_per_row(rows)
         need = _nbits_for(int(distinct.max()))
@@ -421,7 +426,7 @@ def _scalar_rows(rows, nbits, mode, method, with_error=False):
         hi = rows.max(axis=1).astype(np.float64)[:, None]
         cent = lo + (hi - lo) * (np.arange(k) / (k - 1))
     else:  # kmeans, or unique (k >= distinct values, so k-means returns exactly those values)
-        cent = _kmeans_rows(rows, k, method)
+        cent = _kmeans_rows(rows, k, method, hist)
     lut = cent.astype(rows.dtype)
     error = _fp16_error_sums(hist, lut) if with_error and hist is not None else None
     return lut[:, :, None], _assign_rows(rows, lut), nbits, error
