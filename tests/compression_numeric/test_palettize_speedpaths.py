@@ -107,7 +107,7 @@ def test_histogram_of_every_finite_fp16_value_by_hand():
 
 def test_segments_for_kmeans_are_the_histograms_in_float64():
     rows = np.array([[1.0, -0.0, 0.0, -2.0, 1.0], [3.0, 3.0, 3.0, 3.0, -65504.0]], np.float16)
-    seg = P._fp16_segments(rows)
+    seg = P._segments_of(P._fp16_histograms(rows))
     assert seg.values.tolist() == [-2.0, 0.0, 1.0, -65504.0, 3.0]
     assert seg.weights.tolist() == [1.0, 2.0, 2.0, 1.0, 4.0] and seg.offsets.tolist() == [0, 3, 5]
 

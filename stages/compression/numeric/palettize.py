@@ -159,12 +159,8 @@ def _histograms_by_sort(bits: np.ndarray) -> Fp16Histograms:
     return Fp16Histograms(flat[first], counts, np.searchsorted(first, np.arange(G + 1) * m))
 
 
-def _fp16_segments(rows: np.ndarray):
-    """Per-row histograms of fp16 rows as k-means Segments (float64 values and counts)."""
-    return _segments_of(_fp16_histograms(rows))
-
-
 def _segments_of(hist: Fp16Histograms):
+    """Per-row fp16 histograms as k-means Segments (float64 values and counts)."""
     return km.Segments(_values(hist.keys), hist.counts.astype(np.float64), hist.offsets)
 
 
@@ -188,8 +184,11 @@ def _sorted_segments(rows: np.ndarray):
 
 # ---------------------------------------------------------------- 1-D k-means over rows
 
-def _kmeans_rows(rows: np.ndarray, k: int, method: str, hist=None) -> np.ndarray:
+def _kmeans_rows(rows: np.ndarray, k: int, method: str, hist: Fp16Histograms | None) -> np.ndarray:
     """Sorted centroids (G, k) float64; rows with < k distinct values repeat their largest.
+
+    ``hist``: the rows' histograms when they are fp16 (the caller takes them once for k-means,
+    the unique count and the error sums); None for fp32/fp64 rows, which are sorted per batch.
 
     Groups are solved in batches of about ``_BATCH`` elements: the histograms, prefix sums and
     DP temporaries of one batch are all that is alive at once (peak memory ~1-2x the weight
@@ -201,11 +200,8 @@ def _kmeans_rows(rows: np.ndarray, k: int, method: str, hist=None) -> np.ndarray
                            for g in range(0, rows.shape[0], per)])
 
 
-def _kmeans_batch(rows: np.ndarray, k: int, method: str, hist=None) -> np.ndarray:
-    if hist is not None:
-        seg = _segments_of(hist)
-    else:
-        seg = _fp16_segments(rows) if rows.dtype == np.float16 else _sorted_segments(rows)
+def _kmeans_batch(rows: np.ndarray, k: int, method: str, hist: Fp16Histograms | None) -> np.ndarray:
+    seg = _segments_of(hist) if hist is not None else _sorted_segments(rows)
     distinct = np.diff(seg.offsets)
     out = np.zeros((rows.shape[0], k))
     few = distinct <= k
