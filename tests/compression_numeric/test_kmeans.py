@@ -140,3 +140,80 @@ def test_banded_dp_is_the_optimum_inside_arbitrary_bands(data, n, k):
         return  # no strictly increasing tuple fits the bands: nothing to compare
     assert np.all((b[0] >= lo) & (b[0] <= hi)) and np.all(np.diff(b[0]) > 0)
     assert km.cost(p, b)[0] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def _random_segments(data, count):
+    """Several segments of distinct sorted values (continuous, so no exact ties) with weights."""
+    parts, weights = [], []
+    for _ in range(count):
+        n = data.draw(st.integers(5, 40))
+        seed = data.draw(st.integers(0, 2 ** 32 - 1))
+        rng = np.random.default_rng(seed)
+        scale = data.draw(st.sampled_from([1e-3, 1.0, 50.0]))
+        parts.append(np.unique(rng.standard_normal(n) * scale + rng.uniform(-1, 1)))
+        weights.append(rng.integers(1, 20, len(parts[-1])).astype(np.float64))
+    offsets = np.concatenate(([0], np.cumsum([len(v) for v in parts])))
+    return km.Segments(np.concatenate(parts), np.concatenate(weights), offsets)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), count=st.integers(1, 4), k=st.integers(2, 5))
+def test_lloyd_bracket_holds_the_optimum_and_the_dp_inside_finds_it(data, count, k):
+    seg = _random_segments(data, count)
+    if np.diff(seg.offsets).min() <= k:
+        return
+    p = km.prefix_sums(seg)
+    full = km.exact_boundaries(seg, p, k)
+    lo, hi = km.lloyd_bracket(seg, p, k)
+    assert np.all(lo <= full) and np.all(full <= hi)
+    np.testing.assert_allclose(km.cost(p, km.bracketed_boundaries(seg, p, k)), km.cost(p, full), rtol=1e-12, atol=1e-300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), k=st.integers(2, 6), steps=st.integers(0, 6))
+def test_a_capped_bracket_is_wider_but_still_optimal(data, k, steps):
+    # Every Lloyd iterate from the bottom stays below the optimum (and from the top above it),
+    # so stopping early only widens the bands.
+    seg = _random_segments(data, 2)
+    if np.diff(seg.offsets).min() <= k:
+        return
+    p = km.prefix_sums(seg)
+    full = km.exact_boundaries(seg, p, k)
+    lo, hi = km.lloyd_bracket(seg, p, k, max_steps=steps)
+    lo_done, hi_done = km.lloyd_bracket(seg, p, k)
+    assert np.all(lo <= lo_done) and np.all(hi_done <= hi)
+    assert np.all(lo <= full) and np.all(full <= hi)
+    np.testing.assert_allclose(km.cost(p, km.bracketed_boundaries(seg, p, k, max_steps=steps)),
+                               km.cost(p, full), rtol=1e-12, atol=1e-300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), k=st.integers(2, 5))
+def test_lloyd_midpoints_rise_with_the_boundaries(data, k):
+    # The lemma the bracket rests on, empty cells included: b <= b' (per boundary) => mids <= mids'.
+    n = data.draw(st.integers(1, 12))
+    values = np.array(sorted(data.draw(st.lists(st.integers(-40, 40), min_size=n, max_size=n, unique=True))), float)
+    weights = np.array(data.draw(st.lists(st.integers(1, 5), min_size=n, max_size=n)), float)
+    seg = km.Segments(values, weights, np.array([0, n]))
+    p = km.prefix_sums(seg)
+    inner = lambda: sorted(data.draw(st.lists(st.integers(0, n), min_size=k - 1, max_size=k - 1)))
+    a, b = np.array(inner()), np.array(inner())
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    as_b = lambda x: np.array([[0, *np.sort(x), n]])
+    last, g = np.array([n - 1]), np.array([0])
+    m_low = km._lloyd_midpoints(seg, p, as_b(low), last, g)
+    m_high = km._lloyd_midpoints(seg, p, as_b(high), last, g)
+    assert np.all(m_low <= m_high + 1e-12)
+
+
+def test_bracketed_dp_is_exact_on_the_group_the_banded_dp_misses():
+    w = (np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02).astype(np.float16)
+    x = w[1072:1088].astype(np.float64)
+    uniq, counts = np.unique(x, return_counts=True)
+    seg = km.Segments(uniq, counts.astype(np.float64), np.array([0, len(uniq)]))
+    p = km.prefix_sums(seg)
+    full = km.exact_boundaries(seg, p, 16)
+    lo, hi = km.lloyd_bracket(seg, p, 16)
+    assert np.all(lo <= full) and np.all(full <= hi)
+    assert (hi - lo)[0, 1:-1].sum() < len(uniq)  # narrower than the full DP's search
+    assert km.cost(p, km.bracketed_boundaries(seg, p, 16))[0] == pytest.approx(km.cost(p, full)[0], rel=1e-12)

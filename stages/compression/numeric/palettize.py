@@ -12,8 +12,8 @@ Layout (iOS18 ``constexpr_lut_to_dense``):
   weight's rank with every axis but ``channel_axis`` of size 1, weight dtype; 0 -> 1.
   The dense weight is ``lut_to_dense(params) * per_channel_scale``.
 
-Modes: ``kmeans`` (1-D k-means: the exact DP on small problems, a banded DP that is
-not guaranteed optimal on large ones; see ``kmeans1d``), ``uniform`` (2**nbits evenly
+Modes: ``kmeans`` (1-D k-means: provably optimal on small problems (the DP inside a Lloyd
+bracket), a banded DP that is not guaranteed optimal on large ones; see ``kmeans1d``), ``uniform`` (2**nbits evenly
 spaced values from min to max), ``unique`` (the distinct values; smallest nbits that holds
 them; ``None`` when there are more than 256), ``custom`` (``lut_function``, validated).
 
@@ -216,7 +216,7 @@ def _kmeans_batch(rows: np.ndarray, k: int, method: str, hist: Fp16Histograms | 
                               np.concatenate(([0], np.cumsum(distinct[many]))))
         p = km.prefix_sums(seg)
         if method == "exact" or (method == "auto" and len(seg.values) * k <= EXACT_BUDGET):
-            b = km.exact_boundaries(seg, p, k)
+            b = km.bracketed_boundaries(seg, p, k)
         else:
             b = km.banded_exact_boundaries(seg, p, k)
         out[many] = km.centroids(p, b)
@@ -494,7 +494,7 @@ def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmea
     Returns None when ``mode='unique'`` finds more distinct values than 256 (or than
     ``2**nbits`` when nbits is given).  Raises NotCompressible when ``group_size`` or
     ``cluster_dim`` does not divide the channel axis (coremltools skips those weights).
-    ``method``: 'exact' (full DP), 'fast' (DP in bands around a coarse optimum; not guaranteed
+    ``method``: 'exact' (the optimum: DP in a Lloyd bracket), 'fast' (DP in bands around a coarse optimum; not guaranteed
     optimal, see kmeans1d) or 'auto' (exact while histogram positions * k <= EXACT_BUDGET per
     batch of groups, fast beyond).
     """
