@@ -41,10 +41,20 @@ margins they shrink ~5x per level but lose the optimum in 180 of 256 groups (the
 profile is noisy with the other boundaries' snapping error).  Through-costs of the 128-run
 coarse DP with a sound-looking margin (coarse minus fine cost) do contain every optimum of
 the benchmark, but the bands they give average 700 positions (4,000 at the middle boundary):
-slower than the full DP.  The Lloyd bracket (``bracketed_boundaries``) is not used for big batches of groups: on the
-256 groups of the benchmark it is exact and its DP costs 0.41 s (the bands hold ~5,600 of
-~13,300 positions per group), but its ~1,500 vectorized Lloyd steps cost ~1 ms each over
-3.4M positions (cache misses and a per-group binary search), 1.6 s in all.
+slower than the full DP.
+
+The Lloyd bracket is not used for big batches of groups: on the 256 groups of the benchmark
+it is exact and the DP inside it costs 0.34 s (the bands hold ~5,600 of ~13,300 positions per
+group), but the ~1,400 vectorized Lloyd steps per batch of 64 noisy groups (a binary search per
+group and boundary each step) cost ~1.1 s in all, against ~0.75 s for the whole banded solver.
+Also measured in 2026-11 and not adopted, for the banded solver: a windowed (rows x width)
+layout of the DP layer with sliding-window gathers (no faster: numpy's per-row gather cost
+replaces the ragged bookkeeping); a three-level coarse -> medium (runs of 4-16 positions) ->
+fine banding (half the time, but 12-30 of 256 groups land in a worse basin); red-black
+ordering of the Lloyd steps (fewer sweeps, more work); two threads over batches (1.2-1.3x).
+Soundness of the bracket is up to the rounding of the cell means: they are clamped into their
+cells' value ranges and the iterates kept monotone and sorted, so rounding can only move a band
+edge past a value lying within rounding of a midpoint, where either side costs the same.
 """
 from __future__ import annotations
 
