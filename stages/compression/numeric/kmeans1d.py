@@ -135,16 +135,19 @@ def exact_boundaries(seg: Segments, p: Prefix, k: int, bands: tuple | None = Non
     # Prefix sums shifted by one so that a cluster j..i (inclusive) is pw1[i] - pw[j].
     pw, ps, pq = p.w, p.s, p.q
     pw1, ps1, pq1 = pw[1:], ps[1:], pq[1:]
-    seg_start = np.repeat(start, np.diff(seg.offsets))
-    D = np.maximum(pq1 - pq[seg_start] - (ps1 - ps[seg_start]) ** 2 / (pw1 - pw[seg_start]), 0.0)
+    # Layer 1 (one cluster from the segment's start) only where layer 2 reads it: boundary 1's band.
+    first, seg_of = _ranges(lo[:, 1] - 1, hi[:, 1] - 1)
+    s0 = start[seg_of]
+    D = np.full(n, np.inf)
+    D[first] = np.maximum(pq1[first] - pq[s0] - (ps1[first] - ps[s0]) ** 2 / (pw1[first] - pw[s0]), 0.0)
     # choice[c - 2][i]: start of the last cluster of the best c-cluster split of positions ..i
     index = np.int32 if n < 2 ** 31 else np.int64
     # Two layer buffers used in turn.  Entries a layer does not write must read as +inf (a
     # split ending below the band's lowest start is infeasible), so after a layer is consumed
     # only the entries it wrote are reset: filling all n entries per layer was a third of the
     # banded solver's time.
-    buffers = [np.full(n, np.inf), np.full(n, np.inf)]
-    written = [None, None]
+    buffers = [np.full(n, np.inf), D]
+    written = [None, first]
     choices = []
     for c in range(2, k + 1):
         out = buffers[c % 2]
@@ -162,6 +165,13 @@ def exact_boundaries(seg: Segments, p: Prefix, k: int, bands: tuple | None = Non
         b[:, c - 1] = choices[c - 2][last]
         last = b[:, c - 1] - 1
     return b
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray):
+    """The positions lo[g]..hi[g] of every segment concatenated, and the segment of each."""
+    count = np.maximum(hi - lo + 1, 0)
+    seg_of = np.repeat(np.arange(len(lo)), count)
+    return np.arange(count.sum()) + np.repeat(lo - np.cumsum(count) + count, count), seg_of
 
 
 def _dc_layer(D, newD, pw, ps, pq, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice):
