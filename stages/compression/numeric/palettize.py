@@ -43,7 +43,8 @@ NBITS = (1, 2, 3, 4, 6, 8)
 MODES = ("kmeans", "uniform", "unique", "custom")
 GRANULARITIES = ("per_tensor", "per_grouped_channel")
 METHODS = ("auto", "exact", "fast")
-# auto: exact DP while (histogram positions) * k stays under this (per batch); the banded DP beyond.
+# auto: the provably optimal solver (DP in a Lloyd bracket) while (histogram positions) * k stays
+# under this (per batch); the banded DP beyond.
 EXACT_BUDGET = 1 << 22
 _CHUNK = 1 << 20  # elements per pass in the histogram / assignment loops (bounds temporaries)
 _BATCH = 1 << 22  # elements per k-means batch of groups (bounds histogram + DP memory)
