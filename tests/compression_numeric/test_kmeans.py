@@ -217,3 +217,16 @@ def test_bracketed_dp_is_exact_on_the_group_the_banded_dp_misses():
     assert np.all(lo <= full) and np.all(full <= hi)
     assert (hi - lo)[0, 1:-1].sum() < len(uniq)  # narrower than the full DP's search
     assert km.cost(p, km.bracketed_boundaries(seg, p, 16))[0] == pytest.approx(km.cost(p, full)[0], rel=1e-12)
+
+
+def test_a_segment_of_huge_values_does_not_swamp_the_small_segments_after_it():
+    # The prefix sums run over the whole batch: without per-segment scaling, the first segment's
+    # sums (~1e16) leave the second one's differences (~0.1) as rounding noise.
+    seg = km.Segments(np.array([-65504.0, 0.0, 65504.0, 0.0, 0.25, 0.5, 1.0, 1.25]),
+                      np.array([1e6, 1.0, 1e6, 1.0, 1.0, 1.0, 1.0, 1.0]), np.array([0, 3, 8]))
+    p = km.prefix_sums(seg)
+    for solve in (km.exact_boundaries, km.bracketed_boundaries):
+        b = solve(seg, p, 2)
+        assert b[1].tolist() == [3, 6, 8]  # {0, .25, .5} | {1, 1.25}
+        assert km.cost(p, b)[1] == pytest.approx(0.125 + 0.03125, rel=1e-8)
+        np.testing.assert_allclose(km.centroids(p, b)[1], [0.25, 1.125], rtol=1e-8)

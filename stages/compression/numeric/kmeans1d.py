@@ -71,23 +71,36 @@ class Segments(NamedTuple):
 
 
 class Prefix(NamedTuple):
-    """Prefix sums with a leading 0, over values centred per segment (less cancellation)."""
+    """Prefix sums with a leading 0 over values centred and scaled per segment.
+
+    Centring at the segment's weighted mean and dividing by a power of two near its largest
+    deviation keeps every segment's sums on the same footing: one segment of huge values
+    cannot swamp the rounding of the small segments batched after it (the sums run over the
+    whole batch).  Costs in the scaled units differ from the true ones by scale**2 per
+    segment, which no argmin within a segment notices; ``cost`` and ``centroids`` undo it.
+    """
     w: np.ndarray   # sum of weights
-    s: np.ndarray   # sum of w * (v - shift)
-    q: np.ndarray   # sum of w * (v - shift)**2
+    s: np.ndarray   # sum of w * u, u = (v - shift) / scale
+    q: np.ndarray   # sum of w * u**2
     shift: np.ndarray  # per-segment shift (its weighted mean)
+    scale: np.ndarray  # per-segment power of two >= max |v - shift| (1 for a constant segment)
 
 
 def prefix_sums(seg: Segments) -> Prefix:
     lengths = np.diff(seg.offsets)
-    cw = np.concatenate(([0.0], np.cumsum(seg.weights)))
-    cs_raw = np.concatenate(([0.0], np.cumsum(seg.weights * seg.values)))
-    seg_w = cw[seg.offsets[1:]] - cw[seg.offsets[:-1]]
-    shift = (cs_raw[seg.offsets[1:]] - cs_raw[seg.offsets[:-1]]) / seg_w
+    firsts = np.minimum(seg.offsets[:-1], max(len(seg.values) - 1, 0))
+    nonempty = lengths > 0
+    per_segment = lambda ufunc, x, empty: (np.where(nonempty, ufunc.reduceat(x, firsts), empty)
+                                           if len(x) else np.full(len(lengths), empty))
+    shift = per_segment(np.add, seg.weights * seg.values, 0.0) / per_segment(np.add, seg.weights, 1.0)
     centred = seg.values - np.repeat(shift, lengths)
+    spread = per_segment(np.maximum, np.abs(centred), 0.0)
+    scale = np.where(spread > 0, np.ldexp(1.0, np.frexp(spread)[1]), 1.0)  # exact division
+    centred /= np.repeat(scale, lengths)
     wc = seg.weights * centred
-    return Prefix(cw, np.concatenate(([0.0], np.cumsum(wc))),
-                  np.concatenate(([0.0], np.cumsum(wc * centred))), shift)
+    zero = np.zeros(1)
+    return Prefix(np.concatenate((zero, np.cumsum(seg.weights))), np.concatenate((zero, np.cumsum(wc))),
+                  np.concatenate((zero, np.cumsum(wc * centred))), shift, scale)
 
 
 def _cluster_sums(p: Prefix, b: np.ndarray):
@@ -99,7 +112,7 @@ def centroids(p: Prefix, b: np.ndarray) -> np.ndarray:
     """(G, k) cluster means for boundaries b (G, k+1); empty clusters give NaN."""
     w, s, _ = _cluster_sums(p, b)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return s / w + p.shift[:, None]
+        return s / w * p.scale[:, None] + p.shift[:, None]
 
 
 def cost(p: Prefix, b: np.ndarray) -> np.ndarray:
@@ -107,7 +120,7 @@ def cost(p: Prefix, b: np.ndarray) -> np.ndarray:
     w, s, q = _cluster_sums(p, b)
     with np.errstate(invalid="ignore", divide="ignore"):
         within = np.where(w > 0, q - s * s / np.where(w > 0, w, 1.0), 0.0)
-    return np.maximum(within, 0.0).sum(axis=1)
+    return np.maximum(within, 0.0).sum(axis=1) * p.scale ** 2
 
 
 def _make_valid(b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -318,7 +331,7 @@ def _lloyd_midpoints(seg, p, b, last, g):
     first = seg.values[np.minimum(lo, last[:, None])]
     final = seg.values[np.minimum(np.maximum(hi - 1, lo), last[:, None])]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.clip(s / np.where(w > 0, w, 1.0) + p.shift[g][:, None], first, final)
+        mean = np.clip(s / np.where(w > 0, w, 1.0) * p.scale[g][:, None] + p.shift[g][:, None], first, final)
     return 0.5 * (mean[:, 1:] + mean[:, :-1])
 
 
@@ -368,7 +381,7 @@ def coarse_exact_start(seg: Segments, p: Prefix, k: int, bins: int = 128) -> np.
     lo, hi = edges[:, :-1][keep], edges[:, 1:][keep]      # non-empty runs, segment order
     runs = keep.sum(axis=1)
     cw, cs = p.w[hi] - p.w[lo], p.s[hi] - p.s[lo]
-    coarse = Segments(cs / cw + np.repeat(p.shift, runs), cw,
+    coarse = Segments(cs / cw * np.repeat(p.scale, runs) + np.repeat(p.shift, runs), cw,
                       np.concatenate(([0], np.cumsum(runs))))
     kk = min(k, int(runs.min()))
     cb = exact_boundaries(coarse, prefix_sums(coarse), kk)
