@@ -161,13 +161,18 @@ def exact_boundaries(seg: Segments, p: Prefix, k: int, bands: tuple | None = Non
     # banded solver's time.
     buffers = [np.full(n, np.inf), D]
     written = [None, first]
+    # E[j] = D[j-1] - pq[j]: the part of "best split before j, then a cluster j..i" that does not
+    # depend on i, taken once per position of the band instead of once per candidate pair.
+    E = np.empty(n)
     choices = []
     for c in range(2, k + 1):
         out = buffers[c % 2]
         if written[c % 2] is not None:
             out[written[c % 2]] = np.inf
+        j, _ = _ranges(lo[:, c - 1], hi[:, c - 1])
+        E[j] = D[j - 1] - pq[j]
         choice = np.empty(n, index)  # read back only where _dc_layer wrote
-        written[c % 2] = _dc_layer(D, out, pw, ps, pq, pw1, ps1, pq1, lo[:, c] - 1, hi[:, c] - 1,
+        written[c % 2] = _dc_layer(E, out, pw, ps, pw1, ps1, pq1, lo[:, c] - 1, hi[:, c] - 1,
                                    lo[:, c - 1], hi[:, c - 1], choice)
         D = out
         choices.append(choice)
@@ -187,14 +192,15 @@ def _ranges(lo: np.ndarray, hi: np.ndarray):
     return np.arange(count.sum()) + np.repeat(lo - np.cumsum(count) + count, count), seg_of
 
 
-def _dc_layer(D, newD, pw, ps, pq, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice):
+def _dc_layer(E, newD, pw, ps, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice):
     """One DP layer: newD[i] = min_j D[j-1] + cost(j..i) for i in [ilo, ihi], j in [jlo, min(jhi, i)].
 
-    The best j is monotone in i, so the i-ranges are halved level by level (every range of
-    every segment in one ragged batch) and each midpoint searches only between the best j's
-    of its neighbours.  Writes the best j of each i into ``choice``; returns the i's written.
+    With E[j] = D[j-1] - pq[j] (read only for j in [jlo, jhi]), D[j-1] + cost(j..i) is
+    pq1[i] + E[j] - (ps1[i] - ps[j])**2 / (pw1[i] - pw[j]).  The best j is monotone in i, so the
+    i-ranges are halved level by level (every range of every segment in one ragged batch) and
+    each midpoint searches only between the best j's of its neighbours.  Writes the best
+    (smallest) j of each i into ``choice``; returns the i's written.
     """
-    n = len(D)
     mids = []
     # A cluster j..i needs i >= j: ends below the band's lowest start stay +inf (unwritten).
     # This also keeps every midpoint's j-range inside the band (jlo <= ilo holds all the way
@@ -211,15 +217,15 @@ def _dc_layer(D, newD, pw, ps, pq, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice):
         j = np.arange(first[-1] + length[-1]) - np.repeat(first - jbot, length)
         w = np.repeat(pw1[mid], length) - pw[j]
         s = np.repeat(ps1[mid], length) - ps[j]
-        val = np.repeat(pq1[mid], length) - pq[j]
         s *= s
         s /= w
+        val = E[j]
         val -= s
-        np.maximum(val, 0.0, out=val)
-        val += D[j - 1]
         best = np.minimum.reduceat(val, first)
-        bj = np.minimum.reduceat(np.where(val <= np.repeat(best, length), j, n), first)
-        newD[mid] = best
+        # the first candidate reaching the minimum of each midpoint
+        hits = np.flatnonzero(val <= np.repeat(best, length))
+        bj = j[hits[np.searchsorted(hits, first)]]
+        newD[mid] = best + pq1[mid]
         choice[mid] = bj
         mids.append(mid)
         left, right = ilo < mid, mid < ihi
