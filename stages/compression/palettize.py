@@ -10,8 +10,8 @@ wrong shape or out-of-range index raises naming the weight).
 ``kmeans_method``: 'exact' proves every LUT optimal (the DP inside a Lloyd
 bracket); 'fast' runs the DP in bands around a coarse optimum, not guaranteed
 optimal (on a 4096x4096 normal fp16 weight in groups of 16 channels, 3 of 256
-groups end up to 9e-4 above the optimum in SSE) but 2.3x faster there (0.87 s
-against 2.0 s);
+groups end up to 9e-4 above the optimum in SSE) but 2.4x faster there (0.72 s
+against 1.7 s);
 'auto' (the default) is exact while a batch of groups is small (histogram
 positions x 2**nbits <= 4M) and fast beyond.
 
