@@ -116,8 +116,12 @@ def _kernel(view, w, params, axis):
         w, nbits=params["nbits"], mode=params["mode"], granularity=params["granularity"],
         group_size=params["group_size"], channel_axis=axis, cluster_dim=params["cluster_dim"],
         enable_per_channel_scale=params["enable_per_channel_scale"], lut_function=params["lut_function"],
-        method=params.get("kmeans_method") or "auto", name=view.name)
+        method=_kmeans_method(params), name=view.name)
     return (None if p is None else _read_only(p)), error
+
+
+def _kmeans_method(params) -> str:
+    return params.get("kmeans_method") or "auto"  # a config entry may set it to None
 
 
 def _read_only(p):
@@ -214,7 +218,7 @@ def _sparse_luts(view, nz, mask, params, axis):
             luts.append(np.zeros((1 << (nbits or 1), 1), nz.dtype))
             continue
         p = palettize(np.ascontiguousarray(nz[m]), nbits, mode=params["mode"], lut_function=params["lut_function"],
-                      method=params.get("kmeans_method") or "auto", name=view.name)
+                      method=_kmeans_method(params), name=view.name)
         if p is None:
             return None
         nbits = p.nbits

@@ -108,6 +108,13 @@ def _cluster_sums(p: Prefix, b: np.ndarray):
     return p.w[hi] - p.w[lo], p.s[hi] - p.s[lo], p.q[hi] - p.q[lo]
 
 
+def _within(p: Prefix, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Scaled SSE of the clusters [lo, hi) about their means; 0 for an empty one."""
+    w, s, q = p.w[hi] - p.w[lo], p.s[hi] - p.s[lo], p.q[hi] - p.q[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.maximum(np.where(w > 0, q - s * s / np.where(w > 0, w, 1.0), 0.0), 0.0)
+
+
 def centroids(p: Prefix, b: np.ndarray) -> np.ndarray:
     """(G, k) cluster means for boundaries b (G, k+1); empty clusters give NaN."""
     w, s, _ = _cluster_sums(p, b)
@@ -117,10 +124,7 @@ def centroids(p: Prefix, b: np.ndarray) -> np.ndarray:
 
 def cost(p: Prefix, b: np.ndarray) -> np.ndarray:
     """(G,) weighted sum of squared errors of the partition b."""
-    w, s, q = _cluster_sums(p, b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        within = np.where(w > 0, q - s * s / np.where(w > 0, w, 1.0), 0.0)
-    return np.maximum(within, 0.0).sum(axis=1) * p.scale ** 2
+    return _within(p, b[..., :-1], b[..., 1:]).sum(axis=1) * p.scale ** 2
 
 
 def _make_valid(b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -150,9 +154,8 @@ def exact_boundaries(seg: Segments, p: Prefix, k: int, bands: tuple | None = Non
     pw1, ps1, pq1 = pw[1:], ps[1:], pq[1:]
     # Layer 1 (one cluster from the segment's start) only where layer 2 reads it: boundary 1's band.
     first, seg_of = _ranges(lo[:, 1] - 1, hi[:, 1] - 1)
-    s0 = start[seg_of]
     D = np.full(n, np.inf)
-    D[first] = np.maximum(pq1[first] - pq[s0] - (ps1[first] - ps[s0]) ** 2 / (pw1[first] - pw[s0]), 0.0)
+    D[first] = _within(p, start[seg_of], first + 1)
     # choice[c - 2][i]: start of the last cluster of the best c-cluster split of positions ..i
     index = np.int32 if n < 2 ** 31 else np.int64
     # Two layer buffers used in turn.  Entries a layer does not write must read as +inf (a
