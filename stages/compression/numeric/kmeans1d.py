@@ -62,6 +62,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import kmeans1d_jit
+
 
 class Segments(NamedTuple):
     """Concatenated sorted histograms; segment g is positions [offsets[g], offsets[g+1])."""
@@ -270,11 +272,15 @@ def banded_exact_boundaries(seg: Segments, p: Prefix, k: int, max_rounds: int = 
 BRACKET_STEPS = 4096
 
 
-def bracketed_boundaries(seg: Segments, p: Prefix, k: int, max_steps: int = BRACKET_STEPS) -> np.ndarray:
+def bracketed_boundaries(seg: Segments, p: Prefix, k: int, max_steps: int = BRACKET_STEPS,
+                         engine: str = "auto") -> np.ndarray:
     """Optimal boundaries (G, k+1): the DP inside the Lloyd bracket (see the module docstring).
 
-    Segments need more than k positions.
+    Segments need more than k positions.  ``engine``: "numpy", "jit" (the compiled twin in
+    ``kmeans1d_jit``, same answer, ~20x faster on many groups) or "auto" (jit when available).
     """
+    if engine == "jit" or (engine == "auto" and kmeans1d_jit.enabled()):
+        return kmeans1d_jit.bracketed_boundaries(seg, p, k, max_steps)
     return exact_boundaries(seg, p, k, lloyd_bracket(seg, p, k, max_steps))
 
 
