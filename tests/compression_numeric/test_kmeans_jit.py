@@ -99,3 +99,28 @@ def test_the_compiled_climbs_give_the_numpy_bracket(problem, steps):
             kmeans1d_jit._climb(seg.values, p.w, p.s, p.shift[g], p.scale[g], seg.offsets[g],
                                 seg.offsets[g + 1], k, up, steps, b)
             np.testing.assert_array_equal(b, expected)
+
+
+def test_the_compiled_engine_survives_threads_and_fork():
+    # numba's own parallel layers abort a process that forks after using them (OpenMP) or that
+    # calls them from two threads at once (workqueue); the engine uses neither.
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    v = np.unique(rng.standard_normal(3000))
+    seg = km.Segments(np.concatenate([v, v + 1]), np.ones(2 * len(v)), np.array([0, len(v), 2 * len(v)]))
+    p = km.prefix_sums(seg)
+    expected = km.bracketed_boundaries(seg, p, 8, engine="numpy")
+    with ThreadPoolExecutor(4) as pool:
+        for got in pool.map(lambda _: km.bracketed_boundaries(seg, p, 8, engine="jit"), range(8)):
+            np.testing.assert_array_equal(got, expected)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        for got in pool.map(_solve_in_child, [(seg, p)] * 2):
+            np.testing.assert_array_equal(got, expected)
+
+
+def _solve_in_child(args):
+    seg, p = args
+    return km.bracketed_boundaries(seg, p, 8, engine="jit")

@@ -6,25 +6,31 @@ that hold every optimal partition, and the DP by divide and conquer inside the b
 optimum.  Only the execution differs.  In numpy every DP candidate passes through ~18 array
 operations (15-30 ns each) and every Lloyd step through a batched binary search; compiled, a
 candidate is a handful of instructions, a Lloyd step walks each boundary from where it was
-(boundaries only move one way on each side of the bracket), and segments run on all cores.
-On the 256 groups of a 4096x4096 fp16 weight (group 16): ~0.07 s against ~1.5 s.
+(boundaries only move one way on each side of the bracket), and segments are shared out over
+the cores.  On the 256 groups of a 4096x4096 fp16 weight (group 16): ~0.07 s against ~1.5 s.
+
+The kernels hold no GIL and the cores are used through plain Python threads, not numba's
+``parallel=True``: numba's OpenMP layer kills a process that forks after using it, and its
+workqueue layer one that calls it from two threads at once; a library cannot forbid either.
 
 numba is optional (``pip install weightpress[fast]``); without it, or with WEIGHTPRESS_JIT=0
-in the environment, ``kmeans1d`` runs its numpy twin.  Functions compile on first use (a few
+in the environment, ``kmeans1d`` runs its numpy twin.  Kernels compile on first use (a few
 seconds, then cached on disk by numba).
 """
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 try:
-    from numba import njit, prange
+    from numba import njit
 except ImportError:  # pragma: no cover - exercised by installs without the [fast] extra
-    njit = prange = None
+    njit = None
 
 AVAILABLE = njit is not None
+MAX_THREADS = 8
 
 
 def enabled() -> bool:
@@ -34,14 +40,27 @@ def enabled() -> bool:
 
 def bracketed_boundaries(seg, p, k: int, max_steps: int) -> np.ndarray:
     """(G, k+1) optimal boundaries; arguments as ``kmeans1d.bracketed_boundaries``."""
-    return _solve_all(np.ascontiguousarray(seg.values, np.float64), p.w, p.s, p.q,
-                      p.shift.astype(np.float64), p.scale.astype(np.float64),
-                      np.ascontiguousarray(seg.offsets, np.int64), k, max_steps)
+    offsets = np.ascontiguousarray(seg.offsets, np.int64)
+    arrays = (np.ascontiguousarray(seg.values, np.float64), p.w, p.s, p.q,
+              p.shift.astype(np.float64), p.scale.astype(np.float64), offsets)
+    G = len(offsets) - 1
+    out = np.empty((G, k + 1), np.int64)
+    # Segments shared out in runs of about equal histogram positions, one run per thread.
+    threads = max(1, min(os.cpu_count() or 1, MAX_THREADS, G))
+    cuts = np.unique(np.searchsorted(offsets, np.linspace(0, offsets[-1], threads + 1)[1:-1]))
+    runs = list(zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [G])).tolist()))
+    solve = lambda run: _solve_range(*arrays, k, max_steps, run[0], run[1], out)
+    if len(runs) == 1:
+        solve(runs[0])
+    else:
+        with ThreadPoolExecutor(len(runs)) as pool:
+            list(pool.map(solve, runs))
+    return out
 
 
 if AVAILABLE:
 
-    @njit(cache=True, inline="always")
+    @njit(cache=True, nogil=True, inline="always")
     def _cell_mean(values, pw, ps, shift, scale, lo, hi, last):
         # As kmeans1d._lloyd_midpoints: clamped into the cell's value range, and an empty
         # cell [i, i) counts as the value at i, so the mean is monotone in the boundaries.
@@ -52,7 +71,7 @@ if AVAILABLE:
         mean = s / (w if w > 0 else 1.0) * scale + shift
         return min(max(mean, first), final)
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _climb(values, pw, ps, shift, scale, start, end, k, up, max_steps, b):
         """Lloyd's map from all boundaries at the start (up) or the end, into b (k+1,)."""
         last = end - 1
@@ -90,7 +109,7 @@ if AVAILABLE:
             if not moved:
                 return
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _layer(E, newD, pw, ps, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice, choice_at):
         """newD[i] = pq1[i] + min_j E[j] - (ps1[i] - ps[j])**2 / (pw1[i] - pw[j]) for i in
         [ilo, ihi], j in [jlo, min(jhi, i)]; the first best j goes to choice[choice_at + i].
@@ -125,7 +144,7 @@ if AVAILABLE:
                 stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = a, mid - 1, jl, bj
                 top += 1
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _solve_segment(values, pw, ps, pq, shift, scale, start, end, k, max_steps, out):
         n = end - start
         lo = np.empty(k + 1, np.int64)
@@ -164,11 +183,8 @@ if AVAILABLE:
             out[c - 1] = start + j
             last = j - 1
 
-    @njit(cache=True, parallel=True)
-    def _solve_all(values, pw, ps, pq, shift, scale, offsets, k, max_steps):
-        G = len(offsets) - 1
-        out = np.empty((G, k + 1), np.int64)
-        for g in prange(G):
+    @njit(cache=True, nogil=True)
+    def _solve_range(values, pw, ps, pq, shift, scale, offsets, k, max_steps, g0, g1, out):
+        for g in range(g0, g1):
             _solve_segment(values, pw, ps, pq, shift[g], scale[g], offsets[g], offsets[g + 1],
                            k, max_steps, out[g])
-        return out
