@@ -4,7 +4,7 @@ Input is a histogram: per segment, values sorted ascending with positive weights
 In 1-D an optimal k-means partition is contiguous in sorted order, so a solution is just
 k+1 boundary positions per segment: cluster j holds positions [b[j], b[j+1]).
 
-Three solvers share this representation:
+Three solvers share this representation (the first also runs compiled: ``kmeans1d_jit``):
 
 * ``bracketed_boundaries``: the optimum, proven, usually several times faster than the full
   DP below.  Lloyd's map is monotone in 1-D (raising the boundaries raises every cell's mean,
@@ -43,7 +43,7 @@ coarse DP with a sound-looking margin (coarse minus fine cost) do contain every 
 the benchmark, but the bands they give average 700 positions (4,000 at the middle boundary):
 slower than the full DP.
 
-The Lloyd bracket is not used for big batches of groups: on the 256 groups of the benchmark
+Without numba, the Lloyd bracket is not used for big batches of groups: on the 256 groups of the benchmark
 it is exact and the DP inside it costs 0.34 s (the bands hold ~5,600 of ~13,300 positions per
 group), but the ~1,400 vectorized Lloyd steps per batch of 64 noisy groups (a binary search per
 group and boundary each step) cost ~1.1 s in all, against ~0.75 s for the whole banded solver.

@@ -12,8 +12,9 @@ Layout (iOS18 ``constexpr_lut_to_dense``):
   weight's rank with every axis but ``channel_axis`` of size 1, weight dtype; 0 -> 1.
   The dense weight is ``lut_to_dense(params) * per_channel_scale``.
 
-Modes: ``kmeans`` (1-D k-means: provably optimal on small problems (the DP inside a Lloyd
-bracket), a banded DP that is not guaranteed optimal on large ones; see ``kmeans1d``), ``uniform`` (2**nbits evenly
+Modes: ``kmeans`` (1-D k-means: provably optimal (the DP inside a Lloyd bracket) at every size
+when numba compiles it, else on small problems, with a banded DP that is not guaranteed optimal
+on large ones; see ``kmeans1d``), ``uniform`` (2**nbits evenly
 spaced values from min to max), ``unique`` (the distinct values; smallest nbits that holds
 them; ``None`` when there are more than 256), ``custom`` (``lut_function``, validated).
 
@@ -43,8 +44,8 @@ NBITS = (1, 2, 3, 4, 6, 8)
 MODES = ("kmeans", "uniform", "unique", "custom")
 GRANULARITIES = ("per_tensor", "per_grouped_channel")
 METHODS = ("auto", "exact", "fast")
-# auto: the provably optimal solver (DP in a Lloyd bracket) while (histogram positions) * k stays
-# under this (per batch); the banded DP beyond.
+# auto: the provably optimal solver (DP in a Lloyd bracket) always when it runs compiled (numba),
+# else while (histogram positions) * k stays under this (per batch), the banded DP beyond.
 EXACT_BUDGET = 1 << 22
 _CHUNK = 1 << 20  # elements per pass in the histogram / assignment loops (bounds temporaries)
 _BATCH = 1 << 22  # elements per k-means batch of groups (bounds histogram + DP memory)
@@ -496,8 +497,9 @@ def palettize(weight: np.ndarray, nbits: int | None = None, *, mode: str = "kmea
     Returns None when ``mode='unique'`` finds more distinct values than 256 (or than
     ``2**nbits`` when nbits is given).  Raises NotCompressible when ``group_size`` or
     ``cluster_dim`` does not divide the channel axis (coremltools skips those weights).
-    ``method``: 'exact' (the optimum: DP in a Lloyd bracket), 'fast' (DP in bands around a coarse optimum; not guaranteed
-    optimal, see kmeans1d) or 'auto' (exact while histogram positions * k <= EXACT_BUDGET per
+    ``method``: 'exact' (the optimum: DP in a Lloyd bracket, compiled when numba is installed),
+    'fast' (numpy DP in bands around a coarse optimum; not guaranteed optimal, see kmeans1d) or
+    'auto' (exact when compiled; else exact while histogram positions * k <= EXACT_BUDGET per
     batch of groups, fast beyond).
     """
     return _palettize(with_error=False, **locals())[0]

@@ -66,3 +66,27 @@ def test_an_unknown_kmeans_method_is_refused_by_name():
     with pytest.raises(ParameterError, match="kmeans_method"):
         palettize_weights(nbits=4, kmeans_method="optimal")
     assert issubclass(ParameterError, ValueError)
+
+
+@pytest.mark.parametrize("jit", ["1", "0"])
+def test_auto_on_a_big_batch_is_exact_when_compiled_and_fast_without(monkeypatch, jit):
+    import importlib
+    from stages.compression.numeric import kmeans1d_jit
+    if jit == "1" and not kmeans1d_jit.AVAILABLE:
+        pytest.skip("numba not installed (the [fast] extra)")
+    # the package re-exports a function named palettize: take the module itself
+    kernel = importlib.import_module("stages.compression.numeric.palettize")
+    monkeypatch.setattr(kernel, "EXACT_BUDGET", 0)  # every batch counts as big
+    monkeypatch.setenv("WEIGHTPRESS_JIT", jit)
+    w = _near_degenerate_group()
+    net = linear_program(w)
+    run = lambda method: palettize_weights(nbits=4, granularity="per_grouped_channel", group_size=16,
+                                           kmeans_method=method).run(net)
+    auto = run("auto")
+    same_as = run("exact" if jit == "1" else "fast")
+    np.testing.assert_array_equal(weight_value(auto.program), weight_value(same_as.program))
+    optimum = _optimal_sse(w)
+    if jit == "1":
+        assert _sse_of(auto, w) == pytest.approx(optimum, rel=2e-5)
+    else:  # the banded DP's known miss on this group
+        assert _sse_of(auto, w) > optimum * (1 + 5e-4)
