@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from stages.compression.numeric import kmeans1d as km
 from stages.compression.numeric import kmeans_1d
+from tests.near_degenerate import near_degenerate_group, near_degenerate_problem
 
 
 def brute_force_sse(v, k):
@@ -91,14 +92,10 @@ def test_few_distinct_values_are_their_own_centroids():
     assert cent.tolist() == [2.0, 5.0] and labels.tolist() == [0, 0, 1] and sse == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the banded DP ('fast', used by 'auto' on big batches) "
+@pytest.mark.xfail(strict=True, reason="known gap: the banded DP ('fast'; 'auto' on big batches without numba) "
                    "keeps the coarse histogram's basin; on this group the optimum lies in another one")
 def test_banded_misses_the_optimum_on_a_near_degenerate_group():
-    # Group 67 (rows 1072..1087) of the benchmark weight: normal * 0.02, 4096x4096 fp16, seed 0.
-    # Two partitions whose middle boundaries sit ~2,000 histogram positions apart (both near 0,
-    # where fp16 values are densest) differ by 8.8e-4 in SSE; the 128-run coarse DP picks the worse.
-    w = (np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02).astype(np.float16)
-    x = w[1072:1088].astype(np.float64)
+    x = near_degenerate_group().astype(np.float64)  # see tests/near_degenerate.py
     _, _, exact = kmeans_1d(x, 16, method="exact")
     _, _, banded = kmeans_1d(x, 16, method="fast")
     assert banded <= exact * (1 + 1e-9)
@@ -207,15 +204,11 @@ def test_lloyd_midpoints_rise_with_the_boundaries(data, k):
 
 
 def test_bracketed_dp_is_exact_on_the_group_the_banded_dp_misses():
-    w = (np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02).astype(np.float16)
-    x = w[1072:1088].astype(np.float64)
-    uniq, counts = np.unique(x, return_counts=True)
-    seg = km.Segments(uniq, counts.astype(np.float64), np.array([0, len(uniq)]))
-    p = km.prefix_sums(seg)
+    seg, p = near_degenerate_problem()
     full = km.exact_boundaries(seg, p, 16)
     lo, hi = km.lloyd_bracket(seg, p, 16)
     assert np.all(lo <= full) and np.all(full <= hi)
-    assert (hi - lo)[0, 1:-1].sum() < len(uniq)  # narrower than the full DP's search
+    assert (hi - lo)[0, 1:-1].sum() < len(seg.values)  # narrower than the full DP's search
     assert km.cost(p, km.bracketed_boundaries(seg, p, 16))[0] == pytest.approx(km.cost(p, full)[0], rel=1e-12)
 
 

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from stages.compression.numeric import kmeans1d as km
 from stages.compression.numeric import kmeans1d_jit
+from tests.near_degenerate import near_degenerate_problem
 
 pytestmark = pytest.mark.skipif(not kmeans1d_jit.AVAILABLE, reason="numba not installed (the [fast] extra)")
 
@@ -58,10 +59,7 @@ def test_the_compiled_engine_reaches_the_full_dps_optimum(problem):
 
 
 def test_the_compiled_engine_is_exact_on_the_group_the_banded_dp_misses():
-    w = (np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02).astype(np.float16)
-    uniq, counts = np.unique(w[1072:1088].astype(np.float64), return_counts=True)
-    seg = km.Segments(uniq, counts.astype(np.float64), np.array([0, len(uniq)]))
-    p = km.prefix_sums(seg)
+    seg, p = near_degenerate_problem()  # see tests/near_degenerate.py
     optimum = km.cost(p, km.exact_boundaries(seg, p, 16))[0]
     banded = km.cost(p, km.banded_exact_boundaries(seg, p, 16))[0]
     jit = km.cost(p, km.bracketed_boundaries(seg, p, 16, engine="jit"))[0]

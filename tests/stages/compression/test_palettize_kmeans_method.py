@@ -6,20 +6,12 @@ import pytest
 
 from stages.compression import OptimizationConfig, ParameterError, palettize_weights
 from stages.compression.numeric import kmeans1d as km
+from tests.near_degenerate import near_degenerate_group, near_degenerate_problem
 from tests.stages.compression.helpers import assert_decompress_exact, linear_program, weight_value
 
 
-def _near_degenerate_group() -> np.ndarray:
-    # Rows 1072..1087 of the benchmark weight (normal * 0.02, 4096x4096 fp16, seed 0): the group
-    # on which the banded solver keeps the worse of two near-equal basins (see test_kmeans.py).
-    w = (np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02).astype(np.float16)
-    return np.ascontiguousarray(w[1072:1088])
-
-
-def _optimal_sse(w: np.ndarray) -> float:
-    uniq, counts = np.unique(w.astype(np.float64), return_counts=True)
-    seg = km.Segments(uniq, counts.astype(np.float64), np.array([0, len(uniq)]))
-    p = km.prefix_sums(seg)
+def _optimal_sse() -> float:
+    seg, p = near_degenerate_problem()
     return float(km.cost(p, km.exact_boundaries(seg, p, 16))[0])
 
 
@@ -29,11 +21,11 @@ def _sse_of(result, w) -> float:
 
 
 def test_exact_reaches_the_optimum_where_fast_does_not():
-    w = _near_degenerate_group()
+    w = near_degenerate_group()
     net = linear_program(w)
     got = {m: palettize_weights(nbits=4, granularity="per_grouped_channel", group_size=16, kmeans_method=m).run(net)
            for m in ("exact", "fast")}
-    optimum = _optimal_sse(w)
+    optimum = _optimal_sse()
     exact, fast = _sse_of(got["exact"], w), _sse_of(got["fast"], w)
     # the LUT is rounded to fp16 after the solve: allow that rounding, not the basin gap (~9e-4)
     assert exact == pytest.approx(optimum, rel=2e-5)
@@ -43,7 +35,7 @@ def test_exact_reaches_the_optimum_where_fast_does_not():
 
 
 def test_auto_is_exact_on_a_small_batch():
-    w = _near_degenerate_group()  # 13k histogram positions x 16 entries: under the exact budget
+    w = near_degenerate_group()  # 13k histogram positions x 16 entries: under the exact budget
     net = linear_program(w)
     auto = palettize_weights(nbits=4, granularity="per_grouped_channel", group_size=16).run(net)
     exact = palettize_weights(nbits=4, granularity="per_grouped_channel", group_size=16,
@@ -52,7 +44,7 @@ def test_auto_is_exact_on_a_small_batch():
 
 
 def test_kmeans_method_from_a_per_op_config():
-    w = _near_degenerate_group()
+    w = near_degenerate_group()
     net = linear_program(w)
     cfg = OptimizationConfig.from_dict({"global_config": {"nbits": 4, "granularity": "per_grouped_channel",
                                                           "group_size": 16, "kmeans_method": "fast"}})
@@ -78,14 +70,14 @@ def test_auto_on_a_big_batch_is_exact_when_compiled_and_fast_without(monkeypatch
     kernel = importlib.import_module("stages.compression.numeric.palettize")
     monkeypatch.setattr(kernel, "EXACT_BUDGET", 0)  # every batch counts as big
     monkeypatch.setenv("WEIGHTPRESS_JIT", jit)
-    w = _near_degenerate_group()
+    w = near_degenerate_group()
     net = linear_program(w)
     run = lambda method: palettize_weights(nbits=4, granularity="per_grouped_channel", group_size=16,
                                            kmeans_method=method).run(net)
     auto = run("auto")
     same_as = run("exact" if jit == "1" else "fast")
     np.testing.assert_array_equal(weight_value(auto.program), weight_value(same_as.program))
-    optimum = _optimal_sse(w)
+    optimum = _optimal_sse()
     if jit == "1":
         assert _sse_of(auto, w) == pytest.approx(optimum, rel=2e-5)
     else:  # the banded DP's known miss on this group
