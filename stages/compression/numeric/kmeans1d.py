@@ -60,9 +60,19 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import os
+from importlib.util import find_spec
+
 import numpy as np
 
-from . import kmeans1d_jit
+# The compiled engine (kmeans1d_jit) is imported on first use: numba's import alone costs more
+# than the rest of the package's.
+_NUMBA = find_spec("numba") is not None
+
+
+def jit_enabled() -> bool:
+    """True when the compiled engine is installed (numba) and not switched off (WEIGHTPRESS_JIT=0)."""
+    return _NUMBA and os.environ.get("WEIGHTPRESS_JIT", "1") != "0"
 
 
 class Segments(NamedTuple):
@@ -279,7 +289,8 @@ def bracketed_boundaries(seg: Segments, p: Prefix, k: int, max_steps: int = BRAC
     Segments need more than k positions.  ``engine``: "numpy", "jit" (the compiled twin in
     ``kmeans1d_jit``, same answer, ~20x faster on many groups) or "auto" (jit when available).
     """
-    if engine == "jit" or (engine == "auto" and kmeans1d_jit.enabled()):
+    if engine == "jit" or (engine == "auto" and jit_enabled()):
+        from . import kmeans1d_jit
         return kmeans1d_jit.bracketed_boundaries(seg, p, k, max_steps)
     return exact_boundaries(seg, p, k, lloyd_bracket(seg, p, k, max_steps))
 

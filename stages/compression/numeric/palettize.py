@@ -217,7 +217,7 @@ def _kmeans_batch(rows: np.ndarray, k: int, method: str, hist: Fp16Histograms | 
             seg = km.Segments(seg.values[sel], seg.weights[sel],
                               np.concatenate(([0], np.cumsum(distinct[many]))))
         p = km.prefix_sums(seg)
-        if method == "exact" or (method == "auto" and (km.kmeans1d_jit.enabled()
+        if method == "exact" or (method == "auto" and (km.jit_enabled()
                                                        or len(seg.values) * k <= EXACT_BUDGET)):
             b = km.bracketed_boundaries(seg, p, k)
         else:
