@@ -109,11 +109,13 @@ if AVAILABLE:
     def _layer(E, newD, pw, ps, pw1, ps1, pq1, ilo, ihi, jlo, jhi, choice, choice_at):
         """newD[i] = pq1[i] + min_j E[j] - (ps1[i] - ps[j])**2 / (pw1[i] - pw[j]) for i in
         [ilo, ihi], j in [jlo, min(jhi, i)]; the first best j goes to choice[choice_at + i].
+        E holds j = jlo.. from index 0, newD i = ilo.. from index 0 (band-sized buffers).
 
         Divide and conquer on i (the best j is monotone in i) with an explicit stack; each
         midpoint searches between its neighbours' best j's, as the numpy twin's levels do.
         """
-        ilo = max(ilo, jlo)  # a cluster j..i needs i >= j
+        e0, d0 = jlo, ilo
+        ilo = max(ilo, jlo)  # a cluster j..i needs i >= j (the ends below stay +inf)
         if ilo > ihi:
             return
         stack = np.empty((64, 4), np.int64)  # one pending sibling per level: depth <= log2(n)
@@ -128,10 +130,10 @@ if AVAILABLE:
             best, bj = np.inf, min(jl, jtop)
             for j in range(bj, jtop + 1):
                 s = si - ps[j]
-                v = E[j] - s * s / (wi - pw[j])
+                v = E[j - e0] - s * s / (wi - pw[j])
                 if v < best:
                     best, bj = v, j
-            newD[mid] = best + pq1[mid]
+            newD[mid - d0] = best + pq1[mid]
             choice[choice_at + mid] = bj
             if mid < z:
                 stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = mid + 1, z, bj, jh
@@ -152,26 +154,26 @@ if AVAILABLE:
             hi[c] = min(hi[c], end - k + c) - start
         pwl, psl, pql = pw[start:end + 1], ps[start:end + 1], pq[start:end + 1]
         pw1, ps1, pq1 = pwl[1:], psl[1:], pql[1:]
-        # Layer c's choices are kept only over boundary c's band (ends i = lo[c]-1 .. hi[c]-1):
-        # memory in the bands' width, not k times the segment's.
+        # Layer c (its best costs D and choices) is kept only over boundary c's band, ends
+        # i = lo[c]-1 .. hi[c]-1: memory in the bands' width, not in the segment's length.
+        width = np.maximum(hi - lo + 1, 0)
         choice_at = np.zeros(k + 2, np.int64)
         for c in range(1, k + 1):
-            choice_at[c + 1] = choice_at[c] + max(hi[c] - lo[c] + 1, 0)
+            choice_at[c + 1] = choice_at[c] + width[c]
         choice = np.empty(choice_at[k + 1], np.int64)
-        D = np.full(n, np.inf)
-        newD = np.full(n, np.inf)
-        E = np.empty(n)
-        for i in range(lo[1] - 1, hi[1]):  # one cluster [0, i]
+        D = np.empty(width[1])
+        for x in range(width[1]):  # one cluster [0, i], i = lo[1] - 1 + x
+            i = lo[1] - 1 + x
             w, s, q = pw1[i] - pwl[0], ps1[i] - psl[0], pq1[i] - pql[0]
-            D[i] = max(q - s * s / w, 0.0) if w > 0 else 0.0
+            D[x] = max(q - s * s / w, 0.0) if w > 0 else 0.0
         for c in range(2, k + 1):
-            for j in range(lo[c - 1], hi[c - 1] + 1):
-                E[j] = D[j - 1] - pql[j]
-            _layer(E, newD, pwl, psl, pw1, ps1, pq1, lo[c] - 1, hi[c] - 1, lo[c - 1], hi[c - 1],
+            # E[j] = D[j - 1] - pq[j] over boundary c-1's band j = lo[c-1] + x: D's index x too
+            E = np.empty(width[c - 1])
+            for x in range(width[c - 1]):
+                E[x] = D[x] - pql[lo[c - 1] + x]
+            D = np.full(width[c], np.inf)
+            _layer(E, D, pwl, psl, pw1, ps1, pq1, lo[c] - 1, hi[c] - 1, lo[c - 1], hi[c - 1],
                    choice, choice_at[c] - (lo[c] - 1))
-            for i in range(lo[c - 1] - 1, hi[c - 1]):  # unwritten entries must read +inf
-                D[i] = np.inf
-            D, newD = newD, D
         out[0], out[k] = start, end
         last = n - 1
         for c in range(k, 1, -1):  # walk back: the last cluster of the best c-prefix
