@@ -223,3 +223,23 @@ def test_a_segment_of_huge_values_does_not_swamp_the_small_segments_after_it():
         assert b[1].tolist() == [3, 6, 8]  # {0, .25, .5} | {1, 1.25}
         assert km.cost(p, b)[1] == pytest.approx(0.125 + 0.03125, rel=1e-8)
         np.testing.assert_allclose(km.centroids(p, b)[1], [0.25, 1.125], rtol=1e-8)
+
+
+def test_a_segment_of_huge_weights_does_not_swamp_the_light_segment_after_it():
+    # Same for weights (found by a review fuzzer): without per-segment weight scaling the running
+    # weight sum is ~1e12 when the light segment starts, and its cluster sums lose their digits.
+    rng = np.random.default_rng(114)
+    heavy = np.unique(rng.uniform(-1, 1, 1000))
+    light = np.unique(np.round(rng.standard_t(1.0, 200), 3))
+    alone = km.Segments(light, np.ones(len(light)), np.array([0, len(light)]))
+    p_alone = km.prefix_sums(alone)
+    expected = km.exact_boundaries(alone, p_alone, 16)[0]
+    seg = km.Segments(np.concatenate([heavy, light]), np.concatenate([np.full(len(heavy), 1e9), np.ones(len(light))]),
+                      np.array([0, len(heavy), len(heavy) + len(light)]))
+    p = km.prefix_sums(seg)
+    engines = ["numpy"] + (["jit"] if km.jit_enabled() else [])
+    solvers = [km.exact_boundaries] + [lambda s, q, k, e=e: km.bracketed_boundaries(s, q, k, engine=e) for e in engines]
+    for solve in solvers:
+        b = solve(seg, p, 16)
+        np.testing.assert_array_equal(b[1] - len(heavy), expected)
+        assert km.cost(p, b)[1] == pytest.approx(km.cost(p_alone, expected[None])[0], rel=1e-6)

@@ -83,19 +83,22 @@ class Segments(NamedTuple):
 
 
 class Prefix(NamedTuple):
-    """Prefix sums with a leading 0 over values centred and scaled per segment.
+    """Prefix sums with a leading 0 over values centred and scaled, and weights scaled, per segment.
 
-    Centring at the segment's weighted mean and dividing by a power of two near its largest
-    deviation keeps every segment's sums on the same footing: one segment of huge values
-    cannot swamp the rounding of the small segments batched after it (the sums run over the
-    whole batch).  Costs in the scaled units differ from the true ones by scale**2 per
-    segment, which no argmin within a segment notices; ``cost`` and ``centroids`` undo it.
+    Centring at the segment's weighted mean, dividing values by a power of two near the largest
+    deviation and weights by one near the segment's total weight keeps every segment's sums on
+    the same footing: one segment of huge values or huge weights cannot swamp the rounding of
+    the small segments batched after it (the sums run over the whole batch, and each segment
+    adds at most ~1 to them).  Costs in these units differ from the true ones by
+    scale**2 * mass per segment, which no argmin within a segment notices (nor a mean, a ratio
+    of two sums); ``cost`` and ``centroids`` undo it.
     """
-    w: np.ndarray   # sum of weights
-    s: np.ndarray   # sum of w * u, u = (v - shift) / scale
-    q: np.ndarray   # sum of w * u**2
+    w: np.ndarray   # sum of weights / mass
+    s: np.ndarray   # sum of w / mass * u, u = (v - shift) / scale
+    q: np.ndarray   # sum of w / mass * u**2
     shift: np.ndarray  # per-segment shift (its weighted mean)
     scale: np.ndarray  # per-segment power of two >= max |v - shift| (1 for a constant segment)
+    mass: np.ndarray   # per-segment power of two > its total weight (1 for an empty segment)
 
 
 def prefix_sums(seg: Segments) -> Prefix:
@@ -104,15 +107,23 @@ def prefix_sums(seg: Segments) -> Prefix:
     nonempty = lengths > 0
     per_segment = lambda ufunc, x, empty: (np.where(nonempty, ufunc.reduceat(x, firsts), empty)
                                            if len(x) else np.full(len(lengths), empty))
-    shift = per_segment(np.add, seg.weights * seg.values, 0.0) / per_segment(np.add, seg.weights, 1.0)
+    total = per_segment(np.add, seg.weights, 1.0)
+    shift = per_segment(np.add, seg.weights * seg.values, 0.0) / total
     centred = seg.values - np.repeat(shift, lengths)
     spread = per_segment(np.maximum, np.abs(centred), 0.0)
-    scale = np.where(spread > 0, np.ldexp(1.0, np.frexp(spread)[1]), 1.0)  # exact division
+    scale = _power_of_two_above(spread)
     centred /= np.repeat(scale, lengths)
-    wc = seg.weights * centred
+    mass = _power_of_two_above(total)
+    weights = seg.weights / np.repeat(mass, lengths)
+    wc = weights * centred
     ps = _running_sum(wc)
     wc *= centred  # now w * u**2
-    return Prefix(_running_sum(seg.weights), ps, _running_sum(wc), shift, scale)
+    return Prefix(_running_sum(weights), ps, _running_sum(wc), shift, scale, mass)
+
+
+def _power_of_two_above(x: np.ndarray) -> np.ndarray:
+    """Per entry a power of two > x (1 where x is 0): dividing by it is exact."""
+    return np.where(x > 0, np.ldexp(1.0, np.frexp(x)[1]), 1.0)
 
 
 def _running_sum(x: np.ndarray) -> np.ndarray:
@@ -145,7 +156,7 @@ def centroids(p: Prefix, b: np.ndarray) -> np.ndarray:
 
 def cost(p: Prefix, b: np.ndarray) -> np.ndarray:
     """(G,) weighted sum of squared errors of the partition b."""
-    return _within(p, b[..., :-1], b[..., 1:]).sum(axis=1) * p.scale ** 2
+    return _within(p, b[..., :-1], b[..., 1:]).sum(axis=1) * p.scale ** 2 * p.mass
 
 
 def _make_valid(b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
