@@ -122,3 +122,19 @@ def test_the_compiled_engine_survives_threads_and_fork():
 def _solve_in_child(args):
     seg, p = args
     return km.bracketed_boundaries(seg, p, 8, engine="jit")
+
+
+def test_read_only_or_narrow_inputs_reuse_the_one_compiled_version():
+    # numba compiles a version per argument type (seconds each) and read-only arrays are a type
+    # of their own; the IR's arrays are read-only, offsets may come as int32.
+    rng = np.random.default_rng(5)
+    v = np.unique(rng.standard_normal(500))
+    seg = km.Segments(v, np.ones(len(v)), np.array([0, 200, len(v)], np.int32))
+    p = km.prefix_sums(seg)
+    expected = km.bracketed_boundaries(seg, p, 4, engine="numpy")
+    frozen = km.Segments(*(x.copy() for x in seg))
+    for x in (*frozen, *p):
+        x.flags.writeable = False
+    np.testing.assert_array_equal(km.bracketed_boundaries(frozen, p, 4, engine="jit"), expected)
+    np.testing.assert_array_equal(km.bracketed_boundaries(seg, p, np.int64(4), engine="jit"), expected)
+    assert len(kmeans1d_jit._solve_range.signatures) == 1

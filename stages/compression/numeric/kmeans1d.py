@@ -75,6 +75,20 @@ def jit_enabled() -> bool:
     return _NUMBA and os.environ.get("WEIGHTPRESS_JIT", "1") != "0"
 
 
+_jit_engine = None
+
+
+def _jit():
+    """The compiled engine, its kernels compiled for the argument types it passes (or loaded from
+    numba's disk cache) on first use."""
+    global _jit_engine
+    if _jit_engine is None:
+        from . import kmeans1d_jit
+        kmeans1d_jit.load_kernels()
+        _jit_engine = kmeans1d_jit
+    return _jit_engine
+
+
 class Segments(NamedTuple):
     """Concatenated sorted histograms; segment g is positions [offsets[g], offsets[g+1])."""
     values: np.ndarray   # float64, sorted within each segment
@@ -310,8 +324,7 @@ def bracketed_boundaries(seg: Segments, p: Prefix, k: int, max_steps: int = BRAC
     ``kmeans1d_jit``, same answer, ~20x faster on many groups) or "auto" (jit when available).
     """
     if engine == "jit" or (engine == "auto" and jit_enabled()):
-        from . import kmeans1d_jit
-        return kmeans1d_jit.bracketed_boundaries(seg, p, k, max_steps)
+        return _jit().bracketed_boundaries(seg, p, k, max_steps)
     return exact_boundaries(seg, p, k, lloyd_bracket(seg, p, k, max_steps))
 
 

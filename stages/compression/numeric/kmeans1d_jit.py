@@ -12,6 +12,12 @@ the cores.  On the 256 groups of a 4096x4096 fp16 weight (group 16): ~0.07 s aga
 The kernels hold no GIL and the cores are used through plain Python threads, not numba's
 ``parallel=True``: numba's OpenMP layer kills a process that forks after using it, and its
 workqueue layer one that calls it from two threads at once; a library cannot forbid either.
+One hazard remains, the one of any lazy import: a process that forks while another of its
+threads is loading the engine (its first use: importing numba, ~0.15 s, and loading the kernels,
+~0.3 s, or ~3 s to compile them on a machine's first use) can leave the child waiting on a lock
+held by a thread that does not exist there.  A fork-time lock of ours around loading was tried
+and removed: it deadlocks against logging's own fork-time lock.  Use the engine once before
+forking from a threaded process, or the 'spawn' / 'forkserver' start methods.
 
 numba is optional (``pip install weightpress[fast]``); without it, or with WEIGHTPRESS_JIT=0
 in the environment, ``kmeans1d`` runs its numpy twin.  ``kmeans1d`` imports this module (and
@@ -36,22 +42,36 @@ MAX_THREADS = 8
 
 def bracketed_boundaries(seg, p, k: int, max_steps: int) -> np.ndarray:
     """(G, k+1) optimal boundaries; arguments as ``kmeans1d.bracketed_boundaries``."""
-    offsets = np.ascontiguousarray(seg.offsets, np.int64)
-    arrays = (np.ascontiguousarray(seg.values, np.float64), p.w, p.s, p.q,
-              p.shift.astype(np.float64), p.scale.astype(np.float64), offsets)
+    offsets = _plain(seg.offsets, np.int64)
+    arrays = tuple(_plain(x, np.float64) for x in (seg.values, p.w, p.s, p.q, p.shift, p.scale)) + (offsets,)
     G = len(offsets) - 1
     out = np.empty((G, k + 1), np.int64)
     # Segments shared out in runs of about equal histogram positions, one run per thread.
     threads = max(1, min(os.cpu_count() or 1, MAX_THREADS, G))
     cuts = np.unique(np.searchsorted(offsets, np.linspace(0, offsets[-1], threads + 1)[1:-1]))
     runs = list(zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [G])).tolist()))
-    solve = lambda run: _solve_range(*arrays, k, max_steps, run[0], run[1], out)
+    solve = lambda run: _solve_range(*arrays, int(k), int(max_steps), run[0], run[1], out)
     if len(runs) == 1:
         solve(runs[0])
     else:
         with ThreadPoolExecutor(len(runs)) as pool:
             list(pool.map(solve, runs))
     return out
+
+
+def _plain(x: np.ndarray, dtype) -> np.ndarray:
+    """Contiguous, of ``dtype`` and writable: numba compiles a separate version (seconds) for
+    each array type, and read-only is a type of its own (the IR's arrays are read-only)."""
+    x = np.ascontiguousarray(x, dtype)
+    return x if x.flags.writeable else x.copy()
+
+
+def load_kernels() -> None:
+    """Compile the kernels for the argument types ``bracketed_boundaries`` passes, or load them
+    from numba's disk cache (``kmeans1d`` calls this once, on first use)."""
+    one = np.arange(3.0)
+    _solve_range(one, one.copy(), one.copy(), one.copy(), np.zeros(1), np.ones(1),
+                 np.array([0, 2], np.int64), 1, 1, 0, 1, np.empty((1, 2), np.int64))
 
 
 if AVAILABLE:
