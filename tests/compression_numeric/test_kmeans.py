@@ -243,3 +243,13 @@ def test_a_segment_of_huge_weights_does_not_swamp_the_light_segment_after_it():
         b = solve(seg, p, 16)
         np.testing.assert_array_equal(b[1] - len(heavy), expected)
         assert km.cost(p, b)[1] == pytest.approx(km.cost(p_alone, expected[None])[0], rel=1e-6)
+
+
+def test_values_too_large_for_float64_sums_are_refused_not_misclustered():
+    # +-1e308: the spread's power of two is 2**1024 = inf; before the check every scaled sum was
+    # 0 or NaN and the solvers returned a partition that looked valid (found by a review fuzzer).
+    seg = km.Segments(np.array([-1e308, -1.0, 0.0, 1.0, 2.0, 3.0, 1e308]), np.ones(7), np.array([0, 7]))
+    with pytest.raises(ValueError, match="too large"):
+        km.prefix_sums(seg)
+    ok = km.Segments(np.array([-1e300, -1.0, 0.0, 1.0, 1e300]), np.ones(5), np.array([0, 5]))
+    assert km.bracketed_boundaries(ok, km.prefix_sums(ok), 3)[0].tolist() == [0, 1, 4, 5]

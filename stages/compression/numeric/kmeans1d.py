@@ -126,6 +126,9 @@ def prefix_sums(seg: Segments) -> Prefix:
     centred = seg.values - np.repeat(shift, lengths)
     spread = per_segment(np.maximum, np.abs(centred), 0.0)
     scale = _power_of_two_above(spread)
+    if not (np.isfinite(shift).all() and np.isfinite(scale).all()):
+        # e.g. values near +-1.8e308: their weighted mean or spread overflows float64
+        raise ValueError("1-D k-means: values too large for float64 sums (weighted mean or spread overflows)")
     centred /= np.repeat(scale, lengths)
     mass = _power_of_two_above(total)
     weights = seg.weights / np.repeat(mass, lengths)
@@ -136,8 +139,9 @@ def prefix_sums(seg: Segments) -> Prefix:
 
 
 def _power_of_two_above(x: np.ndarray) -> np.ndarray:
-    """Per entry a power of two > x (1 where x is 0): dividing by it is exact."""
-    return np.where(x > 0, np.ldexp(1.0, np.frexp(x)[1]), 1.0)
+    """Per entry a power of two > x (1 where x is 0; inf past 2**1023): dividing by it is exact."""
+    with np.errstate(over="ignore"):  # the caller refuses an inf
+        return np.where(x > 0, np.ldexp(1.0, np.frexp(x)[1]), 1.0)
 
 
 def _running_sum(x: np.ndarray) -> np.ndarray:
