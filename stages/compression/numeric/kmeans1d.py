@@ -58,10 +58,9 @@ edge past a value lying within rounding of a midpoint, where either side costs t
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import os
 from importlib.util import find_spec
+from typing import NamedTuple
 
 import numpy as np
 
