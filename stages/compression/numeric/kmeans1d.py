@@ -59,6 +59,7 @@ edge past a value lying within rounding of a midpoint, where either side costs t
 from __future__ import annotations
 
 import os
+from functools import cache
 from importlib.util import find_spec
 from typing import NamedTuple
 
@@ -74,18 +75,13 @@ def jit_enabled() -> bool:
     return _NUMBA and os.environ.get("WEIGHTPRESS_JIT", "1") != "0"
 
 
-_jit_engine = None
-
-
+@cache
 def _jit():
     """The compiled engine, its kernels compiled for the argument types it passes (or loaded from
     numba's disk cache) on first use."""
-    global _jit_engine
-    if _jit_engine is None:
-        from . import kmeans1d_jit
-        kmeans1d_jit.load_kernels()
-        _jit_engine = kmeans1d_jit
-    return _jit_engine
+    from . import kmeans1d_jit
+    kmeans1d_jit.load_kernels()
+    return kmeans1d_jit
 
 
 class Segments(NamedTuple):

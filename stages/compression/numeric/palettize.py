@@ -217,13 +217,15 @@ def _kmeans_batch(rows: np.ndarray, k: int, method: str, hist: Fp16Histograms | 
             seg = km.Segments(seg.values[sel], seg.weights[sel],
                               np.concatenate(([0], np.cumsum(distinct[many]))))
         p = km.prefix_sums(seg)
-        if method == "exact" or (method == "auto" and (km.jit_enabled()
-                                                       or len(seg.values) * k <= EXACT_BUDGET)):
-            b = km.bracketed_boundaries(seg, p, k)
-        else:
-            b = km.banded_exact_boundaries(seg, p, k)
+        solve = km.bracketed_boundaries if _exact(method, len(seg.values), k) else km.banded_exact_boundaries
+        b = solve(seg, p, k)
         out[many] = km.centroids(p, b)
     return out
+
+
+def _exact(method: str, positions: int, k: int) -> bool:
+    """Whether a batch gets the provably optimal solver (see METHODS and EXACT_BUDGET)."""
+    return method == "exact" or (method == "auto" and (km.jit_enabled() or positions * k <= EXACT_BUDGET))
 
 
 def _assign_rows(rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
