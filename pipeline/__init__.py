@@ -5,7 +5,7 @@ from pipeline.cache import MemoryCache
 from pipeline.combinators import repeat_until_fixed_point
 from pipeline.core import Pipeline
 from pipeline.diskcache import DiskCache
-from pipeline.errors import (CacheCorruptionWarning, EquivalenceError, PipelineError, PresetError,
+from pipeline.errors import (CacheCorruptionWarning, CacheWriteWarning, EquivalenceError, PipelineError, PresetError,
                              RecipeError, SpecError, StageFailed, UncacheableWarning)
 from pipeline.instruments import CrashReproducer, PrintIRAfterChange, Timing
 from pipeline.trace import Step, Trace
@@ -14,4 +14,4 @@ from pipeline.verify import VerificationReport, verify
 __all__ = ["Pipeline", "Trace", "Step", "MemoryCache", "DiskCache", "verify", "VerificationReport",
            "presets", "repeat_until_fixed_point", "PipelineError", "SpecError", "RecipeError",
            "PresetError", "StageFailed", "EquivalenceError", "UncacheableWarning",
-           "CacheCorruptionWarning", "Timing", "PrintIRAfterChange", "CrashReproducer"]
+           "CacheCorruptionWarning", "CacheWriteWarning", "Timing", "PrintIRAfterChange", "CrashReproducer"]

@@ -40,3 +40,7 @@ class UncacheableWarning(UserWarning):
 
 class CacheCorruptionWarning(UserWarning):
     """A cache entry could not be read back intact; it is dropped and recomputed."""
+
+
+class CacheWriteWarning(UserWarning):
+    """A cache cannot be written (read-only, disk full); the run goes on without storing."""
