@@ -67,6 +67,10 @@ class SerializationError(ValueError):
     """A file (or graph dict) that cannot be read back: names the file and the reason."""
 
 
+class InvalidProgramFile(SerializationError, InvalidProgram):
+    """A file that reads back as a program breaking the IR rules (ir.validate names the op)."""
+
+
 def is_digest(value) -> bool:
     """Whether `value` is a well-formed digest (64 lowercase hex digits): the only names a
     tensor table or a cache may turn into member or file names."""
@@ -573,7 +577,7 @@ def load(path) -> Program:
         program = from_parts(graph, tensors)
         return _validated(program)
     except SerializationError as e:
-        raise SerializationError(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {e}") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as e:
         # zipfile reports truncation and CRC failures as BadZipFile (or EOFError / ValueError),
         # an unknown compression method as NotImplementedError
@@ -588,7 +592,7 @@ def _validated(program: Program) -> Program:
     try:
         return validate(program)
     except InvalidProgram as e:
-        raise SerializationError(f"invalid program: {e}") from None
+        raise InvalidProgramFile(f"invalid program: {e}") from None
 
 
 def tensors_of(program: Program) -> dict:

@@ -76,18 +76,26 @@ def check_writable(path) -> None:
 
 
 def load_model(path):
-    """The Program stored in `path`; the file itself is only read."""
+    """The Program stored in `path`, checked by ir.validate whatever its format; the file
+    itself is only read. Anything wrong with it is a ModelFileError naming the file."""
+    from ir import InvalidProgram
+    from ir.validate import validate
+
     path = Path(path)
     fmt = format_of(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
     reader = _function(fmt, "reader")
     try:
-        return reader(str(path))
+        return validate(reader(str(path)))
     except ModelFileError:
         raise
-    except MemoryError:
-        raise
+    except InvalidProgram as e:
+        raise ModelFileError(f"{path}: not a valid {fmt.name} model: {_short(e, path)}") from e
+    except MemoryError as e:
+        raise ModelFileError(f"{path}: this {fmt.name} model does not fit in memory") from e
+    except RecursionError as e:
+        raise ModelFileError(f"{path}: this {fmt.name} model is nested too deeply") from e
     except Exception as e:  # noqa: BLE001 - parsers raise anything on a damaged file
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
