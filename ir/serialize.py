@@ -125,7 +125,7 @@ def tensor_layout(ir_dtype, shape, numpy_dtype=None) -> TensorLayout:
     if not isinstance(shape, (list, tuple)) or len(shape) > MAX_RANK or not all(map(_is_dim, shape)):
         raise SerializationError(f"shape {_short_repr(shape)} is not a list of at most {MAX_RANK} "
                                  "non-negative integers")
-    target = _numpy_target(numpy_dtype, dt)
+    target = numpy_target(numpy_dtype, dt)
     layout = TensorLayout(dt, tuple(int(s) for s in shape), target, None)
     if dt.is_subbyte:
         return layout._replace(encoded_size=packed_size(layout.count, dt))
@@ -143,7 +143,7 @@ def _short_repr(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _numpy_target(numpy_dtype, dt) -> np.dtype:
+def numpy_target(numpy_dtype, dt) -> np.dtype:
     """The numpy dtype to restore: the IR dtype's storage, or a declared numeric dtype of
     the IR's (either byte order), or for strings an object / bounded U / S dtype."""
     if numpy_dtype is None or numpy_dtype == dt.storage.str:

@@ -34,6 +34,11 @@ class EquivalenceError(PipelineError):
         self.step, self.stage, self.report = step, stage, report
 
 
+class VerifyError(PipelineError):
+    """verify() got options it cannot use (samples < 1, a negative tolerance) or programs it
+    cannot sample (inputs larger than pipeline.verify.MAX_SAMPLE_ELEMENTS)."""
+
+
 class UncacheableWarning(UserWarning):
     """A stage's parameters have no stable key, so it runs without the cache."""
 

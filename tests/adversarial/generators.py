@@ -276,3 +276,130 @@ def degenerate_weights(shape=(64, 64)):
 def nested_recipe(depth: int = 50_000) -> str:
     """A JSON recipe nested deeper than Python's recursion limit."""
     return '{"stages": ' + "[" * depth + "]" * depth + "}"
+
+
+# ---- hostile ONNX ---------------------------------------------------------------------------
+
+def onnx_mlp(width: int = 64, in_dim=None, extra_nodes=(), extra_inits=None, outputs=None):
+    """x[1, width] -> MatMul(w) -> Relu -> y, as an onnx ModelProto (hostile variants below
+    change one thing)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((width, width)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")] + list((extra_inits or {}).values())
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Relu", ["h"], ["y"], name="relu"), *extra_nodes]
+    outs = outputs or [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         in_dim or [1, width])], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def onnx_huge_input_dims():
+    """Loads fine, declares a 4 TiB input: whatever samples it must refuse, not allocate."""
+    return onnx_mlp(in_dim=[1 << 34, 64], outputs=[_vi("y", [1 << 34, 64])])
+
+
+def _vi(name, shape, elem=None):
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, elem or TensorProto.FLOAT, shape)
+
+
+def onnx_unknown_domain():
+    """A node of a domain nobody implements, feeding the output."""
+    from onnx import helper
+
+    m = onnx_mlp(extra_nodes=[helper.make_node("Frob", ["y"], ["z"], name="frob", domain="com.example.evil")],
+                 outputs=[_vi("z", [1, 64])])
+    m.opset_import.append(helper.make_opsetid("com.example.evil", 1))
+    return m
+
+
+def onnx_empty_if():
+    """An If whose branches are empty graphs (no outputs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    empty = helper.make_graph([], "empty", [], [])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    return onnx_mlp(extra_nodes=[helper.make_node("If", ["cond"], ["z"], name="if",
+                                                  then_branch=empty, else_branch=empty)],
+                    extra_inits={"cond": cond}, outputs=[_vi("y", [1, 64]), _vi("z", [1], TensorProto.FLOAT)])
+
+
+def onnx_string_initializer():
+    """A string tensor initializer that an op consumes."""
+    from onnx import TensorProto, helper
+
+    s = helper.make_tensor("s", TensorProto.STRING, [2], [b"a", b"b"])
+    return onnx_mlp(extra_nodes=[helper.make_node("Identity", ["s"], ["z"], name="ident")],
+                    extra_inits={"s": s}, outputs=[_vi("y", [1, 64]), _vi("z", [2], TensorProto.STRING)])
+
+
+def onnx_short_raw_data():
+    """An initializer whose dims promise 2^40 floats over 16 bytes of raw data."""
+    from onnx import TensorProto, helper
+
+    t = TensorProto(name="big", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20], raw_data=b"\0" * 16)
+    return onnx_mlp(extra_nodes=[helper.make_node("Identity", ["big"], ["z"], name="ident")],
+                    extra_inits={"big": t}, outputs=[_vi("y", [1, 64]), _vi("z", [1 << 20, 1 << 20])])
+
+
+def onnx_negative_dims():
+    from onnx import TensorProto, helper
+
+    t = TensorProto(name="neg", data_type=TensorProto.FLOAT, dims=[-4], raw_data=b"\0" * 16)
+    return onnx_mlp(extra_nodes=[helper.make_node("Identity", ["neg"], ["z"], name="ident")],
+                    extra_inits={"neg": t}, outputs=[_vi("y", [1, 64]), _vi("z", [4])])
+
+
+def onnx_external_data_escape():
+    """An initializer whose external data lives at ../../../etc/passwd."""
+    from onnx import TensorProto, helper
+
+    t = TensorProto(name="ext", data_type=TensorProto.FLOAT, dims=[4])
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../../../../etc/passwd"), ("offset", "0"), ("length", "16")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    return onnx_mlp(extra_nodes=[helper.make_node("Identity", ["ext"], ["z"], name="ident")],
+                    extra_inits={"ext": t}, outputs=[_vi("y", [1, 64]), _vi("z", [4])])
+
+
+def onnx_deeply_nested_if(depth: int = 30):
+    """If inside If inside If ... `depth` levels (protobuf itself refuses files nested past ~100
+    messages, about 33 levels of If)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def leaf(i):
+        return helper.make_graph([helper.make_node("Identity", ["y"], [f"leaf{i}"])], f"leaf{i}", [],
+                                 [_vi(f"leaf{i}", [1, 64])])
+
+    inner = leaf(0)  # one branch nests, the other is a leaf: the file grows linearly with depth
+    for i in range(depth):
+        node = helper.make_node("If", ["cond"], [f"out{i + 1}"], then_branch=inner, else_branch=leaf(i + 1))
+        inner = helper.make_graph([node], f"level{i}", [], [_vi(f"out{i + 1}", [1, 64])])
+    top = helper.make_node("If", ["cond"], ["z"], name="top", then_branch=inner, else_branch=leaf(depth + 1))
+    return onnx_mlp(extra_nodes=[top], extra_inits={"cond": numpy_helper.from_array(np.array(True), "cond")},
+                    outputs=[_vi("z", [1, 64])])
+
+
+HOSTILE_ONNX = {
+    "4 TiB input dims": onnx_huge_input_dims,
+    "unknown domain": onnx_unknown_domain,
+    "empty If": onnx_empty_if,
+    "string initializer": onnx_string_initializer,
+    "2^40 floats over 16 bytes": onnx_short_raw_data,
+    "negative dims": onnx_negative_dims,
+    "external data outside the model's directory": onnx_external_data_escape,
+    "If nested 30 deep": onnx_deeply_nested_if,
+}
+
+
+def write_onnx(model, path) -> Path:
+    Path(path).write_bytes(model.SerializeToString())
+    return Path(path)

@@ -188,7 +188,7 @@ def _unwritable(monkeypatch):
 
     def refuse(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")
-    monkeypatch.setattr(dc.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(dc, "_atomic_write", refuse)
 
 
 def test_a_read_only_cache_warns_once_and_the_run_goes_on(warmed, monkeypatch):
