@@ -30,6 +30,7 @@ import numpy as np
 from pyrsistent import pmap
 
 from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array, gc_paused
+from ir.types import parse_type
 from ir.digest import tensor_digest
 from ir.dtypes import dtype as lookup_dtype, fits, from_numpy
 from ir.packing import PackingError, pack, packed_size, unpack
@@ -140,7 +141,11 @@ class _Writer:
         raise SerializationError(f"cannot serialize attribute value of type {type(v).__name__}")
 
     def var(self, v: Var) -> dict:
-        out = {"name": v.name, "dtype": v.type.dtype, "shape": list(v.type.shape)}
+        t = v.type
+        if t.is_tensor and t.shape is not None:
+            out = {"name": v.name, "dtype": t.dtype, "shape": list(t.shape)}
+        else:  # unknown rank, sequence, map, optional: the type's text form
+            out = {"name": v.name, "type": str(t)}
         if v.val is not None:
             out["val"] = self.tensor(v.val, v.type.dtype)
         return out
@@ -237,7 +242,8 @@ class _Reader:
 
     def var(self, d: dict) -> Var:
         val = self.tensor(d["val"]["$tensor"]) if "val" in d else None
-        return Var(d["name"], TensorType(d["dtype"], tuple(d["shape"])), val)
+        t = parse_type(d["type"]) if "type" in d else TensorType(d["dtype"], tuple(d["shape"]))
+        return Var(d["name"], t, val)
 
     def op(self, d: dict, env: dict) -> Op:
         def ref(name):

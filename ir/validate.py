@@ -145,7 +145,7 @@ def _check_types(scope: _Scope, op: Op, inferred):
     declared = [v.type for v in op.outputs]
     if inferred is None:
         return
-    inferred = [t if isinstance(t, TensorType) else TensorType.of(*t) for t in inferred]
+    inferred = [t if hasattr(t, "is_tensor") else TensorType.of(*t) for t in inferred]
     if len(inferred) != len(declared):
         scope.fail(_where(op), f"declares {len(declared)} outputs, the op has {len(inferred)}")
     for v, t in zip(op.outputs, inferred):
