@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from ir.core import Block, Op, Program
-from ir.ops import Context, OpError, foreign_handler, is_foreign, schema
+from ir.ops import BLOCK_KERNELS, Context, OpError, foreign_handler, is_foreign, schema
 
 
 class EvaluationError(ValueError):
@@ -58,7 +58,10 @@ def _conform(op: Op, results) -> list:
 def run_op(op: Op, env: dict) -> list:
     vals = _gather(op, env)
     try:
-        if is_foreign(op.op_type):
+        if op.blocks and op.op_type in BLOCK_KERNELS:
+            results = BLOCK_KERNELS[op.op_type](op, vals, [v.type for v in op.outputs],
+                                                lambda block, args: run_block(block, args, env))
+        elif is_foreign(op.op_type):
             handler = foreign_handler(op.op_type)
             if handler is None:
                 raise EvaluationError(f"{op.op_type} {op.name!r}: no evaluator registered for this foreign op")

@@ -23,7 +23,11 @@ from ir.core import Program, Var
 from ir.dtypes import from_numpy
 from ir.formats.onnx.common import (OnnxExportError, array_to_tensor, attr_from_ir, elem_type,
                                     onnx_attrs)
+from ir.formats.onnx import model_meta
+from ir.formats.onnx.control import BLOCK_ATTRS
 from ir.formats.onnx.foreign import slot_names
+from ir.formats.onnx.importer import ONNX_NODE
+from ir.formats.onnx.model_meta import MODEL_META
 from ir.interpret import run_op
 from ir.ops import is_foreign
 
@@ -34,15 +38,19 @@ COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
 class Writer:
     """Collects nodes and initializers for one function; ONNX names come from IR names."""
 
-    def __init__(self, fn, opset: int, io_names: dict):
+    def __init__(self, fn, opset: int, io_names: dict, parent: Optional["Writer"] = None, block=None):
         self.fn, self.opset, self.io_names = fn, opset, io_names
+        self.parent = parent
+        self.block = fn.block if block is None else block
         self.nodes: list = []
         self.inits: list = []
         self.init_names: set = set()
         self.env: dict = {}  # IR var name -> ONNX value name
-        self.used: set = set()
-        self.producer = {v.name: op for op in fn.ops for v in op.outputs}
-        self.static_memo: dict = {}
+        # ONNX names are unique across a graph and its subgraphs: one set for all scopes
+        self.used: set = parent.used if parent is not None else set(io_names.values())
+        self.producer = {v.name: op for op in self.block.ops for v in op.outputs}
+        self.all_names = parent.all_names if parent is not None else _all_names(fn.block)
+        self.static_memo: dict = parent.static_memo if parent is not None else {}
         self.position_memo: dict = {}
         self.packed_of: dict = {}  # run-time tensor -> {"init": initializer, "nbits": packed width}
         self.sources: dict = {}  # IR var name -> where its value lies in the file (import record)
@@ -50,9 +58,14 @@ class Writer:
         self.record_of: dict = {}  # IR var name -> (record index, output index)
 
     # -- names ------------------------------------------------------------------
+    def child(self, block) -> "Writer":
+        """The writer of a subgraph: its own nodes and initializers, the names of its
+        enclosing graphs visible (outer-scope references), one namespace for all."""
+        return Writer(self.fn, self.opset, self.io_names, self, block)
+
     def fresh(self, hint: str) -> str:
         cand, i = hint, 1
-        while cand in self.used or cand in self.producer:
+        while cand in self.used or cand in self.all_names:
             cand, i = f"{hint}_{i}", i + 1
         self.used.add(cand)
         return cand
@@ -68,6 +81,8 @@ class Writer:
         """ONNX name holding var's value ('' when absent); consts become initializers here."""
         if var is None:
             return ""
+        if var.name not in self.env and var.name not in self.producer and self.parent is not None:
+            return self.parent.value(var)  # an outer-scope value: ONNX subgraphs read it by name
         if var.name not in self.env:
             op = self.producer.get(var.name)
             # consts, and outputs a compact form left static (a joint op's mask), are
@@ -76,6 +91,10 @@ class Writer:
                 self.static(var) if op is not None and op.op_type.startswith("constexpr_") else None
             if val is None:
                 raise OnnxExportError(f"value {var.name!r} is used before it is defined")
+            if op.attrs.get(ONNX_NODE) == "Constant":  # it came as a Constant node: it goes back as one
+                self.env[var.name] = self.node("Constant", [], outputs=[self.name_of(var)],
+                                               value=array_to_tensor(val, var.dtype, self.name_of(var)))
+                return self.env[var.name]
             self.env[var.name] = self.initializer(self.name_of(var), val, var.dtype)
             if op.op_type == "const":
                 self.sources[var.name] = {"init": self.env[var.name]}
@@ -504,13 +523,45 @@ def _foreign(op, w):
     if not op.op_type.startswith("onnx."):
         raise OnnxExportError(f"{op.op_type} {op.name!r}: a foreign op of another format has no ONNX form")
     ins = [w.value(op.inputs[s]) if s else "" for s in slot_names(op)]
+    graphs = [helper.make_attribute(attr, subgraph(block, w, f"{op.name}_{attr}"))
+              for attr, block in zip(op.attrs.get(BLOCK_ATTRS, ()), op.blocks)]
     outs = [w.name_of(v) for v in op.outputs]
     nd = helper.make_node(op.op_type.split(".", 1)[1], ins, outs, name=w.fresh(op.name),
                           domain=op.attrs.get("_domain", ""))
     nd.attribute.extend(attr_from_ir(k, v) for k, v in sorted(onnx_attrs(op.attrs).items()))
+    nd.attribute.extend(graphs)
     w.nodes.append(nd)
     for v, o in zip(op.outputs, outs):
         w.env[v.name] = o
+
+
+def subgraph(block, w, name: str):
+    """A nested block as an ONNX GraphProto; it reads its enclosing graphs' values by name."""
+    child = w.child(block)
+    inputs = []
+    for v in block.inputs:
+        child.env[v.name] = child.name_of(v)
+        inputs.append(_value_info(child.env[v.name], v))
+    for op in block.ops:
+        _emit(op, child)
+    outputs, returned = [], set()
+    for v in block.outputs:
+        name = child.value(v)
+        if v.name not in child.producer or name in returned:
+            # onnxruntime wants a subgraph's outputs made inside it, once each
+            name = child.node("Identity", [name], v.name + "_out")
+        returned.add(name)
+        outputs.append(_value_info(name, v))
+    return helper.make_graph(child.nodes, name, inputs, outputs, child.inits)
+
+
+def _all_names(block) -> set:
+    names = {v.name for v in block.inputs}
+    for op in block.walk():
+        names.update(v.name for v in op.outputs)
+        for b in op.blocks:
+            names.update(v.name for v in b.inputs)
+    return names
 
 
 def _emit(op, w):
@@ -571,10 +622,21 @@ def _record(op, w, nodes) -> None:
 
 # ---- the model --------------------------------------------------------------------
 
+def type_proto(t):
+    """The ONNX TypeProto of an IR type (tensors of any rank, sequences, maps, optionals)."""
+    if t.kind == "sequence":
+        return helper.make_sequence_type_proto(type_proto(t.elem))
+    if t.kind == "optional":
+        return helper.make_optional_type_proto(type_proto(t.elem))
+    if t.kind == "map":
+        return helper.make_map_type_proto(elem_type(t.key), type_proto(t.value))
+    dt = t.dtype if t.dtype not in ("uint1", "uint2", "uint3", "uint6") else "uint8"
+    dims = None if t.shape is None else [None if d == "?" else d for d in t.shape]
+    return helper.make_tensor_type_proto(elem_type(dt), dims)
+
+
 def _value_info(name: str, var: Var):
-    dims = [None if d == "?" else d for d in var.shape]
-    dt = var.dtype if var.dtype not in ("uint1", "uint2", "uint3", "uint6") else "uint8"
-    return helper.make_tensor_value_info(name, elem_type(dt), dims)
+    return helper.make_value_info(name, type_proto(var.type))
 
 
 def _has_compressed(fn) -> bool:
@@ -609,9 +671,13 @@ def choose_opset(program: Program, opset: Optional[int], fn) -> int:
 
 
 def _io_names(program, fn) -> dict:
-    pairs = dict(program.attrs.get("onnx_io_names", ()))
-    io = {v.name for v in fn.inputs} | {v.name for v in fn.outputs}
-    return {k: v for k, v in pairs.items() if k in io}
+    """IR name -> the ONNX name the source model gave that value (inputs, outputs,
+    initializers and node outputs the importer had to rename), for values still there."""
+    pairs = dict(program.attrs.get("onnx_names", ()))
+    pairs.update(program.attrs.get("onnx_io_names", ()))
+    present = _all_names(fn.block)
+    taken = set(present) - set(pairs)  # an IR name kept as it is stays its own ONNX name
+    return {k: v for k, v in pairs.items() if k in present and v not in taken}
 
 
 def to_onnx_model(program: Program, opset: Optional[int] = None, function: str = "main") -> onnx.ModelProto:
@@ -625,17 +691,35 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
         w.env[v.name] = w.name_of(v)
         inputs.append(_value_info(w.env[v.name], v))
     for op in fn.ops:
-        if op.blocks:
-            raise OnnxExportError(f"{op.op_type} {op.name!r}: ops with nested blocks have no ONNX form yet")
+        if op.blocks and not is_foreign(op.op_type):
+            raise OnnxExportError(f"{op.op_type} {op.name!r}: this op's nested blocks have no ONNX form")
         _emit(op, w)
     outputs = [_value_info(w.value(v), v) for v in fn.outputs]
+    inputs += _overridable(program, fn, w)
     graph = helper.make_graph(w.nodes, function, inputs, outputs, w.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
                               + _extra_domains(fn), producer_name="weightpress")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR version 10 and older
     if w.records:
         helper.set_model_props(model, {RECORD_KEY: json.dumps(w.records, separators=(",", ":"))})
+    model_meta.restore(model, program.attrs.get(MODEL_META))
     return model
+
+
+def _overridable(program, fn, w) -> list:
+    """Graph inputs for the initializers the source model also listed as inputs (defaults a
+    caller may override), as long as they are still plain constants written to the file."""
+    extra = []
+    names = {w.io_names.get(v.name, v.name): v for v in _const_outputs(fn)}
+    for onnx_name in program.attrs.get("onnx_overridable", ()):
+        v = names.get(onnx_name)
+        if v is not None and w.env.get(v.name) == onnx_name and onnx_name in w.init_names:
+            extra.append(_value_info(onnx_name, v))
+    return extra
+
+
+def _const_outputs(fn):
+    return [op.outputs[0] for op in fn.ops if op.op_type == "const"]
 
 
 def _extra_domains(fn) -> list:
