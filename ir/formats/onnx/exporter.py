@@ -530,8 +530,72 @@ def _foreign(op, w):
                           domain=op.attrs.get("_domain", ""))
     nd.attribute.extend(attr_from_ir(k, v) for k, v in sorted(onnx_attrs(op.attrs).items()))
     nd.attribute.extend(graphs)
+    if _schema_changed(op, w.opset):
+        return _write_upgraded(nd, op, w)
     w.nodes.append(nd)
     for v, o in zip(op.outputs, outs):
+        w.env[v.name] = o
+
+
+def _since(op_type: str, opset: int) -> Optional[int]:
+    try:
+        return onnx.defs.get_schema(op_type, opset).since_version
+    except Exception:  # not in the default domain's table (or removed by then)
+        return None
+
+
+def _schema_changed(op, opset: int) -> bool:
+    """Whether a default-domain foreign op means something else (or nothing) at `opset`
+    than at the opset it came from."""
+    if op.attrs.get("_domain") or op.blocks:
+        return False
+    then = int(op.attrs.get("_opset", opset))
+    t = op.op_type[5:]
+    return then != opset and _since(t, then) != _since(t, opset)
+
+
+def _write_upgraded(nd, op, w):
+    """Write node `nd` (an op from an older opset) as onnx's version converter rewrites it
+    for the exported opset (Upsample -> Resize, attributes that became inputs, ...)."""
+    from onnx import version_converter
+
+    slots = [s for s in slot_names(op)]
+    ins, inits = [], []
+    for s, name in zip(slots, nd.input):
+        if not s:
+            continue
+        v = op.inputs[s]
+        static = w.static(v)
+        if static is not None and static.size <= 4096:  # the converter reads constant inputs
+            inits.append(array_to_tensor(static, v.dtype, name))
+        ins.append(helper.make_value_info(name, type_proto(v.type)))
+    outs = [helper.make_value_info(o, type_proto(v.type)) for o, v in zip(nd.output, op.outputs) if o]
+    one = helper.make_model(helper.make_graph([nd], "one", ins, outs, inits),
+                            opset_imports=[helper.make_opsetid("", int(op.attrs["_opset"]))])
+    try:
+        converted = version_converter.convert_version(one, w.opset)
+    except Exception as e:
+        raise OnnxExportError(f"{op.op_type} {op.name!r} (opset {op.attrs['_opset']}): no form at opset "
+                              f"{w.opset} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    keep = set(nd.input) | set(nd.output)
+    known = {t.name for t in inits}
+    renames = {}
+    for t in converted.graph.initializer:
+        if t.name not in known:
+            renames[t.name] = w.fresh(f"{op.name}_{t.name}")
+            t.name = renames[t.name]
+            w.inits.append(t)
+            w.init_names.add(t.name)
+    for n in converted.graph.node:
+        for i, name in enumerate(n.output):
+            if name and name not in keep:
+                renames.setdefault(name, w.fresh(f"{op.name}_{name}"))
+                n.output[i] = renames[name]
+        for i, name in enumerate(n.input):
+            n.input[i] = renames.get(name, name)
+        n.name = w.fresh(n.name or f"{op.name}_{n.op_type}")
+        w.nodes.append(n)
+    for v, o in zip(op.outputs, nd.output):
         w.env[v.name] = o
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, shape_inference
 
-from ir.core import Block, Function, MapType, Op, OptionalType, Program, SequenceType, TensorType, Var
+from ir.core import Block, Function, InvalidProgram, MapType, Op, OptionalType, Program, SequenceType, TensorType, Var
 from ir.construct import const_op, new_op
 from ir.formats.onnx import foreign  # noqa: F401  (registers the onnx.* evaluator)
 from ir.formats.onnx import model_meta, records
@@ -25,6 +25,7 @@ from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype
                                     safe_name, tensor_to_array)
 from ir.dtypes import dtype as lookup_dtype, from_numpy  # noqa: F401
 from ir.ops import OpError
+from ir.validate import validate
 
 
 ONNX_NODE = "_onnx_node"  # a const op's attr: the ONNX node it was (Constant), written back as one
@@ -462,7 +463,8 @@ def _reduce(core):
 
 def _flatten(n, c, a):
     x = c.inp(n, 0)
-    axis = int(a.get("axis", 1)) % (x.rank + 1) if x.rank else 0
+    axis = int(a.get("axis", 1))
+    axis = axis + x.rank if axis < 0 else axis  # ONNX: axis in [-r, r]
     head, tail = x.shape[:axis], x.shape[axis:]
     if x.type.is_static:
         shape = [int(np.prod(head, dtype=np.int64)), int(np.prod(tail, dtype=np.int64))]
@@ -707,7 +709,7 @@ def import_onnx(src, base_dir=None) -> Program:
     Raises OnnxFormatError (a ValueError) naming the file and the reason."""
     model, label = _read(src, base_dir)
     _check(model, label)
-    typed = _inferred(model)
+    typed = _inferred(_inlined(model, label))
     c = Ctx(typed, typed.graph)
     g = typed.graph
     decoded = records.plan(model)  # compressed weights this package exported
@@ -731,6 +733,23 @@ def import_onnx(src, base_dir=None) -> Program:
                if v.name not in c.initializers)
     renamed = tuple((ir, onnx_name) for onnx_name, ir in sorted(c.names.map.items()) if ir != onnx_name)
     fn = Function("main", Block.make(inputs, c.ops, outputs))
-    return Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
+    program = Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
                                "onnx_names": renamed, "onnx_overridable": tuple(overridable),
                                MODEL_META: model_meta.capture(model, skip_keys=(records.RECORD_KEY,))})
+    try:
+        return validate(program)
+    except InvalidProgram as e:
+        raise OnnxFormatError(f"{label}: the imported program is not valid: {e}") from None
+
+
+def _inlined(model, label):
+    """The model with calls of its local functions replaced by their bodies, so their
+    weights and ops are seen like any other (the functions themselves are kept for export)."""
+    if not model.functions:
+        return model
+    from onnx import inliner
+
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as e:
+        raise OnnxFormatError(f"{label}: cannot inline the model's local functions ({e})") from None
