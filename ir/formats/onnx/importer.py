@@ -78,7 +78,9 @@ def _type_of(type_proto, label=""):
         dt = ir_dtype(tt.elem_type, label)
         if not tt.HasField("shape"):
             return TensorType.of(dt, None)
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+        # some exporters write -1 where they mean an unknown dim
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+                     for d in tt.shape.dim)
         return TensorType.of(dt, dims)
     if which == "sequence_type":
         elem = _type_of(type_proto.sequence_type.elem_type, label)
