@@ -129,6 +129,7 @@ class Ctx:
         self.opset = opset_of(model)
         self.opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
         self.names = parent.names if parent is not None else Names()
+        self.renamed: dict = parent.renamed if parent is not None else {}  # IR name -> ONNX name
         self.model = model
         self.ops: list = []
         self.env: dict = {}
@@ -140,7 +141,9 @@ class Ctx:
         """The IR name of a value this scope defines: the ONNX name made safe (and unique)."""
         if self.parent is None:
             return self.names.of(onnx_name)
-        return self.names.fresh(safe_name(onnx_name))
+        name = self.names.fresh(safe_name(onnx_name))
+        self.renamed[name] = onnx_name  # for export: a subgraph's values keep their ONNX names
+        return name
 
     def var(self, onnx_name: str) -> Optional[Var]:
         if not onnx_name:
@@ -510,30 +513,6 @@ def _tile(n, c, a):
     return c.emit("tile", {"x": c.inp(n, 0), "reps": c.inp(n, 1)}, _out(n))
 
 
-_I32 = np.iinfo(np.int32)
-
-
-def _slice(n, c, a):
-    x = c.inp(n, 0)
-    starts, ends = c.static(n, 1), c.static(n, 2)
-    axes, steps = c.static(n, 3), c.static(n, 4)
-    axes = range(len(starts)) if axes is None else [int(i) % x.rank for i in axes]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-    if any(s <= 0 for s in steps):
-        raise NotCore("negative steps clamp differently from python slices")
-    r = x.rank
-    begin, end, stride = [0] * r, [0] * r, [1] * r
-    bmask, emask = [True] * r, [True] * r
-    for ax, b, e, st in zip(axes, starts, ends, steps):
-        begin[ax], end[ax], stride[ax] = int(np.clip(b, _I32.min, _I32.max)), int(np.clip(e, _I32.min, _I32.max)), st
-        bmask[ax] = emask[ax] = False
-    o = _out(n)
-    return c.emit("slice_by_index", {
-        "x": x, "begin": c.const(o + "_begin", np.array(begin, np.int32)),
-        "end": c.const(o + "_end", np.array(end, np.int32)), "stride": c.const(o + "_stride", np.array(stride, np.int32)),
-        "begin_mask": c.const(o + "_bmask", np.array(bmask)), "end_mask": c.const(o + "_emask", np.array(emask))}, o)
-
-
 _CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
                    "value_int": np.int64, "value_ints": np.int64}
 
@@ -571,7 +550,9 @@ CONVERTERS = {
     "ReduceMean": _reduce("reduce_mean"), "ReduceSum": _reduce("reduce_sum"),
     "ReduceMax": _reduce("reduce_max"), "ReduceMin": _reduce("reduce_min"),
     "Identity": _identity, "Dropout": _identity, "Constant": _constant,
-    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile, "Slice": _slice,
+    # Slice stays an ONNX op: no stage rewrites it, and its own form keeps the model's
+    # starts / ends tensors (INT64_MAX, negative axes) exactly as they were
+    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile,
     "Sin": _unary("sin"), "Cos": _unary("cos"), "ReduceProd": _reduce("reduce_prod"),
 }
 
@@ -733,7 +714,9 @@ def import_onnx(src, base_dir=None) -> Program:
         raise OnnxFormatError(f"{label}: compressed-weight record: {e}") from None
     io = tuple((c.names.of(v.name), v.name) for v in list(g.input) + list(g.output)
                if v.name not in c.initializers)
-    renamed = tuple((ir, onnx_name) for onnx_name, ir in sorted(c.names.map.items()) if ir != onnx_name)
+    renamed = {ir: onnx_name for onnx_name, ir in c.names.map.items()}
+    renamed.update(c.renamed)
+    renamed = tuple(sorted((ir, onnx_name) for ir, onnx_name in renamed.items() if ir != onnx_name))
     fn = Function("main", Block.make(inputs, c.ops, outputs))
     program = Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
                                "onnx_names": renamed, "onnx_overridable": tuple(overridable),
