@@ -199,3 +199,41 @@ def test_original_value_names_come_back():
     back = to_onnx_model(import_onnx(m))
     assert [t.name for t in back.graph.initializer] == ["layer.0/weight"]
     assert back.graph.output[0].name == "/out:0"
+
+
+def lstm_in_branch_model(hidden=16, inputs=8):
+    """An LSTM whose W / R / B are main-graph initializers read only inside an If branch."""
+    w = RNG.standard_normal((1, 4 * hidden, inputs)).astype(np.float32) * 0.3
+    r = RNG.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.3
+    b = RNG.standard_normal((1, 8 * hidden)).astype(np.float32) * 0.1
+    lstm = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h"], hidden_size=hidden)
+    then_g = helper.make_graph([lstm], "then", [], [_vi("y", T.FLOAT, None), _vi("y_h", T.FLOAT, None)])
+    zeros = helper.make_node("Constant", [], ["z"], value=helper.make_tensor("zv", T.FLOAT, [1, 1, 1, 1], [0.0]))
+    zh = helper.make_node("Constant", [], ["zh"], value=helper.make_tensor("zhv", T.FLOAT, [1, 1, 1], [0.0]))
+    else_g = helper.make_graph([zeros, zh, helper.make_node("Identity", ["z"], ["z_out"]),
+                                helper.make_node("Identity", ["zh"], ["z_h"])], "else", [],
+                               [_vi("z_out", T.FLOAT, None), _vi("z_h", T.FLOAT, None)])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["out", "h"], then_branch=then_g, else_branch=else_g)],
+                          "g", [_vi("x", T.FLOAT, [5, 1, inputs]), _vi("c", T.BOOL, [])],
+                          [_vi("out", T.FLOAT, ["s", "d", "b", "h"]), _vi("h", T.FLOAT, ["d", "b", "h"])],
+                          [helper.make_tensor("W", T.FLOAT, w.shape, w.ravel()),
+                           helper.make_tensor("R", T.FLOAT, r.shape, r.ravel()),
+                           helper.make_tensor("B", T.FLOAT, b.shape, b.ravel())])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def test_rnn_weights_in_branches_are_quantized_per_gate_row():
+    m = lstm_in_branch_model()
+    prog = import_onnx(m)
+    feeds = {"x": RNG.standard_normal((5, 1, 8)).astype(np.float32), "c": np.array(True)}
+    for a, b in zip(_run(m, feeds), evaluate(prog, feeds).values()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    small = affine_quantize_weights(dtype="int8", granularity="per_channel",
+                                    op_selector=lambda w: w.name in ("W", "R"))(prog)
+    scales = {op.name: op.inputs["scale"].val for _, op in small.walk()
+              if op.op_type == "constexpr_blockwise_shift_scale"}
+    assert {k: v.shape for k, v in scales.items()} == {"W": (1, 64, 1), "R": (1, 64, 1)}
+    model = to_onnx_model(small)
+    got, want = _run(model, feeds)[0], _run(m, feeds)[0]
+    cos = float(got.ravel() @ want.ravel() / (np.linalg.norm(got) * np.linalg.norm(want)))
+    assert cos > 0.999
