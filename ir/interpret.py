@@ -74,7 +74,11 @@ def run_op(op: Op, env: dict) -> list:
             results = schema(op.op_type).compute(vals, ctx)
     except (EvaluationError, OpError):
         raise
-    except (ValueError, TypeError, IndexError, FloatingPointError) as e:
+    except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as e:
+        raise EvaluationError(f"{op.op_type} {op.name!r}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a format's evaluator (onnx's reference) raises anything
+        if not is_foreign(op.op_type):
+            raise
         raise EvaluationError(f"{op.op_type} {op.name!r}: {type(e).__name__}: {e}") from e
     return _conform(op, results)
 
