@@ -111,8 +111,10 @@ def _from_initializer(c, src: dict, dt, shape) -> np.ndarray:
     from ir.formats.onnx.common import tensor_to_array
 
     arr = np.asarray(tensor_to_array(c.initializers[src["init"]])[0])
-    if src.get("nbits"):
-        arr = unpack(arr.astype(np.uint8).tobytes(), f"uint{int(src['nbits'])}", shape)
+    if src.get("nbits"):  # bit-packed bytes; int4 as two's complement nibbles
+        nbits = int(src["nbits"])
+        packed_as = dt.name if dt.is_subbyte and dt.bits == nbits else f"uint{nbits}"
+        arr = unpack(arr.astype(np.uint8).tobytes(), packed_as, shape)
     size = int(np.prod(shape, dtype=np.int64))
     if arr.size != size:  # a parameter the exporter broadcast (one zero point for every channel)
         if arr.size == 0 or not np.all(arr == arr.reshape(-1)[0]):
