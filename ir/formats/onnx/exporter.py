@@ -795,9 +795,15 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
                               + _extra_domains(fn), producer_name="weightpress")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR version 10 and older
-    if w.records:
-        helper.set_model_props(model, {RECORD_KEY: json.dumps(w.records, separators=(",", ":"))})
+    from ir.formats.onnx.nbits import fused_outputs, records_for
+
+    records = w.records + records_for(fn, w.env, w.nodes, len(w.records))  # MatMulNBits readers, if any
+    if records:
+        helper.set_model_props(model, {RECORD_KEY: json.dumps(records, separators=(",", ":"))})
     model_meta.restore(model, program.attrs.get(MODEL_META))
+    # MatMulNBits outputs typed, or onnx's shape inference stops at them on import
+    known = {vi.name for vi in model.graph.value_info}
+    model.graph.value_info.extend(_value_info(name, var) for name, var in fused_outputs(fn, w.env) if name not in known)
     return model
 
 
@@ -830,11 +836,18 @@ EXTERNAL_THRESHOLD = 1 << 30  # above this many weight bytes a single protobuf g
 
 
 def export_onnx(program: Program, path, opset: Optional[int] = None, external_data=None,
-                function: str = "main") -> str:
+                function: str = "main", matmul_nbits: bool = False) -> str:
     """Write `program` as an ONNX model at `path`, atomically; returns the path.
 
-    external_data: None = only when the weights are large; True = always
-    (into `<file>.data` beside it); a string = that data file name."""
+    opset: None = the model's own (see choose_opset). external_data: None = only
+    when the weights are large; True = always (into `<file>.data` beside it); a
+    string = that data file name. matmul_nbits: write 4-bit per-block weights of
+    MatMul / linear as com.microsoft MatMulNBits (onnxruntime's fused kernels; see
+    nbits.py for which weights qualify); import gives the original ops back."""
+    if matmul_nbits:
+        from ir.formats.onnx.nbits import rewrite
+
+        program = rewrite(program, function)
     model = to_onnx_model(program, opset, function)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
