@@ -155,17 +155,17 @@ def _weight_stats(step):
 
 
 def _skip_notes(trace) -> dict:
-    """Per weight, why a stage left it as it was ("skipped" in its statistics); with the
-    stage's name when more than one stage gave a reason for the same weight."""
+    """Per weight, why a stage left it as it was ("skipped" in the stage's statistics);
+    prefixed by the stage's name when several stages looked at the weights."""
+    steps = [s for s in getattr(trace, "steps", ()) if _weight_stats(s)]
     found: dict = {}
-    for step in getattr(trace, "steps", ()):
+    for step in steps:
         stage = getattr(getattr(step, "stage", None), "name", "?")
         for name, st in _weight_stats(step):
             why = st.get("skipped") if hasattr(st, "get") else None
             if why:
-                found.setdefault(name, []).append((stage, str(why)))
-    return {name: reasons[0][1] if len(reasons) == 1 else "; ".join(f"{s}: {r}" for s, r in reasons)
-            for name, reasons in found.items()}
+                found.setdefault(name, []).append(f"{stage}: {why}" if len(steps) > 1 else str(why))
+    return {name: "; ".join(reasons) for name, reasons in found.items()}
 
 
 # writer options of `compress`: flag dest -> (the output suffix they need, the writer keyword)
