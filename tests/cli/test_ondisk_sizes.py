@@ -103,3 +103,41 @@ def test_estimates_are_labelled_when_the_file_is_not_measured(outputs):
     assert not rows[0][3].startswith("~") and rows[1][3].startswith("~")
     headers, _ = rep.summary_rows([dataclasses.replace(c, before_file=None, after_file=None) for c in changes])
     assert headers[2:4] == ("before (est.)", "after (est.)")
+
+
+def test_names_of_a_foreign_model_are_matched_through_the_import_renaming(tmp_path):
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    w = np.ones((4, 8), np.float32)
+    g = h.make_graph([h.make_node("MatMul", ["x", "onnx::MatMul.7"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [2, 4])], [h.make_tensor_value_info("y", T.FLOAT, [2, 8])],
+                     [nh.from_array(w, "onnx::MatMul.7")])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    program = load_model(path)
+    (weight,) = rep.weights_of(program)
+    assert weight.name != "onnx::MatMul.7"  # renamed on import
+    from ir.formats.onnx.sizes import tensor_bytes
+
+    (t,) = onnx.load(path).graph.initializer
+    assert measure_file(path, program, [weight.name]).weights == {weight.name: tensor_bytes(t)}
+
+
+def test_wpz_weights_are_their_zip_members(tmp_path):
+    import zipfile
+
+    from ir.builder import TensorSpec, program
+
+    w = np.arange(64, dtype=np.float32).reshape(8, 8)
+
+    @program(inputs={"x": TensorSpec((1, 8))})
+    def net(b, x):
+        same = b.const(w, name="w")
+        return b.linear(x=b.linear(x=x, weight=same, name="h"), weight=b.const(w.copy(), name="w_again"), name="y")
+    path = save_model(net, tmp_path / "m.wpz")
+    with zipfile.ZipFile(path) as zf:
+        (member,) = [i for i in zf.infolist() if i.filename.startswith("tensors/")]  # one digest, stored once
+    entry = member.compress_size + 30 + 46 + 2 * len(member.filename)  # data, local header, directory entry
+    sizes = measure_file(path, net, ["w", "w_again"])
+    assert sizes.weights == {"w": entry, "w_again": 0}  # the second reads the same stored tensor
+    assert member.compress_size == 64 * 4 and sizes.file_bytes == path.stat().st_size
