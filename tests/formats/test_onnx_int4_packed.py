@@ -132,9 +132,9 @@ def _imported(opset, extra_nodes=()):
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     nodes = [h.make_node("MatMul", ["x", "w"], ["y0"])] + list(extra_nodes)
-    out = extra_nodes[-1].output[0] if extra_nodes else "y0"
-    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 64])],
-                     [h.make_tensor_value_info(out, T.FLOAT if out == "y0" else T.INT64, [2, 64] if out == "y0" else [2])],
+    out = h.make_tensor_value_info(extra_nodes[-1].output[0], T.INT64, [2]) if extra_nodes else \
+        h.make_tensor_value_info("y0", T.FLOAT, [2, 64])
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 64])], [out],
                      [nh.from_array(RNG.standard_normal((64, 64)).astype(np.float32), "w")])
     m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
     m.ir_version = 8

@@ -330,8 +330,8 @@ def sparse_blockwise_shift_scale(op, w):
             and data.type.dt.is_integer:
         zp = "" if offset is None else w.note(op.offset, w.initializer(w.fresh(n + "_zp"), offset.reshape(()),
                                                                        op.offset.dtype))
-        return dequantize_linear(w, values_out, _data(w, data), w.note(op.scale, w.const(n + "_scale", scale.reshape(()))),
-                                 op.scale.dtype, zp)
+        s_name = w.note(op.scale, w.const(n + "_scale", scale.reshape(())))
+        return dequantize_linear(w, values_out, _data(w, data), s_name, op.scale.dtype, zp)
     # per-block parameters: each nonzero value picks its block's scale (and offset) by position
     where = w.positions(mask, n + "_mask")
     fdt = elem_type(op.scale.dtype)
