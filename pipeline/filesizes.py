@@ -11,9 +11,9 @@
 - Core ML: not measured (its weight blob is laid out by coremltools); `measure_file`
   answers None and the report keeps its estimate, saying so.
 
-A weight's IR name is its ONNX value name when weightpress wrote the file; a model
-from elsewhere was renamed on import to IR-safe names (letters, digits, '_'), so
-a name is also matched through that renaming when exactly one ONNX value fits.
+A weight's IR name is its ONNX value name, or the name the importer recorded it had
+(program attrs onnx_names / onnx_io_names), or, failing those, the one ONNX value
+whose IR-safe form (letters, digits, '_') it is.
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def _onnx_names(model, program, names: list) -> dict:
         values.update(o for r in json.loads(raw or "[]") for o in (r.get("outputs") or ()) if o)
     except (ValueError, AttributeError, TypeError):
         pass
-    io = dict(program.attrs.get("onnx_io_names", ()))
+    io = dict(program.attrs.get("onnx_names", ()))  # IR name -> the ONNX name it had (import renamed it)
+    io.update(program.attrs.get("onnx_io_names", ()))
     by_safe: dict = {}
     for v in values:
         by_safe.setdefault(safe_name(v), []).append(v)

@@ -13,7 +13,9 @@ more, scales of A's type (fp32 or fp16), and
 every reader of it is a `linear` (weight [N, K]) or a `matmul` reading it as y
 ([K, N], or [N, K] with transpose_y) with an activation of rank >= 2. int4 codes
 shift by 8 to unsigned, with the offset (if any) shifted the same way: (x + 8) -
-(o + 8) = x - o, so the numbers do not move. Anything else keeps its ordinary form.
+(o + 8) = x - o, so the numbers do not move. Anything else keeps its ordinary form,
+and so do weights inside nested blocks (If / Loop bodies): the rewrite looks at the
+function's own ops.
 
 The rewrite is `rewrite(program)`: each such reader becomes a foreign
 `onnx.MatMulNBits` op (the exporter writes foreign ops as they are) and the weight's
