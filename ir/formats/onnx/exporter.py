@@ -134,9 +134,16 @@ class Writer:
         return self.position_memo[key]
 
     def initializer(self, name: str, arr, ir_dtype: str) -> str:
+        """The ONNX value holding `arr`: an initializer named `name`, except int4 / uint4
+        of more than one element below COMPRESSED_OPSET, which stay packed two per byte
+        and are decoded in the graph into an int8 / uint8 value named `name`."""
         arr = np.asarray(arr)
         if ir_dtype in ("int4", "uint4") and self.opset < COMPRESSED_OPSET:
-            ir_dtype = "int8" if ir_dtype == "int4" else "uint8"  # unpacked, one per byte
+            if arr.size > 1:
+                from ir.formats.onnx.compressed import packed_nibbles
+
+                return packed_nibbles(self, name, arr, ir_dtype)
+            ir_dtype = "int8" if ir_dtype == "int4" else "uint8"  # one value: a byte either way
         elif ir_dtype in ("uint1", "uint2", "uint3", "uint6"):
             ir_dtype = "uint8"
         self.used.add(name)
@@ -724,26 +731,6 @@ def _io_info(name: str, var: Var, declared: dict):
     return theirs if theirs is not None and model_meta.same_kind(theirs, ours) else ours
 
 
-def _has_compressed(fn) -> bool:
-    return any(op.op_type.startswith("constexpr_") or any(v.dtype in ("int4", "uint4") for v in op.outputs)
-               for op in fn.ops)
-
-
-def _foreign_fits(fn, opset: int) -> bool:
-    """True when every foreign op means the same at `opset` as at the opset it came from."""
-    for op in fn.ops:
-        if op.op_type.startswith("onnx.") and not op.attrs.get("_domain"):
-            t = op.op_type[5:]
-            try:
-                then = onnx.defs.get_schema(t, int(op.attrs.get("_opset", opset))).since_version
-                now = onnx.defs.get_schema(t, opset).since_version
-            except Exception:
-                return False
-            if then != now:
-                return False
-    return True
-
-
 def _needs_13(fn) -> bool:
     """Whether a function holds compressed weights or (de)quantization, whose ONNX forms
     (per-axis DequantizeLinear, packed decoders) need opset 13."""
@@ -758,16 +745,23 @@ def _walk(fn):
 
 
 def choose_opset(program: Program, opset: Optional[int], fn) -> int:
+    """The opset of the exported model.
+
+    The rule: a program imported from ONNX keeps its model's opset, whatever was
+    compressed (every compressed form has a spelling at every opset from MIN_OPSET:
+    int4 is packed two per byte by hand below COMPRESSED_OPSET, see
+    compressed.packed_nibbles), so the user's runtime keeps loading it; only a model
+    older than the forms it now holds need (MIN_OPSET) is raised to that. A program
+    from elsewhere gets COMPRESSED_OPSET, where int4 and per-block DequantizeLinear
+    are native. `opset=` is the opt-in to another opset (e.g. 21 to upgrade a model
+    for INT4 initializers); foreign ops whose schema changed on the way are written
+    through onnx's version converter (_write_upgraded), or refused in one line."""
+    floor = MIN_OPSET if _needs_13(fn) else OLDEST_OPSET
     if opset is not None:
-        floor = MIN_OPSET if _needs_13(fn) else OLDEST_OPSET
         if opset < floor:
             raise OnnxExportError(f"opset {opset} is too old: this program needs {floor} or newer")
         return int(opset)
-    floor = MIN_OPSET if _needs_13(fn) else OLDEST_OPSET
-    base = max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), floor)
-    if base < COMPRESSED_OPSET and _has_compressed(fn) and _foreign_fits(fn, COMPRESSED_OPSET):
-        return COMPRESSED_OPSET
-    return base
+    return max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), floor)
 
 
 def _io_names(program, fn) -> dict:
@@ -801,9 +795,15 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
                               + _extra_domains(fn), producer_name="weightpress")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR version 10 and older
-    if w.records:
-        helper.set_model_props(model, {RECORD_KEY: json.dumps(w.records, separators=(",", ":"))})
+    from ir.formats.onnx.nbits import fused_outputs, records_for
+
+    records = w.records + records_for(fn, w.env, w.nodes, len(w.records))  # MatMulNBits readers, if any
+    if records:
+        helper.set_model_props(model, {RECORD_KEY: json.dumps(records, separators=(",", ":"))})
     model_meta.restore(model, program.attrs.get(MODEL_META))
+    # MatMulNBits outputs typed, or onnx's shape inference stops at them on import
+    known = {vi.name for vi in model.graph.value_info}
+    model.graph.value_info.extend(_value_info(name, var) for name, var in fused_outputs(fn, w.env) if name not in known)
     return model
 
 
@@ -836,11 +836,18 @@ EXTERNAL_THRESHOLD = 1 << 30  # above this many weight bytes a single protobuf g
 
 
 def export_onnx(program: Program, path, opset: Optional[int] = None, external_data=None,
-                function: str = "main") -> str:
+                function: str = "main", matmul_nbits: bool = False) -> str:
     """Write `program` as an ONNX model at `path`, atomically; returns the path.
 
-    external_data: None = only when the weights are large; True = always
-    (into `<file>.data` beside it); a string = that data file name."""
+    opset: None = the model's own (see choose_opset). external_data: None = only
+    when the weights are large; True = always (into `<file>.data` beside it); a
+    string = that data file name. matmul_nbits: write 4-bit per-block weights of
+    MatMul / linear as com.microsoft MatMulNBits (onnxruntime's fused kernels; see
+    nbits.py for which weights qualify); import gives the original ops back."""
+    if matmul_nbits:
+        from ir.formats.onnx.nbits import rewrite
+
+        program = rewrite(program, function)
     model = to_onnx_model(program, opset, function)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
