@@ -43,6 +43,7 @@ import numpy as np
 from pyrsistent import pmap
 
 from ir.core import Block, Function, InvalidProgram, Op, Program, TensorType, Var, frozen_array, gc_paused
+from ir.types import parse_type
 from ir.digest import tensor_digest
 from ir.dtypes import UnknownDType, dtype as lookup_dtype, fits, from_numpy
 from ir.packing import PackingError, pack, packed_size, unpack
@@ -245,7 +246,11 @@ class _Writer:
         raise SerializationError(f"cannot serialize attribute value of type {type(v).__name__}")
 
     def var(self, v: Var) -> dict:
-        out = {"name": v.name, "dtype": v.type.dtype, "shape": list(v.type.shape)}
+        t = v.type
+        if t.is_tensor and t.shape is not None:
+            out = {"name": v.name, "dtype": t.dtype, "shape": list(t.shape)}
+        else:  # unknown rank, sequence, map, optional: the type's text form
+            out = {"name": v.name, "type": str(t)}
         if v.val is not None:
             out["val"] = self.tensor(v.val, v.type.dtype)
         return out
@@ -342,6 +347,8 @@ class _Reader:
 
     def var(self, d: dict) -> Var:
         val = self.tensor(d["val"]["$tensor"]) if "val" in d else None
+        if "type" in d:  # unknown rank, sequence, map, optional: the type's text form
+            return Var(d["name"], _typed(d["name"], d["type"]), val)
         return Var(d["name"], _tensor_type(d["name"], d["dtype"], d["shape"]), val)
 
     def op(self, d: dict, env: dict) -> Op:
@@ -396,6 +403,17 @@ def _tensor_type(name, dtype, shape) -> TensorType:
         raise SerializationError(f"value %{name}: shape {_short_repr(shape)} is not a list of at most "
                                  f"{MAX_RANK} non-negative integers or symbols")
     return TensorType(dt.name, tuple(shape))
+
+
+def _typed(name, text):
+    if not isinstance(name, str):
+        raise SerializationError(f"value name {_short_repr(name)} is not a string")
+    if not isinstance(text, str) or len(text) > 1000:
+        raise SerializationError(f"value %{name}: type {_short_repr(text)} is not a type's text form")
+    try:
+        return parse_type(text)
+    except (ValueError, RecursionError) as e:
+        raise SerializationError(f"value %{name}: {e}") from None
 
 
 def _hashable(k):

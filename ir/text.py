@@ -37,7 +37,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from ir.core import Block, Function, InvalidProgram, Op, Program, TensorType, Var, frozen_array, gc_paused
+from ir.core import (Block, Function, InvalidProgram, MapType, Op, OptionalType, Program, SequenceType,
+                     TensorType, Var, frozen_array, gc_paused)
 from ir.construct import output_names
 from ir.digest import tensor_digest
 from ir.ops import REGISTRY
@@ -82,8 +83,12 @@ def _shape(shape) -> str:
     return "[" + ",".join(_dim(d) for d in shape) + "]"
 
 
-def _type(t: TensorType) -> str:
-    return f"{t.dtype}{_shape(t.shape)}"
+def _type(t) -> str:
+    if t.kind == "map":
+        return f"map<{t.key},{_type(t.value)}>"
+    if not t.is_tensor:
+        return f"{'seq' if t.kind == 'sequence' else 'opt'}<{_type(t.elem)}>"
+    return f"{t.dtype}[*]" if t.shape is None else f"{t.dtype}{_shape(t.shape)}"
 
 
 def _decl(v: Var) -> str:
@@ -269,7 +274,7 @@ _TOKEN = re.compile(r"""
   | (?P<hex>0x[0-9a-fA-F]+)
   | (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|-inf\b)
   | (?P<word>[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[()\[\]{},=:!])
+  | (?P<punct>[()\[\]{},=:!<>*])
 """, re.VERBOSE)
 
 
@@ -351,8 +356,11 @@ class _Tokens:
             return json.loads(val) if kind == "string" else val
         self.fail(f"expected a dimension but found {val or 'end of line'!r}")
 
-    def shape(self) -> tuple:
+    def shape(self) -> Optional[tuple]:
         self.expect("[")
+        if self.accept("*"):  # unknown rank
+            self.expect("]")
+            return None
         dims = []
         while not self.accept("]"):
             dims.append(self.dim())
@@ -366,7 +374,18 @@ class _Tokens:
             self.fail(f"unknown dtype {name!r}")
         return name
 
-    def type(self) -> TensorType:
+    def type(self):
+        word = self.peek()[1]
+        if word in _COMPOSITE_TYPES and self.peek(1)[1] == "<":
+            self.next(), self.next()
+            if word == "map":
+                key = self.dtype_name()
+                self.expect(",")
+                t = MapType(key, self.type())
+            else:
+                t = _COMPOSITE_TYPES[word](self.type())
+            self.expect(">")
+            return t
         return TensorType(self.dtype_name(), self.shape())
 
     def decl(self) -> tuple:
@@ -374,6 +393,8 @@ class _Tokens:
         self.expect(":")
         return name, self.type()
 
+
+_COMPOSITE_TYPES = {"seq": SequenceType, "opt": OptionalType, "map": MapType}
 
 _FLOAT_WORDS = {"inf": math.inf, "nan": math.nan}
 

@@ -161,12 +161,57 @@ def _weight_stats(step):
     return []
 
 
+def _skip_notes(trace) -> dict:
+    """Per weight, why a stage left it as it was ("skipped" in the stage's statistics);
+    prefixed by the stage's name when several stages looked at the weights."""
+    steps = [s for s in getattr(trace, "steps", ()) if _weight_stats(s)]
+    found: dict = {}
+    for step in steps:
+        stage = getattr(getattr(step, "stage", None), "name", "?")
+        for name, st in _weight_stats(step):
+            why = st.get("skipped") if hasattr(st, "get") else None
+            if why:
+                found.setdefault(name, []).append(f"{stage}: {why}" if len(steps) > 1 else str(why))
+    return {name: "; ".join(reasons) for name, reasons in found.items()}
+
+
+# writer options of `compress`: flag dest -> (the output suffix they need, the writer keyword)
+WRITER_OPTIONS = {"onnx_matmul_nbits": (".onnx", "matmul_nbits"), "onnx_opset": (".onnx", "opset")}
+
+
+def _writer_options(args, out: Path) -> dict:
+    options = {}
+    for dest, (suffix, keyword) in WRITER_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        if out.suffix.lower() != suffix:
+            raise UsageError(f"--{dest.replace('_', '-')} applies to {suffix} outputs, not {out.suffix or out.name}")
+        options[keyword] = value
+    return options
+
+
+def _summary(rep, program, result, model: Path, out: Path, trace):
+    """(changes, file line): per weight the bytes as written in each file where its format
+    is measured (pipeline.filesizes), else the estimate; the skip reasons from the trace."""
+    from pipeline.filesizes import file_bytes, measure_file
+
+    before_w, after_w = rep.weights_of(program), rep.weights_of(result)
+    sizes_in = measure_file(model, program, [w.name for w in before_w])
+    sizes_out = measure_file(out, result, [w.name for w in after_w])
+    changes = rep.compare(before_w, after_w, _seconds_by_weight(trace), _skip_notes(trace),
+                          sizes_in.weights if sizes_in else None, sizes_out.weights if sizes_out else None)
+    line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(out), changes)
+    return changes, line
+
+
 def cmd_compress(args) -> int:
     from pipeline import report as rep
     from pipeline.models import load_model, save_model, write_text_atomic
 
     model, out = Path(args.model), Path(args.output)
     _check_paths(model, out, args.report)
+    options = _writer_options(args, out)
     pipe = build_pipeline(args)
     program = load_model(model)
     cache = None
@@ -178,13 +223,14 @@ def cmd_compress(args) -> int:
     trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
     seconds = time.perf_counter() - started
     result = trace.result
-    save_model(result, out)
-    changes = rep.compare_weights(program, result, _seconds_by_weight(trace))
+    save_model(result, out, **options)
+    changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
     if not args.quiet:
         print(rep.format_table(headers, rows))
+        print(files)
     if args.report:
-        notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s")
+        notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s", files)
         write_text_atomic(args.report, rep.render_report(args.report, f"weightpress: {model.name}",
                                                          changes, seconds, notes))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
@@ -343,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
         how.add_argument(flag, metavar=metavar, help=help_, **kind)
     c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
+    onnx_out = c.add_argument_group("ONNX output")
+    onnx_out.add_argument("--onnx-matmul-nbits", action="store_true",
+                          help="write int4/uint4 per-block weights of MatMul / linear as com.microsoft MatMulNBits "
+                               "(onnxruntime's fast 4-bit kernels; other runtimes may not have the op)")
+    onnx_out.add_argument("--onnx-opset", type=int, metavar="N",
+                          help="the output's opset (default: the input model's; e.g. 21 to upgrade it for "
+                               "INT4 initializers)")
     c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
     c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     _add_progress(c)

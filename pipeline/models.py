@@ -104,12 +104,13 @@ def load_model(path):
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
-def save_model(program, path) -> Path:
-    """Write `program` to `path` (plus any sidecar files its format makes), atomically."""
+def save_model(program, path, **options) -> Path:
+    """Write `program` to `path` (plus any sidecar files its format makes), atomically;
+    `options` go to the format's writer (e.g. matmul_nbits=True for ONNX)."""
     path = Path(path)
     writer = _function(format_of(path), "writer")
     with staged_outputs(path.parent) as scratch:
-        writer(program, str(scratch / path.name))
+        writer(program, str(scratch / path.name), **options)
     return path
 
 

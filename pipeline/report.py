@@ -4,8 +4,10 @@
   constexpr ops decompresses to) with its stored size, sparsity, unique
   values and how it is stored; the table `weightpress inspect` prints, in the
   spirit of coremltools' get_weights_metadata.
-- `compare_weights(before, after)`: per weight bytes before/after, ratio, SNR,
-  max abs error: the summary after `weightpress compress`.
+- `compare_weights(before, after)`: per weight bytes before/after (as written in
+  the files when measured, see pipeline.filesizes; else estimated, and the
+  column says so), ratio, SNR, max abs error and the reason a stage left it as
+  it was: the summary after `weightpress compress`.
 - `diff_models(a, b)`: weights added / removed / changed and op counts changed.
 - `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
   reports draw each weight's histogram with its LUT or quantization grid as
@@ -81,11 +83,17 @@ def _evaluate_constants(fn):
     return env, producer, consumers
 
 
-def _stored_bytes(name, producer) -> int:
+def _stored_bytes(name, producer, seen=None) -> int:
+    """Bytes of the consts a weight is made of, each counted once (a joint op's two
+    outputs both feed sparse_to_dense: its inputs are stored once)."""
+    seen = set() if seen is None else seen
     op = producer[name]
+    if id(op) in seen:
+        return 0
+    seen.add(id(op))
     if op.op_type == "const":
         return _const_bytes(op.outputs[0])
-    return sum(_stored_bytes(v.name, producer) for v in op.input_vars())
+    return sum(_stored_bytes(v.name, producer, seen) for v in op.input_vars())
 
 
 def _describe(name, producer) -> str:
@@ -201,15 +209,27 @@ class WeightChange:
     before: Weight
     after: Optional[Weight]  # None: the weight is gone
     seconds: Optional[float] = None
+    note: str = ""  # why a stage left the weight as it was (the stage's own words)
+    before_file: Optional[int] = None  # bytes as written in the input file, when measured
+    after_file: Optional[int] = None  # bytes as written in the output file, when measured
 
     @property
     def name(self) -> str:
         return self.before.name
 
     @property
+    def before_bytes(self) -> int:
+        return self.before_file if self.before_file is not None else self.before.stored_bytes
+
+    @property
+    def after_bytes(self) -> int:
+        if self.after is None:
+            return 0
+        return self.after_file if self.after_file is not None else self.after.stored_bytes
+
+    @property
     def ratio(self) -> float:
-        after = self.after.stored_bytes if self.after else 0
-        return self.before.stored_bytes / after if after else math.inf
+        return self.before_bytes / self.after_bytes if self.after_bytes else math.inf
 
     @property
     def comparable(self) -> bool:
@@ -249,28 +269,65 @@ def match_weights(before, after) -> list:
     return pairs
 
 
-def compare_weights(before_program, after_program, seconds_by_weight=None) -> list:
-    seconds_by_weight = seconds_by_weight or {}
-    pairs = match_weights(weights_of(before_program), weights_of(after_program))
-    return [WeightChange(b, a, seconds_by_weight.get(b.name)) for b, a in pairs]
+def compare_weights(before_program, after_program, seconds_by_weight=None, notes=None,
+                    before_sizes=None, after_sizes=None) -> list:
+    """One WeightChange per weight of `before_program`. notes: weight name -> why it was
+    left as it was; before_sizes / after_sizes: weight name -> bytes as written in the
+    input / output file (filesizes.measure_file), used instead of the estimate where given."""
+    return compare(weights_of(before_program), weights_of(after_program), seconds_by_weight, notes,
+                   before_sizes, after_sizes)
+
+
+def compare(before_weights, after_weights, seconds_by_weight=None, notes=None, before_sizes=None,
+            after_sizes=None) -> list:
+    """compare_weights over weights already listed (weights_of)."""
+    seconds_by_weight, notes = seconds_by_weight or {}, notes or {}
+    before_sizes, after_sizes = before_sizes or {}, after_sizes or {}
+    pairs = match_weights(before_weights, after_weights)
+    return [WeightChange(b, a, seconds_by_weight.get(b.name), notes.get(b.name, ""), before_sizes.get(b.name),
+                         after_sizes.get(a.name) if a is not None else None) for b, a in pairs]
+
+
+def _bytes_column(label: str, measured: list) -> tuple:
+    """(header, mark for an estimated cell): "after (file)" when every figure was measured
+    from the file, "after (est.)" when none was; in between, estimated cells carry a '~'."""
+    if measured and all(measured):
+        return f"{label} (file)", ""
+    if not any(measured):
+        return f"{label} (est.)", ""
+    return f"{label} (file, ~est.)", "~"
 
 
 def summary_rows(changes, total_seconds: Optional[float] = None) -> tuple:
-    headers = ("weight", "shape", "before", "after", "ratio", "SNR", "max abs err", "compression", "time")
+    before_head, before_mark = _bytes_column("before", [c.before_file is not None for c in changes])
+    after_head, after_mark = _bytes_column("after", [c.after_file is not None for c in changes if c.after])
+    headers = ("weight", "shape", before_head, after_head, "ratio", "SNR", "max abs err", "compression", "note",
+               "time")
     rows = []
     for c in changes:
         err = c.max_abs_error
-        rows.append((c.name, "x".join(map(str, c.before.shape)), human_bytes(c.before.stored_bytes),
-                     human_bytes(c.after.stored_bytes) if c.after else "-", f"{c.ratio:.2f}x",
+        before = ("" if c.before_file is not None else before_mark) + human_bytes(c.before_bytes)
+        after = (("" if c.after_file is not None else after_mark) + human_bytes(c.after_bytes)) if c.after else "-"
+        rows.append((c.name, "x".join(map(str, c.before.shape)), before, after, f"{c.ratio:.2f}x",
                      fmt_db(c.snr), "" if err is None else f"{err:.3g}",
-                     c.after.compression if c.after else "removed",
+                     c.after.compression if c.after else "removed", c.note,
                      "" if c.seconds is None else f"{c.seconds:.3f} s"))
-    before = sum(c.before.stored_bytes for c in changes)
-    after = sum(c.after.stored_bytes for c in changes if c.after)
+    before = sum(c.before_bytes for c in changes)
+    after = sum(c.after_bytes for c in changes)
     ratio = before / after if after else math.inf
     rows.append((f"total ({len(changes)} weights)", "", human_bytes(before), human_bytes(after),
-                 f"{ratio:.2f}x", "", "", "", "" if total_seconds is None else f"{total_seconds:.3f} s"))
+                 f"{ratio:.2f}x", "", "", "", "", "" if total_seconds is None else f"{total_seconds:.3f} s"))
     return headers, rows
+
+
+def file_line(model_name: str, model_bytes: int, out_name: str, out_bytes: int, changes) -> str:
+    """The files themselves, beside the table's weights: what the saving is on disk."""
+    saved = sum(c.before_bytes - c.after_bytes for c in changes)
+    disk = model_bytes - out_bytes
+    ratio = model_bytes / out_bytes if out_bytes else math.inf
+    kept = f", {disk / saved:.0%} of the weights' saving" if saved > 0 else ""
+    return (f"files: {model_name} {human_bytes(model_bytes)} -> {out_name} {human_bytes(out_bytes)} "
+            f"({ratio:.2f}x on disk{kept})")
 
 
 # ---- model diff -----------------------------------------------------------------

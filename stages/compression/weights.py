@@ -38,12 +38,19 @@ from stages.compression.materialize import is_constexpr, materialize
 
 DEFAULT_MIN_ELEMENTS = 2048  # the seed compresses only weights larger than this
 
-# the output-channel axis of the weight slot of each op type (conv_transpose is [C_in, C_out/g, ...])
+# the output-channel axis of the weight slot of each op type (conv_transpose is [C_in, C_out/g, ...]);
+# ONNX ops kept as they are name their inputs in0, in1, ...: an RNN's W / R are
+# [directions, gates * hidden, input]: axis 1 gives every gate's every unit its own scale
+_RNN_AXES = {(f"onnx.{t}", slot): 1 for t in ("LSTM", "GRU", "RNN") for slot in ("in1", "in2")}
 OUTPUT_AXIS = {("linear", "weight"): 0, ("conv", "weight"): 0, ("conv_transpose", "weight"): 1,
-               ("matmul", "y"): -1, ("matmul", "x"): -2}
+               ("matmul", "y"): -1, ("matmul", "x"): -2,
+               ("onnx.MatMul", "in1"): -1, ("onnx.MatMul", "in0"): -2, ("onnx.Conv", "in1"): 0,
+               ("onnx.ConvTranspose", "in1"): 1, **_RNN_AXES}
 # the input (reduction) axis: where n:m structured sparsity runs
 INPUT_AXIS = {("linear", "weight"): 1, ("conv", "weight"): 1, ("conv_transpose", "weight"): 0,
-              ("matmul", "y"): -2, ("matmul", "x"): -1}
+              ("matmul", "y"): -2, ("matmul", "x"): -1,
+              ("onnx.MatMul", "in1"): -2, ("onnx.MatMul", "in0"): -1, ("onnx.Conv", "in1"): 1,
+              ("onnx.ConvTranspose", "in1"): 0, **{k: 2 for k in _RNN_AXES}}
 
 KINDS = ("dense", "sparse", "lut")
 
