@@ -13,13 +13,13 @@ preset, a bad recipe, an unknown option) is one line on stderr,
 it is reported in one line too, with its traceback when WEIGHTPRESS_DEBUG=1.
 Warnings are one line each, `weightpress: warning: ...`.
 
-Ctrl-C at any moment: `weightpress: interrupted`, exit code 130, and nothing
-written. Every output of a command is staged and moved into place together at
-its very end (pipeline.models.OutputTransaction); an interrupt before that
-point leaves no output, and once the outputs are being moved the command is
-over and completes (exit 0). This module imports nothing heavy before main()
-has installed its handler (pipeline.interrupts), so this holds from the first
-milliseconds of a run.
+Ctrl-C at any moment: `weightpress: interrupted`, exit code 130, and no
+output left: a command's outputs are written atomically, and what they replace
+is kept until the command ends (pipeline.models.OutputTransaction), so an
+interrupted command puts back everything as it was. Once the command has
+returned, Ctrl-C is only noted and the run completes (exit 0). This module
+imports nothing heavy before main() has installed its handler
+(pipeline.interrupts), so this holds from the first milliseconds of a run.
 """
 from __future__ import annotations
 
@@ -501,7 +501,7 @@ def _command(argv) -> int:
         if interrupts.interrupted():
             raise KeyboardInterrupt  # a library swallowed it: write nothing
         interrupts.hold()  # the point of no return: from here Ctrl-C is only noted
-        outputs.commit()
+        outputs.finish()
     return code
 
 

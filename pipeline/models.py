@@ -129,10 +129,10 @@ class staged_outputs:
     written into it is moved into place with os.replace, on failure it is
     removed and nothing at the destination has changed.
 
-    Inside an OutputTransaction (the command line runs every command in one), a
-    successful block's entries are not moved yet: the transaction moves every
-    output of the command together at its end, so a command stopped half-way
-    (Ctrl-C, an error in a later output) leaves none of them."""
+    Inside an OutputTransaction (the command line runs every command in one),
+    what an entry replaces is kept aside (.NAME.old-PID) until the transaction
+    ends, so that a command stopped half-way (Ctrl-C, an error in a later
+    output) can put every output back as it was."""
 
     def __init__(self, dest_dir):
         self.dest_dir = Path(dest_dir) if str(dest_dir) else Path(".")
@@ -148,12 +148,11 @@ class staged_outputs:
         return self.scratch
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None and _transaction is not None:
-            _transaction.ready.append((self.scratch, self.dest_dir))
-            return False
         try:
             if exc_type is None:
-                _commit_scratch(self.scratch, self.dest_dir)
+                with deferred(raise_after=True):  # every rename pair whole; Ctrl-C raised after
+                    for entry in sorted(self.scratch.iterdir()):
+                        _move_into_place(entry, self.dest_dir / entry.name, _transaction)
         finally:
             with deferred():
                 shutil.rmtree(self.scratch, ignore_errors=True)
@@ -164,58 +163,95 @@ _transaction = None  # the OutputTransaction of the running command, if any
 
 
 class OutputTransaction:
-    """Every output one command writes, moved into place together at its end.
+    """All of a command's outputs, or none of them.
 
-        with OutputTransaction() as tx:     # staged_outputs inside only stage
+        with OutputTransaction() as tx:     # outputs written inside keep what they replace
             ...write outputs...
-            tx.commit()                     # all moved into place (Ctrl-C deferred meanwhile)
-        # leaving without commit (an error, an interrupt): every scratch removed, nothing written
+            tx.finish()                     # done: drop what was kept (Ctrl-C deferred)
+        # leaving without finish() (an error, an interrupt): every output is put back as it
+        # was before the command (new ones removed, replaced ones restored), scratch removed
+
+    Outputs are in place as soon as written, so the command can read them back (file
+    sizes); what they replaced is restored on the way out if the command does not finish.
     """
 
     def __init__(self):
-        self.scratches: list = []  # every scratch directory created, committed or not
-        self.ready: list = []      # (scratch, destination directory) whose writing finished
+        self.scratches: list = []  # every scratch directory created
+        self.placed: list = []     # (destination, what it replaced kept aside, or None), in order
+        self.finished = False
 
     def __enter__(self) -> "OutputTransaction":
         global _transaction
         self._outer, _transaction = _transaction, self
         return self
 
-    def commit(self) -> None:
+    def keeps(self, dst: Path) -> bool:
+        """Whether `dst` was already placed by this transaction (its original is kept)."""
+        return any(d == dst for d, _ in self.placed)
+
+    def finish(self) -> None:
         with deferred():
-            for scratch, dest_dir in self.ready:
-                _commit_scratch(scratch, dest_dir)
-            self.ready = []
+            for _dst, kept in self.placed:
+                if kept is not None:
+                    _remove(kept)
+            self.finished = True
+
+    def rollback(self) -> None:
+        with deferred():
+            for dst, kept in reversed(self.placed):
+                if kept is None:
+                    _remove(dst)
+                elif kept.is_dir() and dst.is_dir() and _exchange(kept, dst):
+                    _remove(kept)  # which now holds the new output
+                else:
+                    _remove(dst)
+                    os.replace(kept, dst)
+            self.placed = []
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         global _transaction
         _transaction = self._outer
         with deferred():
+            if not self.finished:
+                self.rollback()
             for scratch in self.scratches:
                 shutil.rmtree(scratch, ignore_errors=True)
         return False
 
 
-def _commit_scratch(scratch: Path, dest_dir: Path) -> None:
-    with deferred():  # a rename pair is never split by Ctrl-C
-        for entry in sorted(scratch.iterdir()):
-            _move_into_place(entry, dest_dir / entry.name)
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
-def _move_into_place(src: Path, dst: Path) -> None:
+def _move_into_place(src: Path, dst: Path, tx=None) -> None:
+    """os.replace(src, dst), for directories too; inside a transaction what dst held is
+    kept aside (a hard link for files, so readers never see dst missing)."""
+    keep = tx is not None and not tx.keeps(dst) and os.path.lexists(dst)
+    kept = dst.with_name(f".{dst.name}.old-{os.getpid()}") if keep else None
     if src.is_dir() and dst.exists():
         # os.replace cannot replace a non-empty directory (.mlpackage): exchange the two
-        # atomically where the system can (Linux; the old one then sits in the scratch
-        # directory, which is removed), else swap the old one out first.
+        # atomically where the system can (Linux; the old one then sits where src was),
+        # else swap the old one out first.
+        old = kept or dst.with_name(f".{dst.name}.old-{os.getpid()}")
         if _exchange(src, dst):
-            shutil.rmtree(src, ignore_errors=True)
+            os.replace(src, old)
         else:
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
             os.replace(dst, old)
             os.replace(src, dst)
+        if kept is None:
             shutil.rmtree(old, ignore_errors=True)
     else:
+        if kept is not None:
+            try:
+                os.link(dst, kept, follow_symlinks=False)
+            except OSError:  # no hard links here: move it aside (deferred: no Ctrl-C between)
+                os.replace(dst, kept)
         os.replace(src, dst)
+    if tx is not None:
+        tx.placed.append((dst, kept))
     # temporary files and directories are private (0600 / 0700); the result gets the usual permissions
     umask = os.umask(0)
     os.umask(umask)
