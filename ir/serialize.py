@@ -587,13 +587,20 @@ def load(path) -> Program:
     """Read a file `save` wrote; a damaged, hostile or invalid file raises SerializationError
     naming it and why (see the module docstring for the bounds on what it may allocate)."""
     path = os.fspath(path)
+    with open(path, "rb") as fh:  # a path that cannot be opened is an OSError, as for open()
+        return _load_open(fh, path)
+
+
+def _load_open(fh, path: str) -> Program:
     try:
-        with zipfile.ZipFile(path, "r") as zf:
+        with zipfile.ZipFile(fh, "r") as zf:
             _check_archive(zf, path)
             graph = _read_graph(zf)
             tensors = _read_tensors(zf, graph["tensors"])
         program = from_parts(graph, tensors)
         return _validated(program)
+    except OSError as e:  # the file opened: what fails now is its content (a seek before its start)
+        raise SerializationError(f"{path}: damaged or not a weightpress file ({e.strerror or e})") from None
     except SerializationError as e:
         raise type(e)(f"{path}: {e}") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as e:

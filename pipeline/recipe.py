@@ -138,6 +138,8 @@ def _resolve_entry(index: int, entry, src: _Source) -> tuple:
         raise
     except PipelineError as e:
         raise RecipeError(f"{src.where(index, 'stage')}: {e}") from None
+    except ValueError as e:  # a stage refusing a parameter value (ParameterError, ...)
+        raise RecipeError(f"{src.where(index)}: {e}") from None
 
 
 def load_recipe(source):

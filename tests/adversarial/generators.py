@@ -403,3 +403,50 @@ HOSTILE_ONNX = {
 def write_onnx(model, path) -> Path:
     Path(path).write_bytes(model.SerializeToString())
     return Path(path)
+
+
+# ---- mutations (for the hypothesis fuzzers) ---------------------------------------------------------
+
+# values a hostile writer tries in a number's place, and in a string's
+INTERESTING = [b"-1", b"0", b"1e400", b"-1e400", b"99999999999999999999", b"4294967296", b"NaN", b"[]",
+               b"{}", b'""', b"null", b"true", b"2000000000", b'"../../escape"', b'"S2000000000"',
+               b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", b"\xff\xfe", b"\x00"]
+MUTATIONS = ("flip", "set", "delete", "insert", "truncate", "duplicate", "interesting")
+
+
+def apply_mutations(data: bytes, steps) -> bytes:
+    """Apply (kind, position, payload) steps to data; positions wrap around its length."""
+    b = bytearray(data)
+    for kind, pos, payload in steps:
+        if not b:
+            b = bytearray(payload)
+            continue
+        i = pos % len(b)
+        if kind == "flip":
+            b[i] ^= 1 << (payload[0] % 8)
+        elif kind == "set":
+            b[i:i + len(payload)] = payload
+        elif kind == "delete":
+            del b[i:i + 1 + payload[0] % 64]
+        elif kind == "insert":
+            b[i:i] = payload
+        elif kind == "truncate":
+            del b[i:]
+        elif kind == "duplicate":
+            b[i:i] = b[i:i + 1 + payload[0] % 256]
+        else:  # a number or string replaced by an interesting value
+            b[i:i + 1 + payload[0] % 8] = INTERESTING[payload[0] % len(INTERESTING)]
+    return bytes(b)
+
+
+def mutation_steps():
+    from hypothesis import strategies as st
+
+    return st.lists(st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 1 << 31), st.binary(min_size=1, max_size=8)),
+                    min_size=1, max_size=6)
+
+
+def st_sampled(values):
+    from hypothesis import strategies as st
+
+    return st.sampled_from(values)
