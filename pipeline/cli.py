@@ -505,9 +505,18 @@ def _command(argv) -> int:
     return code
 
 
+def _hypothesis_storage() -> str:
+    """Where verify's hypothesis keeps its caches: the user's cache directory, not the
+    current one (it would leave a .hypothesis directory wherever weightpress runs)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "weightpress", "hypothesis")
+
+
 def main(argv=None) -> int:
     from pipeline import interrupts
 
+    if argv is None:  # the program (not a call from Python, whose environment is its own)
+        os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", _hypothesis_storage())
     restore = interrupts.install()
     try:
         try:

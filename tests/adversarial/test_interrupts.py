@@ -218,3 +218,11 @@ def test_ctrl_c_at_moments_through_a_run(model, tmp_path):
         outcomes.add(proc.returncode)
         assert _left(tmp_path, "m.wpz") == ["out.wpz"]
     assert INTERRUPTED in outcomes
+
+
+def test_verify_leaves_nothing_in_the_current_directory(model, tmp_path):
+    """hypothesis caches what it learns in ./.hypothesis unless told otherwise."""
+    proc = _start("verify", model, model, "--samples", "3", cwd=tmp_path)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert _left(tmp_path, "m.wpz") == []
