@@ -518,15 +518,33 @@ def main(argv=None) -> int:
     if argv is None:  # the program (not a call from Python, whose environment is its own)
         os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", _hypothesis_storage())
     restore = interrupts.install()
+    code = EXIT_BUG
     try:
         try:
-            return _command(argv)
+            code = _command(argv)
         except BaseException as e:  # noqa: BLE001 - every way out is reported in one line
             with interrupts.deferred():
-                return _report(e)
+                code = _report(e)
+        return code
     finally:
-        if argv is not None:  # called from Python: give the caller its handler back; as the
-            restore()         # program, keep ours to the end (no traceback in the last instant)
+        if argv is not None:  # called from Python: give the caller its handler back
+            restore()
+        else:  # the program: the command is over, and a Ctrl-C now must not kill the exit
+            interrupts.ignore()  # (Python resets its own handlers to the default at shutdown)
+            if code == EXIT_INTERRUPTED:
+                _exit_interrupted()
+
+
+def _exit_interrupted():
+    """Exit 130 now. Python would turn the exit into death by SIGINT if the interrupt had
+    passed through code run by PyRun_String (some extension modules' imports), which sets a
+    flag no Python code can clear; the outputs are already put back, nothing is left to do."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

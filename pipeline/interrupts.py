@@ -68,3 +68,11 @@ def hold() -> None:
     point where stopping it could leave less than all of its outputs)."""
     with _lock:
         _state["depth"] += 1
+
+
+def ignore() -> None:
+    """SIGINT ignored from now on (the end of the program: Python's shutdown puts the default
+    action back for a Python-level handler, and a Ctrl-C then would kill the process, exit
+    status 130, after a complete run; an ignored signal stays ignored)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
