@@ -229,6 +229,9 @@ def _remove(path: Path) -> None:
 def _move_into_place(src: Path, dst: Path, tx=None) -> None:
     """os.replace(src, dst), for directories too; inside a transaction what dst held is
     kept aside (a hard link for files, so readers never see dst missing)."""
+    if dst.exists() and dst.is_dir() != src.is_dir():  # never a user's directory for a file (or back)
+        raise ModelFileError(f"{dst}: exists and is a {'directory' if dst.is_dir() else 'file'}; "
+                             "not replacing it with a " + ("directory" if src.is_dir() else "file"))
     keep = tx is not None and not tx.keeps(dst) and os.path.lexists(dst)
     kept = dst.with_name(f".{dst.name}.old-{os.getpid()}") if keep else None
     if src.is_dir() and dst.exists():

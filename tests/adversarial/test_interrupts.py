@@ -226,3 +226,12 @@ def test_verify_leaves_nothing_in_the_current_directory(model, tmp_path):
     proc.communicate(timeout=120)
     assert proc.returncode == 0
     assert _left(tmp_path, "m.wpz") == []
+
+
+def test_a_directory_in_the_output_s_place_is_never_replaced(capsys, model, tmp_path):
+    out = tmp_path / "out.wpz"
+    (out / "precious").mkdir(parents=True)
+    code = main(["compress", str(model), "-o", str(out), "--quantize", "int8", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "is a directory" in err and len(err.strip().splitlines()) == 1
+    assert (out / "precious").is_dir() and _left(tmp_path, "m.wpz") == ["out.wpz"]
