@@ -98,7 +98,7 @@ def compress_sparsify(view, params, names):
     return Replacement(tuple(em.ops), stats)
 
 
-@compression_stage("sparsify_weights", check_sparsify)
+@compression_stage("sparsify_weights", check_sparsify, version="2")  # 2: skip reasons in the stats
 def sparsify_weights(program, *, mode="threshold_based", threshold=1e-3, target_percentile=1.0,
                      target_sparsity=None, n_m_ratio=None, op_selector=None, config=None,
                      context=DEFAULT_CONTEXT):
