@@ -192,6 +192,8 @@ def cmd_inspect(args) -> int:
 
     program = load_model(args.model)
     print(rep.format_table(*rep.inspect_rows(rep.weights_of(program, min_size=args.min_size))))
+    print()
+    print(rep.format_table(*rep.op_count_rows(rep.op_type_counts(program))))
     return EXIT_OK
 
 
@@ -312,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(c)
     c.set_defaults(run=cmd_compress)
 
-    i = sub.add_parser("inspect", help="a table of a model's weights")
+    i = sub.add_parser("inspect", help="a table of a model's weights (and the layers using them), then its op types")
     i.add_argument("model", metavar="MODEL")
     i.add_argument("--min-size", type=int, default=2, metavar="N", help="skip weights of fewer elements (default 2)")
     i.set_defaults(run=cmd_inspect)
