@@ -171,7 +171,7 @@ def cmd_compress(args) -> int:
     trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
     seconds = time.perf_counter() - started
     result = trace.result
-    save_model(result, out)
+    save_model(result, out, check=_output_check(args, out, result))
     changes = rep.compare_weights(program, result, _seconds_by_weight(trace))
     headers, rows = rep.summary_rows(changes, seconds)
     if not args.quiet:
@@ -182,6 +182,22 @@ def cmd_compress(args) -> int:
                                                          changes, seconds, notes))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
     return EXIT_OK
+
+
+def _output_check(args, out: Path, result):
+    """What to run on the written file before it is moved into place (None: nothing):
+    an ONNX output is loaded and run once in onnxruntime, when it is installed."""
+    from pipeline.outputcheck import check_onnx, onnxruntime_available
+
+    if not args.check or out.suffix.lower() != ".onnx" or not onnxruntime_available():
+        return None
+
+    def check(written):
+        note = check_onnx(written, out, result)
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+
+    return check
 
 
 # ---- inspect / diff / verify ------------------------------------------------------
@@ -311,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
     c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
     c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    c.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="load and run an .onnx output once in onnxruntime before writing it (default: on, "
+                        "when onnxruntime is installed)")
     _add_progress(c)
     c.set_defaults(run=cmd_compress)
 

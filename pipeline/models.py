@@ -18,7 +18,7 @@ import warnings
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 
 class ModelFileError(ValueError):
@@ -92,12 +92,17 @@ def load_model(path):
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
-def save_model(program, path) -> Path:
-    """Write `program` to `path` (plus any sidecar files its format makes), atomically."""
+def save_model(program, path, check: Optional[Callable] = None) -> Path:
+    """Write `program` to `path` (plus any sidecar files its format makes), atomically.
+
+    `check(written)`, when given, runs on the written file before it is moved into
+    place; if it raises, nothing is left at `path`."""
     path = Path(path)
     writer = _function(format_of(path), "writer")
     with staged_outputs(path.parent) as scratch:
         writer(program, str(scratch / path.name))
+        if check is not None:
+            check(scratch / path.name)
     return path
 
 
