@@ -192,8 +192,10 @@ def _output_check(args, out: Path, result):
     if not args.check or out.suffix.lower() != ".onnx" or not onnxruntime_available():
         return None
 
+    reference = args.model if Path(args.model).suffix.lower() == ".onnx" else None
+
     def check(written):
-        note = check_onnx(written, out, result)
+        note = check_onnx(written, out, result, reference)
         if note:
             print(f"{PROG}: note: {note}", file=sys.stderr)
 

@@ -87,6 +87,36 @@ def test_a_model_that_fails_when_run(tmp_path):
         check_onnx(path, tmp_path / "shown.onnx")
 
 
+def _reshape_to_3(tmp_path, name="m.onnx"):
+    """x [N, 64] @ W, reshaped to [3, 64]: runs for N = 3 only, so not on generated dims of 1."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], np.linspace(-1, 1, 4096, dtype=np.float32))
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [3, 64])
+    return _save(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                            helper.make_node("Reshape", ["h", "shape"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 64])], [w, shape], name)
+
+
+def test_a_run_the_input_model_fails_too_is_a_note(tmp_path, capsys):
+    model = _reshape_to_3(tmp_path)
+    out = tmp_path / "int8.onnx"
+    code, err = _compress(capsys, model, "-o", out, "--preset", "int8")
+    assert code == cli.EXIT_OK, err
+    note, wrote = err.strip().splitlines()
+    assert note.startswith(f"weightpress: note: {out}: loaded in onnxruntime; its run on generated inputs fails "
+                           "as the input model's does (") and "Reshape" in note
+    assert wrote == f"wrote {out}" and out.exists()
+
+
+def test_a_run_the_input_model_passes_is_an_error(tmp_path):
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [-1])
+    fine = _save(tmp_path, [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M"])], [shape], "fine.onnx")
+    with pytest.raises(OutputCheckError, match="cannot run the written model"):
+        check_onnx(_reshape_to_3(tmp_path, "bad.onnx"), reference=fine)
+
+
 def test_integer_inputs_index_in_range(tmp_path):
     # a one-row table: any index but 0 would be out of range
     table = helper.make_tensor("table", TensorProto.FLOAT, [1, 4], [1.0, 2.0, 3.0, 4.0])
