@@ -90,8 +90,6 @@ def _block_size(w, params, in_axis):
 def _quantize(view, w, params):
     """(AffineParams, output axis, stats recording the block size chosen) or a Skip."""
     dt = dtype_name(params["dtype"])
-    if w.ndim == 0 and params["granularity"] != "per_tensor":
-        return Skip(f"a scalar weight has no channel axis for granularity={params['granularity']!r}")
     axis, in_axis = _axes(view, w)
     block_size, chosen = params["block_size"], {}
     if params["granularity"] == "per_block":

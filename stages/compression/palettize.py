@@ -140,7 +140,7 @@ def _group_size(shape, params, axis):
 
 def _grouped(params, shape, axis):
     """(params with the group size to use, stats recording it) or a Skip; per_tensor unchanged."""
-    if params["granularity"] != "per_grouped_channel" or not shape:
+    if params["granularity"] != "per_grouped_channel":
         return params, {}
     g = _group_size(shape, params, axis)
     if isinstance(g, Skip):
@@ -198,12 +198,9 @@ def _dense(view, params, names):
             if bad:
                 require_ios18(view, f"palettization with {key}={params[key]!r}")
     axis = _channel_axis(view, params)
-    if w.ndim == 0 and (params["granularity"] != "per_tensor" or params["cluster_dim"] != 1):
-        return Skip(f"a scalar weight has no channel axis for granularity={params['granularity']!r}, "
-                    f"cluster_dim={params['cluster_dim']}")
-    if w.ndim and not -w.ndim <= axis < w.ndim:
+    if not -w.ndim <= axis < w.ndim:  # (scalars never get here: transform_weights skips them)
         return Skip(f"channel_axis {axis} is out of range for a {w.ndim}-D weight")
-    grouped = _grouped(params, w.shape, axis % max(w.ndim, 1))
+    grouped = _grouped(params, w.shape, axis % w.ndim)
     if isinstance(grouped, Skip):
         return grouped
     params, chosen = grouped
@@ -296,11 +293,9 @@ def _sparse(view, params, names):
         return Skip("sparse weight with no nonzero value")
     axis = _channel_axis(view, params)
     mask = mask_var.val
-    if mask.ndim == 0 and params["granularity"] != "per_tensor":
-        return Skip(f"a scalar weight has no channel axis for granularity={params['granularity']!r}")
-    if mask.ndim and not -mask.ndim <= axis < mask.ndim:
+    if not -mask.ndim <= axis < mask.ndim:
         return Skip(f"channel_axis {axis} is out of range for a {mask.ndim}-D weight")
-    axis = axis % max(mask.ndim, 1)
+    axis = axis % mask.ndim
     grouped = _grouped(params, mask.shape, axis)
     if isinstance(grouped, Skip):
         return grouped

@@ -356,8 +356,6 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
     return StageResult(new, summarize(stats))
 
 
-
-
 def _key(fn: Function, name: str) -> str:
     return name if fn.name == "main" else f"{fn.name}/{name}"
 
@@ -388,7 +386,7 @@ def _layout(st) -> str:
     return ", ".join(parts)
 
 
-def _not_smaller(rep: Replacement) -> "Skip":
+def _not_smaller(rep: Replacement) -> Skip:
     st = rep.stats
     what = " ".join(str(x) for x in (st.get("mode"), st.get("dtype")) if x)
     layout = _layout(st)
@@ -423,8 +421,6 @@ def summarize(stats: dict):
     return freeze({"weights": stats, "compressed": len(done), "skipped": len(stats) - len(done),
                    "original_bytes": sum(int(s.get("original_bytes", 0)) for s in done),
                    "compressed_bytes": sum(int(s.get("compressed_bytes", 0)) for s in done)})
-
-
 
 
 def _run_job(task):
