@@ -35,7 +35,7 @@ stats record ``block_size`` and, when it differs, ``block_size_requested``.
 Skips (weight unchanged, the reason in its stats): empty weights; per_block on
 a weight of rank < 2 (a bias); a LUT asked to be quantized per_block; any form
 that would not be smaller than the weight (e.g. per_channel on a 1-D weight, a
-scale per element; see weights.transform_weights). Errors: NaN/Inf weights,
+scale per element; with the default selection, see weights.transform_weights). Errors: NaN/Inf weights,
 bad parameters.
 """
 from __future__ import annotations
@@ -78,7 +78,8 @@ def _block_size(w, params, in_axis):
     The largest b <= block_size that divides the input axis: Core ML's
     constexpr_blockwise_shift_scale needs equal blocks (no ragged last block, although ONNX's
     blocked DequantizeLinear would take one). Larger blocks are the smaller form; when even
-    this one is not smaller than the weight, transform_weights leaves the weight (and says so).
+    this one is not smaller than the weight, the default selection leaves the weight
+    (transform_weights).
     """
     if w.ndim < 2:
         return Skip(f"per_block needs a weight of rank >= 2 (one block axis besides the output axis); "

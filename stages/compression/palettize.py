@@ -39,9 +39,9 @@ of ``cluster_dim`` (20 channels with group_size=16 get two groups of 10; fewer
 channels than group_size make one group). Core ML's constexpr_lut_to_dense needs
 every group whole, so a ragged last group is not an option; coremltools instead
 skips such weights. The stats record ``group_size`` and, when it differs,
-``group_size_requested``. No such ``g`` (cluster_dim does not fit), or LUTs that
-would not be smaller than the weight (a 1-D bias: groups of single values), is a
-skip with its reason in the stats.
+``group_size_requested``. No such ``g`` (cluster_dim does not fit), or (with the
+default selection) LUTs that would not be smaller than the weight (a 1-D bias:
+groups of single values), is a skip with its reason in the stats.
 
 Error figures (stats): those of what the emitted ops decompress to. For fp16
 weights with a scalar LUT and no per-channel scale the kernel computes them
@@ -128,7 +128,7 @@ def _group_size(shape, params, axis):
     The largest g <= group_size that divides the channels and is a multiple of cluster_dim:
     Core ML's constexpr_lut_to_dense needs each LUT to serve whole, equal groups (no ragged
     last group). Fewer, larger groups are the smaller form; when even this one is not
-    smaller than the weight, transform_weights leaves the weight (and says so).
+    smaller than the weight, the default selection leaves the weight (transform_weights).
     """
     channels, wanted, cd = shape[axis], params["group_size"], params["cluster_dim"]
     g = next((g for g in range(min(wanted, channels), 0, -1) if channels % g == 0 and g % cd == 0), None)

@@ -14,8 +14,9 @@ Forms: iOS18 (and IR programs without a Core ML opset)
 nonzero_data (row-major); iOS16 / iOS17 the flat form (flat mask + shape).
 
 Skips (recorded in the stats): empty weights; n:m with m larger than half the
-axis (as coremltools); a sparse form not smaller than the dense weight (too few
-zeros to pay for the 1-bit mask; see weights.transform_weights). Zeros already
+axis (as coremltools); with the default selection, a sparse form not smaller than
+the dense weight (too few zeros to pay for the 1-bit mask; see
+weights.transform_weights). Zeros already
 in the weight are never stored.
 """
 from __future__ import annotations

@@ -152,6 +152,8 @@ class Replacement:
 
 
 def default_selector(view: WeightView) -> bool:
+    """More than 2048 elements (the seed's rule). Without an op_selector, transform_weights
+    also leaves a weight whose compressed form would not be smaller than it."""
     return view.size > DEFAULT_MIN_ELEMENTS
 
 
@@ -313,7 +315,8 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
     "original_bytes": n, "compressed_bytes": n} over the weights compressed. Every weight of
     the program appears in "weights": compressed (its figures) or {"skipped": reason}, the
     reason saying why it was left alone (size threshold, op_selector, a None config entry,
-    a layout its shape cannot take, a form the stage does not compress, not a float ...).
+    a layout its shape cannot take, a form the stage does not compress, not a float, and
+    without an op_selector a compressed form not smaller than the weight).
     """
     config = as_config(config)
     stats = {}
@@ -339,7 +342,7 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
         chosen = {}
         for (view, _, _), (rep, seconds) in zip(jobs, results):
             key = _key(fn, view.name)
-            if isinstance(rep, Replacement) and not _smaller(rep):
+            if isinstance(rep, Replacement) and op_selector is None and not _smaller(rep):
                 rep = _not_smaller(rep)
             if isinstance(rep, Replacement):
                 stats[key] = pmap({**rep.stats, "seconds": seconds})
@@ -367,9 +370,10 @@ def _reason(skip, name: str) -> str:
 
 
 def _smaller(rep: Replacement) -> bool:
-    """A compressed form is written only when it takes fewer bytes than what it replaces
-    (a per-channel scale for each element of a thin weight, LUTs for groups of a few values,
-    a mask over a weight with almost no zeros would make the file bigger)."""
+    """The default selection (no op_selector) writes a compressed form only when it takes
+    fewer bytes than what it replaces (a per-channel scale for each element of a bias, LUTs
+    for groups of a few values, a mask over a weight with almost no zeros would make the
+    file bigger). An explicit op_selector is obeyed as it is."""
     before, after = rep.stats.get("original_bytes"), rep.stats.get("compressed_bytes")
     return before is None or after is None or after < before
 
