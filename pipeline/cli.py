@@ -195,13 +195,15 @@ def _summary(rep, program, result, model: Path, out: Path, trace):
     """(changes, file line): per weight the bytes as written in each file where its format
     is measured (pipeline.filesizes), else the estimate; the skip reasons from the trace."""
     from pipeline.filesizes import file_bytes, measure_file
+    from pipeline.models import readable
 
     before_w, after_w = rep.weights_of(program), rep.weights_of(result)
     sizes_in = measure_file(model, program, [w.name for w in before_w])
-    sizes_out = measure_file(out, result, [w.name for w in after_w])
+    written = readable(out)  # not moved into place before the command ends
+    sizes_out = measure_file(written, result, [w.name for w in after_w])
     changes = rep.compare(before_w, after_w, _seconds_by_weight(trace), _skip_notes(trace),
                           sizes_in.weights if sizes_in else None, sizes_out.weights if sizes_out else None)
-    line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(out), changes)
+    line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(written), changes)
     return changes, line
 
 
@@ -223,7 +225,7 @@ def cmd_compress(args) -> int:
     trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
     seconds = time.perf_counter() - started
     result = trace.result
-    save_model(result, out, **options)
+    save_model(result, out, check=_output_check(args, out, result), **options)
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
     if not args.quiet:
@@ -237,6 +239,24 @@ def cmd_compress(args) -> int:
     return EXIT_OK
 
 
+def _output_check(args, out: Path, result):
+    """What to run on the written file before it is moved into place (None: nothing):
+    an ONNX output is loaded and run once in onnxruntime, when it is installed."""
+    from pipeline.outputcheck import check_onnx, onnxruntime_available
+
+    if not args.check or out.suffix.lower() != ".onnx" or not onnxruntime_available():
+        return None
+
+    reference = args.model if Path(args.model).suffix.lower() == ".onnx" else None
+
+    def check(written):
+        note = check_onnx(written, out, result, reference)
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+
+    return check
+
+
 # ---- inspect / diff / verify ------------------------------------------------------
 
 def cmd_inspect(args) -> int:
@@ -245,6 +265,8 @@ def cmd_inspect(args) -> int:
 
     program = load_model(args.model)
     print(rep.format_table(*rep.inspect_rows(rep.weights_of(program, min_size=args.min_size))))
+    print()
+    print(rep.format_table(*rep.op_count_rows(rep.op_type_counts(program))))
     return EXIT_OK
 
 
@@ -398,10 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "INT4 initializers)")
     c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
     c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    c.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="load and run an .onnx output once in onnxruntime before writing it (default: on, "
+                        "when onnxruntime is installed)")
     _add_progress(c)
     c.set_defaults(run=cmd_compress)
 
-    i = sub.add_parser("inspect", help="a table of a model's weights")
+    i = sub.add_parser("inspect", help="a table of a model's weights (and the layers using them), then its op types")
     i.add_argument("model", metavar="MODEL")
     i.add_argument("--min-size", type=int, default=2, metavar="N", help="skip weights of fewer elements (default 2)")
     i.set_defaults(run=cmd_inspect)

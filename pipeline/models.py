@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 from pipeline.interrupts import deferred
 
@@ -104,13 +104,20 @@ def load_model(path):
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
-def save_model(program, path, **options) -> Path:
+def save_model(program, path, check: Optional[Callable] = None, **options) -> Path:
     """Write `program` to `path` (plus any sidecar files its format makes), atomically;
-    `options` go to the format's writer (e.g. matmul_nbits=True for ONNX)."""
+    `options` go to the format's writer (e.g. matmul_nbits=True for ONNX).
+
+    `check(written)`, when given, runs on the written file before it is moved into
+    place; if it raises, nothing is left at `path`."""
     path = Path(path)
     writer = _function(format_of(path), "writer")
     with staged_outputs(path.parent) as scratch:
         writer(program, str(scratch / path.name), **options)
+        if check is not None:
+            check(scratch / path.name)
+        if _transaction is not None:
+            _transaction.staged[path.resolve()] = scratch / path.name
     return path
 
 
@@ -163,6 +170,15 @@ class staged_outputs:
 _transaction = None  # the OutputTransaction of the running command, if any
 
 
+def readable(path) -> Path:
+    """Where a model this command saved can be read now: its scratch copy until the
+    command's outputs are committed, its own path otherwise."""
+    path = Path(path)
+    if _transaction is not None:
+        return _transaction.staged.get(path.resolve(), path)
+    return path
+
+
 class OutputTransaction:
     """Every output one command writes, moved into place together at its end.
 
@@ -175,6 +191,7 @@ class OutputTransaction:
     def __init__(self):
         self.scratches: list = []  # every scratch directory created, committed or not
         self.ready: list = []      # (scratch, destination directory) whose writing finished
+        self.staged: dict = {}     # destination path -> where it lies until the commit
 
     def __enter__(self) -> "OutputTransaction":
         global _transaction
