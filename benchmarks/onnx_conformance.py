@@ -219,10 +219,38 @@ def _err(e: BaseException) -> str:
     return _one_line(f"{type(e).__name__}: {e}")
 
 
-def run_case(case, stages=("ort", "roundtrip", "interp"), report=lambda stage: None) -> dict:
-    """One case three ways. Returns {"name", "ops", "nontensor", "ort", "roundtrip",
-    "interp"}: each way is "ok" or (error kind, one-line message); a way that
-    was not run is absent. `report(stage)` is called before each way starts."""
+KERNEL = "kernel error"
+
+
+def _kernel_runner(model):
+    """For a one-node case whose op has a kernel: run that kernel directly on the data
+    set (no import), as the interpreter would call it. None otherwise."""
+    from ir.formats.onnx.common import attr_to_ir, opset_of
+    from ir.formats.onnx.kernels import Node, kernel_for
+
+    nodes = model.graph.node
+    if len(nodes) != 1:
+        return None
+    nd = nodes[0]
+    kernel = kernel_for(nd.op_type, nd.domain)
+    if kernel is None:
+        return None
+    attrs = {a.name: attr_to_ir(a) for a in nd.attribute}
+    node = Node(nd.op_type, opset_of(model, nd.domain if nd.domain != "ai.onnx" else ""), len(nd.output))
+    names = _graph_inputs(model)
+
+    def run(inputs):
+        env = dict(zip(names, inputs))
+        outs = kernel([env[i] if i else None for i in nd.input], attrs, node)[:len(nd.output)]
+        return [o for o, name in zip(outs, nd.output) if name]  # the case lists the named outputs only
+    return run
+
+
+def run_case(case, stages=("ort", "kernel", "roundtrip", "interp"), report=lambda stage: None) -> dict:
+    """One case four ways. Returns {"name", "ops", "nontensor", "ort", "kernel",
+    "roundtrip", "interp"}: each way is "ok" or (error kind, one-line message); a way
+    that was not run is absent ("kernel" only runs for one-node cases whose op has a
+    kernel). `report(stage)` is called before each way starts."""
     from ir.formats.onnx import import_onnx
     from ir.formats.onnx.exporter import to_onnx_model
 
@@ -235,6 +263,20 @@ def run_case(case, stages=("ort", "roundtrip", "interp"), report=lambda stage: N
             res["ort"] = "ok" if bad is None else (VALUES, bad)
         except Exception as e:  # onnxruntime raises its own exception types
             res["ort"] = ("ort error", _err(e))
+    runner = _kernel_runner(model) if "kernel" in stages else None
+    if runner is not None:
+        report("kernel")
+        from ir.formats.onnx.kernels import Unsupported
+
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                bad = _check_sets(case, runner)
+            res["kernel"] = "ok" if bad is None else (VALUES, bad)
+        except Unsupported as e:
+            res["kernel_unsupported"] = str(e)
+        except Exception as e:
+            res["kernel"] = (KERNEL, _err(e))
     report("import")
     try:
         with warnings.catch_warnings():
@@ -242,7 +284,7 @@ def run_case(case, stages=("ort", "roundtrip", "interp"), report=lambda stage: N
             program = import_onnx(model)
     except Exception as e:
         for way in stages:
-            if way != "ort":
+            if way in ("roundtrip", "interp"):
                 res[way] = (IMPORT, _err(e))
         return res
     if "roundtrip" in stages:
@@ -314,7 +356,8 @@ class _Worker:
         self.proc.join()
 
 
-_LATER = {"ort": ("ort", "roundtrip", "interp"), "import": ("roundtrip", "interp"),
+_LATER = {"ort": ("ort", "roundtrip", "interp"), "kernel": ("kernel", "roundtrip", "interp"),
+          "import": ("roundtrip", "interp"),
           "roundtrip": ("roundtrip", "interp"), "interp": ("interp",)}
 
 
@@ -348,7 +391,7 @@ def run_all(indices, timeout: float, jobs: int, progress=True) -> list:
                         kind, payload = w.conn.recv()
                     except EOFError:  # the worker died (segfault in a native library)
                         kind, payload = "done", {**_timed_out(w, timeout)}
-                        for way in ("ort", "roundtrip", "interp"):
+                        for way in ("ort", "kernel", "roundtrip", "interp"):
                             if way in payload:
                                 payload[way] = ("crash", f"worker died in stage {w.stage}")
                         w.kill()
@@ -424,10 +467,13 @@ def summarize(results: list, out=sys.stdout, top: int = 25) -> dict:
           f" sequence/optional/map {_pct(sum(1 for r in nont if r.get(way) == 'ok'), len(nont))}]")
     p(f"  not counted, but run: the interpreter passes {_pct(sum(1 for r in refused if r.get('interp') == 'ok'), len(refused))}"
       " of the cases onnxruntime fails (mostly inputs its Python binding cannot take: bfloat16, float8, int4)")
+    kern = [r for r in base if "kernel" in r]
+    p(f"kernels run directly (one-node cases whose op has a kernel, no import): "
+      f"{_pct(sum(1 for r in kern if r['kernel'] == 'ok'), len(kern))}")
     secs = sum(r.get("interp_seconds", 0.0) for r in results)
     p(f"interpreter time (all cases, import excluded): {secs:.1f} s")
-    for way in ("interp", "roundtrip"):
-        fails = [r for r in base if r.get(way) != "ok"]
+    for way in ("interp", "roundtrip", "kernel"):
+        fails = [r for r in base if r.get(way) != "ok" and (way != "kernel" or way in r)]
         if not fails:
             continue
         p(f"\n{way} failures by kind:")
@@ -445,7 +491,7 @@ def failures(results: list) -> list:
     """Machine-readable failures: one entry per case and way that did not pass."""
     out = []
     for r in results:
-        for way in ("ort", "interp", "roundtrip"):
+        for way in ("ort", "kernel", "interp", "roundtrip"):
             v = r.get(way)
             if isinstance(v, tuple):
                 out.append({"case": r["name"], "way": way, "kind": v[0], "op": failing_op(r, way),

@@ -30,24 +30,31 @@ from ir.formats.onnx.kernels._util import arg, need, norm_axes, work
 
 
 def _transform(mode, x, scale, in_len, out_len, roi_lo, roi_hi):
+    """Input coordinates of output positions x, in float32 as onnxruntime computes them
+    (float64 rounds many more .5 cases of nearest the other way; a coordinate within a
+    float32 ulp of a rounding boundary may still round differently from onnxruntime)."""
+    f = np.float32
+    x, scale, in_len, out_len = x.astype(f), f(scale), f(in_len), f(out_len)
+    roi_lo, roi_hi = f(roi_lo), f(roi_hi)
+    half, one = f(0.5), f(1)
     if mode == "half_pixel":
-        return (x + 0.5) / scale - 0.5
+        return (x + half) / scale - half
     if mode == "half_pixel_symmetric":
         adjustment = out_len / (scale * in_len)
-        center = in_len / 2
-        return center * (1 - adjustment) + (x + 0.5) / scale - 0.5
+        center = in_len / f(2)
+        return center * (one - adjustment) + (x + half) / scale - half
     if mode == "pytorch_half_pixel":
-        return (x + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(x)
+        return (x + half) / scale - half if out_len > 1 else np.zeros_like(x)
     if mode == "align_corners":
-        return x * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(x)
+        return x * (in_len - one) / (out_len - one) if out_len > 1 else np.zeros_like(x)
     if mode == "asymmetric":
         return x / scale
     if mode == "tf_half_pixel_for_nn":
-        return (x + 0.5) / scale
+        return (x + half) / scale
     if mode == "tf_crop_and_resize":
         if out_len > 1:
-            return roi_lo * (in_len - 1) + x * (roi_hi - roi_lo) * (in_len - 1) / (out_len - 1)
-        return np.full_like(x, 0.5 * (roi_lo + roi_hi) * (in_len - 1))
+            return roi_lo * (in_len - one) + x * (roi_hi - roi_lo) * (in_len - one) / (out_len - one)
+        return np.full_like(x, half * (roi_lo + roi_hi) * (in_len - one))
     raise ValueError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
 
 
@@ -129,7 +136,7 @@ def _params(ins, attrs, node, x):
     if policy == "stretch":
         for i, a in enumerate(axes):
             full_sizes[a] = int(sizes[i])
-            full_scales[a] = sizes[i] / x.shape[a]
+            full_scales[a] = float(np.float32(sizes[i]) / np.float32(x.shape[a]))
     else:
         ratios = [sizes[i] / x.shape[a] for i, a in enumerate(axes)]
         s = min(ratios) if policy == "not_larger" else max(ratios)
@@ -172,7 +179,7 @@ def resize(ins, attrs, node):
         if scale <= 0:
             raise ValueError(f"Resize: scale {scale} on axis {ax} must be positive")
         lo, hi = (roi[ax], roi[x.ndim + ax]) if roi is not None else (0.0, 1.0)
-        coords = _transform(ctm, np.arange(out_len, dtype=np.float64), scale, in_len, out_len, lo, hi)
+        coords = _transform(ctm, np.arange(out_len), scale, in_len, out_len, lo, hi).astype(np.float64)
         if ctm == "tf_crop_and_resize":
             out_ax = (coords < 0) | (coords > in_len - 1)
             shape = [1] * x.ndim
