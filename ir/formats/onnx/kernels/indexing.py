@@ -242,6 +242,9 @@ def pad(ins, attrs, node):
     before, after = [0] * x.ndim, [0] * x.ndim
     for i, a in enumerate(axes):
         before[a], after[a] = pads[i], pads[len(axes) + i]
+    bad = [d for d in range(x.ndim) if x.shape[d] + before[d] + after[d] < 0]
+    if bad:
+        raise ValueError(f"Pad: pads {pads} crop axis {bad[0]} of {x.shape} below zero length")
     # negative pads crop first; numpy pads the rest
     crop = tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in enumerate(zip(before, after)))
     y = x[crop]
