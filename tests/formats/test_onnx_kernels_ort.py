@@ -26,21 +26,21 @@ def _elem(arr) -> int:
     return helper.np_dtype_to_tensor_dtype(np.asarray(arr).dtype)
 
 
-def one_node(op, inputs, attrs, n_out=1, opset=21, domain=""):
+def one_node(op, inputs, attrs, n_out=1, opset=21, domain="", domain_opset=3, out_type=None):
     names = [f"i{k}" if x is not None else "" for k, x in enumerate(inputs)]
     outs = [f"o{k}" for k in range(n_out)]
     node = helper.make_node(op, names, outs, domain=domain, **attrs)
     vi = [helper.make_tensor_value_info(nm, _elem(x), np.shape(x)) for nm, x in zip(names, inputs) if nm]
     graph = helper.make_graph([node], "k", vi, [helper.make_tensor_value_info(o, 0, None) for o in outs])
-    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, domain_opset)] if domain else [])
     model = helper.make_model(graph, opset_imports=imports)
     model.ir_version = 10
     inferred = shape_inference.infer_shapes(model)
     types = {o.name: o.type for o in inferred.graph.output}
     del model.graph.output[:]
     for o in outs:
-        t = types.get(o)
-        if t is None or not t.tensor_type.elem_type:
+        t = types.get(o) if out_type is None else out_type
+        if t is None or (t.WhichOneof("value") == "tensor_type" and not t.tensor_type.elem_type):
             model.graph.output.append(helper.make_tensor_value_info(o, _elem(inputs[0]), None))
         else:
             out = helper.make_empty_tensor_value_info(o)
@@ -65,11 +65,16 @@ def run_ours(node, inputs, opset=21):
     return kernel(list(inputs), attrs, Node(node.op_type, opset, len(node.output)))
 
 
-def check(op, inputs, attrs=None, n_out=1, opset=21, rtol=1e-5, atol=1e-6):
-    model, node = one_node(op, inputs, attrs or {}, n_out, opset)
+def check(op, inputs, attrs=None, n_out=1, opset=21, rtol=1e-5, atol=1e-6, domain="", out_type=None):
+    model, node = one_node(op, inputs, attrs or {}, n_out, opset, domain, out_type=out_type)
     expected = run_ort(model, inputs)
-    got = run_ours(node, inputs, opset)
+    got = run_ours(node, inputs, opset if not domain else 3)
     for k, (e, g) in enumerate(zip(expected, got)):
+        if isinstance(e, list):  # ZipMap: a list of dicts
+            assert len(g) == len(e) and all(a.keys() == b.keys() for a, b in zip(g, e))
+            for a, b in zip(g, e):
+                np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], rtol=rtol, atol=atol)
+            continue
         g = np.asarray(g)
         assert g.shape == e.shape, f"{op} output {k}: shape {g.shape}, onnxruntime {e.shape}"
         assert g.dtype == e.dtype, f"{op} output {k}: dtype {g.dtype}, onnxruntime {e.dtype}"
@@ -478,3 +483,69 @@ def test_reduce_random(op, shape, data):
     axes = data.draw(st.lists(st.integers(-len(shape), len(shape) - 1), max_size=len(shape), unique_by=lambda a: a % len(shape)))
     keep = data.draw(st.integers(0, 1))
     check(op, [x, np.array(axes, np.int64)], {"keepdims": keep}, 1, 18, rtol=1e-5, atol=1e-5)
+
+
+# ---- ai.onnx.ml: what scikit-learn exports carry ----------------------------------
+
+ML = "ai.onnx.ml"
+
+
+def _tree(**extra):
+    """Two trees over 2 features. Tree 0: x0 <= 0.5 ? leaf 1 : (x1 < -1 ? leaf 3 : leaf 4);
+    tree 1: x1 > 0 ? leaf 1 : leaf 2."""
+    return dict(nodes_treeids=[0, 0, 0, 0, 0, 1, 1, 1], nodes_nodeids=[0, 1, 2, 3, 4, 0, 1, 2],
+                nodes_featureids=[0, 0, 1, 0, 0, 1, 0, 0],
+                nodes_values=[0.5, 0, -1.0, 0, 0, 0.0, 0, 0],
+                nodes_modes=["BRANCH_LEQ", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "BRANCH_GT", "LEAF", "LEAF"],
+                nodes_truenodeids=[1, 0, 3, 0, 0, 1, 0, 0], nodes_falsenodeids=[2, 0, 4, 0, 0, 2, 0, 0],
+                nodes_missing_value_tracks_true=[1, 0, 0, 0, 0, 0, 0, 0], **extra)
+
+
+_X2 = np.array([[0.2, 3.0], [0.9, -2.0], [0.9, 0.5], [np.nan, -0.5], [2.0, np.nan]], np.float32)
+
+ML_CASES = [
+    ("scaler", "Scaler", [f32(3, 4)], {"offset": [0.1, 0.2, 0.3, 0.4], "scale": [2.0, 0.5, 1.0, 3.0]}, 1),
+    ("normalizer_l2", "Normalizer", [f32(3, 4)], {"norm": "L2"}, 1),
+    ("normalizer_max", "Normalizer", [np.abs(f32(3, 4)) + 0.1], {"norm": "MAX"}, 1),
+    ("binarizer", "Binarizer", [f32(3, 4)], {"threshold": 0.2}, 1),
+    ("imputer", "Imputer", [np.array([[1, np.nan], [np.nan, 2]], np.float32)],
+     {"imputed_value_floats": [7.0, 8.0], "replaced_value_float": float("nan")}, 1),
+    ("label_encoder", "LabelEncoder", [np.array(["a", "c", "b"], object)],
+     {"keys_strings": ["a", "b"], "values_int64s": [1, 2], "default_int64": -5}, 1),
+    ("array_feature_extractor", "ArrayFeatureExtractor", [f32(3, 5), np.array([4, 0], np.int64)], {}, 1),
+    ("zipmap", "ZipMap", [np.abs(f32(3, 2))], {"classlabels_int64s": [3, 9]}, 1),
+    ("linear_classifier_multi", "LinearClassifier", [f32(4, 3)],
+     {"coefficients": f32(9).tolist(), "intercepts": [0.1, -0.2, 0.3], "classlabels_ints": [5, 6, 7],
+      "post_transform": "SOFTMAX"}, 2),
+    ("linear_classifier_binary_one_row", "LinearClassifier", [f32(4, 3)],
+     {"coefficients": f32(3).tolist(), "intercepts": [0.1], "classlabels_strings": ["no", "yes"],
+      "post_transform": "LOGISTIC"}, 2),
+    ("linear_regressor", "LinearRegressor", [f32(4, 3)],
+     {"coefficients": f32(6).tolist(), "intercepts": [1.0, -1.0], "targets": 2}, 1),
+    ("tree_regressor_sum", "TreeEnsembleRegressor", [_X2],
+     _tree(target_treeids=[0, 0, 0, 1, 1], target_nodeids=[1, 3, 4, 1, 2], target_ids=[0, 0, 0, 0, 0],
+           target_weights=[1.0, 2.0, 3.0, 10.0, 20.0], n_targets=1, base_values=[0.5]), 1),
+    ("tree_regressor_max", "TreeEnsembleRegressor", [_X2],
+     _tree(target_treeids=[0, 0, 1, 1], target_nodeids=[1, 3, 1, 2], target_ids=[0, 1, 0, 1],
+           target_weights=[1.0, 2.0, 3.0, 4.0], n_targets=2, aggregate_function="MAX"), 1),
+    ("tree_classifier_multi", "TreeEnsembleClassifier", [_X2],
+     _tree(class_treeids=[0, 0, 0, 1, 1], class_nodeids=[1, 3, 4, 1, 2], class_ids=[0, 1, 2, 2, 0],
+           class_weights=[0.5, 0.4, 0.3, 0.2, 0.1], classlabels_int64s=[0, 1, 2], post_transform="SOFTMAX"), 2),
+    ("tree_classifier_binary_positive", "TreeEnsembleClassifier", [_X2],
+     _tree(class_treeids=[0, 0, 0, 1, 1], class_nodeids=[1, 3, 4, 1, 2], class_ids=[0, 0, 0, 0, 0],
+           class_weights=[0.1, 0.3, 0.2, 0.4, 0.05], classlabels_int64s=[0, 1]), 2),
+    ("tree_classifier_binary_signed", "TreeEnsembleClassifier", [_X2],
+     _tree(class_treeids=[0, 0, 0, 1, 1], class_nodeids=[1, 3, 4, 1, 2], class_ids=[0, 0, 0, 0, 0],
+           class_weights=[-0.5, 0.3, -0.2, 0.4, 0.05], classlabels_strings=["a", "b"],
+           base_values=[0.1], post_transform="LOGISTIC"), 2),
+]
+
+
+@pytest.mark.parametrize("case", ML_CASES, ids=[c[0] for c in ML_CASES])
+def test_ml_kernel_matches_onnxruntime(case):
+    _, op, inputs, attrs, n_out = case
+    out_type = None
+    if op == "ZipMap":  # shape inference leaves ZipMap's seq(map) output untyped
+        out_type = helper.make_sequence_type_proto(helper.make_map_type_proto(
+            TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
+    check(op, inputs, attrs, n_out, 17, rtol=1e-5, atol=1e-6, domain=ML, out_type=out_type)
