@@ -110,7 +110,7 @@ def conv_core(x, w, attrs, group: int, acc_dtype=None):
     win = win.reshape((n, group, cg) + tuple(out) + tuple(kernel))
     # -> [G, N * out, Cg * k]: one matrix product per group
     order = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
-    cols = np.ascontiguousarray(win.transpose(order)).reshape(group, n * no, cg * nk)
+    cols = np.asarray(win.transpose(order)).reshape(group, n * no, cg * nk, order="C")
     wg = w.reshape(group, mg, cg * nk).transpose(0, 2, 1)
     if acc_dtype is not None:
         cols, wg = cols.astype(acc_dtype), wg.astype(acc_dtype)

@@ -86,7 +86,7 @@ def transpose(ins, attrs, node):
     x = need(ins, 0, "data")
     perm = attrs.get("perm")
     perm = tuple(reversed(range(x.ndim))) if perm is None else tuple(int(p) for p in perm)
-    return [np.ascontiguousarray(np.transpose(x, perm))]
+    return [np.asarray(np.transpose(x, perm), order="C")]
 
 
 def depth_to_space(ins, attrs, node):
@@ -99,7 +99,7 @@ def depth_to_space(ins, attrs, node):
         t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
     else:  # CRD
         t = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
-    return [np.ascontiguousarray(t.reshape(n, c // (b * b), h * b, w * b))]
+    return [np.asarray(t.reshape(n, c // (b * b), h * b, w * b), order="C")]
 
 
 def space_to_depth(ins, attrs, node):
@@ -111,7 +111,7 @@ def space_to_depth(ins, attrs, node):
     t = x.reshape(n, c, h // b, b, w // b, b)
     # DCR: the block offset is the outer part of the new channel index; CRD: the inner
     t = t.transpose(0, 3, 5, 1, 2, 4) if attrs.get("mode", "DCR") == "DCR" else t.transpose(0, 1, 3, 5, 2, 4)
-    return [np.ascontiguousarray(t.reshape(n, c * b * b, h // b, w // b))]
+    return [np.asarray(t.reshape(n, c * b * b, h // b, w // b), order="C")]
 
 
 def identity(ins, attrs, node):
@@ -233,8 +233,16 @@ def cast_like(ins, attrs, node):
     return [cast_to(x, helper.np_dtype_to_tensor_dtype(dt))]
 
 
+def bit_cast(ins, attrs, node):
+    x = need(ins, 0, "input")
+    target = np_dtype(attrs["to"])
+    if target == object or x.dtype == object or target.itemsize != x.dtype.itemsize:
+        raise ValueError(f"BitCast: {x.dtype} and {target} differ in width (or are strings)")
+    return [np.array(x, order="C").view(target)]  # (ascontiguousarray would make a 0-d array 1-d)
+
+
 KERNELS = {
-    "Shape": shape, "Size": size, "Reshape": reshape, "Flatten": flatten, "Squeeze": squeeze,
+    "BitCast": bit_cast, "Shape": shape, "Size": size, "Reshape": reshape, "Flatten": flatten, "Squeeze": squeeze,
     "Unsqueeze": unsqueeze, "Transpose": transpose, "DepthToSpace": depth_to_space,
     "SpaceToDepth": space_to_depth, "Identity": identity, "Dropout": dropout, "Constant": constant,
     "Cast": cast, "CastLike": cast_like,
