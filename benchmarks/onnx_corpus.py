@@ -288,6 +288,9 @@ def _skips(row) -> str:
 
 def table_rows(result) -> list:
     out = []
+    first = result["rows"][0] if result["rows"] else {}
+    import_error = first.get("error", "")[len("import: "):].split(": ", 1)[-1] \
+        if first.get("error", "").startswith("import: ") else ""
     for r in result["rows"]:
         step = r["step"]
         reported = _ratio(r.get("reported_before"), r.get("reported_after")) if "reported_before" in r else ""
@@ -298,7 +301,10 @@ def table_rows(result) -> list:
         fp = f"{r['fp_left']}/{r['fp_weights']}" if "fp_left" in r else ""
         cf = f"{r['cf_left']}/{r['cf_weights']}" if "cf_left" in r and r["cf_weights"] else \
             (f"kept {r['cf_weights_kept']}/{r['cf_weights']}" if r.get("cf_weights") and "cf_weights_kept" in r else "")
-        note = r.get("error", "") or _skips(r)
+        note = (r.get("error", "") or _skips(r)).replace(result.get("path", "\0"), os.path.basename(
+            result.get("path", "")))
+        if import_error and step not in ("roundtrip", "interpret") and import_error in note:
+            note = "(as the import: see roundtrip)"
         out.append((result["model"], step, r["status"], reported, disk,
                     fmt_num(r.get("disk_vs_reported"), ".2f") if "disk_vs_reported" in r else "",
                     cos, fp, cf, note if len(note) <= 140 else note[:137] + "..."))

@@ -22,7 +22,7 @@ import numpy as np
 
 BERT = dict(vocab=1000, hidden=128, layers=2, heads=4, intermediate=512, max_positions=64,
             type_vocab=2, opset=17)
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 def _atomic_save(model_proto, path: str) -> str:
@@ -160,15 +160,20 @@ def build_sklearn_mlp(cache_dir: str) -> str:
     """StandardScaler -> MLPClassifier(128, 64) on digits, with skl2onnx's ZipMap output."""
 
     def build():
+        import warnings
+
         from skl2onnx import to_onnx
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         x, y = digits()
+        # 40 epochs: 93% held-out accuracy, and a build of a few seconds (it runs in the tests)
         pipe = make_pipeline(StandardScaler(),
-                             MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=0))
-        pipe.fit(x[:1200], y[:1200])
+                             MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=40, random_state=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: 40 epochs is deliberate
+            pipe.fit(x[:1200], y[:1200])
         return to_onnx(pipe, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
 
     return _cached(cache_dir, "sklearn_mlp_zipmap", build)

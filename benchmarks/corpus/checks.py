@@ -245,9 +245,9 @@ def cosine(ref: np.ndarray, got: np.ndarray) -> float:
     if ref.shape != got.shape:
         return math.nan
     na, nb = np.linalg.norm(ref), np.linalg.norm(got)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(ref @ got / (na * nb))
+    if na == 0:
+        return math.nan  # an all-zero reference has no direction to compare with
+    return float(ref @ got / (na * nb)) if nb else 0.0
 
 
 def compare(ref_runs: list, got_runs: list, metric=rel_error, worst=max) -> tuple:
@@ -260,10 +260,10 @@ def compare(ref_runs: list, got_runs: list, metric=rel_error, worst=max) -> tupl
             if metric is cosine and np.asarray(r).dtype.kind not in "fc":
                 continue  # labels: compared by rel_error in the round trip, not by cosine
             figures.append((metric(r, got[name]), name))
+    figures = [f for f in figures if not math.isnan(f[0])]
     if not figures:
-        return (math.nan, "")
-    return worst(figures, key=lambda f: (math.isnan(f[0]), f[0]) if worst is max else
-                 (not math.isnan(f[0]), f[0]))
+        return (math.nan, "no comparable output")
+    return worst(figures, key=lambda f: f[0])
 
 
 def label_agreement(ref_runs: list, got_runs: list) -> Optional[float]:

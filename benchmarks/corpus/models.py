@@ -65,14 +65,25 @@ def _requires(*modules: str) -> None:
 # ---- inputs ---------------------------------------------------------------------
 
 def image(rng, shape) -> np.ndarray:
-    """An image-like NCHW float32 tensor normalized to [-1, 1]: smooth blobs and dark strokes."""
+    """A text-like NCHW float32 image normalized as the OCR models expect ((x - 0.5) / 0.5):
+    lines of dark random 7x5 glyphs on a light, slightly noisy page. (Random blobs make the
+    detector see no text at all: its output is then exactly 0 everywhere, and any cosine is noise.)"""
     n, c, h, w = shape
-    coarse = rng.uniform(0.55, 1.0, size=(n, c, h // 8 + 1, w // 8 + 1))
-    img = np.kron(coarse, np.ones((1, 1, 8, 8)))[:, :, :h, :w]
-    for _ in range(max(1, h // 12)):  # a few horizontal "text" strokes
-        r, c0 = rng.integers(0, h - 3), rng.integers(0, w // 2)
-        img[:, :, r:r + 3, c0:c0 + rng.integers(w // 8, w // 2)] = rng.uniform(0.0, 0.2)
-    img = img + rng.normal(0, 0.02, img.shape)
+    page = np.ones((n, h, w)) * rng.uniform(0.85, 1.0)
+    glyphs = rng.random((40, 7, 5)) < 0.45
+    for b in range(n):
+        y = 12
+        while y + 24 < h:
+            x, scale = int(rng.integers(4, 20)), int(rng.integers(2, 4))
+            end = int(rng.integers(w // 2, w - 8))
+            while x + 5 * scale < end:
+                glyph = np.kron(glyphs[rng.integers(0, len(glyphs))], np.ones((scale, scale), bool))
+                box = page[b, y:y + 7 * scale, x:x + 5 * scale]
+                box[glyph] = rng.uniform(0.0, 0.25)
+                x += 6 * scale
+            y += 7 * scale + int(rng.integers(8, 20))
+    page = page + rng.normal(0, 0.02, page.shape)
+    img = np.repeat(page[:, None], c, axis=1)
     return ((np.clip(img, 0, 1) - 0.5) / 0.5).astype(np.float32)
 
 
@@ -145,10 +156,10 @@ MODELS = (
                 lambda rng: [{"x": image(rng, (2, 3, 48, 192))}], small=True, tags=("constants",)),
     CorpusModel("ocr_det", "CNN detector, Constant weights, opset 12", "rapidocr-onnxruntime 1.4.4",
                 _ocr("ch_PP-OCRv4_det_infer.onnx"),
-                lambda rng: [{"x": image(rng, (1, 3, 96, 128))}], tags=("constants",)),
+                lambda rng: [{"x": image(rng, (1, 3, 160, 320))}], tags=("constants",)),
     CorpusModel("ocr_rec", "SVTR recognizer, metadata_props, opset 12", "rapidocr-onnxruntime 1.4.4",
                 _ocr("ch_PP-OCRv4_rec_infer.onnx"),
-                lambda rng: [{"x": image(rng, (1, 3, 48, 160))}], tags=("constants", "metadata")),
+                lambda rng: [{"x": image(rng, (1, 3, 48, 320))}], tags=("constants", "metadata")),
     CorpusModel("vad", "If + LSTM, Constant weights in branches (spox)", "silero-vad 6.2.3",
                 _vad("silero_vad.onnx"),
                 lambda rng: [_vad_case(rng, 4, 16000), _vad_case(rng, 4, 8000)],
