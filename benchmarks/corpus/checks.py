@@ -128,14 +128,51 @@ def control_flow_weights(model: onnx.ModelProto) -> list:
 
 # ---- round trip: what was lost ----------------------------------------------------
 
-def _type_text(vi) -> str:
-    return helper.printable_type(vi.type) if vi.type.WhichOneof("value") else "(no type)"
+def _dim_params(type_proto) -> Iterator[str]:
+    which = type_proto.WhichOneof("value")
+    if which in ("tensor_type", "sparse_tensor_type"):
+        t = getattr(type_proto, which)
+        if t.HasField("shape"):
+            yield from (d.dim_param for d in t.shape.dim if d.dim_param)
+    elif which == "sequence_type":
+        yield from _dim_params(type_proto.sequence_type.elem_type)
+    elif which == "optional_type":
+        yield from _dim_params(type_proto.optional_type.elem_type)
+    elif which == "map_type":
+        yield from _dim_params(type_proto.map_type.value_type)
+
+
+def _type_text(vi, anonymous: frozenset = frozenset()) -> str:
+    """The printed type; a symbolic dim named only once in the signature ("unk__3", "N" where
+    nothing else says N) is as good as an unnamed one and prints as '?'."""
+    if not vi.type.WhichOneof("value"):
+        return "(no type)"
+    t = onnx.TypeProto()
+    t.CopyFrom(vi.type)
+    stack = [t]
+    while stack:
+        tp = stack.pop()
+        which = tp.WhichOneof("value")
+        if which in ("tensor_type", "sparse_tensor_type") and getattr(tp, which).HasField("shape"):
+            for d in getattr(tp, which).shape.dim:
+                if d.dim_param in anonymous:
+                    d.Clear()
+        elif which in ("sequence_type", "optional_type"):
+            stack.append(getattr(tp, which).elem_type)
+        elif which == "map_type":
+            stack.append(tp.map_type.value_type)
+    return helper.printable_type(t)
 
 
 def _io(graph) -> list:
     inits = {t.name for t in graph.initializer}
-    return [("input", vi.name, _type_text(vi)) for vi in graph.input if vi.name not in inits] + \
-           [("output", vi.name, _type_text(vi)) for vi in graph.output]
+    vis = [("input", vi) for vi in graph.input if vi.name not in inits] + [("output", vi) for vi in graph.output]
+    counts = {}
+    for _, vi in vis:
+        for p in _dim_params(vi.type):
+            counts[p] = counts.get(p, 0) + 1
+    anonymous = frozenset(p for p, n in counts.items() if n == 1)
+    return [(kind, vi.name, _type_text(vi, anonymous)) for kind, vi in vis]
 
 
 def _metadata(model) -> dict:
@@ -196,10 +233,12 @@ def proto_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> ProtoDiff:
 
 # ---- onnxruntime ---------------------------------------------------------------
 
-def session(path_or_bytes):
+def session(path_or_bytes, optimize: bool = True):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads = 1  # a shared machine; and results independent of the thread count
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
@@ -214,9 +253,9 @@ def as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def run_onnxruntime(path_or_bytes, cases: list) -> list:
+def run_onnxruntime(path_or_bytes, cases: list, optimize: bool = True) -> list:
     """For each input case, {output name: array}."""
-    sess = session(path_or_bytes)
+    sess = session(path_or_bytes, optimize)
     wanted = {i.name for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
     return [dict(zip(names, map(as_array, sess.run(None, {k: v for k, v in case.items() if k in wanted}))))

@@ -140,6 +140,20 @@ def _vad(file):
     return lambda cache: package_file("silero_vad", "data", file)
 
 
+def _magika_model() -> str:
+    """magika ships one directory per model generation (1.0.3: models/standard_v3_3); the newest."""
+    import glob
+    import re
+
+    def generation(path):  # standard_v3_10 after standard_v3_3
+        return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+    found = sorted(glob.glob(os.path.join(package_file("magika", "models"), "*", "model.onnx")), key=generation)
+    if not found:
+        raise ModelUnavailable("magika is installed but ships no models/*/model.onnx")
+    return found[-1]
+
+
 def _bert(cache):
     _requires("torch")
     return builders.build_bert(cache)
@@ -181,7 +195,7 @@ MODELS = (
                 _vad("silero_vad_openvino_16k.onnx"),
                 lambda rng: [{"input": audio(rng, 1, 576, 16000), "state": lstm_state(rng, 2, 1, 128)}]),
     CorpusModel("magika", "file-type classifier (tf2onnx), int32 input", "magika 1.0.3",
-                lambda cache: package_file("magika", "models", "standard_v3_3", "model.onnx"),
+                lambda cache: _magika_model(),
                 lambda rng: [{"bytes": rng.integers(0, 257, size=(4, 2048), dtype=np.int32)}]),
     CorpusModel("bert_tiny", "BERT-style encoder exported by torch (random init, seed 0)",
                 "built: torch 2.13 TorchScript exporter, opset 17", _bert,
