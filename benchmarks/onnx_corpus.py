@@ -111,7 +111,8 @@ def step_roundtrip(path, workdir, cases, ref_runs) -> tuple:
     row.update(tensors=diff.tensors_total, tensors_lost=len(diff.tensors_missing),
                weights_lost=[f"{t.name} {list(t.value.shape)} ({t.graph})" for t in diff.weights_missing],
                lost_examples=[f"{t.name} {list(t.value.shape)} {t.where} ({t.graph})" for t in diff.tensors_missing[:5]],
-               names_lost=len(diff.names_missing), metadata=diff.metadata, opsets=diff.opsets, io=diff.io,
+               renamed=len(diff.renamed), renamed_examples=diff.renamed[:5], metadata=diff.metadata,
+               opsets=diff.opsets, io=diff.io,
                cf_weights=len(cf), cf_weights_kept=len(kept_cf),
                disk_original=checks.on_disk_bytes(path), disk_roundtrip=checks.on_disk_bytes(out),
                proto_summary=diff.summary())
@@ -127,7 +128,8 @@ def step_roundtrip(path, workdir, cases, ref_runs) -> tuple:
     problems = ([] if err <= limit else [f"outputs differ (rel {err:.3g} at {where}; rounding floor "
                                          f"{floor:.2g})"]) + \
                ([] if diff.clean else [diff.summary()])
-    return program, dict(row, status="ok" if not problems else "FAIL", error="; ".join(problems))
+    return program, dict(row, status="ok" if not problems else "FAIL", error="; ".join(problems),
+                         note=diff.renamed_summary())
 
 
 def step_interpret(program, cases, ref_runs) -> dict:
@@ -309,7 +311,7 @@ def table_rows(result) -> list:
         fp = f"{r['fp_left']}/{r['fp_weights']}" if "fp_left" in r else ""
         cf = f"{r['cf_left']}/{r['cf_weights']}" if "cf_left" in r and r["cf_weights"] else \
             (f"kept {r['cf_weights_kept']}/{r['cf_weights']}" if r.get("cf_weights") and "cf_weights_kept" in r else "")
-        note = (r.get("error", "") or _skips(r)).replace(result.get("path", "\0"), os.path.basename(
+        note = (r.get("error", "") or r.get("note", "") or _skips(r)).replace(result.get("path", "\0"), os.path.basename(
             result.get("path", "")))
         if import_error and step not in ("roundtrip", "interpret") and import_error in note:
             note = "(as the import: see roundtrip)"

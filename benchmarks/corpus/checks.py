@@ -142,9 +142,10 @@ def _dim_params(type_proto) -> Iterator[str]:
         yield from _dim_params(type_proto.map_type.value_type)
 
 
-def _type_text(vi, anonymous: frozenset = frozenset()) -> str:
+def _type_text(vi, anonymous: frozenset = frozenset(), rename=None) -> str:
     """The printed type; a symbolic dim named only once in the signature ("unk__3", "N" where
-    nothing else says N) is as good as an unnamed one and prints as '?'."""
+    nothing else says N) is as good as an unnamed one and prints as '?'; `rename` maps the
+    other dim names (to compare two signatures up to a consistent renaming)."""
     if not vi.type.WhichOneof("value"):
         return "(no type)"
     t = onnx.TypeProto()
@@ -157,6 +158,8 @@ def _type_text(vi, anonymous: frozenset = frozenset()) -> str:
             for d in getattr(tp, which).shape.dim:
                 if d.dim_param in anonymous:
                     d.Clear()
+                elif d.dim_param and rename:
+                    d.dim_param = rename[d.dim_param]
         elif which in ("sequence_type", "optional_type"):
             stack.append(getattr(tp, which).elem_type)
         elif which == "map_type":
@@ -171,8 +174,9 @@ def _io(graph) -> list:
     for _, vi in vis:
         for p in _dim_params(vi.type):
             counts[p] = counts.get(p, 0) + 1
-    anonymous = frozenset(p for p, n in counts.items() if n == 1)
-    return [(kind, vi.name, _type_text(vi, anonymous)) for kind, vi in vis]
+    anonymous = frozenset(p for p, n in counts.items() if n == 1 or p == "?")  # "?": paddle2onnx's unknown
+    canonical = {p: f"d{i}" for i, p in enumerate(p for p in counts if p not in anonymous)}
+    return [(kind, vi.name, _type_text(vi, anonymous), _type_text(vi, anonymous, canonical)) for kind, vi in vis]
 
 
 def _metadata(model) -> dict:
@@ -186,7 +190,7 @@ def _opsets(model) -> dict:
 class ProtoDiff(NamedTuple):
     tensors_total: int
     tensors_missing: list  # Tensor of `a` whose value `b` does not carry
-    names_missing: list  # initializer / Constant names of `a` absent from `b`
+    renamed: list  # (name in a, name in b) of tensors kept by value under another name
     metadata: list  # lines
     opsets: list  # lines
     io: list  # lines
@@ -209,13 +213,21 @@ class ProtoDiff(NamedTuple):
         parts += self.metadata + self.opsets + self.io
         return "; ".join(parts) if parts else "kept"
 
+    def renamed_summary(self) -> str:
+        """Names are not values: reported, not counted against `clean`."""
+        if not self.renamed:
+            return ""
+        a, b = self.renamed[0]
+        return f"{len(self.renamed)}/{self.tensors_total} tensors renamed (e.g. {a} -> {b})"
+
 
 def proto_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> ProtoDiff:
     ta, tb = tensors(a), tensors(b)
-    keys_b = {t.key for t in tb}
-    names_b = {t.name for t in tb}
-    missing = [t for t in ta if t.key not in keys_b]
-    names_missing = sorted({t.name for t in ta} - names_b)
+    by_key = {}
+    for t in tb:
+        by_key.setdefault(t.key, set()).add(t.name)
+    missing = [t for t in ta if t.key not in by_key]
+    renamed = [(t.name, sorted(by_key[t.key])[0]) for t in ta if t.key in by_key and t.name not in by_key[t.key]]
     ma, mb = _metadata(a), _metadata(b)
     meta = [f"metadata {k!r} dropped" for k in ma if k not in mb] + \
            [f"metadata {k!r} changed" for k in ma if k in mb and ma[k] != mb[k]]
@@ -225,10 +237,10 @@ def proto_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> ProtoDiff:
     io = []
     if [x[:2] for x in ia] != [x[:2] for x in ib]:
         io.append(f"io names {[x[1] for x in ia]} -> {[x[1] for x in ib]}")
-    for (kind, name, ta_), (_, name_b, tb_) in zip(ia, ib):
-        if ta_ != tb_:
+    for (kind, name, ta_, ca), (_, name_b, tb_, cb) in zip(ia, ib):
+        if ca != cb:  # up to a consistent renaming of the shared symbolic dims
             io.append(f"{kind} {name} type {ta_} -> {tb_}")
-    return ProtoDiff(len(ta), missing, names_missing, meta, opsets, io)
+    return ProtoDiff(len(ta), missing, renamed, meta, opsets, io)
 
 
 # ---- onnxruntime ---------------------------------------------------------------
