@@ -21,7 +21,7 @@ For each model (inputs: model-appropriate and seeded, see corpus/models.py):
              table total (weights before -> after); on disk: the original file -> the output file,
              external data included; "disk/rep": on-disk saving / reported saving (target >= 0.9);
              cosine: worst over cases and float outputs vs the original model (int8 target >= 0.99);
-             "fp left": float weights (>= 2048 elements) still bit-identical in the output;
+             "fp left": float weights (> 2048 elements) still bit-identical in the output;
              "cf left": the same, for the weights inside If/Loop/Scan bodies.
 Any error is caught per model and per step, and shown in one line.
 """

@@ -189,3 +189,29 @@ def sklearn_inputs(rng, batch: int = 16) -> dict:
     held_out = x[1200:]
     rows = rng.choice(len(held_out), size=batch, replace=False)
     return {"X": held_out[rows]}
+
+
+# ---- a slice of a shipped model -------------------------------------------------------
+
+def build_slice(cache_dir: str, name: str, source: str, outputs: list, rank: int = 4) -> str:
+    """The part of `source` from its inputs to `outputs` (float tensors of `rank`), keeping its
+    opset imports, producer and metadata_props (onnx's Extractor keeps the nodes only)."""
+
+    def build():
+        import onnx
+        from onnx.utils import Extractor
+
+        model = onnx.load(source)
+        known = {vi.name for vi in model.graph.value_info}
+        for name in outputs:  # shape inference may not reach them (paddle2onnx's dynamic dims)
+            if name not in known:
+                vi = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None] * rank)
+                model.graph.value_info.append(vi)
+        part = Extractor(model).extract_model([i.name for i in model.graph.input], outputs)
+        del part.opset_import[:]
+        part.opset_import.extend(model.opset_import)
+        part.ir_version, part.producer_name = model.ir_version, model.producer_name
+        part.metadata_props.extend(model.metadata_props)
+        return part
+
+    return _cached(cache_dir, name, build)

@@ -8,7 +8,7 @@
   values are gone, metadata_props, opset imports, graph input/output types.
 - run_onnxruntime / compare: outputs as float64 arrays (ZipMap's list of dicts
   becomes a matrix in class order), relative error and cosine.
-- control_flow_weights(model): the float weights (>= WEIGHT_MIN elements)
+- control_flow_weights(model): the float weights (> WEIGHT_MIN elements)
   that live inside If/Loop/Scan bodies or are read only from inside them.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-WEIGHT_MIN = 2048  # the compression stages' default size threshold (elements)
+WEIGHT_MIN = 2048  # the compression stages compress weights of more than this many elements by default
 RECORD_KEY_PREFIX = "weightpress"  # metadata the exporter adds for its own compressed records
 
 
@@ -39,7 +39,7 @@ class Tensor(NamedTuple):
 
     @property
     def is_float_weight(self) -> bool:
-        return self.value.dtype.kind == "f" and self.value.size >= WEIGHT_MIN
+        return self.value.dtype.kind == "f" and self.value.size > WEIGHT_MIN
 
 
 def load(path: str) -> onnx.ModelProto:

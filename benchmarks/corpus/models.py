@@ -14,6 +14,8 @@ downloaded at run time.
 |                    |                               | Resize, ConvTranspose                              |
 | ocr_rec            | rapidocr-onnxruntime          | PP-OCRv4 SVTR recognizer, opset 12, Constant       |
 |                    |                               | weights, metadata_props['character'] (6623 chars)  |
+| ocr_rec_head       | rapidocr-onnxruntime (slice)  | ocr_rec's first 12 convolutions, metadata kept:    |
+|                    |                               | the small model with metadata_props for the tests  |
 | vad                | silero-vad 6.2.3              | If (25, nested) + LSTM, every weight a Constant    |
 |                    |                               | inside a branch (spox export), 8k and 16k paths    |
 | vad_op15           | silero-vad                    | If + LSTM, main-graph initializers used only       |
@@ -158,6 +160,11 @@ def _magika_model() -> str:
     return found[-1]
 
 
+def _ocr_rec_head(cache):
+    source = package_file("rapidocr_onnxruntime", "models", "ch_PP-OCRv4_rec_infer.onnx")
+    return builders.build_slice(cache, "ocr_rec_head", source, ["depthwise_conv2d_5.tmp_0"])
+
+
 def _bert(cache):
     _requires("torch")
     return builders.build_bert(cache)
@@ -178,6 +185,9 @@ MODELS = (
     CorpusModel("ocr_rec", "SVTR recognizer, metadata_props, opset 12", "rapidocr-onnxruntime 1.4.4",
                 _ocr("ch_PP-OCRv4_rec_infer.onnx"),
                 lambda rng: [{"x": image(rng, (1, 3, 48, 320))}], tags=("constants", "metadata")),
+    CorpusModel("ocr_rec_head", "ocr_rec's first 12 convolutions, with its metadata_props",
+                "rapidocr-onnxruntime 1.4.4 (a slice)", _ocr_rec_head,
+                lambda rng: [{"x": image(rng, (1, 3, 48, 320))}], small=True, tags=("constants", "metadata")),
     CorpusModel("vad", "If + LSTM, Constant weights in branches (spox)", "silero-vad 6.2.3",
                 _vad("silero_vad.onnx"),
                 lambda rng: [_vad_case(rng, 4, 16000), _vad_case(rng, 4, 8000)],
