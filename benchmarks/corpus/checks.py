@@ -5,7 +5,8 @@
   keyed by content (dtype, shape, sha1 of the bytes) so that a renamed or
   moved tensor still counts as kept.
 - proto_diff(a, b): what an import -> export round trip lost: tensors whose
-  values are gone, metadata_props, opset imports, graph input/output types.
+  values are gone, metadata_props (model and node level), producer / version /
+  doc strings, opset imports, graph input/output types.
 - run_onnxruntime / compare: outputs as float64 arrays (ZipMap's list of dicts
   becomes a matrix in class order), relative error and cosine.
 - control_flow_weights(model): the float weights (> WEIGHT_MIN elements)
@@ -183,6 +184,21 @@ def _metadata(model) -> dict:
     return {p.key: p.value for p in model.metadata_props if not p.key.startswith(RECORD_KEY_PREFIX)}
 
 
+MODEL_FIELDS = ("producer_name", "producer_version", "domain", "model_version", "doc_string")
+
+
+def _fields(model) -> dict:
+    out = {f: getattr(model, f) for f in MODEL_FIELDS}
+    out["graph.doc_string"] = model.graph.doc_string
+    return out
+
+
+def _node_metadata(model) -> int:
+    """metadata_props entries on nodes, subgraphs' included (exporters put provenance there)."""
+    graphs = [model.graph] + [g for _, g in subgraphs(model.graph)]
+    return sum(len(n.metadata_props) for g in graphs for n in g.node)
+
+
 def _opsets(model) -> dict:
     return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
@@ -233,6 +249,11 @@ def proto_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> ProtoDiff:
            [f"metadata {k!r} changed" for k in ma if k in mb and ma[k] != mb[k]]
     oa, ob = _opsets(a), _opsets(b)
     opsets = [f"opset {d} {v} -> {ob.get(d, 'none')}" for d, v in oa.items() if ob.get(d) != v]
+    fa, fb = _fields(a), _fields(b)
+    meta += [f"{k} {fa[k]!r:.40} -> {fb[k]!r:.40}" for k in fa if fa[k] and fa[k] != fb[k]]
+    na, nb = _node_metadata(a), _node_metadata(b)
+    if na > nb:
+        meta.append(f"node metadata_props {na} -> {nb} entries")
     ia, ib = _io(a.graph), _io(b.graph)
     io = []
     if [x[:2] for x in ia] != [x[:2] for x in ib]:
