@@ -254,7 +254,8 @@ def run_model(repo, model, presets, cache_dir, timeout, cli, interpret=True, kee
         try:
             ref_runs = checks.run_onnxruntime(path, cases)
         except Exception as e:  # noqa: BLE001
-            rows.append({"step": "original", "status": "ERROR", "error": "onnxruntime on the original: " + one_line(e)})
+            rows.append({"step": "original", "status": "ERROR",
+                         "error": "onnxruntime on the original: " + one_line(e)})
             return result
         program, row = step_roundtrip(path, workdir, cases, ref_runs)
         rows.append(row)
@@ -278,9 +279,6 @@ def run_model(repo, model, presets, cache_dir, timeout, cli, interpret=True, kee
 
 # ---- the table ---------------------------------------------------------------------
 
-HEADERS = ("model", "step", "status", "reported", "on disk", "disk/rep", "cosine", "fp left", "cf left", "error / note")
-
-
 def _ratio(before, after) -> str:
     if before is None or after is None:
         return "-"
@@ -296,34 +294,70 @@ def _skips(row) -> str:
     return f"{skipped} skipped" + (f", e.g. {reasons[0]}" if reasons else " (no reason given)")
 
 
+def _reported(r) -> str:
+    return _ratio(r.get("reported_before"), r.get("reported_after")) if "reported_before" in r else ""
+
+
+def _disk(r) -> str:
+    return _ratio(r["disk_original"], r.get("disk_after") or r.get("disk_roundtrip")) if r.get("disk_original") else ""
+
+
+def _cosine(r) -> str:
+    if "cosine" in r:
+        return fmt_num(r["cosine"], ".4f")
+    return f"rel {fmt_num(r['max_rel_error'])}" if "max_rel_error" in r else ""
+
+
+def _cf(r) -> str:
+    if not r.get("cf_weights"):
+        return ""
+    if "cf_left" in r:
+        return f"{r['cf_left']}/{r['cf_weights']}"
+    return f"kept {r['cf_weights_kept']}/{r['cf_weights']}" if "cf_weights_kept" in r else ""
+
+
+# column -> its cell for one step's row
+COLUMNS = {
+    "status": lambda r: r["status"],
+    "reported": _reported,
+    "on disk": _disk,
+    "disk/rep": lambda r: fmt_num(r.get("disk_vs_reported"), ".2f") if "disk_vs_reported" in r else "",
+    "cosine": _cosine,
+    "fp left": lambda r: f"{r['fp_left']}/{r['fp_weights']}" if "fp_left" in r else "",
+    "cf left": _cf,
+}
+HEADERS = ("model", "step") + tuple(COLUMNS) + ("error / note",)
+NOTE_WIDTH = 140
+
+
+def _import_error(result) -> str:
+    """The message of a failed import, to recognise the presets that fail on the same thing."""
+    first = result["rows"][0].get("error", "") if result["rows"] else ""
+    return first[len("import: "):].split(": ", 1)[-1] if first.startswith("import: ") else ""
+
+
+def _note(result, r, import_error) -> str:
+    note = "; ".join(filter(None, (r.get("error", ""), r.get("note", ""), _skips(r))))
+    if result.get("path"):
+        note = note.replace(result["path"], os.path.basename(result["path"]))
+    if import_error and r["step"] not in ("roundtrip", "interpret") and import_error in note:
+        return "(as the import: see roundtrip)"
+    return note
+
+
 def table_rows(result) -> list:
-    out = []
-    first = result["rows"][0] if result["rows"] else {}
-    import_error = first.get("error", "")[len("import: "):].split(": ", 1)[-1] \
-        if first.get("error", "").startswith("import: ") else ""
+    import_error = _import_error(result)
+    rows = []
     for r in result["rows"]:
-        step = r["step"]
-        reported = _ratio(r.get("reported_before"), r.get("reported_after")) if "reported_before" in r else ""
-        disk = _ratio(r.get("disk_original"), r.get("disk_after") or r.get("disk_roundtrip")) \
-            if r.get("disk_original") else ""
-        cos = fmt_num(r.get("cosine"), ".4f") if "cosine" in r else \
-            (f"rel {fmt_num(r.get('max_rel_error'))}" if "max_rel_error" in r else "")
-        fp = f"{r['fp_left']}/{r['fp_weights']}" if "fp_left" in r else ""
-        cf = f"{r['cf_left']}/{r['cf_weights']}" if "cf_left" in r and r["cf_weights"] else \
-            (f"kept {r['cf_weights_kept']}/{r['cf_weights']}" if r.get("cf_weights") and "cf_weights_kept" in r else "")
-        note = (r.get("error", "") or r.get("note", "") or _skips(r)).replace(result.get("path", "\0"), os.path.basename(
-            result.get("path", "")))
-        if import_error and step not in ("roundtrip", "interpret") and import_error in note:
-            note = "(as the import: see roundtrip)"
-        out.append((result["model"], step, r["status"], reported, disk,
-                    fmt_num(r.get("disk_vs_reported"), ".2f") if "disk_vs_reported" in r else "",
-                    cos, fp, cf, note if len(note) <= 140 else note[:137] + "..."))
-    return out
+        note = _note(result, r, import_error)
+        rows.append((result["model"], r["step"]) + tuple(cell(r) for cell in COLUMNS.values())
+                    + (note if len(note) <= NOTE_WIDTH else note[:NOTE_WIDTH - 3] + "...",))
+    return rows
 
 
 def format_table(rows) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(HEADERS, *rows)]
-    widths[-1] = min(widths[-1], 140)
+    widths[-1] = min(widths[-1], NOTE_WIDTH)
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(HEADERS), line("-" * w for w in widths)] + [line(r) for r in rows])
 
@@ -333,10 +367,9 @@ def markdown(results, commit: str) -> str:
     lines = [f"Library under test: `{commit}`", "", "| " + " | ".join(HEADERS) + " |",
              "|" + "---|" * len(HEADERS)]
     for result in results:
-        full = {r["step"]: r.get("error", "") for r in result["rows"]}
-        for row in table_rows(result):
-            note = full.get(row[1]) or row[-1]
-            cells = list(row[:-1]) + [note.replace("|", "\\|")]
+        import_error = _import_error(result)
+        for r, row in zip(result["rows"], table_rows(result)):
+            cells = list(row[:-1]) + [_note(result, r, import_error).replace("|", "\\|")]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -352,7 +385,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", action="append", metavar="P", help="run only this preset (repeatable)")
     ap.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     ap.add_argument("--markdown", metavar="FILE", help="write the table to FILE as Markdown, errors in full")
-    ap.add_argument("--cache", metavar="DIR", help="where built models are kept (default ~/.cache/weightpress-corpus)")
+    ap.add_argument("--cache", metavar="DIR",
+                    help="where built models are kept (default ~/.cache/weightpress-corpus)")
     ap.add_argument("--repo", default=REPO, help="the checkout whose library is tested (default: this one)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per preset run (default 900)")
     ap.add_argument("--cli", action="store_true", help="run presets through `weightpress compress` (bytes rounded)")

@@ -70,7 +70,8 @@ def subgraphs(graph, prefix: str = "") -> Iterator[tuple]:
         for attr in node.attribute:
             subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for j, sub in enumerate(subs):
-                path = f"{prefix}{node.name or node.op_type + str(i)}/{attr.name}" + (f"[{j}]" if len(subs) > 1 else "")
+                path = f"{prefix}{node.name or node.op_type + str(i)}/{attr.name}"
+                path += f"[{j}]" if len(subs) > 1 else ""
                 yield path, sub
                 yield from subgraphs(sub, path + "/")
 
