@@ -33,18 +33,9 @@ pytest.importorskip("onnxruntime")
 
 SMALL = ("ocr_cls", "ocr_rec_head", "vad_op15", "magika", "bert_tiny", "sklearn_mlp_zipmap")
 
-_INT4_BYTES = "int4 weights are written as INT8 initializers + Cast/Mul: the file is larger than int8's"
-
-# (model, check) -> why it fails on main today (benchmarks/onnx_corpus.py shows the same, per preset)
-KNOWN = {
-    ("sklearn_mlp_zipmap", "interpreter"): "ZipMap (ai.onnx.ml) has no kernel, and onnx's reference "
-                                           "evaluator has none either",
-    ("ocr_cls", "int4_smaller"): _INT4_BYTES + " (and 14/17 weights skipped: axes not divisible by 32)",
-    ("vad_op15", "int4_smaller"): _INT4_BYTES,
-    ("magika", "int4_smaller"): _INT4_BYTES,
-    ("bert_tiny", "int4_smaller"): _INT4_BYTES,
-    ("sklearn_mlp_zipmap", "int4_smaller"): _INT4_BYTES,
-}
+# (model, check) -> why it fails on main today (benchmarks/onnx_corpus.py shows the same, per
+# preset). Empty since the ZipMap kernel and 4-bit packing landed: every check holds.
+KNOWN: dict = {}
 
 
 def cases_for(check: str) -> list:
