@@ -35,7 +35,7 @@ class Format(NamedTuple):
 
 FORMATS = {
     ".onnx": Format("ONNX", "ir.formats.onnx", "import_onnx", "export_onnx"),
-    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml", chatty=True),
+    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml"),
     ".wpz": Format("weightpress", "ir.serialize", "load", "save"),
 }
 
@@ -92,12 +92,16 @@ def load_model(path):
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
-def save_model(program, path) -> Path:
-    """Write `program` to `path` (plus any sidecar files its format makes), atomically."""
+def save_model(program, path, target=None) -> Path:
+    """Write `program` to `path` (plus any sidecar files its format makes), atomically.
+
+    `target`: a Core ML deployment target to write at; by default a Core ML model keeps
+    the program's own (the input model's, or what set_target made it)."""
     path = Path(path)
     writer = _function(format_of(path), "writer")
+    options = {} if target is None else {"target": target}
     with staged_outputs(path.parent) as scratch:
-        writer(program, str(scratch / path.name))
+        writer(program, str(scratch / path.name), **options)
     return path
 
 
