@@ -25,7 +25,7 @@ def _gather(op: Op, env: dict) -> dict:
     return vals
 
 
-def conform_value(t, r, what: str):
+def conform_value(t, r, what: str, check_shape: bool = True):
     """A run-time value as its declared type holds it: a tensor in its storage dtype with
     the declared static shape; a sequence as a list; a map as a dict; an optional as None
     or its element's value. Raises EvaluationError naming `what` on a mismatch."""
@@ -33,16 +33,18 @@ def conform_value(t, r, what: str):
         if isinstance(r, (list, dict)) or r is None:
             raise EvaluationError(f"{what}: expected a tensor {t}, got {type(r).__name__}")
         arr = np.asarray(r).astype(t.dt.storage, copy=False)
-        if t.shape is not None:
+        if t.shape is not None and check_shape:
             if arr.ndim != len(t.shape) or any(isinstance(d, int) and d != n for d, n in zip(t.shape, arr.shape)):
                 raise EvaluationError(f"{what} has shape {arr.shape}, expected {t.shape}")
         return arr
     if t.kind == "optional":
-        return None if r is None else conform_value(t.elem, r, what)
+        return None if r is None else conform_value(t.elem, r, what, check_shape)
     if t.kind == "sequence":
         if not isinstance(r, (list, tuple)):
             raise EvaluationError(f"{what}: expected a sequence {t}, got {type(r).__name__}")
-        return [conform_value(t.elem, x, f"{what}[{i}]") for i, x in enumerate(r)]
+        # ONNX shape inference gives a sequence one element shape even when its elements
+        # differ (a Loop that appends growing tensors): only their dtype is checked
+        return [conform_value(t.elem, x, f"{what}[{i}]", check_shape=False) for i, x in enumerate(r)]
     if not isinstance(r, dict):
         raise EvaluationError(f"{what}: expected a map {t}, got {type(r).__name__}")
     return {k: conform_value(t.value, x, f"{what}[{k!r}]") for k, x in r.items()}

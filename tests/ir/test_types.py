@@ -91,8 +91,10 @@ def test_runtime_values_conform_to_their_types():
     assert conform_value(OptionalType(seq), None, "v") is None
     m = conform_value(MapType("int64", TensorType("fp32", ())), {1: 0.5}, "v")
     assert m == {1: np.float32(0.5)}
-    with pytest.raises(EvaluationError, match=r"v\[1\] has shape \(3,\)"):
-        conform_value(seq, [np.ones(2), np.ones(3)], "v")
+    # a sequence's elements may differ in shape (inference gives it one element type)
+    assert [a.shape for a in conform_value(seq, [np.ones(2), np.ones(3)], "v")] == [(2,), (3,)]
+    with pytest.raises(EvaluationError, match=r"v has shape \(3,\)"):
+        conform_value(TensorType("fp32", (2,)), np.ones(3), "v")
     with pytest.raises(EvaluationError, match="expected a sequence"):
         conform_value(seq, np.ones(2), "v")
     with pytest.raises(EvaluationError, match="expected a tensor"):

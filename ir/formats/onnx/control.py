@@ -75,12 +75,35 @@ def _ints(op, key: str, n: int) -> list:
 
 def scan_kernel(op, vals, out_types, run_block):
     if int(op.attrs.get("_opset", 9)) < 9:
-        raise OpError(f"Scan {op.name!r}: the opset-8 form (batch axis, sequence_lens) is not supported")
+        return _scan8(op, vals, out_types, run_block)
+    return _scan(op, _positional(vals), out_types, run_block)
+
+
+def _scan8(op, vals, out_types, run_block):
+    """Opset 8's Scan: every input has a leading batch axis and the scan axis is 1;
+    sequence_lens (input 0) cuts each batch entry's sequence short."""
     ins = _positional(vals)
+    lens, rest = ins[0], [np.asarray(x) for x in ins[1:]]
+    m = int(op.attrs["num_scan_inputs"])
+    n_states = len(rest) - m
+    per_batch = []
+    for b in range(rest[0].shape[0]):
+        n = rest[n_states].shape[1] if lens is None else int(np.asarray(lens).reshape(-1)[b])
+        row = [x[b] for x in rest[:n_states]] + [x[b, :n] for x in rest[n_states:]]
+        per_batch.append(_scan(op, row, [_unbatched(t) for t in out_types], run_block,
+                               directions_key="directions"))
+    return [np.stack([r[i] for r in per_batch]) for i in range(len(out_types))]
+
+
+def _unbatched(t):
+    return t if t.shape is None else type(t)(t.dtype, t.shape[1:])
+
+
+def _scan(op, ins, out_types, run_block, directions_key="scan_input_directions"):
     m = int(op.attrs["num_scan_inputs"])
     states, xs = list(ins[:len(ins) - m]), [np.asarray(x) for x in ins[len(ins) - m:]]
     in_axes = [a % x.ndim for a, x in zip(_ints(op, "scan_input_axes", m), xs)]
-    in_dirs = _ints(op, "scan_input_directions", m)
+    in_dirs = _ints(op, directions_key, m)
     lengths = {x.shape[a] for x, a in zip(xs, in_axes)}
     if len(lengths) != 1:
         raise OpError(f"Scan {op.name!r}: scan inputs disagree on the sequence length {sorted(lengths)}")
@@ -102,5 +125,20 @@ def scan_kernel(op, vals, out_types, run_block):
     return states + results
 
 
-for _type, _kernel in {"onnx.If": if_kernel, "onnx.Loop": loop_kernel, "onnx.Scan": scan_kernel}.items():
+def sequence_map_kernel(op, vals, out_types, run_block):
+    """Runs the body once per element of the input sequence; each further input is a
+    sequence read at the same position, or a tensor passed to every run."""
+    ins = _positional(vals)
+    seq, extra = list(ins[0]), ins[1:]
+    body = _block(op, "body")
+    results: list = [[] for _ in body.outputs]
+    for i, item in enumerate(seq):
+        args = [item] + [x[i] if isinstance(x, list) else x for x in extra]
+        for acc, y in zip(results, run_block(body, args)):
+            acc.append(y)
+    return results
+
+
+for _type, _kernel in {"onnx.If": if_kernel, "onnx.Loop": loop_kernel, "onnx.Scan": scan_kernel,
+                       "onnx.SequenceMap": sequence_map_kernel}.items():
     register_block_kernel(_type, _kernel)

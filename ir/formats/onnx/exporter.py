@@ -31,7 +31,8 @@ from ir.formats.onnx.model_meta import MODEL_META
 from ir.interpret import run_op
 from ir.ops import is_foreign
 
-MIN_OPSET = 13
+MIN_OPSET = 13  # what compressed weights and per-axis (de)quantization need
+OLDEST_OPSET = 11  # a model without them keeps its own opset down to this one
 COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
 
 
@@ -261,14 +262,22 @@ def _reshape(op, w):
     w.define(op.output, "Reshape", [w.value(op.x), w.ints(op.name + "_shape", op.shape.val)])
 
 
+def _axes_operand(w, op, axes) -> tuple:
+    """(extra inputs, attributes) for an op whose axes became an input at opset 13."""
+    if axes is None:
+        return [], {}
+    axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+    return ([w.ints(op.name + "_axes", axes)], {}) if w.opset >= 13 else ([], {"axes": axes})
+
+
 def _expand_dims(op, w):
-    w.define(op.output, "Unsqueeze", [w.value(op.x), w.ints(op.name + "_axes", op.axes.val)])
+    ins, attrs = _axes_operand(w, op, op.axes.val)
+    w.define(op.output, "Unsqueeze", [w.value(op.x)] + ins, **attrs)
 
 
 def _squeeze(op, w):
-    axes = _param(op, "axes")
-    ins = [w.value(op.x)] + ([w.ints(op.name + "_axes", axes)] if axes is not None else [])
-    w.define(op.output, "Squeeze", ins)
+    ins, attrs = _axes_operand(w, op, _param(op, "axes"))
+    w.define(op.output, "Squeeze", [w.value(op.x)] + ins, **attrs)
 
 
 def _concat(op, w):
@@ -351,7 +360,12 @@ def _pool(onnx_type):
 
 
 def _softmax(op, w):
-    w.define(op.output, "Softmax", [w.value(op.x)], axis=int(_param(op, "axis", -1)))
+    axis = int(_param(op, "axis", -1))
+    if w.opset < 13 and axis % op.x.rank != op.x.rank - 1:
+        # before 13 Softmax flattens everything from `axis` on: only the last axis means the same
+        raise OnnxExportError(f"softmax {op.name!r}: axis {axis} has no ONNX form before opset 13; "
+                              "export with opset=13 or newer")
+    w.define(op.output, "Softmax", [w.value(op.x)], axis=axis)
 
 
 def _layer_norm(op, w):
@@ -377,7 +391,7 @@ def _layer_norm(op, w):
 def _reduce_node(w, onnx_type, x, axes, hint, keep=1, out: Var = None):
     """A reduction over axes (None: all); axes is an input from opset 18 (13 for ReduceSum).
     Defines `out` when given, else returns a temp name."""
-    if w.opset >= 18 or onnx_type == "ReduceSum":
+    if w.opset >= 18 or (onnx_type == "ReduceSum" and w.opset >= 13):
         ins, attrs = [x] + ([w.ints(hint + "_axes", axes)] if axes is not None else []), {}
     else:
         ins, attrs = [x], {"axes": list(axes) if axes is not None else None}
@@ -530,8 +544,72 @@ def _foreign(op, w):
                           domain=op.attrs.get("_domain", ""))
     nd.attribute.extend(attr_from_ir(k, v) for k, v in sorted(onnx_attrs(op.attrs).items()))
     nd.attribute.extend(graphs)
+    if _schema_changed(op, w.opset):
+        return _write_upgraded(nd, op, w)
     w.nodes.append(nd)
     for v, o in zip(op.outputs, outs):
+        w.env[v.name] = o
+
+
+def _since(op_type: str, opset: int) -> Optional[int]:
+    try:
+        return onnx.defs.get_schema(op_type, opset).since_version
+    except Exception:  # not in the default domain's table (or removed by then)
+        return None
+
+
+def _schema_changed(op, opset: int) -> bool:
+    """Whether a default-domain foreign op means something else (or nothing) at `opset`
+    than at the opset it came from."""
+    if op.attrs.get("_domain") or op.blocks:
+        return False
+    then = int(op.attrs.get("_opset", opset))
+    t = op.op_type[5:]
+    return then != opset and _since(t, then) != _since(t, opset)
+
+
+def _write_upgraded(nd, op, w):
+    """Write node `nd` (an op from an older opset) as onnx's version converter rewrites it
+    for the exported opset (Upsample -> Resize, attributes that became inputs, ...)."""
+    from onnx import version_converter
+
+    slots = [s for s in slot_names(op)]
+    ins, inits = [], []
+    for s, name in zip(slots, nd.input):
+        if not s:
+            continue
+        v = op.inputs[s]
+        static = w.static(v)
+        if static is not None and static.size <= 4096:  # the converter reads constant inputs
+            inits.append(array_to_tensor(static, v.dtype, name))
+        ins.append(helper.make_value_info(name, type_proto(v.type)))
+    outs = [helper.make_value_info(o, type_proto(v.type)) for o, v in zip(nd.output, op.outputs) if o]
+    one = helper.make_model(helper.make_graph([nd], "one", ins, outs, inits),
+                            opset_imports=[helper.make_opsetid("", int(op.attrs["_opset"]))])
+    try:
+        converted = version_converter.convert_version(one, w.opset)
+    except Exception as e:
+        raise OnnxExportError(f"{op.op_type} {op.name!r} (opset {op.attrs['_opset']}): no form at opset "
+                              f"{w.opset} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    keep = set(nd.input) | set(nd.output)
+    known = {t.name for t in inits}
+    renames = {}
+    for t in converted.graph.initializer:
+        if t.name not in known:
+            renames[t.name] = w.fresh(f"{op.name}_{t.name}")
+            t.name = renames[t.name]
+            w.inits.append(t)
+            w.init_names.add(t.name)
+    for n in converted.graph.node:
+        for i, name in enumerate(n.output):
+            if name and name not in keep:
+                renames.setdefault(name, w.fresh(f"{op.name}_{name}"))
+                n.output[i] = renames[name]
+        for i, name in enumerate(n.input):
+            n.input[i] = renames.get(name, name)
+        n.name = w.fresh(n.name or f"{op.name}_{n.op_type}")
+        w.nodes.append(n)
+    for v, o in zip(op.outputs, nd.output):
         w.env[v.name] = o
 
 
@@ -639,6 +717,13 @@ def _value_info(name: str, var: Var):
     return helper.make_value_info(name, type_proto(var.type))
 
 
+def _io_info(name: str, var: Var, declared: dict):
+    """A graph input / output as the source model declared it, when that still fits."""
+    ours = _value_info(name, var)
+    theirs = declared.get(name)
+    return theirs if theirs is not None and model_meta.same_kind(theirs, ours) else ours
+
+
 def _has_compressed(fn) -> bool:
     return any(op.op_type.startswith("constexpr_") or any(v.dtype in ("int4", "uint4") for v in op.outputs)
                for op in fn.ops)
@@ -659,12 +744,27 @@ def _foreign_fits(fn, opset: int) -> bool:
     return True
 
 
+def _needs_13(fn) -> bool:
+    """Whether a function holds compressed weights or (de)quantization, whose ONNX forms
+    (per-axis DequantizeLinear, packed decoders) need opset 13."""
+    return any(op.op_type.startswith("constexpr_") or op.op_type in ("quantize", "dequantize")
+               or any(v.is_tensor and v.dtype in ("int4", "uint4") for v in op.outputs)
+               for _, op in _walk(fn))
+
+
+def _walk(fn):
+    for op in fn.block.walk():
+        yield fn, op
+
+
 def choose_opset(program: Program, opset: Optional[int], fn) -> int:
     if opset is not None:
-        if opset < MIN_OPSET:
-            raise OnnxExportError(f"opset {opset} is too old: export needs {MIN_OPSET} or newer")
+        floor = MIN_OPSET if _needs_13(fn) else OLDEST_OPSET
+        if opset < floor:
+            raise OnnxExportError(f"opset {opset} is too old: this program needs {floor} or newer")
         return int(opset)
-    base = max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), MIN_OPSET)
+    floor = MIN_OPSET if _needs_13(fn) else OLDEST_OPSET
+    base = max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), floor)
     if base < COMPRESSED_OPSET and _has_compressed(fn) and _foreign_fits(fn, COMPRESSED_OPSET):
         return COMPRESSED_OPSET
     return base
@@ -686,15 +786,16 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
         raise OnnxExportError(f"no function {function!r} (have {sorted(program.functions)})")
     fn = program.functions[function]
     w = Writer(fn, choose_opset(program, opset, fn), _io_names(program, fn))
+    declared = model_meta.declared_io(program.attrs.get(MODEL_META))
     inputs = []
     for v in fn.inputs:
         w.env[v.name] = w.name_of(v)
-        inputs.append(_value_info(w.env[v.name], v))
+        inputs.append(_io_info(w.env[v.name], v, declared))
     for op in fn.ops:
         if op.blocks and not is_foreign(op.op_type):
             raise OnnxExportError(f"{op.op_type} {op.name!r}: this op's nested blocks have no ONNX form")
         _emit(op, w)
-    outputs = [_value_info(w.value(v), v) for v in fn.outputs]
+    outputs = [_io_info(w.value(v), v, declared) for v in fn.outputs]
     inputs += _overridable(program, fn, w)
     graph = helper.make_graph(w.nodes, function, inputs, outputs, w.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]

@@ -1,9 +1,16 @@
-"""Evaluating foreign `onnx.<OpType>` ops with onnx's own reference evaluator.
+"""Evaluating foreign `onnx.<OpType>` ops.
 
-Each op runs as a one-node model. Building a ReferenceEvaluator costs far more
-than running it, so evaluators are cached by everything that shapes the node:
-op type, domain, opset, attributes, which input slots are filled and their
-element types.
+A foreign op runs with our numpy kernel for its op type when the kernel table
+(ir.formats.onnx.kernels) has one; otherwise, or when the kernel declines the
+case (`Unsupported`), with onnx's own ReferenceEvaluator as a one-node model.
+Building a ReferenceEvaluator costs far more than running it, so evaluators
+are cached by everything that shapes the node: op type, domain, opset,
+attributes, which input slots are filled and their element types.
+
+Runtime values on both paths: a tensor is a numpy array, a sequence a list of
+arrays, an optional None or its value, a map a dict. int4 / uint4 tensors
+(int8 / uint8 storage in the IR) are handed over as ml_dtypes arrays and
+brought back to their storage type.
 """
 from __future__ import annotations
 
@@ -14,9 +21,14 @@ from onnx.reference import ReferenceEvaluator
 from ir.digest import encode_value
 from ir.dtypes import dtype as lookup_dtype
 from ir.formats.onnx.common import attr_from_ir, elem_type, onnx_attrs
+from ir.formats.onnx.kernels import Node, Unsupported, kernel_for
 from ir.ops import register_foreign
 
 PREFIX = "onnx"
+
+
+class ForeignOpError(ValueError):
+    """A foreign ONNX op could not be evaluated; the message names the op type and why."""
 
 
 def slot_names(op) -> list:
@@ -36,7 +48,9 @@ def node_proto(op, input_names, output_names):
 def _build_evaluator(op, in_types, n_out):
     slots = slot_names(op)
     node = node_proto(op, slots, [f"out{i}" for i in range(n_out)])
-    inputs = [helper.make_tensor_value_info(s, elem_type(t), None) for s, t in zip(slots, in_types) if s]
+    filled = [s for s in slots if s]  # in_types lists the filled slots only
+    inputs = [helper.make_tensor_value_info(s, elem_type(t), None) if t is not None
+              else helper.make_empty_tensor_value_info(s) for s, t in zip(filled, in_types)]
     outputs = [helper.make_tensor_value_info(f"out{i}", 0, None) for i in range(n_out)]
     graph = helper.make_graph([node], "foreign", inputs, outputs)
     domain = op.attrs.get("_domain", "")
@@ -48,7 +62,7 @@ def _build_evaluator(op, in_types, n_out):
 
 def _cache_key(op, in_types) -> bytes:
     return (op.op_type.encode() + b"|" + encode_value(dict(op.attrs)) + b"|"
-            + ",".join(slot_names(op)).encode() + b"|" + ",".join(in_types).encode())
+            + ",".join(slot_names(op)).encode() + b"|" + ",".join(str(t) for t in in_types).encode())
 
 
 _BUILT: dict = {}
@@ -65,22 +79,74 @@ def evaluator_for(op, in_types: tuple, n_out: int):
     return ev
 
 
-def _to_onnx_value(arr: np.ndarray, ir_name: str):
+def _to_onnx_value(arr, ir_name):
     """Sub-byte IR data (int8/uint8 storage) as the ml_dtypes type onnx expects."""
-    if ir_name in ("int4", "uint4"):
+    if ir_name in ("int4", "uint4") and isinstance(arr, np.ndarray):
         import ml_dtypes
 
-        return np.asarray(arr).astype(getattr(ml_dtypes, ir_name))
+        return arr.astype(getattr(ml_dtypes, ir_name))
     return arr
 
 
+def _ir_dtype(var):
+    """The IR dtype name of a value, or None for values that are not tensors."""
+    t = getattr(var, "type", None)
+    return getattr(t, "dtype", None)
+
+
+def _from_onnx_value(value, out_type):
+    """A kernel's or evaluator's result in the IR's storage type of the declared output;
+    sequences, optionals and maps pass through."""
+    if isinstance(value, (list, tuple, dict)) or value is None:
+        return value
+    name = getattr(out_type, "dtype", None)
+    arr = np.asarray(value)
+    if name is None:
+        return arr
+    return arr.astype(lookup_dtype(name).storage, copy=False)
+
+
+def _reference(op, slots, in_types, feeds, n_out):
+    ev = evaluator_for(op, in_types, n_out)
+    return ev.run(None, {s: v for s, v in zip(slots, feeds) if s})
+
+
+def compute_with(op, vals, out_types, table_lookup=kernel_for):
+    """Run a foreign op on `vals` ({slot: value}); `table_lookup(op_type, domain)` names
+    the kernel (None: the reference evaluator)."""
+    op_type = op.op_type.split(".", 1)[1]
+    domain = op.attrs.get("_domain", "")
+    all_slots = slot_names(op)
+    feeds = [_to_onnx_value(vals[s], _ir_dtype(op.inputs[s])) if s else None for s in all_slots]
+    results = None
+    kernel = table_lookup(op_type, domain)
+    if kernel is not None:
+        node = Node(op_type, int(op.attrs.get("_opset", 21)), len(out_types))
+        try:
+            results = kernel(feeds, dict(onnx_attrs(op.attrs)), node)
+        except Unsupported:
+            results = None
+        except KeyError as e:
+            raise ForeignOpError(f"{op.op_type}: missing attribute {e.args[0]!r}") from None
+        except (ArithmeticError, AttributeError) as e:
+            raise ForeignOpError(f"{op.op_type}: {type(e).__name__}: {e}") from e
+        if results is not None and len(results) < len(out_types):
+            raise ForeignOpError(f"{op.op_type}: the kernel gave {len(results)} outputs, "
+                                 f"the op declares {len(out_types)}")
+    if results is None:
+        in_types = tuple(_ir_dtype(op.inputs[s]) for s in all_slots if s)
+        try:
+            results = _reference(op, all_slots, in_types, feeds, len(out_types))
+        except (ValueError, TypeError, IndexError):
+            raise
+        except Exception as e:  # the reference evaluator raises RuntimeError and its own types
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise ForeignOpError(f"{op.op_type} (onnx reference evaluator): {type(e).__name__}: {msg}") from e
+    return [_from_onnx_value(r, t) for r, t in zip(results, out_types)]
+
+
 def compute(op, vals, out_types):
-    slots = [s for s in slot_names(op) if s]
-    in_types = tuple(op.inputs[s].dtype for s in slots)
-    ev = evaluator_for(op, in_types, len(out_types))
-    feeds = {s: _to_onnx_value(vals[s], t) for s, t in zip(slots, in_types)}
-    results = ev.run(None, feeds)
-    return [np.asarray(r).astype(lookup_dtype(t.dtype).storage, copy=False) for r, t in zip(results, out_types)]
+    return compute_with(op, vals, out_types)
 
 
 register_foreign(PREFIX, compute)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, shape_inference
 
-from ir.core import Block, Function, MapType, Op, OptionalType, Program, SequenceType, TensorType, Var
+from ir.core import Block, Function, InvalidProgram, MapType, Op, OptionalType, Program, SequenceType, TensorType, Var
 from ir.construct import const_op, new_op
 from ir.formats.onnx import foreign  # noqa: F401  (registers the onnx.* evaluator)
 from ir.formats.onnx import model_meta, records
@@ -25,6 +25,7 @@ from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype
                                     safe_name, tensor_to_array)
 from ir.dtypes import dtype as lookup_dtype, from_numpy  # noqa: F401
 from ir.ops import OpError
+from ir.validate import validate
 
 
 ONNX_NODE = "_onnx_node"  # a const op's attr: the ONNX node it was (Constant), written back as one
@@ -77,7 +78,9 @@ def _type_of(type_proto, label=""):
         dt = ir_dtype(tt.elem_type, label)
         if not tt.HasField("shape"):
             return TensorType.of(dt, None)
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+        # some exporters write -1 where they mean an unknown dim
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+                     for d in tt.shape.dim)
         return TensorType.of(dt, dims)
     if which == "sequence_type":
         elem = _type_of(type_proto.sequence_type.elem_type, label)
@@ -126,6 +129,7 @@ class Ctx:
         self.opset = opset_of(model)
         self.opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
         self.names = parent.names if parent is not None else Names()
+        self.renamed: dict = parent.renamed if parent is not None else {}  # IR name -> ONNX name
         self.model = model
         self.ops: list = []
         self.env: dict = {}
@@ -137,7 +141,9 @@ class Ctx:
         """The IR name of a value this scope defines: the ONNX name made safe (and unique)."""
         if self.parent is None:
             return self.names.of(onnx_name)
-        return self.names.fresh(safe_name(onnx_name))
+        name = self.names.fresh(safe_name(onnx_name))
+        self.renamed[name] = onnx_name  # for export: a subgraph's values keep their ONNX names
+        return name
 
     def var(self, onnx_name: str) -> Optional[Var]:
         if not onnx_name:
@@ -462,7 +468,8 @@ def _reduce(core):
 
 def _flatten(n, c, a):
     x = c.inp(n, 0)
-    axis = int(a.get("axis", 1)) % (x.rank + 1) if x.rank else 0
+    axis = int(a.get("axis", 1))
+    axis = axis + x.rank if axis < 0 else axis  # ONNX: axis in [-r, r]
     head, tail = x.shape[:axis], x.shape[axis:]
     if x.type.is_static:
         shape = [int(np.prod(head, dtype=np.int64)), int(np.prod(tail, dtype=np.int64))]
@@ -506,30 +513,6 @@ def _tile(n, c, a):
     return c.emit("tile", {"x": c.inp(n, 0), "reps": c.inp(n, 1)}, _out(n))
 
 
-_I32 = np.iinfo(np.int32)
-
-
-def _slice(n, c, a):
-    x = c.inp(n, 0)
-    starts, ends = c.static(n, 1), c.static(n, 2)
-    axes, steps = c.static(n, 3), c.static(n, 4)
-    axes = range(len(starts)) if axes is None else [int(i) % x.rank for i in axes]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-    if any(s <= 0 for s in steps):
-        raise NotCore("negative steps clamp differently from python slices")
-    r = x.rank
-    begin, end, stride = [0] * r, [0] * r, [1] * r
-    bmask, emask = [True] * r, [True] * r
-    for ax, b, e, st in zip(axes, starts, ends, steps):
-        begin[ax], end[ax], stride[ax] = int(np.clip(b, _I32.min, _I32.max)), int(np.clip(e, _I32.min, _I32.max)), st
-        bmask[ax] = emask[ax] = False
-    o = _out(n)
-    return c.emit("slice_by_index", {
-        "x": x, "begin": c.const(o + "_begin", np.array(begin, np.int32)),
-        "end": c.const(o + "_end", np.array(end, np.int32)), "stride": c.const(o + "_stride", np.array(stride, np.int32)),
-        "begin_mask": c.const(o + "_bmask", np.array(bmask)), "end_mask": c.const(o + "_emask", np.array(emask))}, o)
-
-
 _CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
                    "value_int": np.int64, "value_ints": np.int64}
 
@@ -567,7 +550,9 @@ CONVERTERS = {
     "ReduceMean": _reduce("reduce_mean"), "ReduceSum": _reduce("reduce_sum"),
     "ReduceMax": _reduce("reduce_max"), "ReduceMin": _reduce("reduce_min"),
     "Identity": _identity, "Dropout": _identity, "Constant": _constant,
-    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile, "Slice": _slice,
+    # Slice stays an ONNX op: no stage rewrites it, and its own form keeps the model's
+    # starts / ends tensors (INT64_MAX, negative axes) exactly as they were
+    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile,
     "Sin": _unary("sin"), "Cos": _unary("cos"), "ReduceProd": _reduce("reduce_prod"),
 }
 
@@ -707,7 +692,7 @@ def import_onnx(src, base_dir=None) -> Program:
     Raises OnnxFormatError (a ValueError) naming the file and the reason."""
     model, label = _read(src, base_dir)
     _check(model, label)
-    typed = _inferred(model)
+    typed = _inferred(_inlined(model, label))
     c = Ctx(typed, typed.graph)
     g = typed.graph
     decoded = records.plan(model)  # compressed weights this package exported
@@ -729,8 +714,27 @@ def import_onnx(src, base_dir=None) -> Program:
         raise OnnxFormatError(f"{label}: compressed-weight record: {e}") from None
     io = tuple((c.names.of(v.name), v.name) for v in list(g.input) + list(g.output)
                if v.name not in c.initializers)
-    renamed = tuple((ir, onnx_name) for onnx_name, ir in sorted(c.names.map.items()) if ir != onnx_name)
+    renamed = {ir: onnx_name for onnx_name, ir in c.names.map.items()}
+    renamed.update(c.renamed)
+    renamed = tuple(sorted((ir, onnx_name) for ir, onnx_name in renamed.items() if ir != onnx_name))
     fn = Function("main", Block.make(inputs, c.ops, outputs))
-    return Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
+    program = Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
                                "onnx_names": renamed, "onnx_overridable": tuple(overridable),
                                MODEL_META: model_meta.capture(model, skip_keys=(records.RECORD_KEY,))})
+    try:
+        return validate(program)
+    except InvalidProgram as e:
+        raise OnnxFormatError(f"{label}: the imported program is not valid: {e}") from None
+
+
+def _inlined(model, label):
+    """The model with calls of its local functions replaced by their bodies, so their
+    weights and ops are seen like any other (the functions themselves are kept for export)."""
+    if not model.functions:
+        return model
+    from onnx import inliner
+
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as e:
+        raise OnnxFormatError(f"{label}: cannot inline the model's local functions ({e})") from None

@@ -26,7 +26,40 @@ def capture(model, skip_keys=()) -> "pmap":
         "graph_name": g.name,
         "graph_doc_string": g.doc_string,
         "value_info": tuple(vi.SerializeToString() for vi in g.value_info),
+        "io": tuple(vi.SerializeToString() for vi in list(g.input) + list(g.output)),
     })
+
+
+def declared_io(meta) -> dict:
+    """ONNX name -> the ValueInfoProto the source model declared for a graph input or output
+    (its symbolic dim names and doc string are the model's interface: export keeps them)."""
+    from onnx import ValueInfoProto
+
+    out = {}
+    for raw in (meta or {}).get("io", ()):
+        vi = ValueInfoProto()
+        vi.ParseFromString(raw)
+        out[vi.name] = vi
+    return out
+
+
+def same_kind(declared, written) -> bool:
+    """Whether a declared type can stand for the written one: same element types and, where
+    both say, the same rank and the same fixed dims."""
+    a, b = declared.type, written.type
+    if a.WhichOneof("value") != b.WhichOneof("value"):
+        return False
+    if a.HasField("tensor_type"):
+        ta, tb = a.tensor_type, b.tensor_type
+        if ta.elem_type != tb.elem_type:
+            return False
+        if ta.HasField("shape") and tb.HasField("shape"):
+            if len(ta.shape.dim) != len(tb.shape.dim):
+                return False
+            return all(not (x.HasField("dim_value") and y.HasField("dim_value")) or x.dim_value == y.dim_value
+                       for x, y in zip(ta.shape.dim, tb.shape.dim))
+        return True
+    return a == b
 
 
 def restore(model, meta) -> None:
