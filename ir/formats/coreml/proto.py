@@ -143,8 +143,10 @@ def messages():
         _message(file, name, fields)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}"))
-            for name in SCHEMA}
+    make = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.22
+    if make is None:  # pragma: no cover - older protobuf
+        make = message_factory.MessageFactory(pool).GetPrototype
+    return {name: make(pool.FindMessageTypeByName(f"{PACKAGE}.{name}")) for name in SCHEMA}
 
 
 def new(message: str, **fields):

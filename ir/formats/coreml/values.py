@@ -4,7 +4,7 @@ A MIL value is either immediate (in the model file, in the TensorValue field
 its dtype uses) or a blob in the weight file. Where each dtype goes, as Core
 ML reads it: fp16 and the 1-byte and sub-byte integers (and uint32) as raw
 bytes (sub-byte bit-packed), fp32 as floats, fp64 as doubles, int16 / uint16
-/ int32 as ints, int64 as longInts, bool as bools, strings as strings.
+/ int32 as ints, int64 / uint64 as longInts, bool as bools, strings as strings.
 
 Which consts go to the weight file follows coremltools' rule, so that a
 model written here matches one it writes: at least 10 elements of fp16,
@@ -23,13 +23,13 @@ from ir.types import SequenceType
 
 # MIL.proto DataType <-> IR dtype names
 MIL_DTYPES = {1: "bool", 2: "string", 10: "fp16", 11: "fp32", 12: "fp64", 13: "bf16", 21: "int8", 22: "int16",
-              23: "int32", 24: "int64", 25: "int4", 31: "uint8", 32: "uint16", 33: "uint32", 35: "uint4",
+              23: "int32", 24: "int64", 25: "int4", 31: "uint8", 32: "uint16", 33: "uint32", 34: "uint64", 35: "uint4",
               36: "uint2", 37: "uint1", 38: "uint6", 39: "uint3"}
 MIL_CODES = {name: code for code, name in MIL_DTYPES.items()}
 
 # IR dtype -> the TensorValue field an immediate value of it is written in
 _FIELDS = {"fp32": "floats", "fp64": "doubles", "int16": "ints", "uint16": "ints", "int32": "ints",
-           "int64": "longInts", "bool": "bools", "string": "strings"}
+           "int64": "longInts", "uint64": "longInts", "bool": "bools", "string": "strings"}
 _IN_BYTES = ("fp16", "int8", "uint8", "uint32", "int4", "uint1", "uint2", "uint3", "uint4", "uint6")
 
 _BLOB_DTYPES = {"fp16", "fp32", "uint8", "int8", "int4", "uint1", "uint2", "uint3", "uint4", "uint6"}
