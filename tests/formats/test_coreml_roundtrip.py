@@ -262,3 +262,31 @@ def test_reading_and_writing_need_no_coremltools(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert ct.models.MLModel(str(tmp_path / "out.mlpackage"), skip_model_load=True).get_spec().specificationVersion == 7
+
+
+def test_digest_and_bytes_do_not_depend_on_the_process(tmp_path):
+    """protobuf maps iterate in a per-process order: the importer and exporter sort them, so the
+    same package gives the same program digest and writes the same bytes in every process."""
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = save(ios18_program(), tmp_path / "src.mlpackage", ct.target.iOS18)
+    code = ("import hashlib, sys\n"
+            "from ir.formats.coreml import import_coreml, export_coreml\n"
+            "from ir.formats.coreml.package import locate\n"
+            "p = import_coreml(sys.argv[1])\n"
+            "out = export_coreml(p, sys.argv[2])\n"
+            "print(p.digest, hashlib.sha256(open(locate(out)[0], 'rb').read()).hexdigest())\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    seen = set()
+    for i in range(3):
+        proc = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / f"o{i}.mlpackage")],
+                              capture_output=True, text=True, cwd=repo, env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr
+        seen.add(proc.stdout.strip())
+    assert len(seen) == 1, seen
+    weights = [hashlib.sha256((tmp_path / f"o{i}.mlpackage" / "Data" / "com.apple.CoreML" / "weights" /
+                               "weight.bin").read_bytes()).hexdigest() for i in range(3)]
+    assert len(set(weights)) == 1

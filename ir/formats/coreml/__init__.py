@@ -78,7 +78,7 @@ def export_coreml(program: Program, path, target=None, function=None) -> str:
         model, blobs = model_message(program, target, None if function is None else [function])
     except TargetError as e:
         raise CoreMLExportError(str(e)) from None
-    return package.write(path, model.SerializeToString(), blobs.write)
+    return package.write(path, model.SerializeToString(deterministic=True), blobs.write)  # maps sorted
 
 
 __all__ = ["import_coreml", "export_coreml", "CoreMLFormatError", "CoreMLExportError", "TARGETS",

@@ -101,7 +101,7 @@ def _string_attr(op, key: str) -> Optional[str]:
     return v.immediateValue.tensor.strings.values[0]
 
 
-def _lut_flat_indices(name, value, dt, params):
+def _lut_flat_indices(value, dt, params):
     """iOS16 LUT indices come packed into uint8: unpacked to uint<nbits>."""
     nbits = int(np.log2(params["lut"][0].shape[0]))
     if nbits >= 8:
@@ -110,7 +110,7 @@ def _lut_flat_indices(name, value, dt, params):
     return unpack(np.asarray(value, np.uint8).tobytes(), f"uint{nbits}", (count,)), f"uint{nbits}"
 
 
-def _sparse_flat_mask(name, value, dt, params):
+def _sparse_flat_mask(value, dt, params):
     """iOS16 sparse masks come packed into uint8, one bit per element: unpacked to uint1."""
     count = int(np.prod(params["shape"][0]))
     return unpack(np.asarray(value, np.uint8).tobytes(), "uint1", (count,)), "uint1"
@@ -138,8 +138,8 @@ def _same_types(inferred, declared) -> bool:
 
 
 class _Importer:
-    def __init__(self, blobs, symbols: dict, opset_version: int):
-        self.blobs, self.symbols = blobs, symbols
+    def __init__(self, blobs, opset_version: int):
+        self.blobs = blobs
         self.params_in_attrs = opset_version < targets.target("iOS18").spec_version
         self.names = _Names()
 
@@ -179,8 +179,10 @@ class _Importer:
             out = pop.outputs[0].name
             scope.env[out] = self.const(ops, out, value, dt)
             return
-        ins = {k: self.argument(arg, scope, ops, f"{name}_{k}") for k, arg in pop.inputs.items()}
-        extra = {k: v for k, v in pop.attributes.items() if k != "name"}
+        # protobuf maps iterate in an order that changes from process to process: sorted, the
+        # ops made for inline values come in one order (the program's digest depends on it)
+        ins = {k: self.argument(pop.inputs[k], scope, ops, f"{name}_{k}") for k in sorted(pop.inputs)}
+        extra = {k: pop.attributes[k] for k in sorted(pop.attributes) if k != "name"}
         if self.params_in_attrs and pop.type.startswith("constexpr_"):
             ins.update(self.attribute_params(pop, name, extra, ops))
             extra = {}
@@ -202,7 +204,7 @@ class _Importer:
         attrs = {}
         if types is None:  # carried as it is, with the types the file declares
             op_type, types = f"mil.{pop.type}", declared
-            attrs = {MIL_ATTR + k: v.SerializeToString() for k, v in extra.items()}
+            attrs = {MIL_ATTR + k: v.SerializeToString(deterministic=True) for k, v in extra.items()}
         outs = tuple(self.define(scope, o.name, t) for o, t in zip(pop.outputs, types))
         ops.append(Op.make(op_type, self.names.op(name), ins, outs, attrs, blocks))
 
@@ -212,7 +214,7 @@ class _Importer:
         for k, (value, dt) in params.items():
             adapt = _UNPACK.get((pop.type, k))
             if adapt is not None and "shape" in params:
-                value, dt = adapt(name, value, dt, params)
+                value, dt = adapt(value, dt, params)
             out[k] = [self.const(ops, f"{name}_{k}", value, dt)]
         return out
 
@@ -235,7 +237,7 @@ def _function(fname: str, pfn, blobs, recorded: dict) -> Function:
     target = targets.of_mil_opset(pfn.opset)
     if pfn.opset not in pfn.block_specializations:
         raise CoreMLFormatError(f"function {fname!r} has no block for its opset {pfn.opset}")
-    imp = _Importer(blobs, {}, target.spec_version)
+    imp = _Importer(blobs, target.spec_version)
     scope = _Scope()
     inputs = []
     for i in pfn.inputs:
@@ -251,7 +253,7 @@ def _shell(model) -> bytes:
     shell = type(model)()
     shell.CopyFrom(model)
     shell.mlProgram.ClearField("functions")
-    return shell.SerializeToString()
+    return shell.SerializeToString(deterministic=True)
 
 
 def program_from_model(model, blobs, label: str) -> Program:
