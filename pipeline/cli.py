@@ -122,6 +122,22 @@ def build_pipeline(args):
     return Pipeline.from_spec(",".join(format_step(stage, params) for _, stage, params in stage_opts))
 
 
+def with_target(pipe, target, out: Path):
+    """The pipeline, run after set_target when --target raises the Core ML deployment target."""
+    if target is None:
+        return pipe
+    from pipeline import Pipeline
+    from pipeline.models import format_of
+    from stages import get
+
+    if format_of(out).name != "Core ML":
+        raise UsageError(f"--target {target}: a Core ML deployment target, but {out} is not a Core ML model")
+    try:
+        return Pipeline([get("set_target")(target=target)]) + pipe
+    except ValueError as e:  # an unknown target, named by the stage
+        raise UsageError(str(e)) from None
+
+
 def _check_paths(model: Path, out: Path, report):
     """Cheap checks first, so a typo is reported before minutes of compression."""
     from pipeline.models import ModelFileError, check_writable, format_of
@@ -214,7 +230,7 @@ def cmd_compress(args) -> int:
     model, out = Path(args.model), Path(args.output)
     _check_paths(model, out, args.report)
     options = _writer_options(args, out)
-    pipe = build_pipeline(args)
+    pipe = with_target(build_pipeline(args), args.target, out)
     program = load_model(model)
     cache = None
     if args.cache:
@@ -410,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a pipeline spec, e.g. 'sparsify_weights{target_sparsity=0.5},palettize_weights{nbits=4}'")
     for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
         how.add_argument(flag, metavar=metavar, help=help_, **kind)
+    c.add_argument("--target", metavar="TARGET",
+                   help="Core ML deployment target of the output, e.g. iOS18 (default: the input model's; "
+                        "raising it allows the newer compressed forms: 4-bit, per-block, grouped LUTs, joint)")
     c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
     onnx_out = c.add_argument_group("ONNX output")
     onnx_out.add_argument("--onnx-matmul-nbits", action="store_true",

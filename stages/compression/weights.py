@@ -34,6 +34,7 @@ from ir.core import Function, Op, Program, Var
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import StageContext, StageResult
 from stages.compression.config import OptimizationConfig
+from stages.compression.forms import pre_ios18_joint
 from stages.compression.materialize import is_constexpr, materialize
 
 DEFAULT_MIN_ELEMENTS = 2048  # the seed compresses only weights larger than this
@@ -214,7 +215,7 @@ def weight_views(fn: Function, kinds=("dense",)) -> list:
     ud = use_def(fn)
     views = []
     for op in fn.block.walk():
-        found = _form_of(op, ud, kinds)
+        found = _form_of(op, ud, kinds) or pre_ios18_joint(op, fn.opset, kinds)
         if found is None:
             continue
         kind, sources, var = found
