@@ -71,14 +71,12 @@ import numpy as np
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, figures_from_sums, record
-from stages.compression.forms import Emitter, require_constexpr, require_ios18
+from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
 from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.numeric.palettize import (GRANULARITIES, METHODS, MODES, NBITS, palettize,
                                                   palettize_with_error, to_ios16)
 from stages.compression.weights import Replacement, Skip, transform_weights
-
-IOS16_NBITS = (1, 2, 4, 6, 8)
 
 
 def _positive_int(params, key):
@@ -213,9 +211,7 @@ def _dense(view, params, names):
     em = Emitter(names)
     final = view.name if view.producer.name == view.name else names("dense")
     if version < 18:
-        if p.nbits not in IOS16_NBITS:
-            raise CompressionError(f"{view.name}: nbits={p.nbits} has no iOS16 LUT form "
-                                   f"(iOS16 takes {list(IOS16_NBITS)}); target iOS18")
+        require_lut_nbits(view, p.nbits)  # the error names --target iOS18
         lut, idx, shape = to_ios16(p)
         out = em.op("constexpr_lut_to_dense", final, indices=em.const("indices", idx, f"uint{p.nbits}"),
                     lut=em.const("lut", lut), shape=em.const("shape", np.array(shape, np.uint32)))
