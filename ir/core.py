@@ -15,47 +15,14 @@ from typing import Any, Iterator, NamedTuple, Optional, Union
 import numpy as np
 from pyrsistent import PMap, PVector, pmap, pvector
 
-from ir.dtypes import DTYPES, DType, dtype as _dtype
 from ir.frozen import FrozenMap
+from ir.types import MapType, OptionalType, SequenceType, TensorType, ValueType  # noqa: F401
 
-Dim = Union[int, str]  # a str dim is symbolic
+Dim = Union[int, str]  # a str dim is symbolic ("?": unknown)
 
 
 class InvalidProgram(ValueError):
     """A program breaks an IR rule; the message names the op and the rule."""
-
-
-_new_tuple = tuple.__new__
-
-
-class TensorType(NamedTuple):
-    dtype: str
-    shape: tuple
-
-    @classmethod
-    def of(cls, dt, shape=()) -> "TensorType":
-        if dt.__class__ is str and dt in DTYPES and shape.__class__ is tuple:
-            for d in shape:
-                if d.__class__ is not int:
-                    break
-            else:  # already canonical: the common case, kept cheap (no generator, no __new__ frame)
-                return _new_tuple(cls, (dt, shape))
-        return cls(_dtype(dt).name, tuple(d if isinstance(d, str) else int(d) for d in shape))
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    @property
-    def dt(self) -> DType:
-        return _dtype(self.dtype)
-
-    @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
-
-    def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
 
 
 def frozen_array(value, storage: Optional[np.dtype] = None) -> np.ndarray:
@@ -110,8 +77,12 @@ class Var:
         return self.type.dtype
 
     @property
-    def rank(self) -> int:
-        return len(self.type.shape)
+    def rank(self) -> Optional[int]:
+        return self.type.rank
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.type.is_tensor
 
     def __repr__(self) -> str:
         return f"%{self.name}:{self.type}"

@@ -85,8 +85,13 @@ def _type_text(t) -> str:
     # which is what it means.
     text = _TYPE_TEXT.get(t)
     if text is None:
-        text = t.dtype + "[" + ",".join(map(str, t.shape)) + "]"
-        if len(_TYPE_TEXT) < 65536 and all(d.__class__ is int or d.__class__ is str for d in t.shape):
+        if t.shape is None:  # unknown rank, or a sequence / map / optional type
+            text = str(t)
+            canonical = True
+        else:
+            text = t.dtype + "[" + ",".join(map(str, t.shape)) + "]"
+            canonical = all(d.__class__ is int or d.__class__ is str for d in t.shape)
+        if len(_TYPE_TEXT) < 65536 and canonical:
             _TYPE_TEXT[t] = text
     return text
 

@@ -58,6 +58,7 @@ _TABLE = [
     DType("int32", np.dtype(np.int32), 32, "int"),
     DType("uint32", np.dtype(np.uint32), 32, "uint"),
     DType("int64", np.dtype(np.int64), 64, "int"),
+    DType("uint64", np.dtype(np.uint64), 64, "uint"),
     DType("bool", np.dtype(np.bool_), 1, "bool"),
     DType("int4", np.dtype(np.int8), 4, "int"),
     DType("uint1", np.dtype(np.uint8), 1, "uint"),

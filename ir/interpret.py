@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from ir.core import Block, Op, Program
-from ir.ops import Context, OpError, foreign_handler, is_foreign, schema
+from ir.ops import BLOCK_KERNELS, Context, OpError, foreign_handler, is_foreign, schema
 
 
 class EvaluationError(ValueError):
@@ -25,22 +25,45 @@ def _gather(op: Op, env: dict) -> dict:
     return vals
 
 
+def conform_value(t, r, what: str, check_shape: bool = True):
+    """A run-time value as its declared type holds it: a tensor in its storage dtype with
+    the declared static shape; a sequence as a list; a map as a dict; an optional as None
+    or its element's value. Raises EvaluationError naming `what` on a mismatch."""
+    if t.is_tensor:
+        if isinstance(r, (list, dict)) or r is None:
+            raise EvaluationError(f"{what}: expected a tensor {t}, got {type(r).__name__}")
+        arr = np.asarray(r).astype(t.dt.storage, copy=False)
+        if t.shape is not None and check_shape:
+            if arr.ndim != len(t.shape) or any(isinstance(d, int) and d != n for d, n in zip(t.shape, arr.shape)):
+                raise EvaluationError(f"{what} has shape {arr.shape}, expected {t.shape}")
+        return arr
+    if t.kind == "optional":
+        return None if r is None else conform_value(t.elem, r, what, check_shape)
+    if t.kind == "sequence":
+        if not isinstance(r, (list, tuple)):
+            raise EvaluationError(f"{what}: expected a sequence {t}, got {type(r).__name__}")
+        # ONNX shape inference gives a sequence one element shape even when its elements
+        # differ (a Loop that appends growing tensors): only their dtype is checked
+        return [conform_value(t.elem, x, f"{what}[{i}]", check_shape=False) for i, x in enumerate(r)]
+    if not isinstance(r, dict):
+        raise EvaluationError(f"{what}: expected a map {t}, got {type(r).__name__}")
+    return {k: conform_value(t.value, x, f"{what}[{k!r}]") for k, x in r.items()}
+
+
 def _conform(op: Op, results) -> list:
-    out = []
     if len(results) != len(op.outputs):
         raise EvaluationError(f"{op.op_type} {op.name!r}: produced {len(results)} outputs, declared {len(op.outputs)}")
-    for var, r in zip(op.outputs, results):
-        arr = np.asarray(r).astype(var.type.dt.storage, copy=False)
-        if var.type.is_static and arr.shape != tuple(var.shape):
-            raise EvaluationError(f"{op.op_type} {op.name!r}: output {var.name!r} has shape {arr.shape}, declared {var.shape}")
-        out.append(arr)
-    return out
+    return [conform_value(var.type, r, f"{op.op_type} {op.name!r}: output {var.name!r}")
+            for var, r in zip(op.outputs, results)]
 
 
 def run_op(op: Op, env: dict) -> list:
     vals = _gather(op, env)
     try:
-        if is_foreign(op.op_type):
+        if op.blocks and op.op_type in BLOCK_KERNELS:
+            results = BLOCK_KERNELS[op.op_type](op, vals, [v.type for v in op.outputs],
+                                                lambda block, args: run_block(block, args, env))
+        elif is_foreign(op.op_type):
             handler = foreign_handler(op.op_type)
             if handler is None:
                 raise EvaluationError(f"{op.op_type} {op.name!r}: no evaluator registered for this foreign op")
@@ -51,7 +74,11 @@ def run_op(op: Op, env: dict) -> list:
             results = schema(op.op_type).compute(vals, ctx)
     except (EvaluationError, OpError):
         raise
-    except (ValueError, TypeError, IndexError, FloatingPointError) as e:
+    except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as e:
+        raise EvaluationError(f"{op.op_type} {op.name!r}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a format's evaluator (onnx's reference) raises anything
+        if not is_foreign(op.op_type):
+            raise
         raise EvaluationError(f"{op.op_type} {op.name!r}: {type(e).__name__}: {e}") from e
     return _conform(op, results)
 
@@ -72,10 +99,10 @@ def _bind_inputs(fn, inputs: Mapping) -> dict:
     for var in fn.inputs:
         if var.name not in inputs:
             raise EvaluationError(f"missing input {var.name!r} (expected {[v.name for v in fn.inputs]})")
-        arr = np.asarray(inputs[var.name]).astype(var.type.dt.storage, copy=False)
-        if len(arr.shape) != var.rank or any(isinstance(d, int) and d != s for d, s in zip(var.shape, arr.shape)):
-            raise EvaluationError(f"input {var.name!r} has shape {arr.shape}, expected {var.shape}")
-        env[var.name] = arr
+        given = inputs[var.name]
+        if var.type.is_tensor and isinstance(given, (list, tuple)):
+            given = np.asarray(given)  # a nested list is a tensor a user typed in
+        env[var.name] = conform_value(var.type, given, f"input {var.name!r}")
     return env
 
 

@@ -17,30 +17,65 @@ Python types and hence the same digest: arrays {"$tensor": digest}, numpy
 scalars {"$scalar": numpy dtype, "value": v}, tuples {"$tuple": [...]},
 dicts {"$dict": [[k, v], ...]}, bytes {"$bytes": hex}; bool, None, int,
 float, str and lists are plain JSON.
+
+Reading a hostile file (`load`, and `decode_tensor` for the caches): nothing is
+allocated from a size the file merely declares. The tensor table may only name
+the IR's dtypes, with shapes of non-negative integers; each member's size in the
+zip directory must equal what its table entry needs (shape x itemsize, or the
+packed size) before a byte is read, a member may not claim more than deflate
+can produce from its compressed bytes (MAX_INFLATION) nor the members more than
+the archive holds, and members are read in bounded chunks into the one array
+they become. graph.json and JSON-encoded string tensors are capped at
+MAX_JSON_BYTES. So loading holds at most the tensors the file really contains
+(checked against their digests), the graph, and one chunk. A loaded program is
+validated (ir.validate); every failure is a SerializationError naming the file.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
-from typing import Mapping
+from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 from pyrsistent import pmap
 
-from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array, gc_paused
+from ir.core import Block, Function, InvalidProgram, Op, Program, TensorType, Var, frozen_array, gc_paused
+from ir.types import parse_type
 from ir.digest import tensor_digest
-from ir.dtypes import dtype as lookup_dtype, fits, from_numpy
+from ir.dtypes import UnknownDType, dtype as lookup_dtype, fits, from_numpy
 from ir.packing import PackingError, pack, packed_size, unpack
 
 FORMAT = "weightpress"
 VERSION = 1
 GRAPH_MEMBER = "graph.json"
 
+# Bounds on what a file may make the reader hold (see the module docstring).
+MAX_JSON_BYTES = 512 << 20  # graph.json (~215 bytes per op: about 2.5 million ops), string tensors
+MAX_INFLATION = 1100  # deflate's best ratio is about 1032:1; a member claiming more is lying
+MAX_RANK = 32
+_READ_CHUNK = 1 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
+# numpy dtypes a tensor may be raw-encoded as (either byte order): the IR's numeric storages
+_RAW_NUMPY = frozenset(np.dtype(c) for c in "?bBhHiIlLqQefd")
+# a JSON-encoded U/S tensor may be at most this much larger in memory than its bytes
+_STRING_EXPANSION, _STRING_SLACK = 16, 1 << 20
+
 
 class SerializationError(ValueError):
     """A file (or graph dict) that cannot be read back: names the file and the reason."""
+
+
+class InvalidProgramFile(SerializationError, InvalidProgram):
+    """A file that reads back as a program breaking the IR rules (ir.validate names the op)."""
+
+
+def is_digest(value) -> bool:
+    """Whether `value` is a well-formed digest (64 lowercase hex digits): the only names a
+    tensor table or a cache may turn into member or file names."""
+    return isinstance(value, str) and _DIGEST.match(value) is not None
 
 
 def tensor_member(digest: str) -> str:
@@ -65,31 +100,102 @@ def encode_tensor(arr: np.ndarray, ir_dtype) -> bytes:
     return np.ascontiguousarray(arr, dtype=little).tobytes()
 
 
-def decode_tensor(data: bytes, ir_dtype, shape, numpy_dtype=None) -> np.ndarray:
+class TensorLayout(NamedTuple):
+    """What a tensor table entry declares, checked: the IR dtype, the shape, the numpy dtype
+    the array is restored with and the exact size of its encoding (None: JSON, unknown)."""
+    dtype: object  # ir.dtypes.DType
+    shape: tuple
+    target: np.dtype
+    encoded_size: Optional[int]
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def tensor_layout(ir_dtype, shape, numpy_dtype=None) -> TensorLayout:
+    """Check a declared tensor (IR dtype name, shape, optional numpy dtype string) before
+    anything is allocated for it; SerializationError says what is wrong."""
+    try:
+        dt = lookup_dtype(ir_dtype)
+    except (UnknownDType, TypeError) as e:
+        raise SerializationError(f"dtype {ir_dtype!r}: {e}") from None
+    if not isinstance(shape, (list, tuple)) or len(shape) > MAX_RANK or not all(map(_is_dim, shape)):
+        raise SerializationError(f"shape {_short_repr(shape)} is not a list of at most {MAX_RANK} "
+                                 "non-negative integers")
+    target = numpy_target(numpy_dtype, dt)
+    layout = TensorLayout(dt, tuple(int(s) for s in shape), target, None)
+    if dt.is_subbyte:
+        return layout._replace(encoded_size=packed_size(layout.count, dt))
+    if dt.kind == "string" or target.kind in "OUS":
+        return layout
+    return layout._replace(encoded_size=layout.count * target.itemsize)
+
+
+def _is_dim(s) -> bool:
+    return isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def numpy_target(numpy_dtype, dt) -> np.dtype:
+    """The numpy dtype to restore: the IR dtype's storage, or a declared numeric dtype of
+    the IR's (either byte order), or for strings an object / bounded U / S dtype."""
+    if numpy_dtype is None or numpy_dtype == dt.storage.str:
+        return dt.storage
+    if not isinstance(numpy_dtype, str) or len(numpy_dtype) > 16:
+        raise SerializationError(f"numpy dtype {_short_repr(numpy_dtype)} is not a dtype string")
+    try:
+        target = np.dtype(numpy_dtype)
+    except (TypeError, ValueError) as e:
+        raise SerializationError(f"numpy dtype {numpy_dtype!r}: {e}") from None
+    if dt.is_subbyte and target != dt.storage:
+        raise SerializationError(f"numpy dtype {numpy_dtype!r} for {dt.name} (stored as {dt.storage})")
+    if target.kind in "OUS" or target.newbyteorder("=") in _RAW_NUMPY:
+        return target
+    raise SerializationError(f"numpy dtype {numpy_dtype!r} is not one the IR stores")
+
+
+def decode_tensor(data, ir_dtype, shape, numpy_dtype=None) -> np.ndarray:
     """The read-only array `encode_tensor` wrote. `numpy_dtype` (a dtype string such
     as '<U3' or '>f4') restores the exact numpy dtype when it is not the IR
-    dtype's storage type."""
-    dt = lookup_dtype(ir_dtype)
-    shape = tuple(int(s) for s in shape)
-    target = np.dtype(numpy_dtype) if numpy_dtype is not None else dt.storage
+    dtype's storage type. The declaration is checked first (tensor_layout) and the
+    data's length against it, so a hostile declaration allocates nothing."""
+    layout = tensor_layout(ir_dtype, shape, numpy_dtype)
+    dt, shape, target, count = layout.dtype, layout.shape, layout.target, layout.count
+    if layout.encoded_size is not None and len(data) != layout.encoded_size:
+        raise ValueError(f"{dt.name}{list(shape)} needs {layout.encoded_size} "
+                         f"{'packed bytes' if dt.is_subbyte else 'bytes'}, got {len(data)}")
     if dt.is_subbyte:
         arr = unpack(data, dt, shape)
-    elif dt.kind == "string" or target.kind in "OUS":
-        items = json.loads(bytes(data).decode("utf-8"))
-        if not isinstance(items, list) or len(items) != int(np.prod(shape, dtype=np.int64)):
-            raise ValueError(f"expected {int(np.prod(shape, dtype=np.int64))} JSON items")
-        arr = np.empty(len(items), dtype=object)
-        arr[:] = items
-        arr = arr.reshape(shape)
+    elif layout.encoded_size is None:
+        arr = _decode_json_tensor(data, shape, target, count)
     else:
         raw_dtype = target.newbyteorder("<") if target.byteorder == ">" else target
-        count = int(np.prod(shape, dtype=np.int64))
-        if len(data) != count * raw_dtype.itemsize:
-            raise ValueError(f"{dt.name}{list(shape)} needs {count * raw_dtype.itemsize} bytes, got {len(data)}")
         arr = np.frombuffer(data, raw_dtype).reshape(shape)
     if arr.dtype != target:
         arr = arr.astype(target)
     return frozen_array(arr)
+
+
+def _decode_json_tensor(data, shape, target, count: int) -> np.ndarray:
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"a JSON tensor of {len(data)} bytes is over the {MAX_JSON_BYTES}-byte limit")
+    if target.kind in "US" and count * target.itemsize > _STRING_EXPANSION * len(data) + _STRING_SLACK:
+        raise ValueError(f"{count} strings of dtype {target.str} would take {count * target.itemsize} bytes "
+                         f"from {len(data)} bytes of data")
+    items = json.loads(bytes(data).decode("utf-8"))
+    if not isinstance(items, list) or len(items) != count:
+        raise ValueError(f"expected {count} JSON items")
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr.reshape(shape)
 
 
 def _encoded_size(arr: np.ndarray, ir_dtype: str):
@@ -140,7 +246,11 @@ class _Writer:
         raise SerializationError(f"cannot serialize attribute value of type {type(v).__name__}")
 
     def var(self, v: Var) -> dict:
-        out = {"name": v.name, "dtype": v.type.dtype, "shape": list(v.type.shape)}
+        t = v.type
+        if t.is_tensor and t.shape is not None:
+            out = {"name": v.name, "dtype": t.dtype, "shape": list(t.shape)}
+        else:  # unknown rank, sequence, map, optional: the type's text form
+            out = {"name": v.name, "type": str(t)}
         if v.val is not None:
             out["val"] = self.tensor(v.val, v.type.dtype)
         return out
@@ -226,7 +336,7 @@ class _Reader:
         if "$tensor" in v:
             return self.tensor(v["$tensor"])
         if "$scalar" in v:
-            return np.array(v["value"], dtype=np.dtype(v["$scalar"]))[()]
+            return np.array(v["value"], dtype=_scalar_dtype(v["$scalar"]))[()]
         if "$tuple" in v:
             return tuple(self.value(x) for x in v["$tuple"])
         if "$dict" in v:
@@ -237,9 +347,18 @@ class _Reader:
 
     def var(self, d: dict) -> Var:
         val = self.tensor(d["val"]["$tensor"]) if "val" in d else None
-        return Var(d["name"], TensorType(d["dtype"], tuple(d["shape"])), val)
+        if "type" in d:  # unknown rank, sequence, map, optional: the type's text form
+            return Var(d["name"], _typed(d["name"], d["type"]), val)
+        return Var(d["name"], _tensor_type(d["name"], d["dtype"], d["shape"]), val)
 
     def op(self, d: dict, env: dict) -> Op:
+        try:
+            return self._op(d, env)
+        except SerializationError as e:
+            where = f"{d.get('type')} {d.get('name')!r}" if isinstance(d, dict) else "an op"
+            raise SerializationError(e.args[0] if str(e).startswith(where) else f"{where}: {e}") from None
+
+    def _op(self, d: dict, env: dict) -> Op:
         def ref(name):
             if name not in env:
                 raise SerializationError(f"{d['type']} {d['name']!r}: unknown value {name!r}")
@@ -270,8 +389,61 @@ class _Reader:
         return Block.make(ins, ops, outs)
 
 
+def _tensor_type(name, dtype, shape) -> TensorType:
+    """A value's declared type, checked: a known dtype and a shape of at most MAX_RANK
+    dimensions, each a non-negative integer or a symbol (a string)."""
+    if not isinstance(name, str):
+        raise SerializationError(f"value name {_short_repr(name)} is not a string")
+    try:
+        dt = lookup_dtype(dtype)
+    except (UnknownDType, TypeError) as e:
+        raise SerializationError(f"value %{name}: {e}") from None
+    if not isinstance(shape, list) or len(shape) > MAX_RANK \
+            or not all((type(s) is int and s >= 0) or isinstance(s, str) for s in shape):
+        raise SerializationError(f"value %{name}: shape {_short_repr(shape)} is not a list of at most "
+                                 f"{MAX_RANK} non-negative integers or symbols")
+    return TensorType(dt.name, tuple(shape))
+
+
+def _typed(name, text):
+    if not isinstance(name, str):
+        raise SerializationError(f"value name {_short_repr(name)} is not a string")
+    if not isinstance(text, str) or len(text) > 1000:
+        raise SerializationError(f"value %{name}: type {_short_repr(text)} is not a type's text form")
+    try:
+        return parse_type(text)
+    except (ValueError, RecursionError) as e:
+        raise SerializationError(f"value %{name}: {e}") from None
+
+
 def _hashable(k):
     return tuple(k) if isinstance(k, list) else k
+
+
+def _scalar_dtype(name) -> np.dtype:
+    """A numpy scalar attribute's dtype: numeric only (a declared 'S2000000000' would
+    allocate 2 GB for one value)."""
+    try:
+        dt = np.dtype(name) if isinstance(name, str) and len(name) <= 16 else None
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in "biufc" or dt.itemsize > 16:
+        raise SerializationError(f"scalar attribute of dtype {_short_repr(name)}: not a numeric numpy dtype")
+    return dt
+
+
+# What a hostile graph can make the reader raise besides its own errors: wrong JSON types,
+# values out of range, nesting deeper than the interpreter's stack, sizes beyond memory.
+_MALFORMED = (KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError, RecursionError,
+              MemoryError)
+
+
+def _malformed(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, MemoryError):
+        return "declares more than fits in memory"
+    return f"malformed graph: {type(e).__name__}: {e}"
 
 
 def from_parts(graph: dict, tensors: Mapping) -> Program:
@@ -285,11 +457,11 @@ def from_parts(graph: dict, tensors: Mapping) -> Program:
         with gc_paused():
             functions = [Function(f["name"], r.block(f["block"], {}), f["opset"]) for f in graph["functions"]]
             attrs = {k: r.value(v) for k, v in graph.get("attrs", {}).items()}
+        return Program.make(functions, attrs)
     except SerializationError:
         raise
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise SerializationError(f"malformed graph: {type(e).__name__}: {e}") from None
-    return Program.make(functions, attrs)
+    except _MALFORMED as e:
+        raise SerializationError(_malformed(e)) from None
 
 
 # ---- the file --------------------------------------------------------------
@@ -315,53 +487,130 @@ def save(program: Program, path) -> None:
         raise
 
 
-def _read_tensors(zf: zipfile.ZipFile, table: dict, path: str) -> dict:
+def _member_info(zf: zipfile.ZipFile, member: str) -> zipfile.ZipInfo:
+    try:
+        return zf.getinfo(member)
+    except KeyError:
+        raise SerializationError(f"missing member {member}") from None
+
+
+def _check_member(info: zipfile.ZipInfo, expected: Optional[int], limit: int) -> None:
+    """Refuse a member whose declared size is not the expected one (or over `limit` when
+    unknown), or more than its compressed bytes can hold, before reading it."""
+    size = info.file_size
+    if expected is not None and size != expected:
+        raise SerializationError(f"member {info.filename}: cannot decode (it holds {size} bytes, its table "
+                                 f"entry needs {expected})")
+    if size > limit:
+        raise SerializationError(f"member {info.filename} holds {size} bytes, over the {limit}-byte limit")
+    packed = info.compress_size if info.compress_type != zipfile.ZIP_STORED else size
+    if size > max(packed, 1) * MAX_INFLATION or (info.compress_type == zipfile.ZIP_STORED
+                                                 and info.compress_size != size):
+        raise SerializationError(f"member {info.filename} claims {size} bytes from {info.compress_size} "
+                                 "stored bytes")
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """The member's bytes as a read-only uint8 array of its (checked) declared size, read in
+    bounded chunks straight into it (zipfile checks the CRC at the end)."""
+    try:
+        buf = np.empty(info.file_size, np.uint8)
+    except MemoryError:
+        raise SerializationError(f"member {info.filename}: {info.file_size} bytes do not fit in memory") from None
+    view = memoryview(buf)
+    with zf.open(info) as f:
+        at = 0
+        while at < info.file_size:
+            n = f.readinto(view[at:at + _READ_CHUNK])
+            if not n:
+                raise SerializationError(f"member {info.filename} ends after {at} of {info.file_size} bytes")
+            at += n
+        if f.read(1):
+            raise SerializationError(f"member {info.filename} holds more than its declared {info.file_size} bytes")
+    buf.flags.writeable = False
+    return buf
+
+
+def _read_tensors(zf: zipfile.ZipFile, table: dict) -> dict:
     tensors = {}
     for d, info in table.items():
+        if not is_digest(d):
+            raise SerializationError(f"tensor table key {_short_repr(d)} is not a digest")
+        if not isinstance(info, dict):
+            raise SerializationError(f"tensor {d[:12]}: table entry is not an object")
         member = tensor_member(d)
         try:
-            data = zf.read(member)
-        except KeyError:
-            raise SerializationError(f"{path}: missing member {member}") from None
+            layout = tensor_layout(info.get("dtype"), info.get("shape"), info.get("numpy"))
+        except SerializationError as e:
+            raise SerializationError(f"{member}: {e}") from None
+        zinfo = _member_info(zf, member)
+        _check_member(zinfo, layout.encoded_size, MAX_JSON_BYTES)
+        data = _read_member(zf, zinfo)
         try:
             arr = decode_tensor(data, info["dtype"], info["shape"], info.get("numpy"))
         except (ValueError, TypeError, KeyError, PackingError) as e:
-            raise SerializationError(f"{path}: {member}: cannot decode ({e})") from None
+            raise SerializationError(f"{member}: cannot decode ({e})") from None
         if tensor_digest(arr) != d:
-            raise SerializationError(f"{path}: {member}: content does not match its digest")
+            raise SerializationError(f"{member}: content does not match its digest")
         tensors[d] = arr
     return tensors
 
 
+def _check_archive(zf: zipfile.ZipFile, path: str) -> None:
+    """The members together may not claim more compressed bytes than the file holds
+    (overlapping members would let one deflate stream be inflated many times)."""
+    total = sum(i.compress_size for i in zf.infolist())
+    size = os.path.getsize(path)
+    if total > size:
+        raise SerializationError(f"its members claim {total} compressed bytes, the file holds {size}")
+
+
+def _read_graph(zf: zipfile.ZipFile) -> dict:
+    info = _member_info(zf, GRAPH_MEMBER)
+    _check_member(info, None, MAX_JSON_BYTES)
+    raw = _read_member(zf, info)
+    try:
+        with gc_paused():
+            graph = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SerializationError(f"{GRAPH_MEMBER} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise SerializationError(f"{GRAPH_MEMBER} is nested too deeply") from None
+    if not isinstance(graph, dict) or not isinstance(graph.get("tensors"), dict):
+        raise SerializationError(f"{GRAPH_MEMBER} has no tensor table")
+    if graph.get("format") == FORMAT and graph.get("version") != VERSION:
+        raise SerializationError(f"unknown format version {graph.get('version')!r} (this reader knows {VERSION})")
+    return graph
+
+
 def load(path) -> Program:
-    """Read a file `save` wrote; a damaged file raises SerializationError naming it and why."""
+    """Read a file `save` wrote; a damaged, hostile or invalid file raises SerializationError
+    naming it and why (see the module docstring for the bounds on what it may allocate)."""
     path = os.fspath(path)
     try:
         with zipfile.ZipFile(path, "r") as zf:
-            try:
-                raw = zf.read(GRAPH_MEMBER)
-            except KeyError:
-                raise SerializationError(f"{path}: missing member {GRAPH_MEMBER}") from None
-            try:
-                with gc_paused():
-                    graph = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SerializationError(f"{path}: {GRAPH_MEMBER} is not valid JSON ({e})") from None
-            if not isinstance(graph, dict) or not isinstance(graph.get("tensors"), dict):
-                raise SerializationError(f"{path}: {GRAPH_MEMBER} has no tensor table")
-            if graph.get("format") == FORMAT and graph.get("version") != VERSION:
-                raise SerializationError(f"{path}: unknown format version {graph.get('version')!r} "
-                                         f"(this reader knows {VERSION})")
-            tensors = _read_tensors(zf, graph["tensors"], path)
-    except SerializationError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
-        # zipfile reports truncation and CRC failures as BadZipFile (or EOFError / ValueError)
-        raise SerializationError(f"{path}: damaged or not a weightpress file ({e})") from None
-    try:
-        return from_parts(graph, tensors)
+            _check_archive(zf, path)
+            graph = _read_graph(zf)
+            tensors = _read_tensors(zf, graph["tensors"])
+        program = from_parts(graph, tensors)
+        return _validated(program)
     except SerializationError as e:
-        raise SerializationError(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {e}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as e:
+        # zipfile reports truncation and CRC failures as BadZipFile (or EOFError / ValueError),
+        # an unknown compression method as NotImplementedError
+        raise SerializationError(f"{path}: damaged or not a weightpress file ({e})") from None
+    except (RecursionError, MemoryError, OverflowError) as e:
+        raise SerializationError(f"{path}: {_malformed(e)}") from None
+
+
+def _validated(program: Program) -> Program:
+    from ir.validate import validate
+
+    try:
+        return validate(program)
+    except InvalidProgram as e:
+        raise InvalidProgramFile(f"invalid program: {e}") from None
 
 
 def tensors_of(program: Program) -> dict:

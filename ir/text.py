@@ -37,7 +37,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from ir.core import Block, Function, Op, Program, TensorType, Var, frozen_array, gc_paused
+from ir.core import (Block, Function, InvalidProgram, MapType, Op, OptionalType, Program, SequenceType,
+                     TensorType, Var, frozen_array, gc_paused)
 from ir.construct import output_names
 from ir.digest import tensor_digest
 from ir.ops import REGISTRY
@@ -52,6 +53,10 @@ _KEYWORDS = {"true", "false", "none", "inf", "nan", "name", "sha256", "block", "
 
 class TextParseError(ValueError):
     """The text is not a program: the message gives the line number and what was expected."""
+
+
+class InvalidProgramText(TextParseError, InvalidProgram):
+    """The text parses, but as a program that breaks the IR rules (ir.validate names the op)."""
 
 
 # ============================================================================
@@ -78,8 +83,12 @@ def _shape(shape) -> str:
     return "[" + ",".join(_dim(d) for d in shape) + "]"
 
 
-def _type(t: TensorType) -> str:
-    return f"{t.dtype}{_shape(t.shape)}"
+def _type(t) -> str:
+    if t.kind == "map":
+        return f"map<{t.key},{_type(t.value)}>"
+    if not t.is_tensor:
+        return f"{'seq' if t.kind == 'sequence' else 'opt'}<{_type(t.elem)}>"
+    return f"{t.dtype}[*]" if t.shape is None else f"{t.dtype}{_shape(t.shape)}"
 
 
 def _decl(v: Var) -> str:
@@ -265,7 +274,7 @@ _TOKEN = re.compile(r"""
   | (?P<hex>0x[0-9a-fA-F]+)
   | (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|-inf\b)
   | (?P<word>[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[()\[\]{},=:!])
+  | (?P<punct>[()\[\]{},=:!<>*])
 """, re.VERBOSE)
 
 
@@ -347,8 +356,11 @@ class _Tokens:
             return json.loads(val) if kind == "string" else val
         self.fail(f"expected a dimension but found {val or 'end of line'!r}")
 
-    def shape(self) -> tuple:
+    def shape(self) -> Optional[tuple]:
         self.expect("[")
+        if self.accept("*"):  # unknown rank
+            self.expect("]")
+            return None
         dims = []
         while not self.accept("]"):
             dims.append(self.dim())
@@ -362,7 +374,18 @@ class _Tokens:
             self.fail(f"unknown dtype {name!r}")
         return name
 
-    def type(self) -> TensorType:
+    def type(self):
+        word = self.peek()[1]
+        if word in _COMPOSITE_TYPES and self.peek(1)[1] == "<":
+            self.next(), self.next()
+            if word == "map":
+                key = self.dtype_name()
+                self.expect(",")
+                t = MapType(key, self.type())
+            else:
+                t = _COMPOSITE_TYPES[word](self.type())
+            self.expect(">")
+            return t
         return TensorType(self.dtype_name(), self.shape())
 
     def decl(self) -> tuple:
@@ -370,6 +393,8 @@ class _Tokens:
         self.expect(":")
         return name, self.type()
 
+
+_COMPOSITE_TYPES = {"seq": SequenceType, "opt": OptionalType, "map": MapType}
 
 _FLOAT_WORDS = {"inf": math.inf, "nan": math.nan}
 
@@ -384,6 +409,11 @@ class _Parser:
             self.tensors[k[len("sha256:"):] if k.startswith("sha256:") else k] = v
 
     # -- lines ---------------------------------------------------------------
+    @property
+    def lineno(self) -> int:
+        """The line being parsed (for errors raised below the tokenizer)."""
+        return self.lines[self.pos - 1][0] if 0 < self.pos <= len(self.lines) else 1
+
     def next_line(self) -> _Tokens:
         if self.pos >= len(self.lines):
             last = self.lines[-1][0] if self.lines else 0
@@ -635,7 +665,7 @@ class _Parser:
         """After `dtype[shape]`: an optional !"numpy dtype", then {values} or sha256:digest."""
         storage = lookup_dtype(ir_name).storage
         if t.accept("!"):
-            storage = np.dtype(json.loads(t.expect_kind("string", "a numpy dtype string")))
+            storage = self.numpy_dtype(t, ir_name)
         if t.peek()[0] == "sha":
             return self.tensor_by_digest(t, t.next()[1][len("sha256:"):], ir_name, shape, storage)
         t.expect("{")
@@ -644,11 +674,13 @@ class _Parser:
             items.append(self.element(t, storage))
             if not t.at("}"):
                 t.expect(",")
-        if any(not isinstance(d, int) for d in shape):
+        if any(not isinstance(d, int) or d < 0 for d in shape):
             t.fail(f"an inline tensor needs a static shape, got {list(shape)}")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         if len(items) != count:
             t.fail(f"{ir_name}{list(shape)} needs {count} values, found {len(items)}")
+        if storage.kind in "US" and count * storage.itemsize > 16 * sum(len(str(x)) for x in items) + (1 << 20):
+            t.fail(f"{count} strings of numpy dtype {storage.str} would take {count * storage.itemsize} bytes")
         if storage.kind == "O":
             arr = np.empty(count, dtype=object)
             arr[:] = items
@@ -658,6 +690,16 @@ class _Parser:
         else:
             arr = np.array(items, dtype=storage)
         return frozen_array(arr.reshape(shape))
+
+    def numpy_dtype(self, t: _Tokens, ir_name: str) -> np.dtype:
+        """`!"<numpy dtype>"`: one the IR stores (ir.serialize.numpy_target decides)."""
+        from ir.serialize import SerializationError, numpy_target
+
+        text = json.loads(t.expect_kind("string", "a numpy dtype string"))
+        try:
+            return numpy_target(text, lookup_dtype(ir_name))
+        except SerializationError as e:
+            t.fail(str(e))
 
     def tensor_by_digest(self, t, digest, ir_name, shape, storage) -> np.ndarray:
         arr = self.tensors.get(digest)
@@ -673,8 +715,28 @@ class _Parser:
         return arr
 
 
-def parse_program(text: str, tensors: Optional[Mapping] = None) -> Program:
+def parse_program(text: str, tensors: Optional[Mapping] = None, validate: bool = True) -> Program:
     """Read back what print_program wrote. Consts printed by digest take their
-    arrays from `tensors` ({digest: array}, e.g. ir.serialize.tensors_of(p))."""
-    with gc_paused():
-        return _Parser(text, tensors).program()
+    arrays from `tensors` ({digest: array}, e.g. ir.serialize.tensors_of(p)).
+
+    Anything wrong is a TextParseError giving the line: text that does not parse, values
+    numpy refuses, nesting deeper than the interpreter's stack; with `validate` (the
+    default) a program that breaks the IR rules is an InvalidProgramText naming the op."""
+    parser = _Parser(text, tensors)
+    try:
+        with gc_paused():
+            program = parser.program()
+    except TextParseError:
+        raise
+    except RecursionError:
+        raise TextParseError(f"line {parser.lineno}: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError, KeyError, IndexError, MemoryError) as e:
+        raise TextParseError(f"line {parser.lineno}: {type(e).__name__}: {e}") from None
+    if not validate:
+        return program
+    from ir.validate import validate as check
+
+    try:
+        return check(program)
+    except InvalidProgram as e:
+        raise InvalidProgramText(str(e)) from None

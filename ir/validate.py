@@ -136,7 +136,7 @@ def _inferred_types(scope: _Scope, op: Op, ins: dict):
         scope.fail(_where(op), f"inputs do not fit the op: {e}")
     except (TypeError, IndexError, KeyError, AttributeError, ValueError) as e:
         scope.fail(_where(op), f"inputs do not fit the op ({type(e).__name__}: {e})")
-    if types is None and op.blocks:  # ops with blocks return their blocks' outputs
+    if types is None and op.blocks and not is_foreign(op.op_type):  # cond-like ops return their blocks' outputs
         types = [v.type for v in op.blocks[0].outputs]
     return types
 
@@ -145,7 +145,7 @@ def _check_types(scope: _Scope, op: Op, inferred):
     declared = [v.type for v in op.outputs]
     if inferred is None:
         return
-    inferred = [t if isinstance(t, TensorType) else TensorType.of(*t) for t in inferred]
+    inferred = [t if hasattr(t, "is_tensor") else TensorType.of(*t) for t in inferred]
     if len(inferred) != len(declared):
         scope.fail(_where(op), f"declares {len(declared)} outputs, the op has {len(inferred)}")
     for v, t in zip(op.outputs, inferred):
@@ -181,7 +181,8 @@ def _check_op(scope: _Scope, op: Op):
     ins = _resolved_inputs(scope, op)
     for i, b in enumerate(op.blocks):
         _check_block(scope, b, f"{where} block {i}")
-    _check_block_types(scope, op)
+    if not foreign:  # a foreign op's blocks follow its format's rules (a Loop body is no branch)
+        _check_block_types(scope, op)
     _check_types(scope, op, _inferred_types(scope, op, ins))
     for v in op.outputs:
         scope.define(where, v)

@@ -11,6 +11,15 @@ A mistake a shell user can make (a missing or damaged file, an unknown
 preset, a bad recipe, an unknown option) is one line on stderr,
 `weightpress: error: ...`, and a non-zero exit code. Anything else is a bug:
 it is reported in one line too, with its traceback when WEIGHTPRESS_DEBUG=1.
+Warnings are one line each, `weightpress: warning: ...`.
+
+Ctrl-C at any moment: `weightpress: interrupted`, exit code 130, and nothing
+written. Every output of a command is staged and moved into place together at
+its very end (pipeline.models.OutputTransaction); an interrupt before that
+point leaves no output, and once the outputs are being moved the command is
+over and completes (exit 0). This module imports nothing heavy before main()
+has installed its handler (pipeline.interrupts), so this holds from the first
+milliseconds of a run.
 """
 from __future__ import annotations
 
@@ -19,8 +28,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-import ir
 
 PROG = "weightpress"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
@@ -154,12 +161,59 @@ def _weight_stats(step):
     return []
 
 
+def _skip_notes(trace) -> dict:
+    """Per weight, why a stage left it as it was ("skipped" in the stage's statistics);
+    prefixed by the stage's name when several stages looked at the weights."""
+    steps = [s for s in getattr(trace, "steps", ()) if _weight_stats(s)]
+    found: dict = {}
+    for step in steps:
+        stage = getattr(getattr(step, "stage", None), "name", "?")
+        for name, st in _weight_stats(step):
+            why = st.get("skipped") if hasattr(st, "get") else None
+            if why:
+                found.setdefault(name, []).append(f"{stage}: {why}" if len(steps) > 1 else str(why))
+    return {name: "; ".join(reasons) for name, reasons in found.items()}
+
+
+# writer options of `compress`: flag dest -> (the output suffix they need, the writer keyword)
+WRITER_OPTIONS = {"onnx_matmul_nbits": (".onnx", "matmul_nbits"), "onnx_opset": (".onnx", "opset")}
+
+
+def _writer_options(args, out: Path) -> dict:
+    options = {}
+    for dest, (suffix, keyword) in WRITER_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        if out.suffix.lower() != suffix:
+            raise UsageError(f"--{dest.replace('_', '-')} applies to {suffix} outputs, not {out.suffix or out.name}")
+        options[keyword] = value
+    return options
+
+
+def _summary(rep, program, result, model: Path, out: Path, trace):
+    """(changes, file line): per weight the bytes as written in each file where its format
+    is measured (pipeline.filesizes), else the estimate; the skip reasons from the trace."""
+    from pipeline.filesizes import file_bytes, measure_file
+    from pipeline.models import readable
+
+    before_w, after_w = rep.weights_of(program), rep.weights_of(result)
+    sizes_in = measure_file(model, program, [w.name for w in before_w])
+    written = readable(out)  # not moved into place before the command ends
+    sizes_out = measure_file(written, result, [w.name for w in after_w])
+    changes = rep.compare(before_w, after_w, _seconds_by_weight(trace), _skip_notes(trace),
+                          sizes_in.weights if sizes_in else None, sizes_out.weights if sizes_out else None)
+    line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(written), changes)
+    return changes, line
+
+
 def cmd_compress(args) -> int:
     from pipeline import report as rep
     from pipeline.models import load_model, save_model, write_text_atomic
 
     model, out = Path(args.model), Path(args.output)
     _check_paths(model, out, args.report)
+    options = _writer_options(args, out)
     pipe = build_pipeline(args)
     program = load_model(model)
     cache = None
@@ -171,17 +225,36 @@ def cmd_compress(args) -> int:
     trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
     seconds = time.perf_counter() - started
     result = trace.result
-    save_model(result, out)
-    changes = rep.compare_weights(program, result, _seconds_by_weight(trace))
+    save_model(result, out, check=_output_check(args, out, result), **options)
+    changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
     if not args.quiet:
         print(rep.format_table(headers, rows))
+        print(files)
     if args.report:
-        notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s")
+        notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s", files)
         write_text_atomic(args.report, rep.render_report(args.report, f"weightpress: {model.name}",
                                                          changes, seconds, notes))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
     return EXIT_OK
+
+
+def _output_check(args, out: Path, result):
+    """What to run on the written file before it is moved into place (None: nothing):
+    an ONNX output is loaded and run once in onnxruntime, when it is installed."""
+    from pipeline.outputcheck import check_onnx, onnxruntime_available
+
+    if not args.check or out.suffix.lower() != ".onnx" or not onnxruntime_available():
+        return None
+
+    reference = args.model if Path(args.model).suffix.lower() == ".onnx" else None
+
+    def check(written):
+        note = check_onnx(written, out, result, reference)
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+
+    return check
 
 
 # ---- inspect / diff / verify ------------------------------------------------------
@@ -192,6 +265,8 @@ def cmd_inspect(args) -> int:
 
     program = load_model(args.model)
     print(rep.format_table(*rep.inspect_rows(rep.weights_of(program, min_size=args.min_size))))
+    print()
+    print(rep.format_table(*rep.op_count_rows(rep.op_type_counts(program))))
     return EXIT_OK
 
 
@@ -290,7 +365,36 @@ def _add_progress(p):
                    help="progress bars on stderr (default: when stderr is a terminal)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a positive integer, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a number, got {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("need a number, got nan")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a tolerance must be finite and >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import ir
+
     p = OneLineParser(prog=PROG, description="Compress ML model weights and canonicalize quantized graphs. "
                       "Models: .onnx, .mlpackage (Core ML), .wpz (weightpress native).")
     p.add_argument("--version", action="version", version=f"{PROG} {ir.__version__}")
@@ -307,12 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
         how.add_argument(flag, metavar=metavar, help=help_, **kind)
     c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
+    onnx_out = c.add_argument_group("ONNX output")
+    onnx_out.add_argument("--onnx-matmul-nbits", action="store_true",
+                          help="write int4/uint4 per-block weights of MatMul / linear as com.microsoft MatMulNBits "
+                               "(onnxruntime's fast 4-bit kernels; other runtimes may not have the op)")
+    onnx_out.add_argument("--onnx-opset", type=int, metavar="N",
+                          help="the output's opset (default: the input model's; e.g. 21 to upgrade it for "
+                               "INT4 initializers)")
     c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
     c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    c.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="load and run an .onnx output once in onnxruntime before writing it (default: on, "
+                        "when onnxruntime is installed)")
     _add_progress(c)
     c.set_defaults(run=cmd_compress)
 
-    i = sub.add_parser("inspect", help="a table of a model's weights")
+    i = sub.add_parser("inspect", help="a table of a model's weights (and the layers using them), then its op types")
     i.add_argument("model", metavar="MODEL")
     i.add_argument("--min-size", type=int, default=2, metavar="N", help="skip weights of fewer elements (default 2)")
     i.set_defaults(run=cmd_inspect)
@@ -326,11 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check two models compute the same (property-based, via the interpreter)")
     v.add_argument("a", metavar="A")
     v.add_argument("b", metavar="B")
-    v.add_argument("--samples", type=int, default=32, metavar="N", help="random inputs to try (default 32)")
+    v.add_argument("--samples", type=_positive_int, default=32, metavar="N",
+                   help="random inputs to try (default 32)")
     v.add_argument("--seed", type=int, default=None, help="seed of the random inputs")
-    v.add_argument("--rtol", type=float, default=None, help="relative tolerance per element (default 1e-5)")
-    v.add_argument("--atol", type=float, default=None, help="absolute tolerance per element (default 1e-6)")
-    v.add_argument("--snr-db", type=float, default=None, metavar="DB",
+    v.add_argument("--rtol", type=_tolerance, default=None, help="relative tolerance per element (default 1e-5)")
+    v.add_argument("--atol", type=_tolerance, default=None, help="absolute tolerance per element (default 1e-6)")
+    v.add_argument("--snr-db", type=_number, default=None, metavar="DB",
                    help="instead of rtol/atol: pass when every sample's output SNR >= DB (for compressed models)")
     v.set_defaults(run=cmd_verify)
 
@@ -355,32 +470,79 @@ def _one_line(e: BaseException) -> str:
     return text
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each (the default shows the source line that raised them too)."""
+    text = " ".join(str(message).split())
+    print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
+
+
+# What a bad input can make a library raise besides ValueError / OSError: each is the
+# input's fault (nesting past the interpreter's stack, sizes past memory), not a bug.
+_INPUT_LIMITS = {RecursionError: "nested too deeply for this tool (Python's recursion limit)",
+                 MemoryError: "does not fit in memory"}
+
+
+def _report(e: BaseException) -> int:
+    """The exit code for what stopped a command, after one line on stderr."""
+    from pipeline import interrupts
+
+    if isinstance(e, SystemExit):
+        raise e
+    if isinstance(e, KeyboardInterrupt) or (interrupts.interrupted() and isinstance(e, Exception)):
+        print(f"{PROG}: interrupted", file=sys.stderr)  # whatever the interrupt turned into
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `weightpress inspect m | head`: the reader left; say nothing
+    if isinstance(e, BrokenPipeError):  # `weightpress inspect m | head`: the reader left; say nothing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_FAIL
-    except UsageError as e:
-        if _debug():
-            raise
+    if _debug() or not isinstance(e, Exception):
+        raise e
+    if isinstance(e, UsageError):
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OSError) as e:
-        if _debug():
-            raise
+    if isinstance(e, (ValueError, OSError)):
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAIL
-    except Exception as e:  # noqa: BLE001 - a bug: one line unless asked for the traceback
-        if _debug():
-            raise
-        print(f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} "
-              f"(run with WEIGHTPRESS_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_BUG
+    limit = next((why for kind, why in _INPUT_LIMITS.items() if isinstance(e, kind)), None)
+    if limit is not None:
+        print(f"{PROG}: error: the input is {limit} ({type(e).__name__})", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} "
+          f"(run with WEIGHTPRESS_DEBUG=1 for the traceback)", file=sys.stderr)
+    return EXIT_BUG
+
+
+def _command(argv) -> int:
+    """Parse and run one command; its outputs are committed only if it ran to its end
+    without an interrupt (see the module docstring)."""
+    import warnings
+
+    from pipeline import interrupts
+    from pipeline.models import OutputTransaction
+
+    args = build_parser().parse_args(argv)
+    with OutputTransaction() as outputs, warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        code = args.run(args)
+        if interrupts.interrupted():
+            raise KeyboardInterrupt  # a library swallowed it: write nothing
+        interrupts.hold()  # the point of no return: from here Ctrl-C is only noted
+        outputs.commit()
+    return code
+
+
+def main(argv=None) -> int:
+    from pipeline import interrupts
+
+    restore = interrupts.install()
+    try:
+        try:
+            return _command(argv)
+        except BaseException as e:  # noqa: BLE001 - every way out is reported in one line
+            with interrupts.deferred():
+                return _report(e)
+    finally:
+        if argv is not None:  # called from Python: give the caller its handler back; as the
+            restore()         # program, keep ours to the end (no traceback in the last instant)
 
 
 if __name__ == "__main__":  # pragma: no cover

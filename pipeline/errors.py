@@ -34,9 +34,18 @@ class EquivalenceError(PipelineError):
         self.step, self.stage, self.report = step, stage, report
 
 
+class VerifyError(PipelineError):
+    """verify() got options it cannot use (samples < 1, a negative tolerance) or programs it
+    cannot sample (inputs larger than pipeline.verify.MAX_SAMPLE_ELEMENTS)."""
+
+
 class UncacheableWarning(UserWarning):
     """A stage's parameters have no stable key, so it runs without the cache."""
 
 
 class CacheCorruptionWarning(UserWarning):
     """A cache entry could not be read back intact; it is dropped and recomputed."""
+
+
+class CacheWriteWarning(UserWarning):
+    """A cache cannot be written (read-only, disk full); the run goes on without storing."""

@@ -14,11 +14,15 @@ import contextlib
 import importlib
 import io
 import os
+import re
 import warnings
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
+
+from pipeline.interrupts import deferred
 
 
 class ModelFileError(ValueError):
@@ -76,28 +80,44 @@ def check_writable(path) -> None:
 
 
 def load_model(path):
-    """The Program stored in `path`; the file itself is only read."""
+    """The Program stored in `path`, checked by ir.validate whatever its format; the file
+    itself is only read. Anything wrong with it is a ModelFileError naming the file."""
+    from ir import InvalidProgram
+    from ir.validate import validate
+
     path = Path(path)
     fmt = format_of(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
     reader = _function(fmt, "reader")
     try:
-        return reader(str(path))
+        return validate(reader(str(path)))
     except ModelFileError:
         raise
-    except MemoryError:
-        raise
+    except InvalidProgram as e:
+        raise ModelFileError(f"{path}: not a valid {fmt.name} model: {_short(e, path)}") from e
+    except MemoryError as e:
+        raise ModelFileError(f"{path}: this {fmt.name} model does not fit in memory") from e
+    except RecursionError as e:
+        raise ModelFileError(f"{path}: this {fmt.name} model is nested too deeply") from e
     except Exception as e:  # noqa: BLE001 - parsers raise anything on a damaged file
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
-def save_model(program, path) -> Path:
-    """Write `program` to `path` (plus any sidecar files its format makes), atomically."""
+def save_model(program, path, check: Optional[Callable] = None, **options) -> Path:
+    """Write `program` to `path` (plus any sidecar files its format makes), atomically;
+    `options` go to the format's writer (e.g. matmul_nbits=True for ONNX).
+
+    `check(written)`, when given, runs on the written file before it is moved into
+    place; if it raises, nothing is left at `path`."""
     path = Path(path)
     writer = _function(format_of(path), "writer")
     with staged_outputs(path.parent) as scratch:
-        writer(program, str(scratch / path.name))
+        writer(program, str(scratch / path.name), **options)
+        if check is not None:
+            check(scratch / path.name)
+        if _transaction is not None:
+            _transaction.staged[path.resolve()] = scratch / path.name
     return path
 
 
@@ -108,10 +128,18 @@ def write_text_atomic(path, text: str) -> Path:
     return path
 
 
+SCRATCH_PREFIX = ".weightpress-"
+
+
 class staged_outputs:
     """A scratch directory next to the destination; on success every entry
     written into it is moved into place with os.replace, on failure it is
-    removed and nothing at the destination has changed."""
+    removed and nothing at the destination has changed.
+
+    Inside an OutputTransaction (the command line runs every command in one), a
+    successful block's entries are not moved yet: the transaction moves every
+    output of the command together at its end, so a command stopped half-way
+    (Ctrl-C, an error in a later output) leaves none of them."""
 
     def __init__(self, dest_dir):
         self.dest_dir = Path(dest_dir) if str(dest_dir) else Path(".")
@@ -119,32 +147,143 @@ class staged_outputs:
     def __enter__(self) -> Path:
         if not self.dest_dir.is_dir():
             raise ModelFileError(f"{self.dest_dir}: output directory does not exist")
-        self.scratch = Path(tempfile.mkdtemp(prefix=".weightpress-", dir=self.dest_dir))
+        _remove_stale(self.dest_dir)
+        with deferred(raise_after=True):  # created and registered, or neither
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=self.dest_dir))
+            if _transaction is not None:
+                _transaction.scratches.append(self.scratch)
         return self.scratch
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None and _transaction is not None:
+            _transaction.ready.append((self.scratch, self.dest_dir))
+            return False
         try:
             if exc_type is None:
-                for entry in sorted(self.scratch.iterdir()):
-                    _move_into_place(entry, self.dest_dir / entry.name)
+                _commit_scratch(self.scratch, self.dest_dir)
         finally:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            with deferred():
+                shutil.rmtree(self.scratch, ignore_errors=True)
         return False
+
+
+_transaction = None  # the OutputTransaction of the running command, if any
+
+
+def readable(path) -> Path:
+    """Where a model this command saved can be read now: its scratch copy until the
+    command's outputs are committed, its own path otherwise."""
+    path = Path(path)
+    if _transaction is not None:
+        return _transaction.staged.get(path.resolve(), path)
+    return path
+
+
+class OutputTransaction:
+    """Every output one command writes, moved into place together at its end.
+
+        with OutputTransaction() as tx:     # staged_outputs inside only stage
+            ...write outputs...
+            tx.commit()                     # all moved into place (Ctrl-C deferred meanwhile)
+        # leaving without commit (an error, an interrupt): every scratch removed, nothing written
+    """
+
+    def __init__(self):
+        self.scratches: list = []  # every scratch directory created, committed or not
+        self.ready: list = []      # (scratch, destination directory) whose writing finished
+        self.staged: dict = {}     # destination path -> where it lies until the commit
+
+    def __enter__(self) -> "OutputTransaction":
+        global _transaction
+        self._outer, _transaction = _transaction, self
+        return self
+
+    def commit(self) -> None:
+        with deferred():
+            for scratch, dest_dir in self.ready:
+                _commit_scratch(scratch, dest_dir)
+            self.ready = []
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        global _transaction
+        _transaction = self._outer
+        with deferred():
+            for scratch in self.scratches:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return False
+
+
+def _commit_scratch(scratch: Path, dest_dir: Path) -> None:
+    with deferred():  # a rename pair is never split by Ctrl-C
+        for entry in sorted(scratch.iterdir()):
+            _move_into_place(entry, dest_dir / entry.name)
 
 
 def _move_into_place(src: Path, dst: Path) -> None:
     if src.is_dir() and dst.exists():
-        # os.replace cannot replace a non-empty directory (.mlpackage): swap it out first.
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
+        # os.replace cannot replace a non-empty directory (.mlpackage): exchange the two
+        # atomically where the system can (Linux; the old one then sits in the scratch
+        # directory, which is removed), else swap the old one out first.
+        if _exchange(src, dst):
+            shutil.rmtree(src, ignore_errors=True)
+        else:
+            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            os.replace(dst, old)
+            os.replace(src, dst)
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
     # temporary files and directories are private (0600 / 0700); the result gets the usual permissions
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(dst, (0o777 if dst.is_dir() else 0o666) & ~umask)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries in one step (renameat2 RENAME_EXCHANGE); False when the
+    system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+_STALE = re.compile(r"\.(?P<name>.+)\.old-(?P<pid>\d+)\Z|" + re.escape(SCRATCH_PREFIX) + r"(?P<spid>\d+)-")
+
+
+def _remove_stale(directory: Path) -> None:
+    """What killed runs left in an output directory (old outputs .NAME.old-PID, scratch
+    directories .weightpress-PID-...) whose process is gone."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = _STALE.match(p.name)
+        if m and not _alive(int(m.group("pid") or m.group("spid"))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _short(e: BaseException, path) -> str:

@@ -81,7 +81,7 @@ def _read(source) -> tuple:
         return source, _Source("recipe", None, "dict")
     path = Path(source)
     if isinstance(source, Path) or (len(str(source)) < 4096 and "\n" not in str(source) and path.exists()):
-        text, name = path.read_text(), str(path)
+        text, name = _read_file(path), str(path)
         kind = "json" if path.suffix == ".json" else "toml"
     else:
         text, name = str(source), "recipe"
@@ -92,7 +92,24 @@ def _read(source) -> tuple:
         raise RecipeError(f"{name}: not valid JSON (line {e.lineno}): {e.msg}") from None
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{name}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise RecipeError(f"{name}: nested too deeply") from None
     return data, _Source(name, text, kind)
+
+
+MAX_RECIPE_BYTES = 16 << 20  # a recipe is a few lines; a huge file is a mistake
+
+
+def _read_file(path: Path) -> str:
+    """The recipe's text; a file that cannot be read is a RecipeError naming it."""
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {path.stat().st_size} bytes is not a recipe (over {MAX_RECIPE_BYTES})")
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
 
 
 def _entries(data, src: _Source) -> list:
@@ -129,4 +146,7 @@ def load_recipe(source):
 
     data, src = _read(source)
     entries = _entries(data, src)
-    return Pipeline._from_stages(concat(_resolve_entry(i, e, src) for i, e in enumerate(entries)))
+    try:
+        return Pipeline._from_stages(tuple(concat(_resolve_entry(i, e, src) for i, e in enumerate(entries))))
+    except RecursionError:  # parameters nested deeper than the stages' checks can follow
+        raise RecipeError(f"{src.name}: a parameter is nested too deeply") from None

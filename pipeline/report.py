@@ -2,10 +2,13 @@
 
 - `weights_of(program)`: every weight (a const, or the dense value a chain of
   constexpr ops decompresses to) with its stored size, sparsity, unique
-  values and how it is stored; the table `weightpress inspect` prints, in the
-  spirit of coremltools' get_weights_metadata.
-- `compare_weights(before, after)`: per weight bytes before/after, ratio, SNR,
-  max abs error: the summary after `weightpress compress`.
+  values, how it is stored and the layers that read it (through re-layout ops);
+  the table `weightpress inspect` prints, in the spirit of coremltools'
+  get_weights_metadata, with `op_type_counts` as its second table.
+- `compare_weights(before, after)`: per weight bytes before/after (as written in
+  the files when measured, see pipeline.filesizes; else estimated, and the
+  column says so), ratio, SNR, max abs error and the reason a stage left it as
+  it was: the summary after `weightpress compress`.
 - `diff_models(a, b)`: weights added / removed / changed and op counts changed.
 - `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
   reports draw each weight's histogram with its LUT or quantization grid as
@@ -40,6 +43,7 @@ class Weight:
     consumers: tuple  # ((op name, input name), ...)
     marks: Optional[np.ndarray] = None  # LUT entries / quantization grid of the first block
     marks_label: str = ""
+    users: tuple = ()  # Use: the layers that read the (decompressed) weight
 
     @property
     def size(self) -> int:
@@ -56,6 +60,39 @@ class Weight:
     @property
     def unique_values(self) -> int:
         return int(np.unique(self.value).size)
+
+
+@dataclass(frozen=True)
+class Use:
+    """An op that reads a weight: its type and name, and the re-layout ops in between."""
+    op_type: str
+    op_name: str
+    via: tuple = ()  # op types of the pass-through ops the value went through, in order
+
+    def __str__(self) -> str:
+        via = f", via {' > '.join(self.via)}" if self.via else ""
+        return f"{self.op_type} ({self.op_name}{via})"
+
+
+# ops that only re-layout or convert one value (slot -> the data input): a weight read by
+# one of them belongs to the layer that reads its output, which is what a user asks for
+PASS_THROUGH = {"transpose": "x", "reshape": "x", "cast": "x", "expand_dims": "x", "squeeze": "x"}
+
+
+def _users(name, consumers, via=()) -> list:
+    """The ops reading value `name`, looking through pass-through ops (an op whose output
+    nothing reads is itself the user)."""
+    found = []
+    for op, key in consumers.get(name, []):
+        if op.op_type == "const" or op.op_type.startswith(CONSTEXPR):
+            continue
+        if PASS_THROUGH.get(op.op_type) == key and len(via) < 16:
+            further = _users(op.outputs[0].name, consumers, via + (op.op_type,))
+            if further:
+                found += further
+                continue
+        found.append(Use(op.op_type, op.name, via))
+    return found
 
 
 def _const_bytes(var) -> int:
@@ -81,11 +118,17 @@ def _evaluate_constants(fn):
     return env, producer, consumers
 
 
-def _stored_bytes(name, producer) -> int:
+def _stored_bytes(name, producer, seen=None) -> int:
+    """Bytes of the consts a weight is made of, each counted once (a joint op's two
+    outputs both feed sparse_to_dense: its inputs are stored once)."""
+    seen = set() if seen is None else seen
     op = producer[name]
+    if id(op) in seen:
+        return 0
+    seen.add(id(op))
     if op.op_type == "const":
         return _const_bytes(op.outputs[0])
-    return sum(_stored_bytes(v.name, producer) for v in op.input_vars())
+    return sum(_stored_bytes(v.name, producer, seen) for v in op.input_vars())
 
 
 def _describe(name, producer) -> str:
@@ -156,17 +199,37 @@ def weights_of(program, min_size: int = 2) -> list:
             marks, label = _marks(name, producer, env)
             out.append(Weight(f"{fname}/{name}" if multi else name, tuple(val.shape), var.dtype,
                               _stored_bytes(name, producer), val, _describe(name, producer),
-                              tuple(uses), marks, label))
+                              tuple(uses), marks, label, tuple(_users(name, consumers))))
     return out
 
 
+def _used_by(w: Weight, shown: int = 2) -> str:
+    """The layers reading the weight, the first `shown` by name: "linear (fc1) +3 more"."""
+    if not w.users:
+        return "(function output)"
+    first = ", ".join(str(u) for u in w.users[:shown])
+    return first + (f" +{len(w.users) - shown} more" if len(w.users) > shown else "")
+
+
 def inspect_rows(weights) -> tuple:
-    headers = ("weight", "shape", "dtype", "size", "sparsity", "unique", "compression")
+    headers = ("weight", "shape", "dtype", "size", "sparsity", "unique", "compression", "used by")
     rows = [(w.name, "x".join(map(str, w.shape)), w.dtype, human_bytes(w.stored_bytes),
-             f"{w.sparsity:.1%}", str(w.unique_values), w.compression) for w in weights]
+             f"{w.sparsity:.1%}", str(w.unique_values), w.compression, _used_by(w)) for w in weights]
     total = sum(w.stored_bytes for w in weights)
-    rows.append((f"total ({len(weights)} weights)", "", "", human_bytes(total), "", "", ""))
+    rows.append((f"total ({len(weights)} weights)", "", "", human_bytes(total), "", "", "", ""))
     return headers, rows
+
+
+def op_type_counts(program) -> Counter:
+    """How many ops of each type the program has, nested blocks included."""
+    return Counter(op.op_type for _, op in program.walk())
+
+
+def op_count_rows(counts: Counter) -> tuple:
+    """The op-type table of `weightpress inspect`: most frequent first."""
+    rows = [(t, str(n)) for t, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+    rows.append((f"all ({len(counts)} op types)", str(sum(counts.values()))))
+    return ("op type", "count"), rows
 
 
 # ---- numbers ------------------------------------------------------------------
@@ -201,15 +264,27 @@ class WeightChange:
     before: Weight
     after: Optional[Weight]  # None: the weight is gone
     seconds: Optional[float] = None
+    note: str = ""  # why a stage left the weight as it was (the stage's own words)
+    before_file: Optional[int] = None  # bytes as written in the input file, when measured
+    after_file: Optional[int] = None  # bytes as written in the output file, when measured
 
     @property
     def name(self) -> str:
         return self.before.name
 
     @property
+    def before_bytes(self) -> int:
+        return self.before_file if self.before_file is not None else self.before.stored_bytes
+
+    @property
+    def after_bytes(self) -> int:
+        if self.after is None:
+            return 0
+        return self.after_file if self.after_file is not None else self.after.stored_bytes
+
+    @property
     def ratio(self) -> float:
-        after = self.after.stored_bytes if self.after else 0
-        return self.before.stored_bytes / after if after else math.inf
+        return self.before_bytes / self.after_bytes if self.after_bytes else math.inf
 
     @property
     def comparable(self) -> bool:
@@ -249,28 +324,65 @@ def match_weights(before, after) -> list:
     return pairs
 
 
-def compare_weights(before_program, after_program, seconds_by_weight=None) -> list:
-    seconds_by_weight = seconds_by_weight or {}
-    pairs = match_weights(weights_of(before_program), weights_of(after_program))
-    return [WeightChange(b, a, seconds_by_weight.get(b.name)) for b, a in pairs]
+def compare_weights(before_program, after_program, seconds_by_weight=None, notes=None,
+                    before_sizes=None, after_sizes=None) -> list:
+    """One WeightChange per weight of `before_program`. notes: weight name -> why it was
+    left as it was; before_sizes / after_sizes: weight name -> bytes as written in the
+    input / output file (filesizes.measure_file), used instead of the estimate where given."""
+    return compare(weights_of(before_program), weights_of(after_program), seconds_by_weight, notes,
+                   before_sizes, after_sizes)
+
+
+def compare(before_weights, after_weights, seconds_by_weight=None, notes=None, before_sizes=None,
+            after_sizes=None) -> list:
+    """compare_weights over weights already listed (weights_of)."""
+    seconds_by_weight, notes = seconds_by_weight or {}, notes or {}
+    before_sizes, after_sizes = before_sizes or {}, after_sizes or {}
+    pairs = match_weights(before_weights, after_weights)
+    return [WeightChange(b, a, seconds_by_weight.get(b.name), notes.get(b.name, ""), before_sizes.get(b.name),
+                         after_sizes.get(a.name) if a is not None else None) for b, a in pairs]
+
+
+def _bytes_column(label: str, measured: list) -> tuple:
+    """(header, mark for an estimated cell): "after (file)" when every figure was measured
+    from the file, "after (est.)" when none was; in between, estimated cells carry a '~'."""
+    if measured and all(measured):
+        return f"{label} (file)", ""
+    if not any(measured):
+        return f"{label} (est.)", ""
+    return f"{label} (file, ~est.)", "~"
 
 
 def summary_rows(changes, total_seconds: Optional[float] = None) -> tuple:
-    headers = ("weight", "shape", "before", "after", "ratio", "SNR", "max abs err", "compression", "time")
+    before_head, before_mark = _bytes_column("before", [c.before_file is not None for c in changes])
+    after_head, after_mark = _bytes_column("after", [c.after_file is not None for c in changes if c.after])
+    headers = ("weight", "shape", before_head, after_head, "ratio", "SNR", "max abs err", "compression", "note",
+               "time")
     rows = []
     for c in changes:
         err = c.max_abs_error
-        rows.append((c.name, "x".join(map(str, c.before.shape)), human_bytes(c.before.stored_bytes),
-                     human_bytes(c.after.stored_bytes) if c.after else "-", f"{c.ratio:.2f}x",
+        before = ("" if c.before_file is not None else before_mark) + human_bytes(c.before_bytes)
+        after = (("" if c.after_file is not None else after_mark) + human_bytes(c.after_bytes)) if c.after else "-"
+        rows.append((c.name, "x".join(map(str, c.before.shape)), before, after, f"{c.ratio:.2f}x",
                      fmt_db(c.snr), "" if err is None else f"{err:.3g}",
-                     c.after.compression if c.after else "removed",
+                     c.after.compression if c.after else "removed", c.note,
                      "" if c.seconds is None else f"{c.seconds:.3f} s"))
-    before = sum(c.before.stored_bytes for c in changes)
-    after = sum(c.after.stored_bytes for c in changes if c.after)
+    before = sum(c.before_bytes for c in changes)
+    after = sum(c.after_bytes for c in changes)
     ratio = before / after if after else math.inf
     rows.append((f"total ({len(changes)} weights)", "", human_bytes(before), human_bytes(after),
-                 f"{ratio:.2f}x", "", "", "", "" if total_seconds is None else f"{total_seconds:.3f} s"))
+                 f"{ratio:.2f}x", "", "", "", "", "" if total_seconds is None else f"{total_seconds:.3f} s"))
     return headers, rows
+
+
+def file_line(model_name: str, model_bytes: int, out_name: str, out_bytes: int, changes) -> str:
+    """The files themselves, beside the table's weights: what the saving is on disk."""
+    saved = sum(c.before_bytes - c.after_bytes for c in changes)
+    disk = model_bytes - out_bytes
+    ratio = model_bytes / out_bytes if out_bytes else math.inf
+    kept = f", {disk / saved:.0%} of the weights' saving" if saved > 0 else ""
+    return (f"files: {model_name} {human_bytes(model_bytes)} -> {out_name} {human_bytes(out_bytes)} "
+            f"({ratio:.2f}x on disk{kept})")
 
 
 # ---- model diff -----------------------------------------------------------------

@@ -49,6 +49,8 @@ def _value(key: str, raw: str, where: str):
     raw = raw.strip()
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise SpecError(f"pipeline spec: {where}: parameter {key!r} is nested too deeply") from None
     except json.JSONDecodeError:
         if _BARE.match(raw):
             return raw

@@ -9,6 +9,11 @@ Inputs come from hypothesis strategies derived from the input types
 (pipeline.strategies), or from `inputs=` (one dict or a list of dicts).
 Outputs are matched by position (stages may rename them) and reported under
 `before`'s output names.
+
+Options are checked first (VerifyError, a ValueError): samples a positive integer,
+rtol / atol finite and >= 0, snr_db a number; generated inputs may hold at most
+MAX_SAMPLE_ELEMENTS elements per sample (a model declaring a 4 TiB input is refused,
+not allocated).
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ from pyrsistent import PMap, pmap
 
 from ir import Program
 from ir.interpret import EvaluationError, evaluate
+from pipeline.errors import VerifyError
+
+MAX_SAMPLE_ELEMENTS = 1 << 27  # per generated sample, all inputs together (1 GiB of float64)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,13 @@ class VerificationReport:
                             for k, o in sorted(self.outputs.items()))
         verdict = "passed" if self.passed else f"FAILED ({self.reason})"
         return f"{verdict} over {self.samples} samples; {figures or 'no outputs compared'}"
+
+
+_GIVE_UP_AFTER = 8  # generated inputs the reference program fails on, none passing, before verify stops
+
+
+class _Unevaluable(Exception):
+    """The reference program failed on every input tried so far (and on _GIVE_UP_AFTER of them)."""
 
 
 class _Mismatch(Exception):
@@ -160,6 +175,8 @@ def _generated(before, after, samples, function, tally, tol, seed) -> Verificati
 
     from pipeline.strategies import inputs_for
 
+    failures: list = []
+
     @hypothesis_seed(seed)
     @settings(max_examples=samples, database=None, deadline=None, suppress_health_check=list(HealthCheck),
               phases=(Phase.explicit, Phase.generate, Phase.shrink), report_multiple_bugs=False)
@@ -167,7 +184,10 @@ def _generated(before, after, samples, function, tally, tol, seed) -> Verificati
     def property_holds(inputs):
         try:
             errors, why = _compare(before, after, inputs, function, *tol)
-        except EvaluationError:
+        except EvaluationError as e:
+            failures.append(str(e))
+            if tally.samples == 0 and len(failures) >= _GIVE_UP_AFTER:
+                raise _Unevaluable() from None  # not one input has worked: stop searching
             reject()  # the reference program itself cannot run on this input
         tally.add(inputs, errors)
         if why is not None:
@@ -177,15 +197,41 @@ def _generated(before, after, samples, function, tally, tol, seed) -> Verificati
         property_holds()
     except _Mismatch as m:  # hypothesis re-raises the shrunk (minimal) failing example
         return tally.report(False, dict(m.inputs), m.why)
-    except Unsatisfiable:
-        return tally.report(False, None, "the reference program fails on every generated input")
+    except (Unsatisfiable, _Unevaluable):
+        last = f" ({failures[-1]})" if failures else ""
+        return tally.report(False, None, f"the reference program fails on every generated input{last}")
     return tally.report(True)
+
+
+def _check_options(samples, rtol, atol, snr_db) -> None:
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise VerifyError(f"samples={samples!r}: need a positive integer")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not math.isfinite(value) or value < 0:
+            raise VerifyError(f"{name}={value!r}: need a finite number >= 0")
+    if snr_db is not None and (isinstance(snr_db, bool) or not isinstance(snr_db, (int, float, np.number))
+                               or math.isnan(snr_db)):
+        raise VerifyError(f"snr_db={snr_db!r}: need a number (dB)")
+
+
+def _check_sampleable(program: Program, function: str) -> None:
+    """Refuse inputs too large to generate (a symbolic dim counts as 4, the largest size
+    pipeline.strategies.SYMBOL_SIZES draws)."""
+    biggest = 4
+    total = 0
+    for v in program.functions[function].inputs:
+        total += math.prod(d if isinstance(d, int) else biggest for d in v.type.shape)
+    if total > MAX_SAMPLE_ELEMENTS:
+        raise VerifyError(f"the inputs of {function!r} hold {total} elements per sample, more than verify "
+                          f"generates ({MAX_SAMPLE_ELEMENTS}); pass inputs= instead")
 
 
 def verify(before: Program, after: Program, samples: int = 32, inputs=None, rtol: float = 1e-5,
            atol: float = 1e-6, snr_db: Optional[float] = None, function: str = "main",
            seed: int = 0) -> VerificationReport:
     """Check `after` computes what `before` computes (see the module docstring)."""
+    _check_options(samples, rtol, atol, snr_db)
     names = tuple(v.name for v in before.functions[function].outputs) if function in before.functions else ()
     tally = _Tally(names)
     problem = _signature_problem(before, after, function)
@@ -196,4 +242,5 @@ def verify(before: Program, after: Program, samples: int = 32, inputs=None, rtol
     tol = (rtol, atol, snr_db)
     if inputs is not None:
         return _explicit(before, after, inputs, function, tally, tol)
+    _check_sampleable(before, function)
     return _generated(before, after, samples, function, tally, tol, seed)

@@ -169,7 +169,9 @@ def _conv(v, ctx):
     strides, dil, pad_type, pad, groups = _conv_params(v.get, nsp)
     pads = _conv_pads(x.shape[2:], w.shape[2:], strides, dil, pad_type, pad)
     xp = np.pad(x, [(0, 0), (0, 0)] + pads)
-    out_sp = ctx.out_types[0].shape[2:]
+    # the output extent from the actual input (the declared type may hold symbolic dims)
+    out_sp = [(n + b + e - ((k - 1) * d + 1)) // st + 1
+              for n, (b, e), k, d, st in zip(x.shape[2:], pads, w.shape[2:], dil, strides)]
     n, cin = x.shape[:2]
     cout = w.shape[0]
     xg = xp.reshape(n, groups, cin // groups, *xp.shape[2:])

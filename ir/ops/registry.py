@@ -93,6 +93,16 @@ def register_foreign(prefix: str, compute, infer=None):
     FOREIGN[prefix] = ForeignHandler(infer, compute)
 
 
+# Foreign ops that own nested blocks (ONNX If / Loop / Scan) run here, not through their
+# format's per-op evaluator: only the interpreter can run a block.
+# op type -> kernel(op, vals, out_types, run_block) -> outputs; run_block(block, args) -> outputs
+BLOCK_KERNELS: dict = {}
+
+
+def register_block_kernel(op_type: str, kernel) -> None:
+    BLOCK_KERNELS[op_type] = kernel
+
+
 def is_foreign(op_type: str) -> bool:
     return "." in op_type
 

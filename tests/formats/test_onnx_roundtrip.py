@@ -128,7 +128,7 @@ CASES = {
     "Tile": (_single("Tile", [X], [("z", T.FLOAT, [4, 3, 8])], {"r": np.array([2, 1, 2], np.int64)}), "tile"),
     "Slice": (_single("Slice", [X], [("z", T.FLOAT, [2, 2, 2])],
                       {"s": np.array([1, 0], np.int64), "e": np.array([2 ** 62, 4], np.int64),
-                       "a": np.array([1, -1], np.int64), "st": np.array([1, 2], np.int64)}), "slice_by_index"),
+                       "a": np.array([1, -1], np.int64), "st": np.array([1, 2], np.int64)}), "onnx.Slice"),
     "Sin": (_single("Sin", [X], [("z", T.FLOAT, [2, 3, 4])]), "sin"),
     "ReduceProd": (_single("ReduceProd", [X], [("z", T.FLOAT, [2, 1, 4])], {"a": np.array([1], np.int64)}, opset=18),
                    "reduce_prod"),

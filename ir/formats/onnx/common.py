@@ -25,7 +25,7 @@ ELEM_TO_IR = {
     TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.DOUBLE: "fp64",
     TensorProto.BFLOAT16: "bf16", TensorProto.INT8: "int8", TensorProto.UINT8: "uint8",
     TensorProto.INT16: "int16", TensorProto.UINT16: "uint16", TensorProto.INT32: "int32",
-    TensorProto.UINT32: "uint32", TensorProto.INT64: "int64", TensorProto.BOOL: "bool",
+    TensorProto.UINT32: "uint32", TensorProto.INT64: "int64", TensorProto.UINT64: "uint64", TensorProto.BOOL: "bool",
     TensorProto.INT4: "int4", TensorProto.UINT4: "uint4", TensorProto.STRING: "string",
 }
 IR_TO_ELEM = {v: k for k, v in ELEM_TO_IR.items()}

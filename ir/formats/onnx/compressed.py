@@ -1,8 +1,14 @@
 """Compact ONNX forms of the compressed-weight constexpr ops.
 
 - affine / blockwise dequantization -> DequantizeLinear (scalar, per-axis,
-  or per-block with block_size at opset 21, int4/uint4 packed by onnx), or an
-  explicit Cast/Sub/Mul over a blocked view when DequantizeLinear cannot say it;
+  or per-block with block_size at opset 21), or an explicit Cast/Sub/Mul over
+  a blocked view when DequantizeLinear cannot say it;
+- int4 / uint4 data takes 4 bits in the file at every opset: INT4 / UINT4
+  initializers from opset 21 (onnx packs them two per byte); below 21, bytes
+  packed two per byte (ir.packing's layout) that the graph unpacks with the
+  palettization path's BitShift / BitwiseAnd lanes, int4 sign-extended by a
+  16-entry Gather (`packed_nibbles`). The exporter keeps the model's opset
+  (see exporter.choose_opset): upgrading it is the caller's choice;
 - palettized weights -> indices bit-packed into uint8 bytes, unpacked at run
   time with BitShift + BitwiseAnd, then a LUT Gather (GatherElements for
   per-block LUTs), so the file holds nbits per weight;
@@ -74,6 +80,31 @@ def unpacked(w, values: np.ndarray, nbits: int, hint: str, as_index: bool = True
     return out
 
 
+def packed_nibbles(w, name: str, arr: np.ndarray, ir_dtype: str) -> str:
+    """int4 / uint4 below opset 21: the values packed two per byte in a uint8 initializer
+    and decoded at run time into an int8 / uint8 tensor of arr's shape, named `name` (what
+    DequantizeLinear and Cast take at these opsets). The writer notes the packed
+    initializer for the import record (Writer.note)."""
+    packed = np.frombuffer(pack(arr, ir_dtype), np.uint8)
+    init = w.const(name + "_packed", packed)
+    lanes = _unpack_nodes(w, init, packed.size, arr.size, 4, name, as_index=False)  # uint8 codes 0..15
+    if ir_dtype == "int4":  # two's complement nibble -> int8: one lookup, any opset
+        codes = w.node("Cast", [lanes], name + "_codes", to=TensorProto.INT64)
+        lanes = w.node("Gather", [_int4_table(w), codes], name + "_int8")
+    w.node("Reshape", [lanes, w.ints(name + "_shape", arr.shape)], outputs=[name])
+    w.packed_of[name] = {"init": init, "nbits": 4}
+    return name
+
+
+def _int4_table(w) -> str:
+    """int8 value of each 4-bit two's complement code, written once per model."""
+    key = ("int4 sign table",)
+    if key not in w.position_memo:
+        codes = np.arange(16, dtype=np.int16)
+        w.position_memo[key] = w.const("int4_values", np.where(codes < 8, codes, codes - 16).astype(np.int8))
+    return w.position_memo[key]
+
+
 def _unpack_nodes(w, name: str, nbytes: int, count: int, nbits: int, hint: str, as_index: bool) -> str:
     if 8 % nbits == 0:
         lanes = _bit_lanes(w, name, nbits, hint)
@@ -85,6 +116,12 @@ def _unpack_nodes(w, name: str, nbytes: int, count: int, nbits: int, hint: str, 
                     hint + "_g64", to=TensorProto.INT64)
     weighted = w.node("Mul", [groups, w.const(hint + "_weights", 1 << np.arange(nbits, dtype=np.int64))], hint + "_w")
     return w.node("ReduceSum", [weighted, w.ints(hint + "_rax", [1])], hint + "_idx", keepdims=0)
+
+
+def _data(w, var) -> str:
+    """w.value(var), with the import record told where the value lies when it is a
+    packed int4 initializer (a const read as data is noted as its plain initializer)."""
+    return w.note(var, w.value(var))
 
 
 def _need(w, op, var, what):
@@ -106,7 +143,7 @@ def affine_dequantize(op, w):
         scale, zp = np.broadcast_to(scale, (n,)), np.broadcast_to(zp, (n,))
         axis = int(op.axis.val) if op.axis is not None else 0
     zp_name = w.note(op.zero_point, w.initializer(w.fresh(op.name + "_zp"), zp, op.zero_point.dtype))
-    dequantize_linear(w, op.output, w.value(op.quantized_data),
+    dequantize_linear(w, op.output, _data(w, op.quantized_data),
                       w.note(op.scale, w.const(op.name + "_scale", scale)), op.scale.dtype, zp_name, axis)
 
 
@@ -140,7 +177,7 @@ def blockwise_shift_scale(op, w):
     s_name = w.note(scale, w.const(op.name + "_scale", s_val.reshape(shape_of)))
     zp = "" if offset is None else w.note(offset, w.initializer(w.fresh(op.name + "_zp"), o_val.reshape(shape_of),
                                                                 offset.dtype))
-    dequantize_linear(w, op.output, w.value(data), s_name, scale.dtype, zp, axis, block)
+    dequantize_linear(w, op.output, _data(w, data), s_name, scale.dtype, zp, axis, block)
 
 
 def _blockwise_by_hand(op, w):
@@ -150,10 +187,10 @@ def _blockwise_by_hand(op, w):
     view = [x for d, p in zip(data.shape, scale.shape) for x in (p, d // p)]
     pview = [x for p in scale.shape for x in (p, 1)]
     n = op.name
-    x = w.node("Reshape", [w.node("Cast", [w.value(data)], n + "_f", to=fdt), w.ints(n + "_view", view)], n + "_v")
+    x = w.node("Reshape", [w.node("Cast", [_data(w, data)], n + "_f", to=fdt), w.ints(n + "_view", view)], n + "_v")
     pshape = w.ints(n + "_pview", pview)
     if offset is not None:
-        off = w.node("Cast", [w.value(offset)], n + "_off_f", to=fdt)
+        off = w.node("Cast", [_data(w, offset)], n + "_off_f", to=fdt)
         x = w.node("Sub", [x, w.node("Reshape", [off, pshape], n + "_off_v")], n + "_shifted")
     y = w.node("Mul", [x, w.node("Reshape", [w.value(scale), pshape], n + "_scale_v")], n + "_scaled")
     w.define(op.output, "Reshape", [y, w.ints(n + "_shape", data.shape)])
@@ -293,14 +330,14 @@ def sparse_blockwise_shift_scale(op, w):
             and data.type.dt.is_integer:
         zp = "" if offset is None else w.note(op.offset, w.initializer(w.fresh(n + "_zp"), offset.reshape(()),
                                                                        op.offset.dtype))
-        return dequantize_linear(w, values_out, w.value(data), w.note(op.scale, w.const(n + "_scale", scale.reshape(()))),
-                                 op.scale.dtype, zp)
+        s_name = w.note(op.scale, w.const(n + "_scale", scale.reshape(())))
+        return dequantize_linear(w, values_out, _data(w, data), s_name, op.scale.dtype, zp)
     # per-block parameters: each nonzero value picks its block's scale (and offset) by position
     where = w.positions(mask, n + "_mask")
     fdt = elem_type(op.scale.dtype)
-    x = w.node("Cast", [w.value(data)], n + "_f", to=fdt)
+    x = w.node("Cast", [_data(w, data)], n + "_f", to=fdt)
     if op.offset is not None:
-        off = w.node("Cast", [w.value(op.offset)], n + "_off_f", to=fdt)
+        off = w.node("Cast", [_data(w, op.offset)], n + "_off_f", to=fdt)
         x = w.node("Sub", [x, _per_element(w, off, op.offset.shape, mask.shape, where, n + "_off")], n + "_shifted")
     w.define(values_out, "Mul", [x, _per_element(w, w.value(op.scale), op.scale.shape, mask.shape, where, n + "_sc")])
 

@@ -23,26 +23,35 @@ from ir.core import Program, Var
 from ir.dtypes import from_numpy
 from ir.formats.onnx.common import (OnnxExportError, array_to_tensor, attr_from_ir, elem_type,
                                     onnx_attrs)
+from ir.formats.onnx import model_meta
+from ir.formats.onnx.control import BLOCK_ATTRS
 from ir.formats.onnx.foreign import slot_names
+from ir.formats.onnx.importer import ONNX_NODE
+from ir.formats.onnx.model_meta import MODEL_META
 from ir.interpret import run_op
 from ir.ops import is_foreign
 
-MIN_OPSET = 13
+MIN_OPSET = 13  # what compressed weights and per-axis (de)quantization need
+OLDEST_OPSET = 11  # a model without them keeps its own opset down to this one
 COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
 
 
 class Writer:
     """Collects nodes and initializers for one function; ONNX names come from IR names."""
 
-    def __init__(self, fn, opset: int, io_names: dict):
+    def __init__(self, fn, opset: int, io_names: dict, parent: Optional["Writer"] = None, block=None):
         self.fn, self.opset, self.io_names = fn, opset, io_names
+        self.parent = parent
+        self.block = fn.block if block is None else block
         self.nodes: list = []
         self.inits: list = []
         self.init_names: set = set()
         self.env: dict = {}  # IR var name -> ONNX value name
-        self.used: set = set()
-        self.producer = {v.name: op for op in fn.ops for v in op.outputs}
-        self.static_memo: dict = {}
+        # ONNX names are unique across a graph and its subgraphs: one set for all scopes
+        self.used: set = parent.used if parent is not None else set(io_names.values())
+        self.producer = {v.name: op for op in self.block.ops for v in op.outputs}
+        self.all_names = parent.all_names if parent is not None else _all_names(fn.block)
+        self.static_memo: dict = parent.static_memo if parent is not None else {}
         self.position_memo: dict = {}
         self.packed_of: dict = {}  # run-time tensor -> {"init": initializer, "nbits": packed width}
         self.sources: dict = {}  # IR var name -> where its value lies in the file (import record)
@@ -50,9 +59,14 @@ class Writer:
         self.record_of: dict = {}  # IR var name -> (record index, output index)
 
     # -- names ------------------------------------------------------------------
+    def child(self, block) -> "Writer":
+        """The writer of a subgraph: its own nodes and initializers, the names of its
+        enclosing graphs visible (outer-scope references), one namespace for all."""
+        return Writer(self.fn, self.opset, self.io_names, self, block)
+
     def fresh(self, hint: str) -> str:
         cand, i = hint, 1
-        while cand in self.used or cand in self.producer:
+        while cand in self.used or cand in self.all_names:
             cand, i = f"{hint}_{i}", i + 1
         self.used.add(cand)
         return cand
@@ -68,6 +82,8 @@ class Writer:
         """ONNX name holding var's value ('' when absent); consts become initializers here."""
         if var is None:
             return ""
+        if var.name not in self.env and var.name not in self.producer and self.parent is not None:
+            return self.parent.value(var)  # an outer-scope value: ONNX subgraphs read it by name
         if var.name not in self.env:
             op = self.producer.get(var.name)
             # consts, and outputs a compact form left static (a joint op's mask), are
@@ -76,6 +92,10 @@ class Writer:
                 self.static(var) if op is not None and op.op_type.startswith("constexpr_") else None
             if val is None:
                 raise OnnxExportError(f"value {var.name!r} is used before it is defined")
+            if op.attrs.get(ONNX_NODE) == "Constant":  # it came as a Constant node: it goes back as one
+                self.env[var.name] = self.node("Constant", [], outputs=[self.name_of(var)],
+                                               value=array_to_tensor(val, var.dtype, self.name_of(var)))
+                return self.env[var.name]
             self.env[var.name] = self.initializer(self.name_of(var), val, var.dtype)
             if op.op_type == "const":
                 self.sources[var.name] = {"init": self.env[var.name]}
@@ -114,9 +134,16 @@ class Writer:
         return self.position_memo[key]
 
     def initializer(self, name: str, arr, ir_dtype: str) -> str:
+        """The ONNX value holding `arr`: an initializer named `name`, except int4 / uint4
+        of more than one element below COMPRESSED_OPSET, which stay packed two per byte
+        and are decoded in the graph into an int8 / uint8 value named `name`."""
         arr = np.asarray(arr)
         if ir_dtype in ("int4", "uint4") and self.opset < COMPRESSED_OPSET:
-            ir_dtype = "int8" if ir_dtype == "int4" else "uint8"  # unpacked, one per byte
+            if arr.size > 1:
+                from ir.formats.onnx.compressed import packed_nibbles
+
+                return packed_nibbles(self, name, arr, ir_dtype)
+            ir_dtype = "int8" if ir_dtype == "int4" else "uint8"  # one value: a byte either way
         elif ir_dtype in ("uint1", "uint2", "uint3", "uint6"):
             ir_dtype = "uint8"
         self.used.add(name)
@@ -242,14 +269,22 @@ def _reshape(op, w):
     w.define(op.output, "Reshape", [w.value(op.x), w.ints(op.name + "_shape", op.shape.val)])
 
 
+def _axes_operand(w, op, axes) -> tuple:
+    """(extra inputs, attributes) for an op whose axes became an input at opset 13."""
+    if axes is None:
+        return [], {}
+    axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+    return ([w.ints(op.name + "_axes", axes)], {}) if w.opset >= 13 else ([], {"axes": axes})
+
+
 def _expand_dims(op, w):
-    w.define(op.output, "Unsqueeze", [w.value(op.x), w.ints(op.name + "_axes", op.axes.val)])
+    ins, attrs = _axes_operand(w, op, op.axes.val)
+    w.define(op.output, "Unsqueeze", [w.value(op.x)] + ins, **attrs)
 
 
 def _squeeze(op, w):
-    axes = _param(op, "axes")
-    ins = [w.value(op.x)] + ([w.ints(op.name + "_axes", axes)] if axes is not None else [])
-    w.define(op.output, "Squeeze", ins)
+    ins, attrs = _axes_operand(w, op, _param(op, "axes"))
+    w.define(op.output, "Squeeze", [w.value(op.x)] + ins, **attrs)
 
 
 def _concat(op, w):
@@ -332,7 +367,12 @@ def _pool(onnx_type):
 
 
 def _softmax(op, w):
-    w.define(op.output, "Softmax", [w.value(op.x)], axis=int(_param(op, "axis", -1)))
+    axis = int(_param(op, "axis", -1))
+    if w.opset < 13 and axis % op.x.rank != op.x.rank - 1:
+        # before 13 Softmax flattens everything from `axis` on: only the last axis means the same
+        raise OnnxExportError(f"softmax {op.name!r}: axis {axis} has no ONNX form before opset 13; "
+                              "export with opset=13 or newer")
+    w.define(op.output, "Softmax", [w.value(op.x)], axis=axis)
 
 
 def _layer_norm(op, w):
@@ -358,7 +398,7 @@ def _layer_norm(op, w):
 def _reduce_node(w, onnx_type, x, axes, hint, keep=1, out: Var = None):
     """A reduction over axes (None: all); axes is an input from opset 18 (13 for ReduceSum).
     Defines `out` when given, else returns a temp name."""
-    if w.opset >= 18 or onnx_type == "ReduceSum":
+    if w.opset >= 18 or (onnx_type == "ReduceSum" and w.opset >= 13):
         ins, attrs = [x] + ([w.ints(hint + "_axes", axes)] if axes is not None else []), {}
     else:
         ins, attrs = [x], {"axes": list(axes) if axes is not None else None}
@@ -504,13 +544,109 @@ def _foreign(op, w):
     if not op.op_type.startswith("onnx."):
         raise OnnxExportError(f"{op.op_type} {op.name!r}: a foreign op of another format has no ONNX form")
     ins = [w.value(op.inputs[s]) if s else "" for s in slot_names(op)]
+    graphs = [helper.make_attribute(attr, subgraph(block, w, f"{op.name}_{attr}"))
+              for attr, block in zip(op.attrs.get(BLOCK_ATTRS, ()), op.blocks)]
     outs = [w.name_of(v) for v in op.outputs]
     nd = helper.make_node(op.op_type.split(".", 1)[1], ins, outs, name=w.fresh(op.name),
                           domain=op.attrs.get("_domain", ""))
     nd.attribute.extend(attr_from_ir(k, v) for k, v in sorted(onnx_attrs(op.attrs).items()))
+    nd.attribute.extend(graphs)
+    if _schema_changed(op, w.opset):
+        return _write_upgraded(nd, op, w)
     w.nodes.append(nd)
     for v, o in zip(op.outputs, outs):
         w.env[v.name] = o
+
+
+def _since(op_type: str, opset: int) -> Optional[int]:
+    try:
+        return onnx.defs.get_schema(op_type, opset).since_version
+    except Exception:  # not in the default domain's table (or removed by then)
+        return None
+
+
+def _schema_changed(op, opset: int) -> bool:
+    """Whether a default-domain foreign op means something else (or nothing) at `opset`
+    than at the opset it came from."""
+    if op.attrs.get("_domain") or op.blocks:
+        return False
+    then = int(op.attrs.get("_opset", opset))
+    t = op.op_type[5:]
+    return then != opset and _since(t, then) != _since(t, opset)
+
+
+def _write_upgraded(nd, op, w):
+    """Write node `nd` (an op from an older opset) as onnx's version converter rewrites it
+    for the exported opset (Upsample -> Resize, attributes that became inputs, ...)."""
+    from onnx import version_converter
+
+    slots = [s for s in slot_names(op)]
+    ins, inits = [], []
+    for s, name in zip(slots, nd.input):
+        if not s:
+            continue
+        v = op.inputs[s]
+        static = w.static(v)
+        if static is not None and static.size <= 4096:  # the converter reads constant inputs
+            inits.append(array_to_tensor(static, v.dtype, name))
+        ins.append(helper.make_value_info(name, type_proto(v.type)))
+    outs = [helper.make_value_info(o, type_proto(v.type)) for o, v in zip(nd.output, op.outputs) if o]
+    one = helper.make_model(helper.make_graph([nd], "one", ins, outs, inits),
+                            opset_imports=[helper.make_opsetid("", int(op.attrs["_opset"]))])
+    try:
+        converted = version_converter.convert_version(one, w.opset)
+    except Exception as e:
+        raise OnnxExportError(f"{op.op_type} {op.name!r} (opset {op.attrs['_opset']}): no form at opset "
+                              f"{w.opset} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    keep = set(nd.input) | set(nd.output)
+    known = {t.name for t in inits}
+    renames = {}
+    for t in converted.graph.initializer:
+        if t.name not in known:
+            renames[t.name] = w.fresh(f"{op.name}_{t.name}")
+            t.name = renames[t.name]
+            w.inits.append(t)
+            w.init_names.add(t.name)
+    for n in converted.graph.node:
+        for i, name in enumerate(n.output):
+            if name and name not in keep:
+                renames.setdefault(name, w.fresh(f"{op.name}_{name}"))
+                n.output[i] = renames[name]
+        for i, name in enumerate(n.input):
+            n.input[i] = renames.get(name, name)
+        n.name = w.fresh(n.name or f"{op.name}_{n.op_type}")
+        w.nodes.append(n)
+    for v, o in zip(op.outputs, nd.output):
+        w.env[v.name] = o
+
+
+def subgraph(block, w, name: str):
+    """A nested block as an ONNX GraphProto; it reads its enclosing graphs' values by name."""
+    child = w.child(block)
+    inputs = []
+    for v in block.inputs:
+        child.env[v.name] = child.name_of(v)
+        inputs.append(_value_info(child.env[v.name], v))
+    for op in block.ops:
+        _emit(op, child)
+    outputs, returned = [], set()
+    for v in block.outputs:
+        name = child.value(v)
+        if v.name not in child.producer or name in returned:
+            # onnxruntime wants a subgraph's outputs made inside it, once each
+            name = child.node("Identity", [name], v.name + "_out")
+        returned.add(name)
+        outputs.append(_value_info(name, v))
+    return helper.make_graph(child.nodes, name, inputs, outputs, child.inits)
+
+
+def _all_names(block) -> set:
+    names = {v.name for v in block.inputs}
+    for op in block.walk():
+        names.update(v.name for v in op.outputs)
+        for b in op.blocks:
+            names.update(v.name for v in b.inputs)
+    return names
 
 
 def _emit(op, w):
@@ -571,47 +707,71 @@ def _record(op, w, nodes) -> None:
 
 # ---- the model --------------------------------------------------------------------
 
+def type_proto(t):
+    """The ONNX TypeProto of an IR type (tensors of any rank, sequences, maps, optionals)."""
+    if t.kind == "sequence":
+        return helper.make_sequence_type_proto(type_proto(t.elem))
+    if t.kind == "optional":
+        return helper.make_optional_type_proto(type_proto(t.elem))
+    if t.kind == "map":
+        return helper.make_map_type_proto(elem_type(t.key), type_proto(t.value))
+    dt = t.dtype if t.dtype not in ("uint1", "uint2", "uint3", "uint6") else "uint8"
+    dims = None if t.shape is None else [None if d == "?" else d for d in t.shape]
+    return helper.make_tensor_type_proto(elem_type(dt), dims)
+
+
 def _value_info(name: str, var: Var):
-    dims = [None if d == "?" else d for d in var.shape]
-    dt = var.dtype if var.dtype not in ("uint1", "uint2", "uint3", "uint6") else "uint8"
-    return helper.make_tensor_value_info(name, elem_type(dt), dims)
+    return helper.make_value_info(name, type_proto(var.type))
 
 
-def _has_compressed(fn) -> bool:
-    return any(op.op_type.startswith("constexpr_") or any(v.dtype in ("int4", "uint4") for v in op.outputs)
-               for op in fn.ops)
+def _io_info(name: str, var: Var, declared: dict):
+    """A graph input / output as the source model declared it, when that still fits."""
+    ours = _value_info(name, var)
+    theirs = declared.get(name)
+    return theirs if theirs is not None and model_meta.same_kind(theirs, ours) else ours
 
 
-def _foreign_fits(fn, opset: int) -> bool:
-    """True when every foreign op means the same at `opset` as at the opset it came from."""
-    for op in fn.ops:
-        if op.op_type.startswith("onnx.") and not op.attrs.get("_domain"):
-            t = op.op_type[5:]
-            try:
-                then = onnx.defs.get_schema(t, int(op.attrs.get("_opset", opset))).since_version
-                now = onnx.defs.get_schema(t, opset).since_version
-            except Exception:
-                return False
-            if then != now:
-                return False
-    return True
+def _needs_13(fn) -> bool:
+    """Whether a function holds compressed weights or (de)quantization, whose ONNX forms
+    (per-axis DequantizeLinear, packed decoders) need opset 13."""
+    return any(op.op_type.startswith("constexpr_") or op.op_type in ("quantize", "dequantize")
+               or any(v.is_tensor and v.dtype in ("int4", "uint4") for v in op.outputs)
+               for _, op in _walk(fn))
+
+
+def _walk(fn):
+    for op in fn.block.walk():
+        yield fn, op
 
 
 def choose_opset(program: Program, opset: Optional[int], fn) -> int:
+    """The opset of the exported model.
+
+    The rule: a program imported from ONNX keeps its model's opset, whatever was
+    compressed (every compressed form has a spelling at every opset from MIN_OPSET:
+    int4 is packed two per byte by hand below COMPRESSED_OPSET, see
+    compressed.packed_nibbles), so the user's runtime keeps loading it; only a model
+    older than the forms it now holds need (MIN_OPSET) is raised to that. A program
+    from elsewhere gets COMPRESSED_OPSET, where int4 and per-block DequantizeLinear
+    are native. `opset=` is the opt-in to another opset (e.g. 21 to upgrade a model
+    for INT4 initializers); foreign ops whose schema changed on the way are written
+    through onnx's version converter (_write_upgraded), or refused in one line."""
+    floor = MIN_OPSET if _needs_13(fn) else OLDEST_OPSET
     if opset is not None:
-        if opset < MIN_OPSET:
-            raise OnnxExportError(f"opset {opset} is too old: export needs {MIN_OPSET} or newer")
+        if opset < floor:
+            raise OnnxExportError(f"opset {opset} is too old: this program needs {floor} or newer")
         return int(opset)
-    base = max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), MIN_OPSET)
-    if base < COMPRESSED_OPSET and _has_compressed(fn) and _foreign_fits(fn, COMPRESSED_OPSET):
-        return COMPRESSED_OPSET
-    return base
+    return max(int(program.attrs.get("onnx_opset", COMPRESSED_OPSET)), floor)
 
 
 def _io_names(program, fn) -> dict:
-    pairs = dict(program.attrs.get("onnx_io_names", ()))
-    io = {v.name for v in fn.inputs} | {v.name for v in fn.outputs}
-    return {k: v for k, v in pairs.items() if k in io}
+    """IR name -> the ONNX name the source model gave that value (inputs, outputs,
+    initializers and node outputs the importer had to rename), for values still there."""
+    pairs = dict(program.attrs.get("onnx_names", ()))
+    pairs.update(program.attrs.get("onnx_io_names", ()))
+    present = _all_names(fn.block)
+    taken = set(present) - set(pairs)  # an IR name kept as it is stays its own ONNX name
+    return {k: v for k, v in pairs.items() if k in present and v not in taken}
 
 
 def to_onnx_model(program: Program, opset: Optional[int] = None, function: str = "main") -> onnx.ModelProto:
@@ -620,22 +780,47 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
         raise OnnxExportError(f"no function {function!r} (have {sorted(program.functions)})")
     fn = program.functions[function]
     w = Writer(fn, choose_opset(program, opset, fn), _io_names(program, fn))
+    declared = model_meta.declared_io(program.attrs.get(MODEL_META))
     inputs = []
     for v in fn.inputs:
         w.env[v.name] = w.name_of(v)
-        inputs.append(_value_info(w.env[v.name], v))
+        inputs.append(_io_info(w.env[v.name], v, declared))
     for op in fn.ops:
-        if op.blocks:
-            raise OnnxExportError(f"{op.op_type} {op.name!r}: ops with nested blocks have no ONNX form yet")
+        if op.blocks and not is_foreign(op.op_type):
+            raise OnnxExportError(f"{op.op_type} {op.name!r}: this op's nested blocks have no ONNX form")
         _emit(op, w)
-    outputs = [_value_info(w.value(v), v) for v in fn.outputs]
+    outputs = [_io_info(w.value(v), v, declared) for v in fn.outputs]
+    inputs += _overridable(program, fn, w)
     graph = helper.make_graph(w.nodes, function, inputs, outputs, w.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
                               + _extra_domains(fn), producer_name="weightpress")
     model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR version 10 and older
-    if w.records:
-        helper.set_model_props(model, {RECORD_KEY: json.dumps(w.records, separators=(",", ":"))})
+    from ir.formats.onnx.nbits import fused_outputs, records_for
+
+    records = w.records + records_for(fn, w.env, w.nodes, len(w.records))  # MatMulNBits readers, if any
+    if records:
+        helper.set_model_props(model, {RECORD_KEY: json.dumps(records, separators=(",", ":"))})
+    model_meta.restore(model, program.attrs.get(MODEL_META))
+    # MatMulNBits outputs typed, or onnx's shape inference stops at them on import
+    known = {vi.name for vi in model.graph.value_info}
+    model.graph.value_info.extend(_value_info(name, var) for name, var in fused_outputs(fn, w.env) if name not in known)
     return model
+
+
+def _overridable(program, fn, w) -> list:
+    """Graph inputs for the initializers the source model also listed as inputs (defaults a
+    caller may override), as long as they are still plain constants written to the file."""
+    extra = []
+    names = {w.io_names.get(v.name, v.name): v for v in _const_outputs(fn)}
+    for onnx_name in program.attrs.get("onnx_overridable", ()):
+        v = names.get(onnx_name)
+        if v is not None and w.env.get(v.name) == onnx_name and onnx_name in w.init_names:
+            extra.append(_value_info(onnx_name, v))
+    return extra
+
+
+def _const_outputs(fn):
+    return [op.outputs[0] for op in fn.ops if op.op_type == "const"]
 
 
 def _extra_domains(fn) -> list:
@@ -651,11 +836,18 @@ EXTERNAL_THRESHOLD = 1 << 30  # above this many weight bytes a single protobuf g
 
 
 def export_onnx(program: Program, path, opset: Optional[int] = None, external_data=None,
-                function: str = "main") -> str:
+                function: str = "main", matmul_nbits: bool = False) -> str:
     """Write `program` as an ONNX model at `path`, atomically; returns the path.
 
-    external_data: None = only when the weights are large; True = always
-    (into `<file>.data` beside it); a string = that data file name."""
+    opset: None = the model's own (see choose_opset). external_data: None = only
+    when the weights are large; True = always (into `<file>.data` beside it); a
+    string = that data file name. matmul_nbits: write 4-bit per-block weights of
+    MatMul / linear as com.microsoft MatMulNBits (onnxruntime's fused kernels; see
+    nbits.py for which weights qualify); import gives the original ops back."""
+    if matmul_nbits:
+        from ir.formats.onnx.nbits import rewrite
+
+        program = rewrite(program, function)
     model = to_onnx_model(program, opset, function)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

@@ -15,14 +15,20 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, shape_inference
 
-from ir.core import Block, Function, Op, Program, TensorType, Var
+from ir.core import Block, Function, InvalidProgram, MapType, Op, OptionalType, Program, SequenceType, TensorType, Var
 from ir.construct import const_op, new_op
 from ir.formats.onnx import foreign  # noqa: F401  (registers the onnx.* evaluator)
-from ir.formats.onnx import records
+from ir.formats.onnx import model_meta, records
+from ir.formats.onnx.control import BLOCK_ATTRS  # also registers the If / Loop / Scan kernels
+from ir.formats.onnx.model_meta import MODEL_META
 from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype, opset_of,
                                     safe_name, tensor_to_array)
-from ir.dtypes import dtype as lookup_dtype
+from ir.dtypes import dtype as lookup_dtype, from_numpy  # noqa: F401
 from ir.ops import OpError
+from ir.validate import validate
+
+
+ONNX_NODE = "_onnx_node"  # a const op's attr: the ONNX node it was (Constant), written back as one
 
 
 class NotCore(Exception):
@@ -61,23 +67,48 @@ def _check(model, label):
             raise OnnxFormatError(f"{label}: invalid ONNX model ({str(e).splitlines()[0]})") from None
 
 
-def _type_of(type_proto, label="") -> Optional[TensorType]:
-    if not type_proto.HasField("tensor_type"):
+def _type_of(type_proto, label=""):
+    """The IR type an ONNX TypeProto declares; None when it declares no element type.
+    A tensor without a shape has unknown rank; a dim without value or name is "?"."""
+    which = type_proto.WhichOneof("value")
+    if which == "tensor_type":
+        tt = type_proto.tensor_type
+        if not tt.elem_type:
+            return None
+        dt = ir_dtype(tt.elem_type, label)
+        if not tt.HasField("shape"):
+            return TensorType.of(dt, None)
+        # some exporters write -1 where they mean an unknown dim
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+                     for d in tt.shape.dim)
+        return TensorType.of(dt, dims)
+    if which == "sequence_type":
+        elem = _type_of(type_proto.sequence_type.elem_type, label)
+        return None if elem is None else SequenceType(elem)
+    if which == "optional_type":
+        elem = _type_of(type_proto.optional_type.elem_type, label)
+        return None if elem is None else OptionalType(elem)
+    if which == "map_type":
+        value = _type_of(type_proto.map_type.value_type, label)
+        return None if value is None else MapType(ir_dtype(type_proto.map_type.key_type, label), value)
+    if which is None:
         return None
-    tt = type_proto.tensor_type
-    dt = ir_dtype(tt.elem_type, label) if tt.elem_type else "fp32"
-    if not tt.HasField("shape"):
-        return None
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
-    return TensorType.of(dt, dims)
+    raise OnnxFormatError(f"{label}: ONNX {which.replace('_', ' ')} values are not supported")
 
 
-def _known_types(model) -> dict:
+def _inferred(model):
+    """The model with onnx's shape inference applied (types of inner values, subgraphs
+    included); the model itself when inference fails or the model is too large."""
+    if model.ByteSize() >= 2 ** 31 - 1:
+        return model
     try:
-        inferred = shape_inference.infer_shapes(model, data_prop=True) if model.ByteSize() < 2 ** 31 - 1 else model
+        return shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # an op onnx cannot infer: keep what the file says
-        inferred = model
-    g = inferred.graph
+        return model
+
+
+def _graph_types(g) -> dict:
+    """ONNX value name -> IR type, for the values one graph declares (not its subgraphs)."""
     types = {}
     for vi in list(g.value_info) + list(g.output) + list(g.input):
         t = _type_of(vi.type, vi.name)
@@ -89,27 +120,50 @@ def _known_types(model) -> dict:
 # ---- the conversion context --------------------------------------------------
 
 class Ctx:
-    def __init__(self, model):
+    """The conversion scope of one graph. A subgraph's scope (an If branch, a Loop body)
+    sees the values of its enclosing scopes, as ONNX does; names are unique across the
+    whole model, so an inner value never shadows an outer one in the IR."""
+
+    def __init__(self, model, graph, parent: Optional["Ctx"] = None):
+        self.parent = parent
         self.opset = opset_of(model)
-        self.names = Names()
+        self.opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
+        self.names = parent.names if parent is not None else Names()
+        self.renamed: dict = parent.renamed if parent is not None else {}  # IR name -> ONNX name
+        self.model = model
         self.ops: list = []
         self.env: dict = {}
-        self.initializers = {t.name: t for t in model.graph.initializer}
-        self.types = _known_types(model)
-        self.graph_outputs = {o.name for o in model.graph.output}
-        self.opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.types = _graph_types(graph)
+        self.graph_outputs = {o.name for o in graph.output}
+
+    def name_for(self, onnx_name: str) -> str:
+        """The IR name of a value this scope defines: the ONNX name made safe (and unique)."""
+        if self.parent is None:
+            return self.names.of(onnx_name)
+        name = self.names.fresh(safe_name(onnx_name))
+        self.renamed[name] = onnx_name  # for export: a subgraph's values keep their ONNX names
+        return name
 
     def var(self, onnx_name: str) -> Optional[Var]:
         if not onnx_name:
             return None
-        v = self.env.get(onnx_name)
-        if v is None and onnx_name in self.initializers:
-            arr, dt = tensor_to_array(self.initializers[onnx_name])
-            op = const_op(self.names.of(onnx_name), arr, dt)
-            self.ops.append(op)
-            v = self.env[onnx_name] = op.outputs[0]
-        if v is None:
-            raise OnnxFormatError(f"value {onnx_name!r} is used before it is defined")
+        scope = self
+        while scope is not None:
+            v = scope.env.get(onnx_name)
+            if v is not None:
+                return v
+            if onnx_name in scope.initializers:
+                return scope.initializer(onnx_name)
+            scope = scope.parent
+        raise OnnxFormatError(f"value {onnx_name!r} is used before it is defined")
+
+    def initializer(self, onnx_name: str) -> Var:
+        """A const op for an initializer of this scope, made where it is first read."""
+        arr, dt = tensor_to_array(self.initializers[onnx_name])
+        op = const_op(self.name_for(onnx_name), arr, dt)
+        self.ops.append(op)
+        v = self.env[onnx_name] = op.outputs[0]
         return v
 
     def inp(self, node, i: int) -> Optional[Var]:
@@ -131,7 +185,12 @@ class Ctx:
 
     def emit(self, op_type: str, inputs: dict, out: Optional[str] = None, hint: str = "t") -> Var:
         """A core op; `out` is the ONNX value it defines (else an internal temp)."""
-        name = self.names.of(out) if out else self.names.fresh(hint)
+        for v in inputs.values():
+            if isinstance(v, Var) and not v.is_tensor:
+                raise NotCore(f"input {v.name!r} is a {v.type.kind}")
+            if isinstance(v, Var) and v.rank is None:
+                raise NotCore(f"input {v.name!r} has unknown rank")
+        name = self.name_for(out) if out else self.names.fresh(hint)
         op = new_op(op_type, name, inputs)
         self.ops.append(op)
         return op.outputs[0]
@@ -343,7 +402,7 @@ def _constexpr_affine(c, x, scale, zp, a, o):
         zp = extra[-1].outputs[0]
     axis = int(a.get("axis", 1)) % x.rank if scale.rank == 1 else 0
     extra.append(const_op(c.names.fresh(o + "_axis"), np.int32(axis)))
-    op = new_op("constexpr_affine_dequantize", c.names.of(o),
+    op = new_op("constexpr_affine_dequantize", c.name_for(o),
                 {"quantized_data": x, "zero_point": zp, "scale": scale, "axis": extra[-1].outputs[0]})
     c.ops.extend(extra + [op])
     return op.outputs[0]
@@ -409,7 +468,8 @@ def _reduce(core):
 
 def _flatten(n, c, a):
     x = c.inp(n, 0)
-    axis = int(a.get("axis", 1)) % (x.rank + 1) if x.rank else 0
+    axis = int(a.get("axis", 1))
+    axis = axis + x.rank if axis < 0 else axis  # ONNX: axis in [-r, r]
     head, tail = x.shape[:axis], x.shape[axis:]
     if x.type.is_static:
         shape = [int(np.prod(head, dtype=np.int64)), int(np.prod(tail, dtype=np.int64))]
@@ -453,30 +513,6 @@ def _tile(n, c, a):
     return c.emit("tile", {"x": c.inp(n, 0), "reps": c.inp(n, 1)}, _out(n))
 
 
-_I32 = np.iinfo(np.int32)
-
-
-def _slice(n, c, a):
-    x = c.inp(n, 0)
-    starts, ends = c.static(n, 1), c.static(n, 2)
-    axes, steps = c.static(n, 3), c.static(n, 4)
-    axes = range(len(starts)) if axes is None else [int(i) % x.rank for i in axes]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
-    if any(s <= 0 for s in steps):
-        raise NotCore("negative steps clamp differently from python slices")
-    r = x.rank
-    begin, end, stride = [0] * r, [0] * r, [1] * r
-    bmask, emask = [True] * r, [True] * r
-    for ax, b, e, st in zip(axes, starts, ends, steps):
-        begin[ax], end[ax], stride[ax] = int(np.clip(b, _I32.min, _I32.max)), int(np.clip(e, _I32.min, _I32.max)), st
-        bmask[ax] = emask[ax] = False
-    o = _out(n)
-    return c.emit("slice_by_index", {
-        "x": x, "begin": c.const(o + "_begin", np.array(begin, np.int32)),
-        "end": c.const(o + "_end", np.array(end, np.int32)), "stride": c.const(o + "_stride", np.array(stride, np.int32)),
-        "begin_mask": c.const(o + "_bmask", np.array(bmask)), "end_mask": c.const(o + "_emask", np.array(emask))}, o)
-
-
 _CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
                    "value_int": np.int64, "value_ints": np.int64}
 
@@ -490,7 +526,8 @@ def _constant(n, c, a):
         if key is None:
             raise NotCore("sparse or string constant")
         arr, dt = np.array(a[key], _CONSTANT_FORMS[key]), None
-    op = const_op(c.names.of(o), arr, dt)
+    op = const_op(c.name_for(o), arr, dt)
+    op = op.replace(attrs={**op.attrs, ONNX_NODE: "Constant"})  # written back as a Constant node
     c.ops.append(op)
     return op.outputs[0]
 
@@ -513,27 +550,105 @@ CONVERTERS = {
     "ReduceMean": _reduce("reduce_mean"), "ReduceSum": _reduce("reduce_sum"),
     "ReduceMax": _reduce("reduce_max"), "ReduceMin": _reduce("reduce_min"),
     "Identity": _identity, "Dropout": _identity, "Constant": _constant,
-    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile, "Slice": _slice,
+    # Slice stays an ONNX op: no stage rewrites it, and its own form keeps the model's
+    # starts / ends tensors (INT64_MAX, negative axes) exactly as they were
+    "LeakyRelu": _leaky_relu, "Where": _where, "Tile": _tile,
     "Sin": _unary("sin"), "Cos": _unary("cos"), "ReduceProd": _reduce("reduce_prod"),
 }
 
 
 # ---- foreign ops -------------------------------------------------------------------
 
-def _foreign(n, c):
-    attrs = _attrs(n)
+def _foreign_attrs(n, c) -> dict:
+    attrs = {}
+    for a in n.attribute:
+        if a.type != onnx.AttributeProto.GRAPH:  # graphs become the op's blocks
+            attrs[a.name] = attr_to_ir(a)
     attrs["_opset"] = c.opsets.get(n.domain if n.domain != "ai.onnx" else "", c.opset)
     if n.domain not in ("", "ai.onnx"):
         attrs["_domain"] = n.domain
+    return attrs
+
+
+def _foreign(n, c):
+    attrs = _foreign_attrs(n, c)
     inputs = {f"in{i}": c.var(name) for i, name in enumerate(n.input) if name}
+    graphs = [a for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    blocks = tuple(_subgraph_block(a.g, c, _block_input_types(n, a.name, inputs, c)) for a in graphs)
+    if blocks:
+        attrs[BLOCK_ATTRS] = tuple(a.name for a in graphs)
     outs = []
-    for name in n.output:
+    for i, name in enumerate(n.output):
         t = c.types.get(name) if name else None
-        vname = c.names.of(name) if name else c.names.fresh(f"{n.op_type.lower()}_unused")
-        outs.append(Var(vname, t or TensorType("fp32", ("?",))))
+        if t is None:
+            t = _output_type_from_blocks(n, i, blocks, inputs) or TensorType("fp32", None)
+        vname = c.name_for(name) if name else c.names.fresh(f"{n.op_type.lower()}_unused")
+        outs.append(Var(vname, t))
     op_name = c.names.fresh(safe_name(n.name) if n.name else outs[0].name + "_op")
-    c.ops.append(Op.make(f"onnx.{n.op_type}", op_name, inputs, outs, attrs))
+    c.ops.append(Op.make(f"onnx.{n.op_type}", op_name, inputs, outs, attrs, blocks))
     return outs
+
+
+# ---- subgraphs: If branches, Loop and Scan bodies --------------------------------------
+
+def _block_input_types(n, attr: str, inputs: dict, c) -> list:
+    """Types for a body's inputs when its graph leaves them undeclared, by the ONNX rules
+    of the op that runs it (Loop: iteration number, condition, carried values)."""
+    if n.op_type == "Loop" and attr == "body":
+        carried = [inputs.get(f"in{i}") for i in range(2, len(n.input))]
+        return [TensorType("int64", ()), TensorType("bool", ())] + [v.type if v is not None else None
+                                                                   for v in carried]
+    if n.op_type == "Scan" and attr == "body":
+        vals = [inputs.get(f"in{i}") for i in range(len(n.input))]
+        return [None if v is None else (v.type if i < len(vals) - _scan_inputs(n) else
+                                        TensorType(v.dtype, None)) for i, v in enumerate(vals)]
+    return []
+
+
+def _scan_inputs(n) -> int:
+    return next((a.i for a in n.attribute if a.name == "num_scan_inputs"), 0)
+
+
+def _subgraph_block(g, parent: Ctx, fallback_types: list) -> Block:
+    c = Ctx(parent.model, g, parent)
+    inputs = []
+    for i, vi in enumerate(g.input):
+        t = _type_of(vi.type, vi.name)
+        if t is None:
+            t = fallback_types[i] if i < len(fallback_types) and fallback_types[i] is not None \
+                else TensorType("fp32", None)
+        v = Var(c.name_for(vi.name), t)
+        c.env[vi.name] = v
+        inputs.append(v)
+    for n in g.node:
+        _define(c, n, _convert_node(n, c))
+    outputs = [c.var(o.name) for o in g.output]
+    return Block.make(inputs, c.ops, outputs)
+
+
+def _output_type_from_blocks(n, i: int, blocks: tuple, inputs: dict):
+    """An output type the blocks decide when shape inference said nothing."""
+    if not blocks:
+        return None
+    body = blocks[0]
+    if n.op_type == "If":
+        a, b = (blk.outputs[i].type for blk in blocks[:2])
+        return a if a == b else (TensorType(a.dtype, None) if a.is_tensor else a)
+    if n.op_type == "Loop":
+        carried = len(n.input) - 2
+        t = body.outputs[1 + i].type
+        return t if i < carried else (TensorType(t.dtype, None) if t.is_tensor else None)
+    if n.op_type == "Scan":
+        t = body.outputs[i].type
+        states = len(n.input) - _scan_inputs(n)
+        return t if i < states else (TensorType(t.dtype, None) if t.is_tensor else None)
+    return None
+
+
+def _define(c, n, values) -> None:
+    for name, v in zip(n.output, values):
+        if name:
+            c.env[name] = v
 
 
 def _convert_node(n, c):
@@ -543,7 +658,7 @@ def _convert_node(n, c):
         try:
             out = conv(n, c, _attrs(n))
             return [out] if isinstance(out, Var) else list(out)
-        except (NotCore, OpError, KeyError):
+        except (NotCore, OpError, KeyError, TypeError):
             # drop half-built core ops (the node goes through as foreign), but keep the
             # initializer consts read on the way: later nodes find them in env
             live = {id(v) for v in c.env.values()}
@@ -551,36 +666,47 @@ def _convert_node(n, c):
     return _foreign(n, c)
 
 
+def _graph_inputs(c, g, label) -> tuple:
+    """(input Vars, names of initializers that are also graph inputs: overridable defaults)."""
+    inputs, overridable = [], []
+    for vi in g.input:
+        if vi.name in c.initializers:
+            overridable.append(vi.name)  # old exporters list initializers among the inputs
+            continue
+        t = _type_of(vi.type, vi.name)
+        if t is None:
+            raise OnnxFormatError(f"{label}: graph input {vi.name!r} has no type")
+        v = Var(c.name_for(vi.name), t)
+        c.env[vi.name] = v
+        inputs.append(v)
+    return inputs, overridable
+
+
 def import_onnx(src, base_dir=None) -> Program:
     """An ONNX model (path or ModelProto) as a Program with one function, "main".
 
+    If / Loop / Scan subgraphs become the nested blocks of their op; everything
+    else the model carries (metadata, producer, opsets of every domain, local
+    functions, value_info) is kept in the program's attrs for export.
     External-data initializers load from the file's directory (or base_dir).
     Raises OnnxFormatError (a ValueError) naming the file and the reason."""
     model, label = _read(src, base_dir)
     _check(model, label)
-    c = Ctx(model)
-    g = model.graph
-    inputs = []
-    for vi in g.input:
-        if vi.name in c.initializers:
-            continue  # old exporters list initializers among the inputs
-        t = _type_of(vi.type, vi.name)
-        if t is None:
-            raise OnnxFormatError(f"{label}: graph input {vi.name!r} has no tensor type")
-        v = Var(c.names.of(vi.name), t)
-        c.env[vi.name] = v
-        inputs.append(v)
+    typed = _inferred(_inlined(model, label))
+    c = Ctx(typed, typed.graph)
+    g = typed.graph
     decoded = records.plan(model)  # compressed weights this package exported
     built: dict = {}
     try:
+        inputs, overridable = _graph_inputs(c, g, label)
         for n in g.node:
             if decoded is not None and n.name in decoded.skip:
                 for i in decoded.due.get(n.name, ()):
                     records.build(c, decoded.records, i, built)
                 continue
-            for name, v in zip(n.output, _convert_node(n, c)):
-                if name:
-                    c.env[name] = v
+            _define(c, n, _convert_node(n, c))
+        for name in overridable:
+            c.var(name)  # kept even when nothing reads it: it is part of the interface
         outputs = [c.var(o.name) for o in g.output]
     except OnnxFormatError as e:
         raise OnnxFormatError(f"{label}: {e}") from None
@@ -588,6 +714,27 @@ def import_onnx(src, base_dir=None) -> Program:
         raise OnnxFormatError(f"{label}: compressed-weight record: {e}") from None
     io = tuple((c.names.of(v.name), v.name) for v in list(g.input) + list(g.output)
                if v.name not in c.initializers)
+    renamed = {ir: onnx_name for onnx_name, ir in c.names.map.items()}
+    renamed.update(c.renamed)
+    renamed = tuple(sorted((ir, onnx_name) for ir, onnx_name in renamed.items() if ir != onnx_name))
     fn = Function("main", Block.make(inputs, c.ops, outputs))
-    return Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset,
-                               "onnx_io_names": io})
+    program = Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
+                               "onnx_names": renamed, "onnx_overridable": tuple(overridable),
+                               MODEL_META: model_meta.capture(model, skip_keys=(records.RECORD_KEY,))})
+    try:
+        return validate(program)
+    except InvalidProgram as e:
+        raise OnnxFormatError(f"{label}: the imported program is not valid: {e}") from None
+
+
+def _inlined(model, label):
+    """The model with calls of its local functions replaced by their bodies, so their
+    weights and ops are seen like any other (the functions themselves are kept for export)."""
+    if not model.functions:
+        return model
+    from onnx import inliner
+
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as e:
+        raise OnnxFormatError(f"{label}: cannot inline the model's local functions ({e})") from None

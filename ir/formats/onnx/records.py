@@ -111,11 +111,36 @@ def _from_initializer(c, src: dict, dt, shape) -> np.ndarray:
     from ir.formats.onnx.common import tensor_to_array
 
     arr = np.asarray(tensor_to_array(c.initializers[src["init"]])[0])
-    if src.get("nbits"):
-        arr = unpack(arr.astype(np.uint8).tobytes(), f"uint{int(src['nbits'])}", shape)
+    if src.get("layout"):
+        arr = _unlayout(arr, src)
+    elif src.get("nbits"):  # bit-packed bytes; int4 as two's complement nibbles
+        nbits = int(src["nbits"])
+        packed_as = dt.name if dt.is_subbyte and dt.bits == nbits else f"uint{nbits}"
+        arr = unpack(arr.astype(np.uint8).tobytes(), packed_as, shape)
     size = int(np.prod(shape, dtype=np.int64))
     if arr.size != size:  # a parameter the exporter broadcast (one zero point for every channel)
         if arr.size == 0 or not np.all(arr == arr.reshape(-1)[0]):
             raise ValueError(f"initializer {src['init']!r} does not hold {shape}")
         arr = np.full(shape, arr.reshape(-1)[0])
     return arr.reshape(shape).astype(dt.storage)
+
+
+def _unlayout(arr: np.ndarray, src: dict) -> np.ndarray:
+    """A value stored in another runtime's layout (MatMulNBits, see nbits.py) back as the
+    IR holds it: `stored` is its shape as stored; nbits-bit unsigned codes packed LSB first
+    (each row on its own bytes when `rows`), less `shift`; then transposed by `perm`."""
+    layout = src["layout"]
+    stored = [int(d) for d in layout["stored"]]
+    nbits = int(src.get("nbits") or 0)
+    if nbits:
+        raw = arr.astype(np.uint8)
+        if layout.get("rows"):
+            rows = raw.reshape(stored[0], -1)
+            codes = np.stack([unpack(r.tobytes(), f"uint{nbits}", stored[1:]) for r in rows])
+        else:
+            codes = unpack(raw.tobytes(), f"uint{nbits}", stored)
+        arr = codes.astype(np.int16) - int(layout.get("shift", 0))
+    else:
+        arr = arr.reshape(stored)
+    perm = layout.get("perm")
+    return arr.transpose([int(p) for p in perm]) if perm else arr

@@ -42,6 +42,17 @@ zero point (exact).  A scale that rounds to 0 in the weight's dtype (tiny fp16 s
 ranges) becomes the dtype's smallest subnormal.  The stored scale is never below the exact
 one in ``linear`` mode (rounded up by one ulp when needed), so every element satisfies
 ``|w - scale * (q - zp)| <= scale / 2`` up to float rounding of the dequantization itself.
+
+The edge of the float range: the reconstruction ``scale * (q - zp)`` must stay finite in the
+weight's dtype (an fp16 weight of 65504 has R / 127 = 515.78, which rounds to 516 in fp16,
+and 127 * 516 = 65532 is Inf in fp16).  Where a block's range ends would reconstruct past
+the dtype's largest finite value, its scale is rounded down instead of up (the ends then clip
+by at most ``hi * ulp(scale)``, within ``scale / 2`` for 8-bit codes); and where that is not
+enough (the zero point rounded away from the range end in ``linear`` mode), the block's codes
+are limited to those whose reconstruction is finite: only elements within one step of the
+dtype's largest magnitude are affected, and their error stays below ``scale``.  Ranges wider
+than float64 holds (fp64 weights near +-1.8e308) are computed without forming ``b - a``.
+So a finite weight never gets a non-finite reconstruction.
 """
 from __future__ import annotations
 
@@ -133,14 +144,62 @@ def _blocked_view(weight: np.ndarray, block_sizes: Sequence[int], name):
 def _store_scale(a, b, lo, hi, zp, dtype) -> np.ndarray:
     """The scale in the weight dtype: rounded to nearest (as coremltools), except where that
     rounding would push the range ends more than half a step past [lo, hi] (so clipping would
-    break the error bound): there the next value up is used.  Never 0."""
-    exact = (b - a) / (hi - lo)
+    break the error bound): there the next value up is used; and where a range end would then
+    reconstruct past the dtype's largest finite value, the next value down.  Never 0."""
+    exact = _step(a, b, lo, hi)
     stored = exact.astype(dtype).astype(np.float64)
     up = ceil_to_dtype(exact, dtype).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         overflow = (b / stored + zp > hi + 0.5) | (a / stored + zp < lo - 0.5)
     stored = np.where(overflow | (stored == 0), up, stored)
+    past = _past_largest(stored, a, b, zp, lo, hi, dtype)
+    if np.any(past):
+        stored = np.where(past, _floor_to_dtype(exact, dtype), stored)
     return np.where(exact == 0, 1.0, stored).astype(dtype)
+
+
+def _step(a, b, lo, hi):
+    """(b - a) / (hi - lo) for b >= 0 >= a; as b / n - a / n where b - a overflows float64."""
+    n = hi - lo
+    with np.errstate(over="ignore"):
+        span = b - a
+    return np.where(np.isfinite(span), span / n, b / n - a / n)
+
+
+def _floor_to_dtype(x, dtype) -> np.ndarray:
+    """Largest value of ``dtype`` that is <= x (x finite, positive, inside dtype's range)."""
+    y = np.asarray(x).astype(dtype)
+    high = y.astype(np.float64) > x
+    return np.where(high, np.nextafter(y, np.array(0, dtype)), y).astype(np.float64)
+
+
+def _reconstruction(x, scale, zp, lo, hi):
+    """(q - zp) * scale of the code x quantizes to, in float64 (exact: q - zp has 10 bits)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.clip(np.rint(x / scale) + zp, lo, hi)
+        return (q - zp) * scale
+
+
+def _past_largest(scale, a, b, zp, lo, hi, dtype) -> np.ndarray:
+    big = float(np.finfo(dtype).max)
+    return (np.abs(_reconstruction(b, scale, zp, lo, hi)) > big) | \
+        (np.abs(_reconstruction(a, scale, zp, lo, hi)) > big)
+
+
+def _code_limits(scale: np.ndarray, zp: np.ndarray, lo: int, hi: int):
+    """Per block, the codes [lo', hi'] within [lo, hi] whose reconstruction (q - zp) * scale
+    is finite in scale's dtype; plain (lo, hi) when that is every code of every block (the
+    usual case: clipping then takes scalars)."""
+    big = float(np.finfo(scale.dtype).max)
+    s = scale.astype(np.float64)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        top = np.minimum(hi, np.floor(big / s + zp))
+        bottom = np.maximum(lo, np.ceil(-big / s + zp))
+        top = np.where((top - zp) * s > big, top - 1, top)  # float64 rounding of big / s
+        bottom = np.where((bottom - zp) * s < -big, bottom + 1, bottom)
+    if np.all(top >= hi) and np.all(bottom <= lo):
+        return lo, hi
+    return bottom, top
 
 
 def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype: str = "int8",
@@ -179,16 +238,16 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
             lo_c, hi_c = np.min(x, axis=reduce_axes, keepdims=True), np.max(x, axis=reduce_axes, keepdims=True)
             w_min = lo_c if w_min is None else np.minimum(w_min, lo_c)
             w_max = hi_c if w_max is None else np.maximum(w_max, hi_c)
-        scale, zp = _block_params(w_min, w_max, mode, lo, hi, w.dtype)
+        scale, zp, limits = _block_params(w_min, w_max, mode, lo, hi, w.dtype)
         for sl in chunks:
-            _quantize_chunk(out[sl], _as_work(blocked[sl], work), scale, zp, lo, hi)
+            _quantize_chunk(out[sl], _as_work(blocked[sl], work), scale, zp, *limits)
     else:
         scales, zps = [], []
         for sl in chunks:
             x = _as_work(blocked[sl], work)
-            s, z = _block_params(np.min(x, axis=reduce_axes, keepdims=True),
-                                 np.max(x, axis=reduce_axes, keepdims=True), mode, lo, hi, w.dtype)
-            _quantize_chunk(out[sl], x, s, z, lo, hi)
+            s, z, limits = _block_params(np.min(x, axis=reduce_axes, keepdims=True),
+                                         np.max(x, axis=reduce_axes, keepdims=True), mode, lo, hi, w.dtype)
+            _quantize_chunk(out[sl], x, s, z, *limits)
             scales.append(s)
             zps.append(z)
         scale, zp = np.concatenate(scales), np.concatenate(zps)
@@ -208,7 +267,8 @@ def _as_work(chunk: np.ndarray, work) -> np.ndarray:
 
 
 def _block_params(w_min, w_max, mode, lo, hi, dtype):
-    """(scale in the weight's dtype, zero point as float64) of each block from its range."""
+    """(scale in the weight's dtype, zero point as float64, code limits (lo', hi') for the
+    clip: scalars, or per block where the dtype's edge needs them) of each block from its range."""
     w_min, w_max = w_min.astype(np.float64), w_max.astype(np.float64)
     if mode == "linear_symmetric":
         r = np.maximum(-w_min, w_max)
@@ -216,9 +276,21 @@ def _block_params(w_min, w_max, mode, lo, hi, dtype):
         zp = np.full(r.shape, 0 if lo < 0 else (hi - lo) // 2, np.float64)
     else:
         a, b = np.minimum(w_min, 0.0), np.maximum(w_max, 0.0)
+        zp = np.clip(np.round(_zero_point(a, b, lo, hi)), lo, hi)
+    scale = _store_scale(a, b, lo, hi, zp, dtype)
+    return scale, zp, _code_limits(scale, zp, lo, hi)
+
+
+def _zero_point(a, b, lo, hi):
+    """(lo * b - hi * a) / (b - a), the exact zero point of the range [a, b] (0 when empty);
+    ranges whose ends overflow float64 in that formula take it in the form lo - a / step."""
+    with np.errstate(over="ignore", invalid="ignore"):
         span = np.where(b > a, b - a, 1.0)
-        zp = np.clip(np.round((lo * b - hi * a) / span), lo, hi)
-    return _store_scale(a, b, lo, hi, zp, dtype), zp
+        zp = (lo * b - hi * a) / span
+    if np.all(np.isfinite(zp)):
+        return zp
+    step = np.where(b > a, _step(a, b, lo, hi), 1.0)
+    return np.where(np.isfinite(zp), zp, lo - a / step)
 
 
 def _quantize_chunk(out, x, scale, zp, lo, hi) -> None:
@@ -226,7 +298,8 @@ def _quantize_chunk(out, x, scale, zp, lo, hi) -> None:
     np.divide(x, scale.astype(x.dtype), out=x)
     np.rint(x, out=x)
     np.add(x, zp.astype(x.dtype), out=x)
-    np.clip(x, lo, hi, out=x)
+    np.clip(x, lo if np.isscalar(lo) else lo.astype(x.dtype),
+            hi if np.isscalar(hi) else hi.astype(x.dtype), out=x)
     out[...] = x
 
 

@@ -235,7 +235,10 @@ def _assign_rows(rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
     (a value exactly halfway goes to the upper entry; fp16 -0 counts as just below +0, as its
     sortable key does: it takes the lower entry of a midpoint at exactly 0, with the same error).
     """
-    mids = 0.5 * (lut[:, :-1].astype(np.float64) + lut[:, 1:].astype(np.float64))
+    a, b = lut[:, :-1].astype(np.float64), lut[:, 1:].astype(np.float64)
+    with np.errstate(over="ignore"):
+        mids = 0.5 * (a + b)
+    mids = np.where(np.isfinite(mids), mids, 0.5 * a + 0.5 * b)  # fp64 entries near +-1.8e308
     if rows.dtype == np.float16:
         return _assign_fp16(rows, mids)
     G, m = rows.shape
@@ -425,7 +428,11 @@ def _scalar_rows(rows, nbits, mode, method, with_error=False):
     if mode == "uniform":
         lo = rows.min(axis=1).astype(np.float64)[:, None]
         hi = rows.max(axis=1).astype(np.float64)[:, None]
-        cent = lo + (hi - lo) * (np.arange(k) / (k - 1))
+        t = np.arange(k) / (k - 1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cent = lo + (hi - lo) * t
+        if not np.all(np.isfinite(cent)):  # fp64 ranges wider than float64 holds
+            cent = lo * (1 - t) + hi * t
     else:  # kmeans, or unique (k >= distinct values, so k-means returns exactly those values)
         cent = _kmeans_rows(rows, k, method, hist)
     lut = cent.astype(rows.dtype)
