@@ -95,6 +95,11 @@ def i64(*v):
     return np.array(v, np.int64)
 
 
+def grid(n, h, w, spread):
+    """A GridSample grid [n, h, w, 2] of (x, y) in [-spread, spread] (past the input when > 1)."""
+    return R.uniform(-spread, spread, (n, h, w, 2)).astype(np.float32)
+
+
 # (id, op, inputs, attrs, n_out, opset)
 CASES = [
     # ---- indexing ----
@@ -104,7 +109,8 @@ CASES = [
     ("gather_elements_neg", "GatherElements", [f32(3, 4), np.array([[-1, 0], [2, -3], [1, 1]])], {"axis": 1}, 1, 13),
     # indices smaller than data in a non-axis dim (the PyTorch BERT case)
     ("gather_elements_small", "GatherElements", [f32(1, 512), np.arange(32).reshape(1, 32)], {"axis": 1}, 1, 13),
-    ("gather_elements_axis0", "GatherElements", [f32(4, 5, 2), np.array([[[3], [-1]], [[0], [2]]])], {"axis": 0}, 1, 13),
+    ("gather_elements_axis0", "GatherElements", [f32(4, 5, 2), np.array([[[3], [-1]], [[0], [2]]])], {"axis": 0}, 1,
+     13),
     ("gather_nd", "GatherND", [f32(3, 4, 2), np.array([[0, -1], [2, 1]])], {}, 1, 13),
     ("gather_nd_batch", "GatherND", [f32(2, 3, 4), np.array([[[1], [2]], [[0], [-1]]])], {"batch_dims": 1}, 1, 13),
     ("scatter_elements_add", "ScatterElements", [f32(3, 3), np.array([[1, 1], [0, -1]]), f32(2, 2)],
@@ -119,7 +125,8 @@ CASES = [
     ("expand_smaller_shape", "Expand", [f32(2, 3), i64(3)], {}, 1, 13),
     ("where", "Where", [R.random((2, 1, 3)) > 0.5, f32(4, 3), f32(1, 3)], {}, 1, 16),
     ("range_int", "Range", [np.array(10, np.int64), np.array(-3, np.int64), np.array(-4, np.int64)], {}, 1, 11),
-    ("range_float", "Range", [np.array(0.5, np.float32), np.array(3.0, np.float32), np.array(0.3, np.float32)], {}, 1, 11),
+    ("range_float", "Range", [np.array(0.5, np.float32), np.array(3.0, np.float32), np.array(0.3, np.float32)], {},
+     1, 11),
     ("range_empty", "Range", [np.array(5, np.int32), np.array(1, np.int32), np.array(2, np.int32)], {}, 1, 11),
     ("constant_of_shape", "ConstantOfShape", [i64(2, 3)],
      {"value": helper.make_tensor("v", TensorProto.INT64, [1], [7])}, 1, 20),
@@ -151,13 +158,16 @@ CASES = [
     # ---- math ----
     ("div_int_trunc", "Div", [np.array([-7, 7, -7, 7, 0], np.int32), np.array([2, -2, -2, 2, 3], np.int32)], {}, 1, 14),
     ("mod_int", "Mod", [np.array([-7, 7, -7, 7], np.int64), np.array([3, -3, -3, 3], np.int64)], {}, 1, 13),
-    ("mod_fmod", "Mod", [np.array([-7.5, 7.5, -7, 7], np.float32), np.array([3, -3, -3, 3], np.float32)], {"fmod": 1}, 1, 13),
+    ("mod_fmod", "Mod", [np.array([-7.5, 7.5, -7, 7], np.float32), np.array([3, -3, -3, 3], np.float32)],
+     {"fmod": 1}, 1, 13),
     ("pow_int", "Pow", [np.array([2, -3, 4], np.int32), np.array([3, 2, 0], np.int32)], {}, 1, 15),
     ("pow_float_int", "Pow", [f32(3), np.array([2, 3, 1], np.int64)], {}, 1, 15),
-    ("bitshift", "BitShift", [np.array([1, 255, 16], np.uint8), np.array([3, 1, 4], np.uint8)], {"direction": "RIGHT"}, 1, 11),
+    ("bitshift", "BitShift", [np.array([1, 255, 16], np.uint8), np.array([3, 1, 4], np.uint8)],
+     {"direction": "RIGHT"}, 1, 11),
     ("max_variadic", "Max", [f32(2, 3), f32(3), f32(1, 1)], {}, 1, 13),
     ("mean_variadic", "Mean", [f32(2, 3), f32(3)], {}, 1, 13),
-    ("clip_int", "Clip", [np.array([-5, 0, 5, 10], np.int32), np.array(-1, np.int32), np.array(6, np.int32)], {}, 1, 13),
+    ("clip_int", "Clip", [np.array([-5, 0, 5, 10], np.int32), np.array(-1, np.int32), np.array(6, np.int32)], {}, 1,
+     13),
     ("round", "Round", [np.array([0.5, 1.5, 2.5, -0.5, -1.5, 2.4], np.float32)], {}, 1, 11),
     ("erf", "Erf", [f32(50) * 2], {}, 1, 13),
     ("sign", "Sign", [np.array([-2, 0, 3], np.int32)], {}, 1, 13),
@@ -167,8 +177,10 @@ CASES = [
     ("einsum_batch", "Einsum", [f32(2, 3, 4), f32(2, 4, 5)], {"equation": "bij,bjk->bik"}, 1, 12),
     ("einsum_trace", "Einsum", [f32(3, 3)], {"equation": "ii"}, 1, 12),
     ("einsum_outer", "Einsum", [f32(3), f32(4)], {"equation": "i,j->ij"}, 1, 12),
-    ("matmul_int", "MatMul", [np.arange(6, dtype=np.int32).reshape(2, 3), np.arange(6, dtype=np.int32).reshape(3, 2)], {}, 1, 13),
-    ("gemm_trans", "Gemm", [f32(4, 3), f32(5, 4), f32(5)], {"transA": 1, "transB": 1, "alpha": 0.5, "beta": 2.0}, 1, 13),
+    ("matmul_int", "MatMul", [np.arange(6, dtype=np.int32).reshape(2, 3), np.arange(6, dtype=np.int32).reshape(3, 2)],
+     {}, 1, 13),
+    ("gemm_trans", "Gemm", [f32(4, 3), f32(5, 4), f32(5)], {"transA": 1, "transB": 1, "alpha": 0.5, "beta": 2.0}, 1,
+     13),
     # ---- reductions ----
     ("reduce_l1", "ReduceL1", [f32(2, 3, 4), i64(1)], {"keepdims": 0}, 1, 18),
     ("reduce_l2", "ReduceL2", [f32(2, 3, 4), i64(-1, 0)], {}, 1, 18),
@@ -178,7 +190,8 @@ CASES = [
     ("reduce_mean_attr", "ReduceMean", [f32(2, 3, 4)], {"axes": [0, 2], "keepdims": 0}, 1, 13),
     ("reduce_max_int", "ReduceMax", [np.array([[1, 5], [7, -2]], np.int32), i64(1)], {}, 1, 18),
     ("reduce_prod", "ReduceProd", [f32(2, 3)], {"axes": [1]}, 1, 13),
-    ("argmax_last", "ArgMax", [np.array([[1, 3, 3], [2, 2, 1]], np.float32)], {"axis": 1, "select_last_index": 1}, 1, 13),
+    ("argmax_last", "ArgMax", [np.array([[1, 3, 3], [2, 2, 1]], np.float32)], {"axis": 1, "select_last_index": 1},
+     1, 13),
     ("argmin_keep0", "ArgMin", [f32(3, 4)], {"axis": 0, "keepdims": 0}, 1, 13),
     ("cumsum_excl_rev", "CumSum", [f32(2, 4), np.array(1, np.int64)], {"exclusive": 1, "reverse": 1}, 1, 14),
     ("cumsum_int", "CumSum", [np.array([1, 2, 3, 4], np.int32), np.array(0, np.int32)], {}, 1, 14),
@@ -223,12 +236,14 @@ CASES = [
     ("cast_float_bool", "Cast", [np.array([0.0, -0.0, 0.1, np.nan], np.float32)], {"to": TensorProto.BOOL}, 1, 19),
     ("cast_int_uint8_wrap", "Cast", [np.array([300, -1, 255], np.int32)], {"to": TensorProto.UINT8}, 1, 19),
     ("cast_float_double", "Cast", [f32(4)], {"to": TensorProto.DOUBLE}, 1, 19),
-    ("cast_str_float", "Cast", [np.array(["1.5", "-2", "1e3", "NaN", "-INF"], object)], {"to": TensorProto.FLOAT}, 1, 19),
+    ("cast_str_float", "Cast", [np.array(["1.5", "-2", "1e3", "NaN", "-INF"], object)], {"to": TensorProto.FLOAT},
+     1, 19),
     ("cast_str_int", "Cast", [np.array(["12", "-7", "0"], object)], {"to": TensorProto.INT64}, 1, 19),
     ("cast_int_str", "Cast", [np.array([12, -7, 0], np.int64)], {"to": TensorProto.STRING}, 1, 19),
     ("castlike", "CastLike", [np.array([1.9, -1.9], np.float32), np.array([0], np.int8)], {}, 1, 19),
     # ---- normalization ----
-    ("layer_norm_3out", "LayerNormalization", [f32(2, 3, 4), f32(3, 4), f32(3, 4)], {"axis": 1, "epsilon": 1e-3}, 3, 17),
+    ("layer_norm_3out", "LayerNormalization", [f32(2, 3, 4), f32(3, 4), f32(3, 4)], {"axis": 1, "epsilon": 1e-3}, 3,
+     17),
     ("layer_norm_nobias", "LayerNormalization", [f32(2, 5), f32(5)], {}, 1, 17),
     ("instance_norm", "InstanceNormalization", [f32(2, 3, 4, 5), f32(3), f32(3)], {}, 1, 6),
     ("group_norm_21", "GroupNormalization", [f32(2, 6, 3, 2), f32(6), f32(6)], {"num_groups": 3}, 1, 21),
@@ -255,7 +270,8 @@ CASES = [
     ("dequantize_int32", "DequantizeLinear", [np.array([100, -3], np.int32), np.array(0.5, np.float32)], {}, 1, 21),
     ("dequantize_blocked", "DequantizeLinear", [np.arange(-6, 6, dtype=np.int8).reshape(2, 6),
                                                 np.array([[0.1, 0.2], [0.3, 0.05]], np.float32),
-                                                np.array([[1, 2], [-1, 0]], np.int8)], {"axis": 1, "block_size": 3}, 1, 21),
+                                                np.array([[1, 2], [-1, 0]], np.int8)], {"axis": 1,
+                                                                                        "block_size": 3}, 1, 21),
     ("dynamic_quantize", "DynamicQuantizeLinear", [f32(3, 4) * 2], {}, 3, 11),
     ("dynamic_quantize_positive", "DynamicQuantizeLinear", [np.abs(f32(3, 4)) + 1], {}, 3, 11),
     # A below 128: onnxruntime's u8 x s8 kernel saturates int16 pair sums on some CPUs (AVX2);
@@ -330,20 +346,27 @@ CASES = [
                                                   np.float32), np.array([[[0.9, 0.8, 0.7, 0.7]]], np.float32),
                                          np.array([10], np.int64), np.array([0.5], np.float32)],
      {"center_point_box": 1}, 1, 11),
-    ("grid_sample_bilinear_zeros", "GridSample", [f32(2, 3, 4, 5), R.uniform(-1.3, 1.3, (2, 3, 6, 2)).astype(np.float32)],
-     {}, 1, 16),
-    ("grid_sample_nearest_border_align", "GridSample", [f32(1, 2, 4, 5), R.uniform(-1.3, 1.3, (1, 3, 3, 2)).astype(np.float32)],
+    ("grid_sample_bilinear_zeros", "GridSample", [f32(2, 3, 4, 5), grid(2, 3, 6, spread=1.3)], {}, 1, 16),
+    ("grid_sample_nearest_border_align", "GridSample", [f32(1, 2, 4, 5), grid(1, 3, 3, spread=1.3)],
      {"mode": "nearest", "padding_mode": "border", "align_corners": 1}, 1, 16),
-    ("grid_sample_bicubic_reflection", "GridSample", [f32(1, 2, 4, 5), R.uniform(-1.5, 1.5, (1, 3, 4, 2)).astype(np.float32)],
+    ("grid_sample_bicubic_reflection", "GridSample", [f32(1, 2, 4, 5), grid(1, 3, 4, spread=1.5)],
      {"mode": "bicubic", "padding_mode": "reflection"}, 1, 16),
-    ("grid_sample_linear_reflection_align", "GridSample", [f32(1, 1, 3, 4), R.uniform(-2.5, 2.5, (1, 5, 5, 2)).astype(np.float32)],
+    ("grid_sample_linear_reflection_align", "GridSample", [f32(1, 1, 3, 4), grid(1, 5, 5, spread=2.5)],
      {"mode": "linear", "padding_mode": "reflection", "align_corners": 1}, 1, 20),
-    ("grid_sample_cubic_border", "GridSample", [f32(1, 1, 4, 4), R.uniform(-1.5, 1.5, (1, 3, 3, 2)).astype(np.float32)],
+    ("grid_sample_cubic_border", "GridSample", [f32(1, 1, 4, 4), grid(1, 3, 3, spread=1.5)],
      {"mode": "cubic", "padding_mode": "border"}, 1, 20),
-    ("rotary_4d", "RotaryEmbedding", [f32(2, 3, 4, 8), f32(10, 4), f32(10, 4), np.array([[0, 1, 2, 3], [5, 6, 7, 9]], np.int64)],
-     {}, 1, 23),
+    ("rotary_4d", "RotaryEmbedding", [f32(2, 3, 4, 8), f32(10, 4), f32(10, 4),
+                                      np.array([[0, 1, 2, 3], [5, 6, 7, 9]], np.int64)], {}, 1, 23),
     ("rotary_3d_interleaved_partial", "RotaryEmbedding", [f32(2, 4, 12), f32(2, 4, 2), f32(2, 4, 2)],
      {"interleaved": 1, "num_heads": 2, "rotary_embedding_dim": 4}, 1, 23),
+    ("attention_4d_gqa_past_causal", "Attention", [f32(2, 4, 3, 8), f32(2, 2, 3, 8), f32(2, 2, 3, 6), None,
+                                                    f32(2, 2, 5, 8), f32(2, 2, 5, 6)], {"is_causal": 1}, 3, 23),
+    ("attention_3d_bool_mask", "Attention", [f32(2, 3, 16), f32(2, 5, 16), f32(2, 5, 8),
+                                             R.random((3, 5)) > 0.3], {"q_num_heads": 4, "kv_num_heads": 4}, 1, 23),
+    ("attention_float_mask_softcap_scale", "Attention", [f32(1, 2, 4, 4) * 3, f32(1, 2, 6, 4) * 3, f32(1, 2, 6, 4),
+                                                         f32(4, 6)], {"softcap": 2.0, "scale": 0.3}, 1, 23),
+    ("attention_qk_output_mode3", "Attention", [f32(1, 2, 3, 4), f32(1, 2, 3, 4), f32(1, 2, 3, 4)],
+     {"qk_matmul_output_mode": 3}, 4, 23),
     ("max_unpool", "MaxUnpool", [f32(1, 1, 2, 2), np.array([[[[5, 7], [13, 15]]]], np.int64)],
      {"kernel_shape": [2, 2], "strides": [2, 2]}, 1, 11),
 ]
@@ -500,7 +523,8 @@ def test_softmax_random(shape, axis_pick, opset13, log, ints_):
 def test_pad_random(shape, mode, data):
     x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
     # negative pads (cropping) only in constant mode and only where the axis survives it
-    pads = [data.draw(st.integers(-1 if mode == "constant" and d >= 2 else 0, 2 if mode != "reflect" else max(d - 1, 0)))
+    pads = [data.draw(st.integers(-1 if mode == "constant" and d >= 2 else 0, 2 if mode != "reflect" else max(d - 1,
+                                                                                                              0)))
             for d in shape * 2]
     check("Pad", [x, np.array(pads, np.int64), np.array(2.5, np.float32)] if mode == "constant"
           else [x, np.array(pads, np.int64)], {"mode": mode}, 1, 19)
@@ -511,7 +535,8 @@ def test_pad_random(shape, mode, data):
        st.lists(st.integers(1, 4), min_size=1, max_size=3), st.data())
 def test_reduce_random(op, shape, data):
     x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    axes = data.draw(st.lists(st.integers(-len(shape), len(shape) - 1), max_size=len(shape), unique_by=lambda a: a % len(shape)))
+    axes = data.draw(st.lists(st.integers(-len(shape), len(shape) - 1), max_size=len(shape),
+                              unique_by=lambda a: a % len(shape)))
     keep = data.draw(st.integers(0, 1))
     check(op, [x, np.array(axes, np.int64)], {"keepdims": keep}, 1, 18, rtol=1e-5, atol=1e-5)
 

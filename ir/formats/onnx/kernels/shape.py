@@ -14,7 +14,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ir.formats.onnx.kernels._util import (Unsupported, arg, ints, is_float, is_float8, need, norm_axes,
-                                           norm_axis, np_dtype, prod, scalar)
+                                           np_dtype, prod, scalar)
 
 
 def shape(ins, attrs, node):
