@@ -11,7 +11,9 @@ downloaded). Each case is run
       refuses or gets wrong is left out of the denominators below and counted
       on its own line (the peer cannot run it either);
   (b) by our interpreter (`ir.interpret.evaluate`) on `import_onnx(model)`;
-  (c) by onnxruntime on `to_onnx_model(import_onnx(model))`: the round trip.
+  (c) by onnxruntime on `to_onnx_model(import_onnx(model))`: the round trip;
+  (d) for one-node cases whose op has a kernel, by that kernel directly (no import),
+      which separates kernel bugs from importer / exporter ones.
 
 Outputs are compared as onnx's backend runner does (same shape, same dtype,
 `assert_allclose` with the case's rtol / atol; sequences element by element).
@@ -219,10 +221,38 @@ def _err(e: BaseException) -> str:
     return _one_line(f"{type(e).__name__}: {e}")
 
 
-def run_case(case, stages=("ort", "roundtrip", "interp"), report=lambda stage: None) -> dict:
-    """One case three ways. Returns {"name", "ops", "nontensor", "ort", "roundtrip",
-    "interp"}: each way is "ok" or (error kind, one-line message); a way that
-    was not run is absent. `report(stage)` is called before each way starts."""
+KERNEL = "kernel error"
+
+
+def _kernel_runner(model):
+    """For a one-node case whose op has a kernel: run that kernel directly on the data
+    set (no import), as the interpreter would call it. None otherwise."""
+    from ir.formats.onnx.common import attr_to_ir, opset_of
+    from ir.formats.onnx.kernels import Node, kernel_for
+
+    nodes = model.graph.node
+    if len(nodes) != 1:
+        return None
+    nd = nodes[0]
+    kernel = kernel_for(nd.op_type, nd.domain)
+    if kernel is None:
+        return None
+    attrs = {a.name: attr_to_ir(a) for a in nd.attribute}
+    node = Node(nd.op_type, opset_of(model, nd.domain if nd.domain != "ai.onnx" else ""), len(nd.output))
+    names = _graph_inputs(model)
+
+    def run(inputs):
+        env = dict(zip(names, inputs))
+        outs = kernel([env[i] if i else None for i in nd.input], attrs, node)[:len(nd.output)]
+        return [o for o, name in zip(outs, nd.output) if name]  # the case lists the named outputs only
+    return run
+
+
+def run_case(case, stages=("ort", "kernel", "roundtrip", "interp"), report=lambda stage: None) -> dict:
+    """One case four ways. Returns {"name", "ops", "nontensor", "ort", "kernel",
+    "roundtrip", "interp"}: each way is "ok" or (error kind, one-line message); a way
+    that was not run is absent ("kernel" only runs for one-node cases whose op has a
+    kernel). `report(stage)` is called before each way starts."""
     from ir.formats.onnx import import_onnx
     from ir.formats.onnx.exporter import to_onnx_model
 
@@ -235,6 +265,20 @@ def run_case(case, stages=("ort", "roundtrip", "interp"), report=lambda stage: N
             res["ort"] = "ok" if bad is None else (VALUES, bad)
         except Exception as e:  # onnxruntime raises its own exception types
             res["ort"] = ("ort error", _err(e))
+    runner = _kernel_runner(model) if "kernel" in stages else None
+    if runner is not None:
+        report("kernel")
+        from ir.formats.onnx.kernels import Unsupported
+
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                bad = _check_sets(case, runner)
+            res["kernel"] = "ok" if bad is None else (VALUES, bad)
+        except Unsupported as e:
+            res["kernel_unsupported"] = str(e)
+        except Exception as e:
+            res["kernel"] = (KERNEL, _err(e))
     report("import")
     try:
         with warnings.catch_warnings():
@@ -242,7 +286,7 @@ def run_case(case, stages=("ort", "roundtrip", "interp"), report=lambda stage: N
             program = import_onnx(model)
     except Exception as e:
         for way in stages:
-            if way != "ort":
+            if way in ("roundtrip", "interp"):
                 res[way] = (IMPORT, _err(e))
         return res
     if "roundtrip" in stages:
@@ -314,7 +358,8 @@ class _Worker:
         self.proc.join()
 
 
-_LATER = {"ort": ("ort", "roundtrip", "interp"), "import": ("roundtrip", "interp"),
+_LATER = {"ort": ("ort", "roundtrip", "interp"), "kernel": ("kernel", "roundtrip", "interp"),
+          "import": ("roundtrip", "interp"),
           "roundtrip": ("roundtrip", "interp"), "interp": ("interp",)}
 
 
@@ -324,6 +369,16 @@ def _timed_out(w, timeout) -> dict:
     for way in _LATER.get(w.stage or "ort", ()):
         res[way] = (TIMEOUT, f"over {timeout:g} s in stage {w.stage or 'start'}")
     return res
+
+
+def _warm_up():
+    """Import what every case needs before the workers fork, so that a fresh worker (also
+    one replacing a killed one) does not spend its first case's time limit importing."""
+    import onnxruntime  # noqa: F401
+
+    from ir.formats.onnx import import_onnx  # noqa: F401
+    from ir.formats.onnx.exporter import to_onnx_model  # noqa: F401
+    from ir.interpret import evaluate  # noqa: F401
 
 
 def run_all(indices, timeout: float, jobs: int, progress=True) -> list:
@@ -348,7 +403,7 @@ def run_all(indices, timeout: float, jobs: int, progress=True) -> list:
                         kind, payload = w.conn.recv()
                     except EOFError:  # the worker died (segfault in a native library)
                         kind, payload = "done", {**_timed_out(w, timeout)}
-                        for way in ("ort", "roundtrip", "interp"):
+                        for way in ("ort", "kernel", "roundtrip", "interp"):
                             if way in payload:
                                 payload[way] = ("crash", f"worker died in stage {w.stage}")
                         w.kill()
@@ -410,24 +465,28 @@ def summarize(results: list, out=sys.stdout, top: int = 25) -> dict:
     nont = [r for r in base if r["nontensor"]]
     ok = {way: [r for r in base if r.get(way) == "ok"] for way in ("interp", "roundtrip")}
     p = lambda *a: print(*a, file=out)  # noqa: E731
-    p(f"cases run: {len(results)}")
-    p(f"onnxruntime baseline passes: {len(base)}; not counted (onnxruntime fails them): {len(refused)}")
+    p(f"cases run: {len(results)}; onnxruntime passes {len(base)} of them (the denominators below)")
     why = collections.Counter(r["ort"][0] for r in refused)
-    for k, n in why.most_common():
-        p(f"    {k}: {n}")
+    p(f"not counted: {len(refused)} that onnxruntime fails ("
+      + ", ".join(f"{k}: {n}" for k, n in why.most_common()) + ")")
     figures = {}
-    for way, label in (("interp", "interpreter"), ("roundtrip", "round trip (ort on our export)")):
+    for way, label in (("interp", "interpreter"), ("roundtrip", "round trip (onnxruntime on our export)")):
         n_ok = len(ok[way])
         figures[way] = 100.0 * n_ok / len(base) if base else 0.0
-        p(f"{label}: {_pct(n_ok, len(base))} of the cases onnxruntime passes"
-          f"  [tensor-only {_pct(sum(1 for r in tensor if r.get(way) == 'ok'), len(tensor))};"
-          f" sequence/optional/map {_pct(sum(1 for r in nont if r.get(way) == 'ok'), len(nont))}]")
-    p(f"  not counted, but run: the interpreter passes {_pct(sum(1 for r in refused if r.get('interp') == 'ok'), len(refused))}"
-      " of the cases onnxruntime fails (mostly inputs its Python binding cannot take: bfloat16, float8, int4)")
+        p(f"{label}: {_pct(n_ok, len(base))}")
+    for group, label in ((tensor, "tensor-only cases"), (nont, "sequence/optional/map cases")):
+        p(f"  {label}: interpreter {_pct(sum(1 for r in group if r.get('interp') == 'ok'), len(group))}, "
+          f"round trip {_pct(sum(1 for r in group if r.get('roundtrip') == 'ok'), len(group))}")
+    p(f"  of the {len(refused)} not counted, the interpreter matches onnx's expected outputs on "
+      f"{sum(1 for r in refused if r.get('interp') == 'ok')} (onnxruntime's Python binding cannot take "
+      "bfloat16 / float8 / int4 values; a few expected outputs it does not reproduce)")
+    kern = [r for r in base if "kernel" in r]
+    p(f"kernels run directly (one-node cases whose op has a kernel, no import): "
+      f"{_pct(sum(1 for r in kern if r['kernel'] == 'ok'), len(kern))}")
     secs = sum(r.get("interp_seconds", 0.0) for r in results)
     p(f"interpreter time (all cases, import excluded): {secs:.1f} s")
-    for way in ("interp", "roundtrip"):
-        fails = [r for r in base if r.get(way) != "ok"]
+    for way in ("interp", "roundtrip", "kernel"):
+        fails = [r for r in base if r.get(way) != "ok" and (way != "kernel" or way in r)]
         if not fails:
             continue
         p(f"\n{way} failures by kind:")
@@ -445,7 +504,7 @@ def failures(results: list) -> list:
     """Machine-readable failures: one entry per case and way that did not pass."""
     out = []
     for r in results:
-        for way in ("ort", "interp", "roundtrip"):
+        for way in ("ort", "kernel", "interp", "roundtrip"):
             v = r.get(way)
             if isinstance(v, tuple):
                 out.append({"case": r["name"], "way": way, "kind": v[0], "op": failing_op(r, way),
@@ -464,7 +523,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--json", help="write the failing cases (with their one-line errors) here")
     ap.add_argument("--no-kernels", action="store_true",
-                    help="run every foreign op with onnx's reference evaluator (the old path), for comparison")
+                    help="run every foreign op with onnx's reference evaluator (the path before the kernel "
+                         "table), for comparison")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -478,6 +538,7 @@ def main(argv=None) -> int:
     if args.sample is not None and args.sample < len(idx):
         idx = sorted(random.Random(args.seed).sample(idx, args.sample))
     _CASES[:] = cases
+    _warm_up()
     if args.no_kernels:  # before the workers fork: they inherit the handler
         from ir.formats.onnx import foreign
         from ir.ops import register_foreign
@@ -486,11 +547,11 @@ def main(argv=None) -> int:
     t1 = time.monotonic()
     results = run_all(idx, args.timeout, args.jobs)
     results.sort(key=lambda r: r["name"])
-    summarize(results)
+    figures = summarize(results)
     print(f"\n{len(idx)} cases in {time.monotonic() - t1:.0f} s", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"failures": failures(results)}, f, indent=1)
+            json.dump({"figures_percent": figures, "cases": len(results), "failures": failures(results)}, f, indent=1)
     return 0
 
 

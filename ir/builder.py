@@ -117,6 +117,18 @@ class Builder:
             raise OpError(f"cond {name or ''}: branches return {t} and {f}")
         return self.add_op("cond", name, blocks=blocks, pred=pred)
 
+    def while_loop(self, cond_fn: Callable, body_fn: Callable, loop_vars, name=None):
+        """MIL's while_loop: while cond_fn(b, *vars) (a scalar bool) holds, vars = body_fn(b, *vars);
+        returns the vars' final values. Plain values in loop_vars become consts."""
+        base = name or "while_loop"
+        init = [self._as_input(base, f"loop_vars_{i}", v) for i, v in enumerate(loop_vars)]
+        carried = [(f"{base}_{v.name}", v.type) for v in init]
+        blocks = (self.block(cond_fn, carried), self.block(body_fn, carried))
+        if [v.type for v in blocks[1].outputs] != [v.type for v in init]:
+            raise OpError(f"while_loop {name or ''}: the body returns {[str(v.type) for v in blocks[1].outputs]}, "
+                          f"the loop variables are {[str(v.type) for v in init]}")
+        return self.add_op("while_loop", name, blocks=blocks, loop_vars=tuple(init))
+
     def __getattr__(self, op_type: str):
         if op_type.startswith("_") or op_type not in REGISTRY:
             raise AttributeError(f"no op type {op_type!r}")

@@ -38,15 +38,6 @@ class DType(NamedTuple):
         return (1 << (self.bits - 1)) - 1 if self.kind == "int" else (1 << self.bits) - 1
 
 
-def _bf16():
-    try:  # numpy has no bfloat16; ml_dtypes provides one when installed
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None
-
-
 _TABLE = [
     DType("fp32", np.dtype(np.float32), 32, "float"),
     DType("fp16", np.dtype(np.float16), 16, "float"),
@@ -68,10 +59,23 @@ _TABLE = [
     DType("uint6", np.dtype(np.uint8), 6, "uint"),
     DType("string", np.dtype(object), 0, "string"),
 ]
-if _bf16() is not None:
-    _TABLE.append(DType("bf16", _bf16(), 16, "float"))
 
-DTYPES: dict[str, DType] = {d.name: d for d in _TABLE}
+
+class _Table(dict):
+    """name -> DType. bf16 joins on first use: numpy has no bfloat16, ml_dtypes provides one
+    when installed, and importing it costs about a second (more than numpy itself), which a
+    program without bf16 values should not pay."""
+
+    def __missing__(self, key):
+        if key == "bf16" and _add_bf16():
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or (key == "bf16" and _add_bf16())
+
+
+DTYPES: dict[str, DType] = _Table((d.name, d) for d in _TABLE)
 
 # numpy dtype -> the IR dtype a plain array of it means (full-width types only)
 _FROM_NUMPY = {d.storage: d.name for d in _TABLE if not d.is_subbyte and d.kind != "string"}
@@ -86,6 +90,20 @@ class UnknownDType(ValueError):
     pass
 
 
+def _add_bf16() -> bool:
+    """Register bf16 (once); False when ml_dtypes is not installed."""
+    if dict.__contains__(DTYPES, "bf16"):
+        return True
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - depends on the environment
+        return False
+    storage = np.dtype(ml_dtypes.bfloat16)
+    dict.__setitem__(DTYPES, "bf16", DType("bf16", storage, 16, "float"))
+    _FROM_NUMPY[storage] = "bf16"
+    return True
+
+
 def dtype(name) -> DType:
     """Look up an IR dtype by name, alias, numpy dtype or numpy type."""
     if isinstance(name, DType):
@@ -96,7 +114,10 @@ def dtype(name) -> DType:
             return DTYPES[key]
         raise UnknownDType(f"unknown dtype {name!r}; known: {', '.join(sorted(DTYPES))}")
     try:
-        return DTYPES[_FROM_NUMPY[np.dtype(name)]]
+        np_dtype = np.dtype(name)
+        if np_dtype.name == "bfloat16":  # made by ml_dtypes, so it is imported already
+            _add_bf16()
+        return DTYPES[_FROM_NUMPY[np_dtype]]
     except (KeyError, TypeError):
         raise UnknownDType(f"no IR dtype for numpy dtype {name!r}") from None
 

@@ -136,7 +136,8 @@ def _inferred_types(scope: _Scope, op: Op, ins: dict):
         scope.fail(_where(op), f"inputs do not fit the op: {e}")
     except (TypeError, IndexError, KeyError, AttributeError, ValueError) as e:
         scope.fail(_where(op), f"inputs do not fit the op ({type(e).__name__}: {e})")
-    if types is None and op.blocks and not is_foreign(op.op_type):  # cond-like ops return their blocks' outputs
+    if types is None and op.blocks:  # cond-like ops return their blocks' outputs: every block alike
+        _check_block_types(scope, op)
         types = [v.type for v in op.blocks[0].outputs]
     return types
 
@@ -181,8 +182,8 @@ def _check_op(scope: _Scope, op: Op):
     ins = _resolved_inputs(scope, op)
     for i, b in enumerate(op.blocks):
         _check_block(scope, b, f"{where} block {i}")
-    if not foreign:  # a foreign op's blocks follow its format's rules (a Loop body is no branch)
-        _check_block_types(scope, op)
+    # blocks that are alternatives (cond) must agree: checked where the schema says the op returns
+    # its blocks' outputs; a foreign op's or a loop's blocks follow their own rules
     _check_types(scope, op, _inferred_types(scope, op, ins))
     for v in op.outputs:
         scope.define(where, v)

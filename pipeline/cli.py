@@ -122,6 +122,22 @@ def build_pipeline(args):
     return Pipeline.from_spec(",".join(format_step(stage, params) for _, stage, params in stage_opts))
 
 
+def with_target(pipe, target, out: Path):
+    """The pipeline, run after set_target when --target raises the Core ML deployment target."""
+    if target is None:
+        return pipe
+    from pipeline import Pipeline
+    from pipeline.models import format_of
+    from stages import get
+
+    if format_of(out).name != "Core ML":
+        raise UsageError(f"--target {target}: a Core ML deployment target, but {out} is not a Core ML model")
+    try:
+        return Pipeline([get("set_target")(target=target)]) + pipe
+    except ValueError as e:  # an unknown target, named by the stage
+        raise UsageError(str(e)) from None
+
+
 def _check_paths(model: Path, out: Path, report):
     """Cheap checks first, so a typo is reported before minutes of compression."""
     from pipeline.models import ModelFileError, check_writable, format_of
@@ -195,13 +211,15 @@ def _summary(rep, program, result, model: Path, out: Path, trace):
     """(changes, file line): per weight the bytes as written in each file where its format
     is measured (pipeline.filesizes), else the estimate; the skip reasons from the trace."""
     from pipeline.filesizes import file_bytes, measure_file
+    from pipeline.models import readable
 
     before_w, after_w = rep.weights_of(program), rep.weights_of(result)
     sizes_in = measure_file(model, program, [w.name for w in before_w])
-    sizes_out = measure_file(out, result, [w.name for w in after_w])
+    written = readable(out)  # where the written output can be read (pipeline.models.readable)
+    sizes_out = measure_file(written, result, [w.name for w in after_w])
     changes = rep.compare(before_w, after_w, _seconds_by_weight(trace), _skip_notes(trace),
                           sizes_in.weights if sizes_in else None, sizes_out.weights if sizes_out else None)
-    line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(out), changes)
+    line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(written), changes)
     return changes, line
 
 
@@ -212,7 +230,7 @@ def cmd_compress(args) -> int:
     model, out = Path(args.model), Path(args.output)
     _check_paths(model, out, args.report)
     options = _writer_options(args, out)
-    pipe = build_pipeline(args)
+    pipe = with_target(build_pipeline(args), args.target, out)
     program = load_model(model)
     cache = None
     if args.cache:
@@ -223,7 +241,7 @@ def cmd_compress(args) -> int:
     trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
     seconds = time.perf_counter() - started
     result = trace.result
-    save_model(result, out, **options)
+    save_model(result, out, check=_output_check(args, out, result), **options)
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
     if not args.quiet:
@@ -237,6 +255,24 @@ def cmd_compress(args) -> int:
     return EXIT_OK
 
 
+def _output_check(args, out: Path, result):
+    """What to run on the written file before it is moved into place (None: nothing):
+    an ONNX output is loaded and run once in onnxruntime, when it is installed."""
+    from pipeline.outputcheck import check_onnx, onnxruntime_available
+
+    if not args.check or out.suffix.lower() != ".onnx" or not onnxruntime_available():
+        return None
+
+    reference = args.model if Path(args.model).suffix.lower() == ".onnx" else None
+
+    def check(written):
+        note = check_onnx(written, out, result, reference)
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+
+    return check
+
+
 # ---- inspect / diff / verify ------------------------------------------------------
 
 def cmd_inspect(args) -> int:
@@ -245,6 +281,8 @@ def cmd_inspect(args) -> int:
 
     program = load_model(args.model)
     print(rep.format_table(*rep.inspect_rows(rep.weights_of(program, min_size=args.min_size))))
+    print()
+    print(rep.format_table(*rep.op_count_rows(rep.op_type_counts(program))))
     return EXIT_OK
 
 
@@ -388,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a pipeline spec, e.g. 'sparsify_weights{target_sparsity=0.5},palettize_weights{nbits=4}'")
     for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
         how.add_argument(flag, metavar=metavar, help=help_, **kind)
+    c.add_argument("--target", metavar="TARGET",
+                   help="Core ML deployment target of the output, e.g. iOS18 (default: the input model's; "
+                        "raising it allows the newer compressed forms: 4-bit, per-block, grouped LUTs, joint)")
     c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
     onnx_out = c.add_argument_group("ONNX output")
     onnx_out.add_argument("--onnx-matmul-nbits", action="store_true",
@@ -398,10 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "INT4 initializers)")
     c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
     c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    c.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="load and run an .onnx output once in onnxruntime before writing it (default: on, "
+                        "when onnxruntime is installed)")
     _add_progress(c)
     c.set_defaults(run=cmd_compress)
 
-    i = sub.add_parser("inspect", help="a table of a model's weights")
+    i = sub.add_parser("inspect", help="a table of a model's weights (and the layers using them), then its op types")
     i.add_argument("model", metavar="MODEL")
     i.add_argument("--min-size", type=int, default=2, metavar="N", help="skip weights of fewer elements (default 2)")
     i.set_defaults(run=cmd_inspect)

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 from pipeline.interrupts import deferred
 
@@ -39,7 +39,7 @@ class Format(NamedTuple):
 
 FORMATS = {
     ".onnx": Format("ONNX", "ir.formats.onnx", "import_onnx", "export_onnx"),
-    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml", chatty=True),
+    ".mlpackage": Format("Core ML", "ir.formats.coreml", "import_coreml", "export_coreml"),
     ".wpz": Format("weightpress", "ir.serialize", "load", "save"),
 }
 
@@ -104,13 +104,22 @@ def load_model(path):
         raise ModelFileError(f"{path}: cannot read this {fmt.name} model: {_short(e, path)}") from e
 
 
-def save_model(program, path, **options) -> Path:
+def save_model(program, path, check: Optional[Callable] = None, target=None, **options) -> Path:
     """Write `program` to `path` (plus any sidecar files its format makes), atomically;
-    `options` go to the format's writer (e.g. matmul_nbits=True for ONNX)."""
+    `options` go to the format's writer (e.g. matmul_nbits=True for ONNX).
+
+    `target`: a Core ML deployment target to write at; by default a Core ML model keeps
+    the program's own (the input model's, or what set_target made it).
+    `check(written)`, when given, runs on the written file before it is moved into
+    place; if it raises, nothing is left at `path`."""
     path = Path(path)
     writer = _function(format_of(path), "writer")
+    if target is not None:
+        options["target"] = target
     with staged_outputs(path.parent) as scratch:
         writer(program, str(scratch / path.name), **options)
+        if check is not None:
+            check(scratch / path.name)
     return path
 
 
@@ -160,6 +169,12 @@ class staged_outputs:
 
 
 _transaction = None  # the OutputTransaction of the running command, if any
+
+
+def readable(path) -> Path:
+    """Where a model this command saved can be read now: its own path (outputs are in
+    place as soon as written; an OutputTransaction only keeps what they replaced)."""
+    return Path(path)
 
 
 class OutputTransaction:

@@ -2,8 +2,9 @@
 
 - `weights_of(program)`: every weight (a const, or the dense value a chain of
   constexpr ops decompresses to) with its stored size, sparsity, unique
-  values and how it is stored; the table `weightpress inspect` prints, in the
-  spirit of coremltools' get_weights_metadata.
+  values, how it is stored and the layers that read it (through re-layout ops);
+  the table `weightpress inspect` prints, in the spirit of coremltools'
+  get_weights_metadata, with `op_type_counts` as its second table.
 - `compare_weights(before, after)`: per weight bytes before/after (as written in
   the files when measured, see pipeline.filesizes; else estimated, and the
   column says so), ratio, SNR, max abs error and the reason a stage left it as
@@ -42,6 +43,7 @@ class Weight:
     consumers: tuple  # ((op name, input name), ...)
     marks: Optional[np.ndarray] = None  # LUT entries / quantization grid of the first block
     marks_label: str = ""
+    users: tuple = ()  # Use: the layers that read the (decompressed) weight
 
     @property
     def size(self) -> int:
@@ -58,6 +60,39 @@ class Weight:
     @property
     def unique_values(self) -> int:
         return int(np.unique(self.value).size)
+
+
+@dataclass(frozen=True)
+class Use:
+    """An op that reads a weight: its type and name, and the re-layout ops in between."""
+    op_type: str
+    op_name: str
+    via: tuple = ()  # op types of the pass-through ops the value went through, in order
+
+    def __str__(self) -> str:
+        via = f", via {' > '.join(self.via)}" if self.via else ""
+        return f"{self.op_type} ({self.op_name}{via})"
+
+
+# ops that only re-layout or convert one value (slot -> the data input): a weight read by
+# one of them belongs to the layer that reads its output, which is what a user asks for
+PASS_THROUGH = {"transpose": "x", "reshape": "x", "cast": "x", "expand_dims": "x", "squeeze": "x"}
+
+
+def _users(name, consumers, via=()) -> list:
+    """The ops reading value `name`, looking through pass-through ops (an op whose output
+    nothing reads is itself the user)."""
+    found = []
+    for op, key in consumers.get(name, []):
+        if op.op_type == "const" or op.op_type.startswith(CONSTEXPR):
+            continue
+        if PASS_THROUGH.get(op.op_type) == key and len(via) < 16:
+            further = _users(op.outputs[0].name, consumers, via + (op.op_type,))
+            if further:
+                found += further
+                continue
+        found.append(Use(op.op_type, op.name, via))
+    return found
 
 
 def _const_bytes(var) -> int:
@@ -164,17 +199,37 @@ def weights_of(program, min_size: int = 2) -> list:
             marks, label = _marks(name, producer, env)
             out.append(Weight(f"{fname}/{name}" if multi else name, tuple(val.shape), var.dtype,
                               _stored_bytes(name, producer), val, _describe(name, producer),
-                              tuple(uses), marks, label))
+                              tuple(uses), marks, label, tuple(_users(name, consumers))))
     return out
 
 
+def _used_by(w: Weight, shown: int = 2) -> str:
+    """The layers reading the weight, the first `shown` by name: "linear (fc1) +3 more"."""
+    if not w.users:
+        return "(function output)"
+    first = ", ".join(str(u) for u in w.users[:shown])
+    return first + (f" +{len(w.users) - shown} more" if len(w.users) > shown else "")
+
+
 def inspect_rows(weights) -> tuple:
-    headers = ("weight", "shape", "dtype", "size", "sparsity", "unique", "compression")
+    headers = ("weight", "shape", "dtype", "size", "sparsity", "unique", "compression", "used by")
     rows = [(w.name, "x".join(map(str, w.shape)), w.dtype, human_bytes(w.stored_bytes),
-             f"{w.sparsity:.1%}", str(w.unique_values), w.compression) for w in weights]
+             f"{w.sparsity:.1%}", str(w.unique_values), w.compression, _used_by(w)) for w in weights]
     total = sum(w.stored_bytes for w in weights)
-    rows.append((f"total ({len(weights)} weights)", "", "", human_bytes(total), "", "", ""))
+    rows.append((f"total ({len(weights)} weights)", "", "", human_bytes(total), "", "", "", ""))
     return headers, rows
+
+
+def op_type_counts(program) -> Counter:
+    """How many ops of each type the program has, nested blocks included."""
+    return Counter(op.op_type for _, op in program.walk())
+
+
+def op_count_rows(counts: Counter) -> tuple:
+    """The op-type table of `weightpress inspect`: most frequent first."""
+    rows = [(t, str(n)) for t, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+    rows.append((f"all ({len(counts)} op types)", str(sum(counts.values()))))
+    return ("op type", "count"), rows
 
 
 # ---- numbers ------------------------------------------------------------------

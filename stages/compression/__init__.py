@@ -1,4 +1,5 @@
-"""Weight compression stages: affine quantization, palettization, sparsification, decompression.
+"""Weight compression stages: affine quantization, palettization, sparsification, decompression; set_target
+raises a Core ML model's deployment target (the forms the stages may emit).
 
 Each is a curried, checked Stage (``palettize_weights(nbits=4)`` is a stage;
 ``palettize_weights(nbits=5)`` raises at once). They accept an op_selector
@@ -15,7 +16,8 @@ from stages.compression.affine import affine_quantize_weights
 from stages.compression.palettize import palettize_weights
 from stages.compression.sparsify import sparsify_weights
 from stages.compression.decompress import decompress_weights
+from stages.compression.target import set_target
 
-__all__ = ["affine_quantize_weights", "palettize_weights", "sparsify_weights", "decompress_weights",
+__all__ = ["affine_quantize_weights", "palettize_weights", "sparsify_weights", "decompress_weights", "set_target",
            "OptimizationConfig", "ConfigError", "ParameterError",
            "CompressionError", "NotCompressible", "WeightView", "default_selector"]

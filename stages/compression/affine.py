@@ -24,8 +24,19 @@ weight gets its LUT quantized (a ``constexpr_blockwise_shift_scale`` feeding
 ``constexpr_lut_to_dense`` / ``constexpr_lut_to_sparse``): per_tensor gives
 one scale, per_channel one scale per LUT, per_block is refused.
 
-Skips (recorded in the stats, weight unchanged): empty weights; a block size
-that does not divide the input axis. Errors: NaN/Inf weights, bad parameters.
+Block size rule (per_block): blocks are ``b`` elements of the input axis, ``b``
+the largest size <= ``block_size`` that divides that axis (a [64, 100] weight
+with block_size=32 gets blocks of 25; an axis shorter than block_size is one
+block). Core ML's constexpr_blockwise_shift_scale needs every block whole, so a
+ragged last block is not an option even though ONNX's blocked DequantizeLinear
+(opset 21) would express one; coremltools instead skips such weights. The
+stats record ``block_size`` and, when it differs, ``block_size_requested``.
+
+Skips (weight unchanged, the reason in its stats): empty weights; per_block on
+a weight of rank < 2 (a bias); a LUT asked to be quantized per_block; any form
+that would not be smaller than the weight (e.g. per_channel on a 1-D weight, a
+scale per element; with the default selection, see weights.transform_weights). Errors: NaN/Inf weights,
+bad parameters.
 """
 from __future__ import annotations
 
@@ -52,15 +63,46 @@ def check_affine(params: dict) -> None:
         raise ParameterError(f"block_size={bs!r} must be a positive integer")
 
 
-def _quantize(view, w, params, block_sizes=None):
-    dt = dtype_name(params["dtype"])
+def _axes(view, w):
+    """(output axis, input axis) of the weight, from how its consumers use it."""
     axis = view.output_axis()
     axis = 0 if axis is None else axis
     in_axis = view.input_axis()
     in_axis = (1 if w.ndim > 1 else 0) if in_axis is None or in_axis == axis else in_axis
-    return affine_quantize(w, mode=params["mode"], dtype=dt, granularity=params["granularity"],
-                           axis=axis, block_size=params["block_size"], input_axis=in_axis,
-                           block_sizes=block_sizes, name=view.name), axis
+    return axis, in_axis
+
+
+def _block_size(w, params, in_axis):
+    """The block size per_block uses along the input axis, or a Skip saying why none.
+
+    The largest b <= block_size that divides the input axis: Core ML's
+    constexpr_blockwise_shift_scale needs equal blocks (no ragged last block, although ONNX's
+    blocked DequantizeLinear would take one). Larger blocks are the smaller form; when even
+    this one is not smaller than the weight, the default selection leaves the weight
+    (transform_weights).
+    """
+    if w.ndim < 2:
+        return Skip(f"per_block needs a weight of rank >= 2 (one block axis besides the output axis); "
+                    f"this one is {w.ndim}-D")
+    dim, wanted = w.shape[in_axis], int(params["block_size"])
+    return next(b for b in range(min(wanted, dim), 0, -1) if dim % b == 0)  # dim > 0: empty weights are skipped
+
+
+def _quantize(view, w, params):
+    """(AffineParams, output axis, stats recording the block size chosen) or a Skip."""
+    dt = dtype_name(params["dtype"])
+    axis, in_axis = _axes(view, w)
+    block_size, chosen = params["block_size"], {}
+    if params["granularity"] == "per_block":
+        block_size = _block_size(w, params, in_axis)
+        if isinstance(block_size, Skip):
+            return block_size
+        chosen = {"block_size": block_size}
+        if block_size != params["block_size"]:
+            chosen["block_size_requested"] = params["block_size"]
+    q = affine_quantize(w, mode=params["mode"], dtype=dt, granularity=params["granularity"],
+                        axis=axis, block_size=block_size, input_axis=in_axis, name=view.name)
+    return q, axis, chosen
 
 
 def _shift_scale_consts(em, q, prefix=""):
@@ -80,9 +122,12 @@ def _dense(view, params, names):
         what = f"dtype={dt}" if QUANT_DTYPES[dt][0] < 8 else "granularity='per_block'"
         require_ios18(view, what)
     try:
-        q, axis = _quantize(view, w, params)
+        found = _quantize(view, w, params)
     except NotCompressible as e:
         return Skip(str(e))
+    if isinstance(found, Skip):
+        return found
+    q, axis, chosen = found
     em = Emitter(names)
     final = view.name if view.producer.name == view.name else names("dense")
     if version >= 18:
@@ -98,7 +143,7 @@ def _dense(view, params, names):
         out = em.op("constexpr_affine_dequantize", final, quantized_data=data, zero_point=zp, scale=scale, axis=ax)
     offset = q.zero_point if np.any(q.zero_point != 0) else None  # subtracting zeros changes nothing
     figures = dequantized_figures(w, q.data, q.scale, offset, np.float32 if version < 18 else None)
-    return Replacement(tuple(em.ops), _stats(view, params, ("weight",), em.ops, q, figures=figures))
+    return Replacement(tuple(em.ops), {**_stats(view, params, ("weight",), em.ops, q, figures=figures), **chosen})
 
 
 def _stats(view, params, removed, added, q, **figures):
@@ -156,9 +201,12 @@ def _sparse(view, params, names):
     require_ios18(view, "quantizing a sparse weight (joint compression)")
     w = view.value
     try:
-        q, _ = _quantize(view, w, params)
+        found = _quantize(view, w, params)
     except NotCompressible as e:
         return Skip(str(e))
+    if isinstance(found, Skip):
+        return found
+    q, _, chosen = found
     mask_var = view.sources["mask"].outputs[0]
     keep = mask_var.val != 0
     em = Emitter(names)
@@ -170,8 +218,8 @@ def _sparse(view, params, names):
     nz_var = view.sources["nonzero_data"].outputs[0]
     values = evaluate_ops(em.ops, op.outputs[1])
     recon = view.reconstruct({nz_var.name: values})
-    return Replacement(tuple(em.ops), _stats(view, params, ("nonzero_data",), em.ops, q, weight=w,
-                                             reconstruction=recon),
+    return Replacement(tuple(em.ops), {**_stats(view, params, ("nonzero_data",), em.ops, q, weight=w,
+                                                reconstruction=recon), **chosen},
                        claims=("nonzero_data",), replace={nz_var.name: op.outputs[1]})
 
 
@@ -180,9 +228,9 @@ def _lut(view, params, names):
     lut_var = view.sources["lut"].outputs[0]
     lut = lut_var.val
     rank = lut.ndim
-    if params["granularity"] == "per_block":
-        raise CompressionError(f"{view.name}: quantizing a palettized weight's LUT supports granularity "
-                               "'per_tensor' or 'per_channel' (one scale per LUT), not 'per_block'")
+    if params["granularity"] == "per_block":  # a per-weight fact, not a bad parameter: the others still go
+        return Skip("already palettized: its LUT can be quantized per_tensor or per_channel (one scale "
+                    "per LUT), not per_block")
     blocks = [0] * rank if params["granularity"] == "per_tensor" else [1] * (rank - 2) + [0, 0]
     q = affine_quantize(lut, mode=params["mode"], dtype=dtype_name(params["dtype"]), block_sizes=blocks,
                         name=f"{view.name} (LUT)")
@@ -211,7 +259,7 @@ def _full_check(params):
             raise ParameterError(f"affine_quantize_weights needs {key}")
 
 
-@compression_stage("affine_quantize_weights", check_affine)
+@compression_stage("affine_quantize_weights", check_affine, version="2")  # 2: block size fallback, skip reasons
 def affine_quantize_weights(program, *, mode="linear_symmetric", dtype="int8", granularity="per_channel",
                             block_size=32, op_selector=None, config=None, context=DEFAULT_CONTEXT):
     """Affine-quantize every selected weight (see the module docstring for forms and rules)."""

@@ -77,23 +77,28 @@ class OptimizationConfig:
     def resolve(self, weight_name: str, consumer_names, consumer_types) -> Optional[Mapping]:
         """The parameters for one weight: its own name, then a consumer's name, then the
         consumers' op type (they must agree), then the global config."""
+        return self.resolve_explained(weight_name, consumer_names, consumer_types)[0]
+
+    def resolve_explained(self, weight_name: str, consumer_names, consumer_types) -> tuple:
+        """(the entry ``resolve`` gives, which entry it is): e.g. ``op_type_configs['conv']``,
+        so that a weight left alone by a None entry can say which one."""
         if weight_name in self.op_name_configs:
-            return self.op_name_configs[weight_name]
+            return self.op_name_configs[weight_name], f"op_name_configs[{weight_name!r}]"
         named = {n: self.op_name_configs[n] for n in consumer_names if n in self.op_name_configs}
         if named:
             configs = list(named.values())
             if any(c != configs[0] for c in configs):
                 raise ConfigError(f"weight {weight_name!r}: its consumers {sorted(named)} have "
                                   "conflicting op-name configs")
-            return configs[0]
+            return configs[0], f"op_name_configs[{sorted(named)[0]!r}]"
         typed = {t: self.op_type_configs[t] for t in consumer_types if t in self.op_type_configs}
         if typed:
             configs = list(typed.values())
             if any(c != configs[0] for c in configs) or len(typed) != len(set(consumer_types)):
                 raise ConfigError(f"weight {weight_name!r}: its consumers {sorted(set(consumer_types))} "
                                   "have conflicting op-type configs")
-            return configs[0]
-        return self.global_config
+            return configs[0], f"op_type_configs[{sorted(typed)[0]!r}]"
+        return self.global_config, "global_config"
 
 
 def _check_entry(where: str, entry) -> None:

@@ -33,6 +33,16 @@ Forms emitted:
 The channel axis is ``channel_axis`` when given, else the consuming op's output
 axis (0 for linear / conv, 1 for conv_transpose).
 
+Group size rule (per_grouped_channel): each LUT serves ``g`` channels, ``g`` the
+largest size <= ``group_size`` that divides the channel count and is a multiple
+of ``cluster_dim`` (20 channels with group_size=16 get two groups of 10; fewer
+channels than group_size make one group). Core ML's constexpr_lut_to_dense needs
+every group whole, so a ragged last group is not an option; coremltools instead
+skips such weights. The stats record ``group_size`` and, when it differs,
+``group_size_requested``. No such ``g`` (cluster_dim does not fit), or (with the
+default selection) LUTs that would not be smaller than the weight (a 1-D bias:
+groups of single values), is a skip with its reason in the stats.
+
 Error figures (stats): those of what the emitted ops decompress to. For fp16
 weights with a scalar LUT and no per-channel scale the kernel computes them
 exactly from its per-group histograms (palettize_with_error), without building
@@ -61,14 +71,12 @@ import numpy as np
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, figures_from_sums, record
-from stages.compression.forms import Emitter, require_constexpr, require_ios18
+from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
 from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.numeric.palettize import (GRANULARITIES, METHODS, MODES, NBITS, palettize,
                                                   palettize_with_error, to_ios16)
 from stages.compression.weights import Replacement, Skip, transform_weights
-
-IOS16_NBITS = (1, 2, 4, 6, 8)
 
 
 def _positive_int(params, key):
@@ -110,6 +118,35 @@ def _channel_axis(view, params):
         return int(params["channel_axis"])
     axis = view.output_axis()
     return 0 if axis is None else axis
+
+
+def _group_size(shape, params, axis):
+    """The group size per_grouped_channel uses on a weight of `shape`, or a Skip saying why none.
+
+    The largest g <= group_size that divides the channels and is a multiple of cluster_dim:
+    Core ML's constexpr_lut_to_dense needs each LUT to serve whole, equal groups (no ragged
+    last group). Fewer, larger groups are the smaller form; when even this one is not
+    smaller than the weight, the default selection leaves the weight (transform_weights).
+    """
+    channels, wanted, cd = shape[axis], params["group_size"], params["cluster_dim"]
+    g = next((g for g in range(min(wanted, channels), 0, -1) if channels % g == 0 and g % cd == 0), None)
+    if g is None:
+        return Skip(f"per_grouped_channel: no group size <= {wanted} divides the {channels} channels "
+                    f"and is a multiple of cluster_dim {cd}")
+    return g
+
+
+def _grouped(params, shape, axis):
+    """(params with the group size to use, stats recording it) or a Skip; per_tensor unchanged."""
+    if params["granularity"] != "per_grouped_channel":
+        return params, {}
+    g = _group_size(shape, params, axis)
+    if isinstance(g, Skip):
+        return g
+    chosen = {"group_size": g}
+    if g != params["group_size"]:
+        chosen["group_size_requested"] = params["group_size"]
+    return {**params, "group_size": g}, chosen
 
 
 def _kernel(view, w, params, axis):
@@ -159,6 +196,12 @@ def _dense(view, params, names):
             if bad:
                 require_ios18(view, f"palettization with {key}={params[key]!r}")
     axis = _channel_axis(view, params)
+    if not -w.ndim <= axis < w.ndim:  # (scalars never get here: transform_weights skips them)
+        return Skip(f"channel_axis {axis} is out of range for a {w.ndim}-D weight")
+    grouped = _grouped(params, w.shape, axis % w.ndim)
+    if isinstance(grouped, Skip):
+        return grouped
+    params, chosen = grouped
     try:
         p, error = _kernel(view, w, params, axis)
     except NotCompressible as e:
@@ -168,9 +211,7 @@ def _dense(view, params, names):
     em = Emitter(names)
     final = view.name if view.producer.name == view.name else names("dense")
     if version < 18:
-        if p.nbits not in IOS16_NBITS:
-            raise CompressionError(f"{view.name}: nbits={p.nbits} has no iOS16 LUT form "
-                                   f"(iOS16 takes {list(IOS16_NBITS)}); target iOS18")
+        require_lut_nbits(view, p.nbits)  # the error names --target iOS18
         lut, idx, shape = to_ios16(p)
         out = em.op("constexpr_lut_to_dense", final, indices=em.const("indices", idx, f"uint{p.nbits}"),
                     lut=em.const("lut", lut), shape=em.const("shape", np.array(shape, np.uint32)))
@@ -186,7 +227,7 @@ def _dense(view, params, names):
         stats = _stats(view, params, ("weight",), em.ops, None, p.nbits, figures_from_sums(*error))
     else:
         stats = _stats(view, params, ("weight",), em.ops, evaluate_ops(em.ops, out.outputs[0]), p.nbits)
-    return Replacement(tuple(em.ops), stats)
+    return Replacement(tuple(em.ops), {**stats, **chosen})
 
 
 # ---- joint: palettize the nonzero values of a sparse weight --------------------------------
@@ -247,6 +288,14 @@ def _sparse(view, params, names):
     if nz_var.val.size == 0:
         return Skip("sparse weight with no nonzero value")
     axis = _channel_axis(view, params)
+    mask = mask_var.val
+    if not -mask.ndim <= axis < mask.ndim:
+        return Skip(f"channel_axis {axis} is out of range for a {mask.ndim}-D weight")
+    axis = axis % mask.ndim
+    grouped = _grouped(params, mask.shape, axis)
+    if isinstance(grouped, Skip):
+        return grouped
+    params, chosen = grouped
     try:
         found = _sparse_luts(view, nz_var.val, mask_var.val, params, axis)
     except NotCompressible as e:
@@ -260,7 +309,7 @@ def _sparse(view, params, names):
     end = view.sources["end"]
     out = em.op("constexpr_sparse_to_dense", end.name, nonzero_data=inner.outputs[1], mask=inner.outputs[0])
     recon = evaluate_ops(em.ops, out.outputs[0])
-    return Replacement(tuple(em.ops), _stats(view, params, ("nonzero_data",), em.ops, recon, nbits),
+    return Replacement(tuple(em.ops), {**_stats(view, params, ("nonzero_data",), em.ops, recon, nbits), **chosen},
                        claims=("nonzero_data", "end"), replace={view.name: out.outputs[0]})
 
 
@@ -271,7 +320,7 @@ def compress_palettize(view, params, names):
     return _BY_KIND[view.kind](view, params, names)
 
 
-@compression_stage("palettize_weights", check_palettize)
+@compression_stage("palettize_weights", check_palettize, version="2")  # 2: group size fallback, skip reasons
 def palettize_weights(program, *, nbits=None, mode="kmeans", lut_function=None, granularity="per_tensor",
                       group_size=32, channel_axis=None, enable_per_channel_scale=False, cluster_dim=1,
                       kmeans_method="auto", op_selector=None, config=None, context=DEFAULT_CONTEXT):

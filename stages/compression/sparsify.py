@@ -14,7 +14,10 @@ Forms: iOS18 (and IR programs without a Core ML opset)
 nonzero_data (row-major); iOS16 / iOS17 the flat form (flat mask + shape).
 
 Skips (recorded in the stats): empty weights; n:m with m larger than half the
-axis (as coremltools). Zeros already in the weight are never stored.
+axis (as coremltools); with the default selection, a sparse form not smaller than
+the dense weight (too few zeros to pay for the 1-bit mask; see
+weights.transform_weights). Zeros already
+in the weight are never stored.
 """
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ def compress_sparsify(view, params, names):
     return Replacement(tuple(em.ops), stats)
 
 
-@compression_stage("sparsify_weights", check_sparsify)
+@compression_stage("sparsify_weights", check_sparsify, version="2")  # 2: skip reasons in the stats
 def sparsify_weights(program, *, mode="threshold_based", threshold=1e-3, target_percentile=1.0,
                      target_sparsity=None, n_m_ratio=None, op_selector=None, config=None,
                      context=DEFAULT_CONTEXT):

@@ -34,6 +34,7 @@ from ir.core import Function, Op, Program, Var
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import StageContext, StageResult
 from stages.compression.config import OptimizationConfig
+from stages.compression.forms import pre_ios18_joint
 from stages.compression.materialize import is_constexpr, materialize
 
 DEFAULT_MIN_ELEMENTS = 2048  # the seed compresses only weights larger than this
@@ -53,6 +54,14 @@ INPUT_AXIS = {("linear", "weight"): 1, ("conv", "weight"): 1, ("conv_transpose",
               ("onnx.ConvTranspose", "in1"): 0, **{k: 2 for k in _RNN_AXES}}
 
 KINDS = ("dense", "sparse", "lut")
+
+
+class Skip(str):
+    """A compress function's documented reason for leaving a weight as it is."""
+
+
+# a 0-D weight: every compressed form takes more bytes (and the constexpr ops need rank >= 1)
+_SCALAR = Skip("a scalar: no compressed form is smaller")
 
 
 class WeightView:
@@ -151,6 +160,8 @@ class Replacement:
 
 
 def default_selector(view: WeightView) -> bool:
+    """More than 2048 elements (the seed's rule). Without an op_selector, transform_weights
+    also leaves a weight whose compressed form would not be smaller than it."""
     return view.size > DEFAULT_MIN_ELEMENTS
 
 
@@ -204,7 +215,7 @@ def weight_views(fn: Function, kinds=("dense",)) -> list:
     ud = use_def(fn)
     views = []
     for op in fn.block.walk():
-        found = _form_of(op, ud, kinds)
+        found = _form_of(op, ud, kinds) or pre_ios18_joint(op, fn.opset, kinds)
         if found is None:
             continue
         kind, sources, var = found
@@ -216,20 +227,63 @@ def weight_views(fn: Function, kinds=("dense",)) -> list:
 
 
 def resolve_params(view: WeightView, stage_params: Mapping, config: Optional[OptimizationConfig],
-                   op_selector: Optional[Callable]) -> Optional[dict]:
-    """The parameters to compress this weight with, or None to leave it.
+                   op_selector: Optional[Callable]):
+    """The parameters to compress this weight with, or a Skip saying why it is left alone.
 
     A config entry (name > type > global; None skips) overrides the stage's
     keywords; the op_selector (default: more than 2048 elements) must accept it too.
     """
     params = dict(stage_params)
     if config is not None:
-        chosen = config.resolve(view.name, [c.name for c in view.consumers], view.consumer_types)
+        chosen, where = config.resolve_explained(view.name, [c.name for c in view.consumers],
+                                                 view.consumer_types)
         if chosen is None:
-            return None
+            return Skip(f"config: {where} is None")
         params.update(dict(chosen))
-    selector = op_selector or default_selector
-    return params if selector(view) else None
+    if op_selector is None:
+        if default_selector(view):
+            return params
+        return Skip(f"below the size threshold: {view.size} elements, compressed when more than "
+                    f"{DEFAULT_MIN_ELEMENTS}")
+    if op_selector(view):
+        return params
+    return Skip(f"op_selector {getattr(op_selector, '__qualname__', type(op_selector).__name__)} declined it")
+
+
+def unclaimed_weights(fn: Function, views, desc: str = "this stage") -> list:
+    """(value name, reason) for every weight-like value of the function that is not one of
+    `views` (the weights a stage takes): constexpr chains in a form the stage does not
+    compress, consts that constexpr ops read too, large non-float consts. Small non-float
+    consts (shapes, axes, indices) are not weights and are not listed."""
+    ud = use_def(fn)
+    taken = {v.name for v in views}
+    found = []
+    for op in fn.block.walk():
+        for var in op.outputs:
+            if var.name in taken:
+                continue
+            reason = _why_not_taken(op, var, ud, desc)
+            if reason is not None:
+                found.append((var.name, reason))
+    return found
+
+
+def _why_not_taken(op: Op, var: Var, ud, desc: str) -> Optional[str]:
+    readers = ud.consumers_of(var)
+    plain = [c for c in readers if not is_constexpr(c)]
+    if not plain:  # an ingredient of a compressed form, or dead: not a weight of its own
+        return None
+    if op.op_type == "const":
+        if var.val is None:
+            return None
+        if not var.type.dt.is_float:
+            size = int(np.prod(var.shape, dtype=np.int64))
+            return f"dtype {var.dtype}: only float weights are compressed" if size > DEFAULT_MIN_ELEMENTS else None
+        inside = sorted({c.op_type for c in readers if is_constexpr(c)})
+        return f"also read by {', '.join(inside)} (part of a compressed form)" if inside else None
+    if is_constexpr(op):
+        return f"already compressed ({op.op_type}): not a form {desc} compresses further"
+    return None
 
 
 # ---- names -----------------------------------------------------------------------------
@@ -266,7 +320,11 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
 
     `check(params)` validates each weight's resolved parameters before any work starts.
     Stats: {"weights": {name: figures}, "compressed": n, "skipped": n,
-    "original_bytes": n, "compressed_bytes": n} over the weights compressed.
+    "original_bytes": n, "compressed_bytes": n} over the weights compressed. Every weight of
+    the program appears in "weights": compressed (its figures) or {"skipped": reason}, the
+    reason saying why it was left alone (size threshold, op_selector, a None config entry,
+    a layout its shape cannot take, a form the stage does not compress, not a float, and
+    without an op_selector a compressed form not smaller than the weight).
     """
     config = as_config(config)
     stats = {}
@@ -274,24 +332,33 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
     def one_function(fn: Function) -> Function:
         taken = set(use_def(fn).names)
         jobs = []
-        for view in weight_views(fn, kinds):
+        views = weight_views(fn, kinds)
+        for view in views:
             params = resolve_params(view, stage_params, config, op_selector)
-            if params is not None:
-                if check is not None:
-                    check(params)
-                jobs.append((view, params, Names(view.name, taken)))
+            if not view.shape and not isinstance(params, Skip):
+                params = _SCALAR
+            if isinstance(params, Skip):
+                stats[_key(fn, view.name)] = pmap({"skipped": str(params)})
+                continue
+            if check is not None:
+                check(params)
+            jobs.append((view, params, Names(view.name, taken)))
+        for name, reason in unclaimed_weights(fn, views, desc):
+            stats[_key(fn, name)] = pmap({"skipped": reason})
         tasks = [(compress, view, params, names) for view, params, names in jobs]
         results = tracked_map(context, _run_job, tasks, desc)
         chosen = {}
         for (view, _, _), (rep, seconds) in zip(jobs, results):
-            key = view.name if fn.name == "main" else f"{fn.name}/{view.name}"
+            key = _key(fn, view.name)
+            if isinstance(rep, Replacement) and op_selector is None and not _smaller(rep):
+                rep = _not_smaller(rep)
             if isinstance(rep, Replacement):
                 stats[key] = pmap({**rep.stats, "seconds": seconds})
                 splice = _splice(view, rep)
                 for op in splice.claims:
                     chosen[id(op)] = splice
-            elif rep is not None:  # a documented skip: the reason
-                stats[key] = pmap({"skipped": str(rep), "seconds": seconds})
+            else:  # a documented skip: the reason (compress functions never return None)
+                stats[key] = pmap({"skipped": _reason(rep, view.name), "seconds": seconds})
         if not chosen:
             return fn
         return sweep_function(fn, (_splice_pattern(chosen),))
@@ -300,6 +367,43 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
     return StageResult(new, summarize(stats))
 
 
+def _key(fn: Function, name: str) -> str:
+    return name if fn.name == "main" else f"{fn.name}/{name}"
+
+
+def _reason(skip, name: str) -> str:
+    """A compress function's reason without the weight's name (the stats key names it)."""
+    text = str(skip) if skip is not None else "the compressor gave no replacement"
+    return text[len(name) + 2:] if text.startswith(f"{name}: ") else text
+
+
+def _smaller(rep: Replacement) -> bool:
+    """The default selection (no op_selector) writes a compressed form only when it takes
+    fewer bytes than what it replaces (a per-channel scale for each element of a bias, LUTs
+    for groups of a few values, a mask over a weight with almost no zeros would make the
+    file bigger). An explicit op_selector is obeyed as it is."""
+    before, after = rep.stats.get("original_bytes"), rep.stats.get("compressed_bytes")
+    return before is None or after is None or after < before
+
+
+def _layout(st) -> str:
+    """The layout a stage chose for a weight, from its stats: "per_block, block_size 25 (requested 32)"."""
+    parts = [str(st["granularity"])] if "granularity" in st else []
+    for key in ("block_size", "group_size"):
+        if key in st:
+            asked = st.get(f"{key}_requested")
+            parts.append(f"{key} {st[key]}" + (f" (requested {asked})" if asked is not None else ""))
+    if st.get("cluster_dim", 1) != 1:
+        parts.append(f"cluster_dim {st['cluster_dim']}")
+    return ", ".join(parts)
+
+
+def _not_smaller(rep: Replacement) -> Skip:
+    st = rep.stats
+    what = " ".join(str(x) for x in (st.get("mode"), st.get("dtype")) if x)
+    layout = _layout(st)
+    return Skip(f"not smaller once compressed: {what}{f' ({layout})' if layout else ''} takes "
+                f"{st['compressed_bytes']} bytes against the weight's {st['original_bytes']}")
 
 
 def tracked_map(context: StageContext, fn: Callable, tasks: list, desc: str) -> list:
@@ -329,10 +433,6 @@ def summarize(stats: dict):
     return freeze({"weights": stats, "compressed": len(done), "skipped": len(stats) - len(done),
                    "original_bytes": sum(int(s.get("original_bytes", 0)) for s in done),
                    "compressed_bytes": sum(int(s.get("compressed_bytes", 0)) for s in done)})
-
-
-class Skip(str):
-    """A compress function's documented reason for leaving a weight as it is."""
 
 
 def _run_job(task):

@@ -23,10 +23,11 @@ def test_inspect_lists_every_weight(model):
     proc = run_cli("inspect", model)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["weight", "shape", "dtype", "size", "sparsity", "unique", "compression"]
+    assert lines[0].split() == ["weight", "shape", "dtype", "size", "sparsity", "unique", "compression", "used",
+                                "by"]
     row = next(ln.split() for ln in lines if ln.startswith("fc1_weight"))
-    # 256 x 64 fp32 = 65536 bytes, dense, every value distinct, stored plainly
-    assert row == ["fc1_weight", "256x64", "fp32", "64.0", "KB", "0.0%", "16384", "plain"]
+    # 256 x 64 fp32 = 65536 bytes, dense, every value distinct, stored plainly, read by the linear op fc1
+    assert row == ["fc1_weight", "256x64", "fp32", "64.0", "KB", "0.0%", "16384", "plain", "linear", "(fc1)"]
     assert _total_row(proc.stdout)[:3] == ["total", "(6", "weights)"]
     assert snapshot(model) == before
 

@@ -222,3 +222,71 @@ def test_symbolic_dims_keep_their_names(tmp_path):
     assert back.main.outputs[0].shape == ("N", 3)
     report = verify(net, back, samples=2)
     assert report.passed, report.reason
+
+
+def test_description_and_metadata_survive(tmp_path):
+    """An image input, descriptions and metadata are the source model's: they come back as they were."""
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 8, 8))], opset_version=ct.target.iOS17)
+    def prog(x):
+        w = RNG.standard_normal((16, 3, 3, 3)).astype(np.float32)
+        return mb.relu(x=mb.conv(x=x, weight=w, name="conv"), name="y")
+    model = ct.convert(prog, convert_to="mlprogram", inputs=[ct.ImageType(name="x", shape=(1, 3, 8, 8), scale=1 / 255)],
+                       minimum_deployment_target=ct.target.iOS17, skip_model_load=True)
+    model.author, model.license, model.short_description = "me", "MIT", "tiny"
+    model.user_defined_metadata["labels"] = "cat,dog"
+    model.input_description["x"] = "an image"
+    model.save(str(tmp_path / "img.mlpackage"))
+    out = export_coreml(import_coreml(tmp_path / "img.mlpackage"), tmp_path / "out.mlpackage")
+    back = ct.models.MLModel(out, skip_model_load=True)
+    assert back.get_spec().description == model.get_spec().description
+    assert back.get_spec().specificationVersion == 8
+    assert (back.author, back.user_defined_metadata["labels"], back.input_description["x"]) == ("me", "cat,dog", "an image")
+
+
+def test_reading_and_writing_need_no_coremltools(tmp_path):
+    """The Core ML path imports neither coremltools nor ml_dtypes (seconds of start-up each)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = save(ios16_program(), tmp_path / "src.mlpackage", ct.target.iOS16)
+    code = ("import sys\n"
+            "from ir.formats.coreml import import_coreml, export_coreml\n"
+            "from pipeline import Pipeline\n"
+            f"p = Pipeline.preset('int8').run(import_coreml({str(src)!r})).result\n"
+            f"export_coreml(p, {str(tmp_path / 'out.mlpackage')!r})\n"
+            "print(sorted(m for m in ('coremltools', 'ml_dtypes', 'torch') if m in sys.modules))\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                          env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert ct.models.MLModel(str(tmp_path / "out.mlpackage"), skip_model_load=True).get_spec().specificationVersion == 7
+
+
+def test_digest_and_bytes_do_not_depend_on_the_process(tmp_path):
+    """protobuf maps iterate in a per-process order: the importer and exporter sort them, so the
+    same package gives the same program digest and writes the same bytes in every process."""
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = save(ios18_program(), tmp_path / "src.mlpackage", ct.target.iOS18)
+    code = ("import hashlib, sys\n"
+            "from ir.formats.coreml import import_coreml, export_coreml\n"
+            "from ir.formats.coreml.package import locate\n"
+            "p = import_coreml(sys.argv[1])\n"
+            "out = export_coreml(p, sys.argv[2])\n"
+            "print(p.digest, hashlib.sha256(open(locate(out)[0], 'rb').read()).hexdigest())\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    seen = set()
+    for i in range(3):
+        proc = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / f"o{i}.mlpackage")],
+                              capture_output=True, text=True, cwd=repo, env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr
+        seen.add(proc.stdout.strip())
+    assert len(seen) == 1, seen
+    weights = [hashlib.sha256((tmp_path / f"o{i}.mlpackage" / "Data" / "com.apple.CoreML" / "weights" /
+                               "weight.bin").read_bytes()).hexdigest() for i in range(3)]
+    assert len(set(weights)) == 1

@@ -34,8 +34,12 @@ def test_a_decoded_weight_holds_every_tensor_it_is_computed_from_once():
     by = {t.name: tensor_bytes(t) for t in model.graph.initializer}
     const_node = next(n for n in model.graph.node if n.op_type == "Constant")
     assert const_node.ByteSize() < 128  # its length prefix is one byte
+    node = {n.output[0]: 1 + 1 + n.ByteSize() for n in model.graph.node}  # each < 128 bytes
+    assert max(node.values()) < 130
     sizes = measure(model, ["w1", "w2r", "c", "x", "nowhere"])  # x: an input; nowhere: no such value
-    assert sizes.weights == {"w1": by["q1"] + by["scale"], "w2r": by["q2"] + by["shape"],
+    # a decoded weight also holds its decode nodes (each once)
+    assert sizes.weights == {"w1": by["q1"] + by["scale"] + node["w1"],
+                             "w2r": by["q2"] + by["shape"] + node["w2"] + node["w2r"],
                              "c": 1 + 1 + const_node.ByteSize()}
     assert sizes.total == len(model.SerializeToString())
     assert sizes.tensors == sum(by.values()) + sizes.weights["c"]

@@ -16,6 +16,7 @@ X = np.arange(1, 7, dtype=f32).reshape(1, 2, 3)  # shared sample input, [1, 2, 3
 SAMPLE_CALLS = {
     "const": None,  # b.const, below
     "cond": None,  # b.cond, below
+    "while_loop": None,  # b.while_loop, below
     **{op: dict(x=X, y=X) for op in ("add", "sub", "mul", "real_div", "maximum", "minimum", "pow")},
     **{op: dict(x=X) for op in ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "rsqrt", "abs", "neg",
                                 "erf", "floor", "ceil", "sign", "gelu", "softmax", "layer_norm")},
@@ -139,6 +140,25 @@ def test_cond_branches_must_agree():
         @program(inputs={"x": TensorSpec((2,), "fp32"), "p": TensorSpec((), "bool")})
         def bad(b, x, p):
             return b.cond(pred=p, true_fn=lambda t: x, false_fn=lambda f: f.cast(x=x, dtype="fp16"))
+
+
+def test_while_loop_runs_the_body_while_the_condition_holds():
+    @program(inputs={"x": TensorSpec((2,), "fp32")})
+    def prog(b, x):
+        # counts 3, 2, 1 down to 0 (cast to bool: nonzero is true) and doubles acc each time
+        _, acc = b.while_loop(lambda c, i, a: c.cast(x=i, dtype="bool"),
+                              lambda c, i, a: (c.sub(x=i, y=f32(1)), c.mul(x=a, y=x)),
+                              loop_vars=[f32(3), np.ones(2, f32)])
+        return acc
+
+    loop = prog.main.ops[-1]
+    assert loop.op_type == "while_loop" and len(loop.blocks) == 2
+    assert evaluate(prog, {"x": np.array([2, -1], f32)})[prog.main.outputs[0].name].tolist() == [8, -1]
+    with pytest.raises(OpError, match="the body returns"):
+        @program(inputs={"x": TensorSpec((2,), "fp32")})
+        def bad(b, x):
+            return b.while_loop(lambda c, a: c.cast(x=f32(0), dtype="bool"), lambda c, a: c.cast(x=a, dtype="fp16"),
+                                loop_vars=[x])
 
 
 def test_program_with_several_functions():

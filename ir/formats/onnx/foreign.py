@@ -89,21 +89,20 @@ def _to_onnx_value(arr, ir_name):
 
 
 def _ir_dtype(var):
-    """The IR dtype name of a value, or None for values that are not tensors."""
+    """The IR dtype name of a tensor value, or None for sequences, maps and optionals."""
     t = getattr(var, "type", None)
-    return getattr(t, "dtype", None)
+    return t.dtype if getattr(t, "is_tensor", False) else None
 
 
 def _from_onnx_value(value, out_type):
-    """A kernel's or evaluator's result in the IR's storage type of the declared output;
-    sequences, optionals and maps pass through."""
+    """A kernel's or evaluator's result in the IR's storage type of the declared tensor
+    output; sequences, optionals and maps pass through (the interpreter conforms them)."""
     if isinstance(value, (list, tuple, dict)) or value is None:
         return value
-    name = getattr(out_type, "dtype", None)
     arr = np.asarray(value)
-    if name is None:
+    if not getattr(out_type, "is_tensor", False):
         return arr
-    return arr.astype(lookup_dtype(name).storage, copy=False)
+    return arr.astype(lookup_dtype(out_type.dtype).storage, copy=False)
 
 
 def _reference(op, slots, in_types, feeds, n_out):

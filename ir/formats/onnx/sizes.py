@@ -3,11 +3,11 @@
 A weight is a value the graph reads as data: an initializer, a Constant node, or
 the output of a decode subgraph that only initializers feed (DequantizeLinear of
 an INT4 initializer, the unpacking of packed bytes, a LUT Gather...). Its bytes
-are those of every initializer (and Constant node) it is computed from, each as
-it sits in the file: the TensorProto's serialized size with its field tag and
-length prefix, plus its external data. Each tensor counts once, for the first
-weight asked about that reads it (two weights sharing a sparsity mask: the
-first holds it). A weight the graph only reads inside a fused node (MatMulNBits)
+are everything the file holds to make it: every initializer and Constant node it
+is computed from, each as it sits in the file (the serialized proto with its field
+tag and length prefix, plus its external data), the decode nodes themselves, and
+its entry in the import record. Each piece counts once, for the first weight asked
+about that reads it (two weights sharing a sparsity mask: the first holds it). A weight the graph only reads inside a fused node (MatMulNBits)
 is found through the exporter's import record (records.RECORD_KEY), which names
 the initializers holding it.
 
@@ -109,12 +109,15 @@ class _Index:
             n = self.producer[v]
             if id(n) in self.constants:
                 total += self._claim(id(n), self.constants[id(n)])
+            else:  # a decode node: part of what the file spends on this weight
+                total += self._claim(id(n), _field(n.ByteSize()))
             todo += [i for i in n.input if i]
         return total
 
     def of_record(self, i: int) -> int:
-        """Bytes of the initializers a record names for its op's inputs (and the ops it nests)."""
-        total = 0
+        """Bytes of the initializers a record names for its op's inputs (and the ops it nests),
+        and of the record's own entry."""
+        total = self.record_entry(i)
         for src in self.records[i]["inputs"].values():
             if "init" in src:
                 total += self.of_value(src["init"])
@@ -122,9 +125,17 @@ class _Index:
                 total += self.of_record(int(src["op"]))
         return total
 
+    def record_entry(self, i: int) -> int:
+        """The bytes record i adds to the metadata's JSON list (its text and a comma)."""
+        return self._claim(("record", i), len(json.dumps(self.records[i], separators=(",", ":")).encode()) + 1)
+
     def find(self, name: str) -> Optional[int]:
         if name in self.const:
-            return self.of_value(name)
+            size = self.of_value(name)
+            for i, r in enumerate(self.records):  # decoded in the graph, and recorded too
+                if name in (r.get("outputs") or ()):
+                    size += self.record_entry(i)
+            return size
         for i, r in enumerate(self.records):
             if name in (r.get("outputs") or ()):
                 return self.of_record(i)

@@ -89,12 +89,7 @@ def test_constant_weight_is_exact_and_zero_weight_too():
         assert np.array_equal(assert_decompress_exact(out), w)
 
 
-def test_block_size_not_dividing_is_a_recorded_skip():
-    w = RNG.standard_normal((64, 100)).astype(np.float32)
-    prog = linear_program(w)
-    res = affine_quantize_weights(granularity="per_block", block_size=32).run(prog)
-    assert res.program is prog
-    assert "not divisible" in res.stats["weights"]["w"]["skipped"]
+# a block size that does not divide the input axis: tests/stages/compression/test_layout_fallback.py
 
 
 def test_stats_sizes_and_errors():

@@ -33,18 +33,19 @@ The contract of a kernel::
   reference evaluator.
 
 Families live in their own modules (elementwise, activation, reduce,
-indexing, shape, norm, linalg, conv, resize, rnn, quant, sequence), each with a
+indexing, shape, norm, linalg, conv, resize, rnn, quant, sequence, loss,
+transformer, detection, signal, and ml for ai.onnx.ml), each with a
 ``KERNELS`` dict; this module merges them. Control flow (If, Loop, Scan) is
 not here: it needs the IR's nested blocks.
 """
 from __future__ import annotations
 
 from ir.formats.onnx.kernels._util import Node, Unsupported
-from ir.formats.onnx.kernels import (activation, conv, elementwise, indexing, linalg, norm, quant,
-                                     reduce, resize, rnn, sequence, shape)
+from ir.formats.onnx.kernels import (activation, conv, detection, elementwise, indexing, linalg, loss, ml,
+                                     norm, quant, reduce, resize, rnn, sequence, shape, signal, transformer)
 
 _FAMILIES = (elementwise, activation, reduce, indexing, shape, norm, linalg, conv, resize, rnn, quant,
-             sequence)
+             sequence, loss, transformer, detection, signal, ml)
 
 
 def _merge(families) -> dict:

@@ -76,6 +76,12 @@ def is_float(dt) -> bool:
     return dt.kind == "f" or (dt.kind == "V" and "float" in dt.name)
 
 
+def is_float8(dt) -> bool:
+    """The 8- and 4-bit float types (ml_dtypes): no IR dtype, no kernel; the reference
+    evaluator runs them."""
+    return np.dtype(dt).name.startswith(("float8", "float4"))
+
+
 def work(x: np.ndarray) -> np.ndarray:
     """Where float arithmetic happens: float32 for the narrow floats (as onnxruntime
     computes float16 ops), the array itself otherwise."""

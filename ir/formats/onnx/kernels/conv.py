@@ -31,8 +31,12 @@ def _spatial_attrs(attrs, nsp: int):
     return [int(s) for s in strides], [int(d) for d in dil]
 
 
-def plan(in_shape, kernel, strides, dil, attrs, ceil_mode=False):
-    """(pads_begin, pads_end, out_shape) of a conv / pool over spatial `in_shape`."""
+def plan(in_shape, kernel, strides, dil, attrs, ceil_mode=False, pool=False):
+    """(pads_begin, pads_end, out_shape) of a conv / pool over spatial `in_shape`.
+
+    Pools with SAME padding follow onnxruntime: the pad is sized for the undilated
+    kernel and the output counted with the dilated one (so dilated SAME pools come out
+    smaller than ceil(in / s)); convolutions size it for the dilated kernel."""
     nsp = len(in_shape)
     auto = attrs.get("auto_pad", "NOTSET")
     dk = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
@@ -41,12 +45,13 @@ def plan(in_shape, kernel, strides, dil, attrs, ceil_mode=False):
         n, s = in_shape[i], strides[i]
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             o = -(-n // s)
-            total = max((o - 1) * s + dk[i] - n, 0)
+            total = max((o - 1) * s + (kernel[i] if pool else dk[i]) - n, 0)
             small = total // 2
-            begin[i], end[i] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
-            out[i] = o
-            continue
-        if auto == "VALID":
+            pb, pe = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+            if not pool:
+                begin[i], end[i], out[i] = pb, pe, o
+                continue
+        elif auto == "VALID":
             pb = pe = 0
         elif auto == "NOTSET":
             pads = list(attrs.get("pads", (0,) * (2 * nsp))) or [0] * (2 * nsp)
@@ -54,18 +59,25 @@ def plan(in_shape, kernel, strides, dil, attrs, ceil_mode=False):
         else:
             raise ValueError(f"auto_pad {auto!r} is not NOTSET, SAME_UPPER, SAME_LOWER or VALID")
         span = n + pb + pe - dk[i]
-        if span < 0:
+        if span < 0 and not pool:
             raise ValueError(f"kernel extent {dk[i]} exceeds padded input {n + pb + pe} on spatial axis {i}")
-        o = (-(-span // s) if ceil_mode else span // s) + 1
+        # C division (toward zero), as onnxruntime counts: a pool whose dilated window
+        # overhangs a short input by less than a stride still gives one output
+        if span >= 0:
+            o = (-(-span // s) if ceil_mode else span // s) + 1
+        else:
+            o = -((-span) // s) + 1  # toward zero, which is also the ceiling here
         if ceil_mode and (o - 1) * s >= n + pb:
             o -= 1  # the last window would start in the trailing pad only
-        begin[i], end[i], out[i] = pb, pe, o
+        begin[i], end[i], out[i] = pb, pe, max(o, 0)
     return begin, end, out
 
 
 def _windows(x, begin, out, kernel, strides, dil, fill):
     """[N, C, *out, *kernel] view of x padded with `fill` (extra fill for a ceil-mode overhang)."""
     nsp = len(kernel)
+    if any(o <= 0 for o in out):
+        return np.zeros(x.shape[:2] + tuple(max(o, 0) for o in out) + tuple(kernel), x.dtype)
     dk = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
     need_len = [(o - 1) * s + e for o, s, e in zip(out, strides, dk)]
     pads = [(0, 0), (0, 0)]
@@ -98,7 +110,7 @@ def conv_core(x, w, attrs, group: int, acc_dtype=None):
     win = win.reshape((n, group, cg) + tuple(out) + tuple(kernel))
     # -> [G, N * out, Cg * k]: one matrix product per group
     order = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
-    cols = np.ascontiguousarray(win.transpose(order)).reshape(group, n * no, cg * nk)
+    cols = np.asarray(win.transpose(order)).reshape(group, n * no, cg * nk, order="C")
     wg = w.reshape(group, mg, cg * nk).transpose(0, 2, 1)
     if acc_dtype is not None:
         cols, wg = cols.astype(acc_dtype), wg.astype(acc_dtype)
@@ -139,6 +151,9 @@ def conv_transpose(ins, attrs, node):
         target = [int(o) for o in out_shape] if out_shape is not None else [i * s for i, s in zip(ins_sp, strides)]
         for i in range(nsp):
             total = full[i] + opad[i] - target[i]
+            if out_shape is None:  # SAME never pads negatively: a short full output stays short
+                total = max(total, 0)
+                target[i] = full[i] + opad[i] - total
             # onnxruntime: SAME_UPPER puts the odd pad at the end, otherwise at the start
             begin[i] = total // 2 if auto == "SAME_UPPER" else total - total // 2
         out = target
@@ -179,8 +194,13 @@ def _pool_setup(x, attrs):
     kernel = [int(k) for k in attrs["kernel_shape"]]
     strides, dil = _spatial_attrs(attrs, nsp)
     ceil_mode = bool(int(attrs.get("ceil_mode", 0)))
-    begin, end, out = plan(x.shape[2:], kernel, strides, dil, attrs, ceil_mode)
+    begin, end, out = plan(x.shape[2:], kernel, strides, dil, attrs, ceil_mode, pool=True)
     return nsp, kernel, strides, dil, begin, end, out
+
+
+def _flat(win, nsp):
+    """[N, C, *out, *kernel] -> [N, C, *out, prod(kernel)] (also when out is empty)."""
+    return win.reshape(win.shape[:2 + nsp] + (prod(win.shape[2 + nsp:]),))
 
 
 def _lowest(dt):
@@ -192,7 +212,7 @@ def max_pool(ins, attrs, node):
     nsp, kernel, strides, dil, begin, end, out = _pool_setup(x, attrs)
     wx = work(x)
     win = _windows(wx, begin, out, kernel, strides, dil, _lowest(wx.dtype))
-    flat = win.reshape(win.shape[:2 + nsp] + (-1,))
+    flat = _flat(win, nsp)
     y = flat.max(axis=-1) if flat.shape[-1] else np.full(flat.shape[:-1], _lowest(wx.dtype))
     res = [y.astype(x.dtype)]
     if node.n_out > 1:
@@ -226,7 +246,7 @@ def average_pool(ins, attrs, node):
     nsp, kernel, strides, dil, begin, end, out = _pool_setup(x, attrs)
     wx = work(x)
     win = _windows(wx, begin, out, kernel, strides, dil, 0)
-    total = win.reshape(win.shape[:2 + nsp] + (-1,)).sum(axis=-1)
+    total = _flat(win, nsp).sum(axis=-1)
     if int(attrs.get("count_include_pad", 0)):
         # input plus explicit pads counts; a ceil-mode overhang does not
         ones = np.ones((1, 1) + tuple(n + b + e for n, b, e in zip(x.shape[2:], begin, end)), wx.dtype)
@@ -234,7 +254,7 @@ def average_pool(ins, attrs, node):
     else:
         ones = np.ones((1, 1) + x.shape[2:], wx.dtype)
         cnt_win = _windows(ones, begin, out, kernel, strides, dil, 0)
-    count = cnt_win.reshape(cnt_win.shape[:2 + nsp] + (-1,)).sum(axis=-1)
+    count = _flat(cnt_win, nsp).sum(axis=-1)
     return [(total / np.maximum(count, 1)).astype(x.dtype)]
 
 
@@ -244,7 +264,7 @@ def lp_pool(ins, attrs, node):
     p = float(attrs.get("p", 2))
     wx = work(x)
     win = _windows(np.abs(wx) ** p, begin, out, kernel, strides, dil, 0)
-    s = win.reshape(win.shape[:2 + nsp] + (-1,)).sum(axis=-1)
+    s = _flat(win, nsp).sum(axis=-1)
     return [(s ** (1.0 / p)).astype(x.dtype)]
 
 

@@ -188,19 +188,26 @@ def _slice_params(ins, attrs, node):
     return starts, ends, axes, steps
 
 
+_END_OF_AXIS = (2 ** 31 - 1, 2 ** 63 - 1)  # an end that means "through the end", either way
+
+
 def _clamp_slice(start: int, end: int, step: int, n: int) -> slice:
-    """ONNX's clamping: negatives count from the end, then positive steps clamp to
-    [0, n] and negative steps to [-1, n-1] (-1 meaning 'before the first element')."""
+    """onnxruntime's clamping: negatives count from the end; a start clamps to [0, n]
+    (positive step) or [0, n - 1] (negative step); an end of INT32_MAX / INT64_MAX runs
+    through the end in the step's direction, other ends clamp to [0, n] or [-1, n - 1]
+    (-1: 'before the first element'). The spec clamps a negative step's start to
+    [-1, n - 1]; onnxruntime, the arbiter, takes element 0 there."""
     if step == 0:
         raise ValueError("Slice: a step is 0")
     start = start + n if start < 0 else start
-    end = end + n if end < 0 else end
     if step > 0:
-        start, end = min(max(start, 0), n), min(max(end, 0), n)
+        start = min(max(start, 0), n)
+        end = n if end in _END_OF_AXIS else min(max(end + n if end < 0 else end, 0), n)
         return slice(start, end, step)
-    start, end = min(max(start, -1), n - 1), min(max(end, -1), n - 1)
+    start = min(max(start, 0), n - 1)
+    end = -1 if end in _END_OF_AXIS else min(max(end + n if end < 0 else end, -1), n - 1)
     if start < 0:
-        return slice(0, 0, step)  # nothing to take
+        return slice(0, 0, step)  # an empty axis
     return slice(start, end if end >= 0 else None, step)
 
 
@@ -235,6 +242,9 @@ def pad(ins, attrs, node):
     before, after = [0] * x.ndim, [0] * x.ndim
     for i, a in enumerate(axes):
         before[a], after[a] = pads[i], pads[len(axes) + i]
+    bad = [d for d in range(x.ndim) if x.shape[d] + before[d] + after[d] < 0]
+    if bad:
+        raise ValueError(f"Pad: pads {pads} crop axis {bad[0]} of {x.shape} below zero length")
     # negative pads crop first; numpy pads the rest
     crop = tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in enumerate(zip(before, after)))
     y = x[crop]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.formats.onnx.kernels._util import Unsupported, arg, need, norm_axis, np_dtype
+from ir.formats.onnx.kernels._util import Unsupported, arg, is_float8, need, norm_axis, np_dtype
 from ir.formats.onnx.kernels.conv import conv_core
 
 
@@ -64,7 +64,7 @@ def quantize_linear(ins, attrs, node):
         out_dt = np_dtype(attrs["output_dtype"])
     else:
         out_dt = np.dtype(np.uint8)
-    if out_dt.kind == "V" and "float" in out_dt.name:
+    if is_float8(out_dt):
         raise Unsupported("float8 quantization")
     bs = int(attrs.get("block_size", 0))
     axis = attrs.get("axis", 1)
@@ -76,7 +76,7 @@ def quantize_linear(ins, attrs, node):
 
 def dequantize_linear(ins, attrs, node):
     x, scale, zp = need(ins, 0, "x"), need(ins, 1, "x_scale"), arg(ins, 2)
-    if x.dtype.kind == "V" and "float" in x.dtype.name:
+    if is_float8(x.dtype):
         raise Unsupported("float8 dequantization")
     bs = int(attrs.get("block_size", 0))
     axis = attrs.get("axis", 1)

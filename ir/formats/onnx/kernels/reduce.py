@@ -113,7 +113,7 @@ def _cumulative(ufunc):
             res = np.take(res, np.arange(x.shape[ax]), axis=ax)
         if int(attrs.get("reverse", 0)):
             res = np.flip(res, ax)
-        return [np.ascontiguousarray(res).astype(x.dtype, copy=False)]
+        return [np.asarray(res).astype(x.dtype, copy=False, order="C")]
     return kernel
 
 

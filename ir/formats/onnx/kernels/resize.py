@@ -26,28 +26,35 @@ import math
 
 import numpy as np
 
-from ir.formats.onnx.kernels._util import arg, need, norm_axes, work
+from ir.formats.onnx.kernels._util import Unsupported, arg, need, norm_axes, work
 
 
 def _transform(mode, x, scale, in_len, out_len, roi_lo, roi_hi):
+    """Input coordinates of output positions x, in float32 as onnxruntime computes them
+    (float64 rounds many more .5 cases of nearest the other way; a coordinate within a
+    float32 ulp of a rounding boundary may still round differently from onnxruntime)."""
+    f = np.float32
+    x, scale, in_len, out_len = x.astype(f), f(scale), f(in_len), f(out_len)
+    roi_lo, roi_hi = f(roi_lo), f(roi_hi)
+    half, one = f(0.5), f(1)
     if mode == "half_pixel":
-        return (x + 0.5) / scale - 0.5
+        return (x + half) / scale - half
     if mode == "half_pixel_symmetric":
         adjustment = out_len / (scale * in_len)
-        center = in_len / 2
-        return center * (1 - adjustment) + (x + 0.5) / scale - 0.5
+        center = in_len / f(2)
+        return center * (one - adjustment) + (x + half) / scale - half
     if mode == "pytorch_half_pixel":
-        return (x + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(x)
+        return (x + half) / scale - half if out_len > 1 else np.zeros_like(x)
     if mode == "align_corners":
-        return x * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(x)
+        return x * (in_len - one) / (out_len - one) if out_len > 1 else np.zeros_like(x)
     if mode == "asymmetric":
         return x / scale
     if mode == "tf_half_pixel_for_nn":
-        return (x + 0.5) / scale
+        return (x + half) / scale
     if mode == "tf_crop_and_resize":
         if out_len > 1:
-            return roi_lo * (in_len - 1) + x * (roi_hi - roi_lo) * (in_len - 1) / (out_len - 1)
-        return np.full_like(x, 0.5 * (roi_lo + roi_hi) * (in_len - 1))
+            return roi_lo * (in_len - one) + x * (roi_hi - roi_lo) * (in_len - one) / (out_len - one)
+        return np.full_like(x, half * (roi_lo + roi_hi) * (in_len - one))
     raise ValueError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
 
 
@@ -129,7 +136,7 @@ def _params(ins, attrs, node, x):
     if policy == "stretch":
         for i, a in enumerate(axes):
             full_sizes[a] = int(sizes[i])
-            full_scales[a] = sizes[i] / x.shape[a]
+            full_scales[a] = float(np.float32(sizes[i]) / np.float32(x.shape[a]))
     else:
         ratios = [sizes[i] / x.shape[a] for i, a in enumerate(axes)]
         s = min(ratios) if policy == "not_larger" else max(ratios)
@@ -172,7 +179,7 @@ def resize(ins, attrs, node):
         if scale <= 0:
             raise ValueError(f"Resize: scale {scale} on axis {ax} must be positive")
         lo, hi = (roi[ax], roi[x.ndim + ax]) if roi is not None else (0.0, 1.0)
-        coords = _transform(ctm, np.arange(out_len, dtype=np.float64), scale, in_len, out_len, lo, hi)
+        coords = _transform(ctm, np.arange(out_len), scale, in_len, out_len, lo, hi).astype(np.float64)
         if ctm == "tf_crop_and_resize":
             out_ax = (coords < 0) | (coords > in_len - 1)
             shape = [1] * x.ndim
@@ -189,7 +196,96 @@ def resize(ins, attrs, node):
     if mode != "nearest" and x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         y = np.clip(np.round(y), info.min, info.max)
-    return [np.ascontiguousarray(y).astype(x.dtype)]
+    return [np.asarray(y).astype(x.dtype, order="C")]
 
 
-KERNELS = {"Resize": resize, "Upsample": resize}
+# ---- GridSample ----------------------------------------------------------------------
+# X [N, C, H, W] sampled at grid [N, Ho, Wo, 2] of (x, y) in [-1, 1]: align_corners maps
+# -1 / 1 to the centres of the corner pixels, otherwise to their outer edges. Taps
+# outside the input read 0 (padding_mode zeros), the nearest edge (border), or the
+# coordinate reflected at the edges (reflection); bicubic applies the padding to each
+# of its 16 taps instead of the coordinate, as onnxruntime does. nearest rounds half
+# to even.
+
+_GRID_MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest", "bicubic": "cubic", "cubic": "cubic"}
+
+
+def _unnormalize(g, n, align):
+    return (g + 1) / 2 * (n - 1) if align else ((g + 1) * n - 1) / 2
+
+
+def _reflect(c, lo, hi):
+    span = hi - lo
+    if span <= 0:
+        return np.zeros_like(c)
+    d = np.abs(c - lo)
+    flips, extra = np.floor(d / span), np.mod(d, span)
+    return np.where(flips % 2 == 0, lo + extra, hi - extra)
+
+
+def _pad_coord(c, n, mode, align):
+    if mode == "border":
+        return np.clip(c, 0, n - 1)
+    if mode == "reflection":
+        lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+        return np.clip(_reflect(c, lo, hi), 0, n - 1)
+    return c
+
+
+def _tap(x, yi, xi, mode, align=False):
+    """Values of x [N, C, H, W] at integer taps yi, xi [N, Ho, Wo] -> [N, C, Ho, Wo]; taps
+    outside read 0 (zeros), the edge (border) or the reflected tap (reflection)."""
+    n_, c_, h, w = x.shape
+    inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+    if mode == "border":
+        yi, xi = np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)
+    elif mode == "reflection":
+        yi, xi = _reflect_tap(yi, h, align), _reflect_tap(xi, w, align)
+    ys, xs = np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)
+    b = np.arange(n_)[:, None, None]
+    vals = x[b, :, ys, xs]  # [N, Ho, Wo, C]
+    if mode == "zeros":
+        vals = np.where(inside[..., None], vals, 0)
+    return np.moveaxis(vals, -1, 1)
+
+
+def _reflect_tap(i, n, align):
+    lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+    return np.clip(np.rint(_reflect(i.astype(np.float64), lo, hi)), 0, n - 1).astype(np.int64)
+
+
+def grid_sample(ins, attrs, node):
+    x, grid = need(ins, 0, "X"), need(ins, 1, "grid")
+    if x.ndim != 4:
+        raise Unsupported("GridSample over more than 2 spatial dims")
+    mode = _GRID_MODES.get(attrs.get("mode", "bilinear" if node.opset < 20 else "linear"))
+    if mode is None:
+        raise ValueError(f"GridSample: unknown mode {attrs.get('mode')!r}")
+    pad = attrs.get("padding_mode", "zeros")
+    if pad not in ("zeros", "border", "reflection"):
+        raise ValueError(f"GridSample: unknown padding_mode {pad!r}")
+    align = bool(int(attrs.get("align_corners", 0)))
+    h, w = x.shape[2:]
+    g = np.asarray(grid, np.float64)
+    cx, cy = _unnormalize(g[..., 0], w, align), _unnormalize(g[..., 1], h, align)
+    if mode != "cubic":  # nearest / linear pad the coordinate; cubic pads each of its 16 taps
+        cx, cy = _pad_coord(cx, w, pad, align), _pad_coord(cy, h, pad, align)
+    wx = work(x).astype(np.float64)
+    tap_mode = "zeros" if pad == "zeros" else "border"  # padded coordinates only reach the edge
+    if mode == "nearest":
+        y = _tap(wx, np.rint(cy).astype(np.int64), np.rint(cx).astype(np.int64), tap_mode)
+    elif mode == "linear":
+        x0, y0 = np.floor(cx).astype(np.int64), np.floor(cy).astype(np.int64)
+        fx, fy = (cx - x0)[:, None], (cy - y0)[:, None]
+        y = ((1 - fy) * ((1 - fx) * _tap(wx, y0, x0, tap_mode) + fx * _tap(wx, y0, x0 + 1, tap_mode))
+             + fy * ((1 - fx) * _tap(wx, y0 + 1, x0, tap_mode) + fx * _tap(wx, y0 + 1, x0 + 1, tap_mode)))
+    else:  # cubic: 4 x 4 taps; out-of-range taps follow the padding mode
+        tap_mode = pad
+        x0, y0 = np.floor(cx).astype(np.int64) - 1, np.floor(cy).astype(np.int64) - 1
+        kx = [_cubic(cx - (x0 + i), -0.75)[:, None] for i in range(4)]
+        ky = [_cubic(cy - (y0 + j), -0.75)[:, None] for j in range(4)]
+        y = sum(ky[j] * sum(kx[i] * _tap(wx, y0 + j, x0 + i, tap_mode, align) for i in range(4)) for j in range(4))
+    return [np.asarray(y).astype(x.dtype)]
+
+
+KERNELS = {"Resize": resize, "Upsample": resize, "GridSample": grid_sample}

@@ -167,7 +167,8 @@ def _recurrent(op: str):
             yh[d], yc[d] = h, c
         if layout:
             y, yh, yc = y.transpose(2, 0, 1, 3), yh.transpose(1, 0, 2), yc.transpose(1, 0, 2)
-        return [y.astype(dt), yh.astype(dt), yc.astype(dt)]
+        outs = [y.astype(dt), yh.astype(dt), yc.astype(dt)]
+        return outs if op == "LSTM" else outs[:2]
     return kernel
 
 

@@ -4,7 +4,8 @@ and the casts.
 Cast follows onnxruntime: floats to integers truncate toward zero; to
 bool is "non-zero"; to and from strings use Python's shortest round-trip
 spelling ("NaN", "INF" and "-INF" parse as the special values); to int4 /
-uint4 keeps the low four bits of the truncated value. The float8 types have
+uint4 truncates and then clamps to the 4-bit range (onnxruntime's CPU cast;
+ONNX leaves out-of-range values undefined). The float8 types have
 no kernel (the IR has no dtype for them): the reference evaluator runs those.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from ir.formats.onnx.kernels._util import (Unsupported, arg, ints, is_float, need, norm_axes, norm_axis,
+from ir.formats.onnx.kernels._util import (Unsupported, arg, ints, is_float, is_float8, need, norm_axes,
                                            np_dtype, prod, scalar)
 
 
@@ -85,7 +86,7 @@ def transpose(ins, attrs, node):
     x = need(ins, 0, "data")
     perm = attrs.get("perm")
     perm = tuple(reversed(range(x.ndim))) if perm is None else tuple(int(p) for p in perm)
-    return [np.ascontiguousarray(np.transpose(x, perm))]
+    return [np.asarray(np.transpose(x, perm), order="C")]
 
 
 def depth_to_space(ins, attrs, node):
@@ -98,7 +99,7 @@ def depth_to_space(ins, attrs, node):
         t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
     else:  # CRD
         t = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
-    return [np.ascontiguousarray(t.reshape(n, c // (b * b), h * b, w * b))]
+    return [np.asarray(t.reshape(n, c // (b * b), h * b, w * b), order="C")]
 
 
 def space_to_depth(ins, attrs, node):
@@ -110,7 +111,7 @@ def space_to_depth(ins, attrs, node):
     t = x.reshape(n, c, h // b, b, w // b, b)
     # DCR: the block offset is the outer part of the new channel index; CRD: the inner
     t = t.transpose(0, 3, 5, 1, 2, 4) if attrs.get("mode", "DCR") == "DCR" else t.transpose(0, 1, 3, 5, 2, 4)
-    return [np.ascontiguousarray(t.reshape(n, c * b * b, h // b, w // b))]
+    return [np.asarray(t.reshape(n, c * b * b, h // b, w // b), order="C")]
 
 
 def identity(ins, attrs, node):
@@ -192,7 +193,7 @@ def _from_string(x: np.ndarray, target: np.dtype) -> np.ndarray:
     return vals.astype(target) if target != np.bool_ else vals != 0
 
 
-_FOUR_BIT = {TensorProto.INT4: (-8, 16), TensorProto.UINT4: (0, 16)}
+_FOUR_BIT = {TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15)}
 
 
 def cast_to(x: np.ndarray, to: int) -> np.ndarray:
@@ -202,10 +203,9 @@ def cast_to(x: np.ndarray, to: int) -> np.ndarray:
     if x.dtype == object:
         return _from_string(x, target)
     if to in _FOUR_BIT:
-        lo, span = _FOUR_BIT[to]
+        lo, hi = _FOUR_BIT[to]
         v = np.trunc(x.astype(np.float64)) if is_float(x.dtype) else x.astype(np.int64)
-        v = np.where(np.isfinite(v), v, 0).astype(np.int64)
-        return (((v - lo) % span) + lo).astype(target)  # the low four bits, two's complement for int4
+        return np.clip(np.where(np.isnan(v), 0, v), lo, hi).astype(np.int64).astype(target)
     if x.dtype.kind == "V":  # bfloat16 (and the float8 types) go through float32
         x = x.astype(np.float32)
     if target == np.bool_:
@@ -216,7 +216,7 @@ def cast_to(x: np.ndarray, to: int) -> np.ndarray:
 def cast(ins, attrs, node):
     x = need(ins, 0, "input")
     to = int(attrs["to"]) if not isinstance(attrs["to"], str) else getattr(TensorProto, attrs["to"].upper())
-    if np_dtype(to).kind == "V" and "float8" in np_dtype(to).name:
+    if is_float8(np_dtype(to)) or is_float8(x.dtype):
         raise Unsupported("float8 casts")
     return [cast_to(x, to)]
 
@@ -226,15 +226,23 @@ def cast_like(ins, attrs, node):
     dt = np.asarray(like).dtype
     if dt == object:
         return [cast_to(x, TensorProto.STRING)]
-    if dt.kind == "V" and "float8" in dt.name:
+    if is_float8(dt) or is_float8(x.dtype):
         raise Unsupported("float8 casts")
     from onnx import helper
 
     return [cast_to(x, helper.np_dtype_to_tensor_dtype(dt))]
 
 
+def bit_cast(ins, attrs, node):
+    x = need(ins, 0, "input")
+    target = np_dtype(attrs["to"])
+    if target == object or x.dtype == object or target.itemsize != x.dtype.itemsize:
+        raise ValueError(f"BitCast: {x.dtype} and {target} differ in width (or are strings)")
+    return [np.array(x, order="C").view(target)]  # (ascontiguousarray would make a 0-d array 1-d)
+
+
 KERNELS = {
-    "Shape": shape, "Size": size, "Reshape": reshape, "Flatten": flatten, "Squeeze": squeeze,
+    "BitCast": bit_cast, "Shape": shape, "Size": size, "Reshape": reshape, "Flatten": flatten, "Squeeze": squeeze,
     "Unsqueeze": unsqueeze, "Transpose": transpose, "DepthToSpace": depth_to_space,
     "SpaceToDepth": space_to_depth, "Identity": identity, "Dropout": dropout, "Constant": constant,
     "Cast": cast, "CastLike": cast_like,
