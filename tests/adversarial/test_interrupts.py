@@ -202,8 +202,12 @@ def test_ctrl_c_at_moments_through_a_run(model, tmp_path):
     out = tmp_path / "out.wpz"
     from ir.serialize import load
 
+    started = time.monotonic()  # how long a whole run takes on this machine, now
+    out.write_bytes(b"the previous output")
+    assert _start("compress", model, "-o", out, "--quantize", "int8", "-q", cwd=tmp_path).wait(timeout=120) == 0
+    whole = time.monotonic() - started
     outcomes = set()
-    for delay in (0.7, 2.5):
+    for delay in (0.4 * whole, 0.85 * whole):
         out.write_bytes(b"the previous output")
         proc = _start("compress", model, "-o", out, "--quantize", "int8", "-q", cwd=tmp_path)
         time.sleep(delay)
