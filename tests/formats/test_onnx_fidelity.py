@@ -237,3 +237,14 @@ def test_rnn_weights_in_branches_are_quantized_per_gate_row():
     got, want = _run(model, feeds)[0], _run(m, feeds)[0]
     cos = float(got.ravel() @ want.ravel() / (np.linalg.norm(got) * np.linalg.norm(want)))
     assert cos > 0.999
+
+
+def test_control_flow_whose_subgraph_returns_the_wrong_count_is_refused():
+    empty = helper.make_graph([], "b", [], [])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["z"], then_branch=empty, else_branch=empty)], "g",
+                          [_vi("c", T.BOOL, [])], [_vi("z", T.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    from ir.formats.onnx import OnnxFormatError
+
+    with pytest.raises(OnnxFormatError, match="If node .* returns 0 values, the node needs 1"):
+        import_onnx(m)

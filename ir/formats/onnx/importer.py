@@ -577,6 +577,7 @@ def _foreign(n, c):
     blocks = tuple(_subgraph_block(a.g, c, _block_input_types(n, a.name, inputs, c)) for a in graphs)
     if blocks:
         attrs[BLOCK_ATTRS] = tuple(a.name for a in graphs)
+        _check_arity(n, blocks)
     outs = []
     for i, name in enumerate(n.output):
         t = c.types.get(name) if name else None
@@ -624,6 +625,24 @@ def _subgraph_block(g, parent: Ctx, fallback_types: list) -> Block:
         _define(c, n, _convert_node(n, c))
     outputs = [c.var(o.name) for o in g.output]
     return Block.make(inputs, c.ops, outputs)
+
+
+def _expected_block_outputs(n) -> Optional[int]:
+    """How many outputs the body of a control-flow node must return (None: no rule here)."""
+    outs = len(n.output)
+    if n.op_type in ("If", "Scan"):
+        return outs
+    if n.op_type == "Loop":
+        return 1 + outs  # the condition, then the carried values and the scan outputs
+    return None
+
+
+def _check_arity(n, blocks) -> None:
+    want = _expected_block_outputs(n)
+    for b in blocks:
+        if want is not None and len(b.outputs) != want:
+            raise OnnxFormatError(f"{n.op_type} node {n.name or n.output[0]!r}: its subgraph returns "
+                                  f"{len(b.outputs)} values, the node needs {want}")
 
 
 def _output_type_from_blocks(n, i: int, blocks: tuple, inputs: dict):

@@ -125,7 +125,8 @@ def test_unsupported_combinations_raise_when_bound_or_run():
     with pytest.raises(ParameterError, match="lut_function"):
         palettize_weights(mode="uniform", nbits=2, lut_function=lambda w: None)
     w = RNG.standard_normal((8, 8)).astype(np.float32)
-    with pytest.raises(CompressionError, match="w: nbits=3 has no iOS16 LUT form"):
+    with pytest.raises(CompressionError, match=r"w: a 3-bit LUT \(before iOS18: 1, 2, 4, 6, 8 bits\) needs "
+                                               r"Core ML iOS18 or newer.*--target iOS18"):
         palettize_weights(linear_program(w, opset="iOS16"), nbits=3, **ALL)
 
 
