@@ -195,6 +195,13 @@ def step_preset(repo, preset, path, workdir, cases, ref_runs, timeout, cli) -> d
     cf_left, cf_total = checks.weights_left(original, compressed, cf)
     row.update(fp_weights=total, fp_left=len(left), fp_left_names=[t.name for t in left][:10],
                cf_weights=cf_total, cf_left=len(cf_left), cf_left_names=[t.name for t in cf_left][:10])
+    before_ops, after_ops = checks.opset_imports(original), checks.opset_imports(compressed)
+    row["opsets"] = [f"opset {d} {v} -> {after_ops.get(d, 'none')}" for d, v in before_ops.items()
+                     if after_ops.get(d) != v]
+    # README: the model's own opset, or 13 where compressed weights need it
+    allowed = {d: {v, max(v, checks.COMPRESSED_MIN_OPSET)} if d == "ai.onnx" else {v} for d, v in before_ops.items()}
+    opset_problems = [f"opset {d} {before_ops[d]} -> {after_ops.get(d, 'none')}" for d, ok in allowed.items()
+                      if after_ops.get(d) not in ok]
     rep_saving = row["reported_before"] - row["reported_after"]
     disk_saving = row["disk_original"] - row["disk_after"]
     row["disk_vs_reported"] = disk_saving / rep_saving if rep_saving > 0 else None
@@ -214,9 +221,12 @@ def step_preset(repo, preset, path, workdir, cases, ref_runs, timeout, cli) -> d
         problems.append("no weights reported")
     if total and row["reported_before"] == row["reported_after"] and preset != "canonicalize_quantization":
         problems.append(f"nothing compressed ({row['weights']} weights reported)")
+    if opset_problems:  # the model's opset is the user's deployment target (13 at least, by README)
+        problems.append("; ".join(opset_problems))
     if cf_left and preset != "canonicalize_quantization":
         problems.append(f"{len(cf_left)}/{cf_total} control-flow weights left as they were")
-    return dict(row, status="ok" if not problems else "FAIL", error="; ".join(problems))
+    return dict(row, status="ok" if not problems else "FAIL", error="; ".join(problems),
+                note="; ".join(row["opsets"]))
 
 
 def cross_preset(rows) -> list:
@@ -257,10 +267,16 @@ def run_model(repo, model, presets, cache_dir, timeout, cli, interpret=True, kee
             rows.append({"step": "original", "status": "ERROR",
                          "error": "onnxruntime on the original: " + one_line(e)})
             return result
-        program, row = step_roundtrip(path, workdir, cases, ref_runs)
+        try:
+            program, row = step_roundtrip(path, workdir, cases, ref_runs)
+        except Exception as e:  # noqa: BLE001 - a check of ours that broke: still one line
+            program, row = None, {"step": "roundtrip", "status": "ERROR", "error": "corpus script: " + one_line(e)}
         rows.append(row)
         if program is not None and interpret:
-            rows.append(step_interpret(program, cases, ref_runs))
+            try:
+                rows.append(step_interpret(program, cases, ref_runs))
+            except Exception as e:  # noqa: BLE001
+                rows.append({"step": "interpret", "status": "ERROR", "error": "corpus script: " + one_line(e)})
         for preset in presets:
             t = time.perf_counter()
             try:
@@ -285,13 +301,17 @@ def _ratio(before, after) -> str:
     return f"{fmt_bytes(before)}->{fmt_bytes(after)} {before / after:.2f}x" if after else f"{fmt_bytes(before)}->0"
 
 
+SMALL_SKIP = "below the size threshold"  # the stages' reason for tensors nobody expects compressed
+
+
 def _skips(row) -> str:
-    """The weights a preset left alone, and the first reason it gave."""
-    skipped = sum(s.get("skipped", 0) for s in row.get("steps", ()) if isinstance(s.get("skipped"), int))
-    reasons = [r for s in row.get("steps", ()) for r in (s.get("skip_reasons") or {}).values()]
-    if not skipped:
-        return ""
-    return f"{skipped} skipped" + (f", e.g. {reasons[0]}" if reasons else " (no reason given)")
+    """The weights a preset left alone for a reason other than their size, and the first reason."""
+    steps = row.get("steps", ())
+    reasons = [r for s in steps for r in (s.get("skip_reasons") or {}).values() if SMALL_SKIP not in r]
+    if any(s.get("skip_reasons") for s in steps):
+        return f"{len(reasons)} skipped, e.g. {reasons[0]}" if reasons else ""
+    skipped = sum(s.get("skipped", 0) for s in steps if isinstance(s.get("skipped"), int))
+    return f"{skipped} skipped (no reason given)" if skipped else ""
 
 
 def _reported(r) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+COMPRESSED_MIN_OPSET = 13  # README: compressed weights raise a model's opset to 13, never further
 WEIGHT_MIN = 2048  # the compression stages compress weights of more than this many elements by default
 RECORD_KEY_PREFIX = "weightpress"  # metadata the exporter adds for its own compressed records
 
@@ -200,7 +201,7 @@ def _node_metadata(model) -> int:
     return sum(len(n.metadata_props) for g in graphs for n in g.node)
 
 
-def _opsets(model) -> dict:
+def opset_imports(model) -> dict:
     return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
 
@@ -248,7 +249,7 @@ def proto_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> ProtoDiff:
     ma, mb = _metadata(a), _metadata(b)
     meta = [f"metadata {k!r} dropped" for k in ma if k not in mb] + \
            [f"metadata {k!r} changed" for k in ma if k in mb and ma[k] != mb[k]]
-    oa, ob = _opsets(a), _opsets(b)
+    oa, ob = opset_imports(a), opset_imports(b)
     opsets = [f"opset {d} {v} -> {ob.get(d, 'none')}" for d, v in oa.items() if ob.get(d) != v]
     fa, fb = _fields(a), _fields(b)
     meta += [f"{k} {fa[k]!r:.40} -> {fb[k]!r:.40}" for k in fa if fa[k] and fa[k] != fb[k]]
