@@ -210,15 +210,11 @@ def _writer_options(args, out: Path) -> dict:
 def _summary(rep, program, result, model: Path, out: Path, trace):
     """(changes, file line): per weight the bytes as written in each file where its format
     is measured (pipeline.filesizes), else the estimate; the skip reasons from the trace."""
-    from pipeline.filesizes import file_bytes, measure_file
+    from pipeline.filesizes import file_bytes
     from pipeline.models import readable
 
-    before_w, after_w = rep.weights_of(program), rep.weights_of(result)
-    sizes_in = measure_file(model, program, [w.name for w in before_w])
     written = readable(out)  # where the written output can be read (pipeline.models.readable)
-    sizes_out = measure_file(written, result, [w.name for w in after_w])
-    changes = rep.compare(before_w, after_w, _seconds_by_weight(trace), _skip_notes(trace),
-                          sizes_in.weights if sizes_in else None, sizes_out.weights if sizes_out else None)
+    changes = rep.compare_files(program, result, model, written, _seconds_by_weight(trace), _skip_notes(trace))
     line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(written), changes)
     return changes, line
 

@@ -333,6 +333,20 @@ def compare_weights(before_program, after_program, seconds_by_weight=None, notes
                    before_sizes, after_sizes)
 
 
+def compare_files(before_program, after_program, before_path, after_path, seconds_by_weight=None,
+                  notes=None) -> list:
+    """compare_weights with each weight's bytes as written in the two files, where their
+    format is measured (pipeline.filesizes: ONNX, .wpz), else estimated: what `compress`
+    reports."""
+    from pipeline.filesizes import measure_file
+
+    before_w, after_w = weights_of(before_program), weights_of(after_program)
+    sizes_in = measure_file(before_path, before_program, [w.name for w in before_w])
+    sizes_out = measure_file(after_path, after_program, [w.name for w in after_w])
+    return compare(before_w, after_w, seconds_by_weight, notes, sizes_in.weights if sizes_in else None,
+                   sizes_out.weights if sizes_out else None)
+
+
 def compare(before_weights, after_weights, seconds_by_weight=None, notes=None, before_sizes=None,
             after_sizes=None) -> list:
     """compare_weights over weights already listed (weights_of)."""

@@ -5,7 +5,7 @@
 It does what `weightpress compress MODEL -o OUT --preset PRESET` does, through
 the API, and reports the figures the command's table shows exactly (not
 rounded to 0.1 MB): the per-weight bytes before and after from
-pipeline.report.compare_weights (what the table's total row sums), plus each
+pipeline.report.compare_files (what the table's total row sums: bytes as written), plus each
 step's own statistics from the Trace (compressed / skipped counts and bytes).
 `run_cli` instead runs the command itself and reads its table's total row.
 """
@@ -48,20 +48,20 @@ def _scalars(stats) -> dict:
 def run_api(model_path: str, preset: str, out_path: str) -> dict:
     from pipeline import Pipeline
     from pipeline.models import load_model, save_model
-    from pipeline.report import compare_weights
+    from pipeline.report import compare_files
 
     program = load_model(model_path)
     started = time.perf_counter()
     trace = Pipeline.preset(preset).run(program)
     seconds = time.perf_counter() - started
     save_model(trace.result, out_path)
-    changes = compare_weights(program, trace.result)
+    changes = compare_files(program, trace.result, model_path, out_path)  # what `compress` reports
     return {
         "ok": True,
         "seconds": seconds,
         "weights": len(changes),
-        "reported_before": int(sum(c.before.stored_bytes for c in changes)),
-        "reported_after": int(sum(c.after.stored_bytes for c in changes if c.after)),
+        "reported_before": int(sum(c.before_bytes for c in changes)),
+        "reported_after": int(sum(c.after_bytes for c in changes if c.after)),
         "removed": [c.name for c in changes if c.after is None],
         "steps": [dict(stage=getattr(s.stage, "name", str(s.stage)), changed=bool(s.changed), **_scalars(s.stats))
                   for s in trace.steps],

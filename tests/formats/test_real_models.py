@@ -35,10 +35,7 @@ SMALL = ("ocr_cls", "ocr_rec_head", "vad_op15", "magika", "bert_tiny", "sklearn_
 
 # (model, check) -> why it fails on main today (benchmarks/onnx_corpus.py shows the same, per preset).
 # (main 25d2d3a: the int4 file sizes and the ZipMap kernel landed; their marks XPASSed and went.)
-KNOWN = {
-    ("ocr_cls", "disk int4-block32"): "the in-graph decoding of packed int4 below opset 21 costs ~45 KB of "
-                                      "nodes: 85% of the reported saving reaches the disk on this 0.5 MB model",
-}
+KNOWN: dict = {}  # every check holds (the table counts a weight's decode nodes as its bytes)
 
 
 def cases_for(check: str, presets=None) -> list:
@@ -97,15 +94,14 @@ def compressed(path: str, preset: str, out_dir: str) -> tuple:
     """(output path, reported bytes before, reported bytes after) of `weightpress compress --preset`."""
     from pipeline import Pipeline
     from pipeline.models import save_model
-    from pipeline.report import compare_weights
+    from pipeline.report import compare_files
 
     program = imported(path)
     result = Pipeline.preset(preset).run(program).result
     out = os.path.join(out_dir, f"{preset}-" + os.path.basename(path))
     save_model(result, out)
-    changes = compare_weights(program, result)
-    return (out, sum(c.before.stored_bytes for c in changes),
-            sum(c.after.stored_bytes for c in changes if c.after))
+    changes = compare_files(program, result, path, out)  # what `compress` reports: bytes as written
+    return (out, sum(c.before_bytes for c in changes), sum(c.after_bytes for c in changes if c.after))
 
 
 @pytest.fixture(scope="session")
