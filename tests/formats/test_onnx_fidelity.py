@@ -248,3 +248,17 @@ def test_control_flow_whose_subgraph_returns_the_wrong_count_is_refused():
 
     with pytest.raises(OnnxFormatError, match="If node .* returns 0 values, the node needs 1"):
         import_onnx(m)
+
+
+def test_unread_initializers_and_node_annotations_survive():
+    relu = helper.make_node("Relu", ["a"], ["b"], doc_string="from layer 3")
+    entry = relu.metadata_props.add()
+    entry.key, entry.value = "pkg.torch.onnx.stack_trace", "model.py:12"
+    g = helper.make_graph([relu], "g", [_vi("a", T.FLOAT, [2])], [_vi("b", T.FLOAT, [2])],
+                          [helper.make_tensor("spare", T.FLOAT, [3], [1, 2, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    back = to_onnx_model(import_onnx(m))
+    assert [t.name for t in back.graph.initializer] == ["spare"]
+    node = next(n for n in back.graph.node if n.output[0] == "b")
+    assert node.doc_string == "from layer 3"
+    assert [(p.key, p.value) for p in node.metadata_props] == [("pkg.torch.onnx.stack_trace", "model.py:12")]

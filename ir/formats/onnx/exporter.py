@@ -791,6 +791,7 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
         _emit(op, w)
     outputs = [_io_info(w.value(v), v, declared) for v in fn.outputs]
     inputs += _overridable(program, fn, w)
+    _unread_initializers(program, fn, w)
     graph = helper.make_graph(w.nodes, function, inputs, outputs, w.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)]
                               + _extra_domains(fn), producer_name="weightpress")
@@ -801,10 +802,47 @@ def to_onnx_model(program: Program, opset: Optional[int] = None, function: str =
     if records:
         helper.set_model_props(model, {RECORD_KEY: json.dumps(records, separators=(",", ":"))})
     model_meta.restore(model, program.attrs.get(MODEL_META))
+    _node_notes(model, program)
     # MatMulNBits outputs typed, or onnx's shape inference stops at them on import
     known = {vi.name for vi in model.graph.value_info}
     model.graph.value_info.extend(_value_info(name, var) for name, var in fused_outputs(fn, w.env) if name not in known)
     return model
+
+
+def _unread_initializers(program, fn, w) -> None:
+    """The source model's initializers that nothing reads still go into the file; a stage
+    that wants one gone removes its const (dead_code_elimination)."""
+    wanted = set(program.attrs.get("onnx_initializers", ()))
+    for op in fn.ops:
+        if op.op_type == "const" and op.outputs[0].name in wanted and op.outputs[0].name not in w.env:
+            w.value(op.outputs[0])
+
+
+def _node_notes(model, program) -> None:
+    """Node-level doc strings and metadata_props back on the node that defines the same
+    ONNX value (the first output of the node they came with)."""
+    notes = {out: (doc, props) for out, doc, props in program.attrs.get("onnx_node_notes", ()) if out}
+    if not notes:
+        return
+    for graph in _graphs(model.graph):
+        for n in graph.node:
+            note = notes.get(n.output[0] if n.output else "")
+            if note is None:
+                continue
+            doc, props = note
+            if doc and not n.doc_string:
+                n.doc_string = doc
+            for key, value in props:
+                entry = n.metadata_props.add()
+                entry.key, entry.value = key, value
+
+
+def _graphs(g):
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(a.g)
 
 
 def _overridable(program, fn, w) -> list:

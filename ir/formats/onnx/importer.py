@@ -130,6 +130,8 @@ class Ctx:
         self.opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in model.opset_import}
         self.names = parent.names if parent is not None else Names()
         self.renamed: dict = parent.renamed if parent is not None else {}  # IR name -> ONNX name
+        self.root = parent.root if parent is not None else self
+        self.node_notes: list = []  # (first output, doc_string, metadata_props) of annotated nodes
         self.model = model
         self.ops: list = []
         self.env: dict = {}
@@ -668,6 +670,9 @@ def _define(c, n, values) -> None:
     for name, v in zip(n.output, values):
         if name:
             c.env[name] = v
+    if n.metadata_props or n.doc_string:  # node-level annotations (exporters' provenance)
+        c.root.node_notes.append((next((o for o in n.output if o), ""), n.doc_string,
+                                  tuple((p.key, p.value) for p in n.metadata_props)))
 
 
 def _convert_node(n, c):
@@ -683,6 +688,17 @@ def _convert_node(n, c):
             live = {id(v) for v in c.env.values()}
             c.ops[mark:] = [op for op in c.ops[mark:] if id(op.outputs[0]) in live]
     return _foreign(n, c)
+
+
+def _names_read(g) -> set:
+    """Every value name a node of `g` or of its subgraphs reads, and the graph's outputs."""
+    read = {o.name for o in g.output}
+    for n in g.node:
+        read.update(n.input)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                read |= _names_read(a.g)
+    return read
 
 
 def _graph_inputs(c, g, label) -> tuple:
@@ -724,8 +740,9 @@ def import_onnx(src, base_dir=None) -> Program:
                     records.build(c, decoded.records, i, built)
                 continue
             _define(c, n, _convert_node(n, c))
-        for name in overridable:
-            c.var(name)  # kept even when nothing reads it: it is part of the interface
+        read = _names_read(g)
+        for name in list(overridable) + [t.name for t in g.initializer if t.name not in read]:
+            c.var(name)  # kept even when nothing reads it: the file had it, the export has it
         outputs = [c.var(o.name) for o in g.output]
     except OnnxFormatError as e:
         raise OnnxFormatError(f"{label}: {e}") from None
@@ -739,6 +756,9 @@ def import_onnx(src, base_dir=None) -> Program:
     fn = Function("main", Block.make(inputs, c.ops, outputs))
     program = Program.make([fn], {"source_format": "onnx", "onnx_opset": c.opset, "onnx_io_names": io,
                                "onnx_names": renamed, "onnx_overridable": tuple(overridable),
+                               "onnx_node_notes": tuple(c.node_notes),
+                               "onnx_initializers": tuple(sorted(c.env[t.name].name for t in g.initializer
+                                                                 if t.name in c.env)),
                                MODEL_META: model_meta.capture(model, skip_keys=(records.RECORD_KEY,))})
     try:
         return validate(program)
