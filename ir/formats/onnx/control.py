@@ -48,8 +48,8 @@ def _stacked(items: list, t) -> np.ndarray:
 
 
 def loop_kernel(op, vals, out_types, run_block):
-    ins = _positional(vals) + [None, None]
-    trip, cond, carried = ins[0], ins[1], list(_positional(vals)[2:])
+    ins = _positional(vals) + [None, None]  # the trip count and the condition may be absent
+    trip, cond, carried = ins[0], ins[1], ins[2:-2]
     body = _block(op, "body")
     n_carried = len(carried)
     limit = None if trip is None else int(np.asarray(trip).reshape(-1)[0])

@@ -580,9 +580,8 @@ def _write_upgraded(nd, op, w):
     for the exported opset (Upsample -> Resize, attributes that became inputs, ...)."""
     from onnx import version_converter
 
-    slots = [s for s in slot_names(op)]
     ins, inits = [], []
-    for s, name in zip(slots, nd.input):
+    for s, name in zip(slot_names(op), nd.input):
         if not s:
             continue
         v = op.inputs[s]
