@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-COMPRESSED_MIN_OPSET = 13  # README: compressed weights raise a model's opset to 13, never further
+COMPRESSED_MIN_OPSET = 11  # README: a compressed model keeps its opset (11 and newer are written)
 WEIGHT_MIN = 2048  # the compression stages compress weights of more than this many elements by default
 RECORD_KEY_PREFIX = "weightpress"  # metadata the exporter adds for its own compressed records
 

@@ -262,3 +262,31 @@ def test_unread_initializers_and_node_annotations_survive():
     node = next(n for n in back.graph.node if n.output[0] == "b")
     assert node.doc_string == "from layer 3"
     assert [(p.key, p.value) for p in node.metadata_props] == [("pkg.torch.onnx.stack_trace", "model.py:12")]
+
+
+@pytest.mark.parametrize("preset", ["int8", "int4-block32", "palettize-4bit", "palettize-4bit-grouped",
+                                    "sparse-50", "sparse+palettize"])
+def test_compressed_opset_11_model_stays_at_opset_11_and_runs(preset):
+    from pipeline import Pipeline
+
+    w1 = RNG.standard_normal((64, 64)).astype(np.float32)
+    w2 = RNG.standard_normal((48, 64)).astype(np.float32)
+    cw = RNG.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2"], ["y"], transB=1),
+         helper.make_node("Conv", ["img", "cw"], ["c"], pads=[1, 1, 1, 1])], "g",
+        [_vi("x", T.FLOAT, [2, 64]), _vi("img", T.FLOAT, [1, 8, 6, 6])],
+        [_vi("y", T.FLOAT, [2, 48]), _vi("c", T.FLOAT, [1, 16, 6, 6])],
+        [helper.make_tensor(n, T.FLOAT, a.shape, a.ravel()) for n, a in (("w1", w1), ("w2", w2), ("cw", cw))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    m.ir_version = 6
+    small = Pipeline.preset(preset).run(import_onnx(m)).result
+    assert any(op.op_type.startswith("constexpr_") for _, op in small.walk())
+    model = to_onnx_model(small)
+    assert model.opset_import[0].version == 11
+    onnx.checker.check_model(model, full_check=True)
+    feeds = {"x": RNG.standard_normal((2, 64)).astype(np.float32),
+             "img": RNG.standard_normal((1, 8, 6, 6)).astype(np.float32)}
+    for a, b in zip(_run(model, feeds), evaluate(small, feeds).values()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

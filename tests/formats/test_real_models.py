@@ -248,7 +248,7 @@ def test_int4_block32_file_is_smaller_than_int8(name, corpus_cache, out_dir):
 
 @pytest.mark.parametrize("name,preset", cases_for("opset", ("int8", "int4-block32")))
 def test_compressed_model_keeps_its_opset_imports(name, preset, corpus_cache, out_dir):
-    """README: a model keeps its own opset, raised to 13 only where compressed weights need it."""
+    """README: a compressed model keeps its own opset (the oldest written is 11)."""
     path, original, _, _ = reference(name, corpus_cache)
     out, _, _ = compressed(path, preset, out_dir)
     before, after = checks.opset_imports(original), checks.opset_imports(checks.load(out))

@@ -35,7 +35,10 @@ def _strip(inputs: list) -> list:
 
 def dequantize_linear(w, out, data: str, scale: str, scale_dtype: str, zp: str = "", axis=None,
                       block_size=None):
-    """DequantizeLinear writing `out`; fp16 / bf16 scales need opset 19, so older opsets go through fp32."""
+    """DequantizeLinear writing `out`; fp16 / bf16 scales need opset 19, so older opsets go through fp32;
+    per-axis scales need opset 13, so older opsets spell it out (Cast / Sub / Mul)."""
+    if axis is not None and w.opset < 13:
+        return _per_axis_by_hand(w, out, data, scale, scale_dtype, zp, int(axis))
     attrs = {"axis": None if axis is None else int(axis), "block_size": block_size}
     if scale_dtype == "fp32" or w.opset >= 19:
         return w.define(out, "DequantizeLinear", _strip([data, scale, zp]), **attrs)
@@ -44,11 +47,35 @@ def dequantize_linear(w, out, data: str, scale: str, scale_dtype: str, zp: str =
     return w.define(out, "Cast", [y], to=elem_type(out.dtype))
 
 
+def _per_axis_by_hand(w, out, data: str, scale: str, scale_dtype: str, zp: str, axis: int):
+    """scale * (data - zp) with one scale per index of `axis`, for opsets before 13."""
+    along = [1] * out.rank
+    along[axis % out.rank] = -1
+    fdt = elem_type(scale_dtype)
+    shape = w.ints(out.name + "_along", along)
+    x = w.node("Cast", [data], out.name + "_f", to=fdt)
+    if zp:
+        x = w.node("Sub", [x, w.node("Reshape", [w.node("Cast", [zp], out.name + "_zp_f", to=fdt), shape],
+                                     out.name + "_zp_v")], out.name + "_shifted")
+    y_scale = w.node("Reshape", [scale, shape], out.name + "_scale_v")
+    if elem_type(out.dtype) == fdt:
+        return w.define(out, "Mul", [x, y_scale])
+    return w.define(out, "Cast", [w.node("Mul", [x, y_scale], out.name + "_scaled")], to=elem_type(out.dtype))
+
+
+def axes_arg(w, hint: str, axes) -> tuple:
+    """(extra inputs, attributes) giving an Unsqueeze / Squeeze / ReduceSum its axes: an input
+    from opset 13, an attribute before."""
+    axes = [int(a) for a in axes]
+    return ([w.ints(hint, axes)], {}) if w.opset >= 13 else ([], {"axes": axes})
+
+
 # ---- bit-packed integers ---------------------------------------------------------
 
 def _bit_lanes(w, packed: str, nbits: int, hint: str) -> str:
     """[bytes] uint8 -> [bytes, 8 // nbits] uint8 lanes (LSB first), for nbits in 1, 2, 4."""
-    col = w.node("Unsqueeze", [packed, w.ints(hint + "_ax", [1])], hint + "_col")
+    extra, attrs = axes_arg(w, hint + "_ax", [1])
+    col = w.node("Unsqueeze", [packed] + extra, hint + "_col", **attrs)
     shifts = w.const(hint + "_shifts", np.arange(0, 8, nbits, dtype=np.uint8))
     shifted = w.node("BitShift", [col, shifts], hint + "_shifted", direction="RIGHT")
     mask = w.const(hint + "_mask", np.array((1 << nbits) - 1 if w.opset >= 18 else 1 << nbits, np.uint8))
@@ -115,7 +142,8 @@ def _unpack_nodes(w, name: str, nbytes: int, count: int, nbits: int, hint: str, 
     groups = w.node("Cast", [w.node("Reshape", [bits, w.ints(hint + "_gshape", [count, nbits])], hint + "_groups")],
                     hint + "_g64", to=TensorProto.INT64)
     weighted = w.node("Mul", [groups, w.const(hint + "_weights", 1 << np.arange(nbits, dtype=np.int64))], hint + "_w")
-    return w.node("ReduceSum", [weighted, w.ints(hint + "_rax", [1])], hint + "_idx", keepdims=0)
+    extra, attrs = axes_arg(w, hint + "_rax", [1])
+    return w.node("ReduceSum", [weighted] + extra, hint + "_idx", keepdims=0, **attrs)
 
 
 def _data(w, var) -> str:
@@ -265,7 +293,8 @@ def _repeat_bits(w, bits: str, shape, axis: int, times: int, hint: str) -> str:
     """Flat bits of a mask of `shape` repeated `times` along axis (np.repeat), flat again."""
     a = axis % len(shape)
     grid = w.node("Reshape", [bits, w.ints(hint + "_grid", list(shape))], hint + "_grid")
-    col = w.node("Unsqueeze", [grid, w.ints(hint + "_ax", [a + 1])], hint + "_col")
+    extra, attrs = axes_arg(w, hint + "_ax", [a + 1])
+    col = w.node("Unsqueeze", [grid] + extra, hint + "_col", **attrs)
     wide = list(shape[:a + 1]) + [times] + list(shape[a + 1:])
     full = w.node("Expand", [col, w.ints(hint + "_wide", wide)], hint + "_wide")
     return w.node("Reshape", [full, w.ints(hint + "_flat", [-1])], hint + "_rep")

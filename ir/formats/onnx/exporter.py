@@ -31,8 +31,8 @@ from ir.formats.onnx.model_meta import MODEL_META
 from ir.interpret import run_op
 from ir.ops import is_foreign
 
-MIN_OPSET = 13  # what compressed weights and per-axis (de)quantization need
-OLDEST_OPSET = 11  # a model without them keeps its own opset down to this one
+MIN_OPSET = 13  # what a per-axis QuantizeLinear needs
+OLDEST_OPSET = 11  # the oldest opset written: a model keeps its own down to this one
 COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
 
 
@@ -731,10 +731,9 @@ def _io_info(name: str, var: Var, declared: dict):
 
 
 def _needs_13(fn) -> bool:
-    """Whether a function holds compressed weights or (de)quantization, whose ONNX forms
-    (per-axis DequantizeLinear, packed decoders) need opset 13."""
-    return any(op.op_type.startswith("constexpr_") or op.op_type in ("quantize", "dequantize")
-               or any(v.is_tensor and v.dtype in ("int4", "uint4") for v in op.outputs)
+    """Whether a function holds a per-axis quantize, whose QuantizeLinear needs opset 13
+    (compressed weights and dequantization are spelled out by hand before 13)."""
+    return any(op.op_type == "quantize" and op.get("scale") is not None and op.scale.rank == 1
                for _, op in _walk(fn))
 
 
@@ -747,10 +746,11 @@ def choose_opset(program: Program, opset: Optional[int], fn) -> int:
     """The opset of the exported model.
 
     The rule: a program imported from ONNX keeps its model's opset, whatever was
-    compressed (every compressed form has a spelling at every opset from MIN_OPSET:
+    compressed (every compressed form has a spelling at every opset from OLDEST_OPSET:
     int4 is packed two per byte by hand below COMPRESSED_OPSET, see
-    compressed.packed_nibbles), so the user's runtime keeps loading it; only a model
-    older than the forms it now holds need (MIN_OPSET) is raised to that. A program
+    compressed.packed_nibbles, per-axis scales are Cast / Sub / Mul before 13), so the
+    user's runtime keeps loading it; only a per-axis run-time quantize raises a model
+    older than MIN_OPSET to that; models older than OLDEST_OPSET are raised to it. A program
     from elsewhere gets COMPRESSED_OPSET, where int4 and per-block DequantizeLinear
     are native. `opset=` is the opt-in to another opset (e.g. 21 to upgrade a model
     for INT4 initializers); foreign ops whose schema changed on the way are written
