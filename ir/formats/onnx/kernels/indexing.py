@@ -82,14 +82,7 @@ def scatter_elements(ins, attrs, node):
     idx = _fix_indices(idx, x.shape[axis], "ScatterElements indices")
     if idx.shape != upd.shape:
         raise ValueError(f"ScatterElements: indices {idx.shape} and updates {upd.shape} differ")
-    res = np.array(x, copy=True)
-    where = _element_index(idx, axis)
-    r = _reduction(attrs)
-    if r == "none":
-        res[where] = upd
-    else:
-        _REDUCE_AT[r].at(res, where, upd)
-    return [res]
+    return [_scattered(x, _element_index(idx, axis), upd, attrs)]
 
 
 def scatter_nd(ins, attrs, node):
@@ -102,14 +95,18 @@ def scatter_nd(ins, attrs, node):
     if flat.size and (np.any(flat < 0) or np.any(flat >= dims)):
         raise ValueError("ScatterND: index out of range")
     u = np.asarray(upd).reshape((flat.shape[0],) + x.shape[k:])
+    return [_scattered(x, tuple(flat.T), u, attrs)]
+
+
+def _scattered(x, where, values, attrs):
+    """A copy of x with `values` written (or reduced, per the `reduction` attr) at `where`."""
     res = np.array(x, copy=True)
-    where = tuple(flat.T)
     r = _reduction(attrs)
     if r == "none":
-        res[where] = u
+        res[where] = values
     else:
-        _REDUCE_AT[r].at(res, where, u)
-    return [res]
+        _REDUCE_AT[r].at(res, where, values)
+    return res
 
 
 def expand(ins, attrs, node):
