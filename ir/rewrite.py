@@ -1,80 +1,140 @@
 """The one pattern-rewrite driver every stage shares.
 
-A pattern is a pair of pure functions:
+A pattern is a pair of pure functions (plus, optionally, the op types its match
+can accept):
 
     match(op, ctx)   -> a match value, or None
-    rewrite(m, ctx)  -> Rewrite(claims, new_ops, replace)
+    rewrite(m, ctx)  -> Rewrite(claims, new_ops, replace), or None (declined)
 
-A sweep walks every block of every function (nested blocks first), offers
-each op to each pattern, keeps the rewrites whose claimed ops do not overlap,
-and rebuilds each changed block once. Sweeps repeat until nothing matches
-(bounded by `max_sweeps`). Each sweep is linear in the size of the program.
-When nothing matches, the input object itself is returned.
+Contract (what every caller may rely on):
+
+- Sweeps. A sweep offers ops, in block order, to each pattern in turn; the
+  first pattern whose match and rewrite both succeed claims the ops its rewrite
+  names, and an op already claimed in this sweep is offered no further; a
+  rewrite whose claims overlap an earlier one's is dropped and its op offered
+  again next sweep. Every match of a sweep sees the program as it was when the
+  sweep began; the sweep's rewrites are then applied together. Sweeps repeat
+  until one changes nothing (`rewrite_program`, at most `max_sweeps`, through
+  `ir.fixpoint.fixed_point`: stopping at the cap warns FixedPointNotReached)
+  or run once (`sweep_function`).
+- Incremental. The first sweep offers the ops whose type some pattern accepts
+  (`Pattern.op_types`; None: any op). Later sweeps offer only the ops whose
+  match could now answer differently: new ops, ops whose inputs were renamed,
+  ops whose match was dropped for a claim conflict, and every op whose match or
+  rewrite asked the context (producer, consumers, single_consumer,
+  is_block_output) about a value a rewrite then touched. So a match may depend
+  only on its op and on what it asks the context; a pattern that reads
+  `ctx.block`, `ctx.function` or `ctx.ud` directly gets every op offered again
+  the next sweep. The use-def index is built once, on first use, and updated by
+  each sweep's rewrites; the op list is rebuilt by copying untouched spans
+  (the same op objects), never by re-placing every op. Functions holding
+  nested blocks (cond / loop bodies) are swept whole each time, nested blocks
+  first, as they need block-scoped placement.
+- Pure and deterministic: inputs are never mutated; the same program and
+  patterns give the same result; when nothing matched, the input object itself
+  is returned.
+- Counted: `rewrite_program_counted` also returns, per pattern name,
+  {"matched": sites where match() returned a value, "rewritten": rewrites
+  applied}, summed over sweeps (a declined rewrite or a claim conflict counts as
+  matched, not rewritten).
 """
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from bisect import bisect_left, insort
+from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Optional
 
-from ir.analysis import UseDef, use_def
+from pyrsistent import freeze
+
+from ir.analysis import use_def
 from ir.core import Block, Function, InvalidProgram, Op, Program, Var, gc_paused
+from ir.fixpoint import fixed_point
 
 
 class Pattern(NamedTuple):
     name: str
     match: Callable  # (op, ctx) -> match | None
     rewrite: Callable  # (match, ctx) -> Rewrite | None
+    op_types: Optional[frozenset] = None  # the op types match() can accept; None: any op
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Rewrite:
-    claims: tuple = ()  # ops this rewrite removes
-    new_ops: tuple = ()  # ops inserted where the last claimed (or `after`) op stood
-    replace: dict = field(default_factory=dict)  # old var name -> new Var, for every later use
-    after: Optional[Op] = None  # anchor when nothing is claimed
+    claims: tuple  # ops this rewrite removes
+    new_ops: tuple  # ops inserted where the last claimed (or `after`) op stood
+    replace: dict  # old var name -> new Var, for every later use
+    after: Optional[Op]  # anchor when nothing is claimed
+
+    # hand-written: one Rewrite is made per site, and the generated frozen __init__ costs 4x
+    def __init__(self, claims: tuple = (), new_ops: tuple = (), replace: Optional[dict] = None,
+                 after: Optional[Op] = None):
+        object.__setattr__(self, "claims", claims)
+        object.__setattr__(self, "new_ops", new_ops)
+        object.__setattr__(self, "replace", {} if replace is None else replace)
+        object.__setattr__(self, "after", after)
 
 
 class RewriteContext:
     """What match / rewrite functions may ask about the function being rewritten."""
 
-    def __init__(self, fn: Function, ud: UseDef, taken: set):
-        self.function = fn
+    def __init__(self, fn: Function, ud, taken: set, block: Optional[Block] = None):
+        self._function = fn
         self.opset = fn.opset
-        self.ud = ud
+        self._ud = ud
         self._taken = taken
-        self.block = fn.block  # the block being swept (set by the driver before matching in it)
+        self._block = fn.block if block is None else block  # the block being swept
         self._block_ids = (None, frozenset())
         self._next_suffix: dict = {}
 
+    # what the driver sets; a subclass may build them lazily
+    @property
+    def function(self) -> Function:
+        return self._function
+
+    @property
+    def block(self) -> Block:
+        return self._block
+
+    @block.setter
+    def block(self, block: Block) -> None:
+        self._block = block
+
+    @property
+    def ud(self):
+        return self._ud
+
     def producer(self, var: Optional[Var]) -> Optional[Op]:
-        return None if var is None else self.ud.producer(var)
+        return None if var is None else self._ud.producer(var)
 
     def consumers(self, var: Var) -> tuple:
-        return self.ud.consumers_of(var)
+        return self._ud.consumers_of(var)
 
     def is_block_output(self, var: Var) -> bool:
-        return self.ud.is_block_output(var)
+        return self._ud.is_block_output(var)
 
     def single_consumer(self, var: Var) -> Optional[Op]:
         """The only op reading var, when var is read once and is no block output."""
-        cs = self.ud.consumers_of(var)
-        if len(cs) == 1 and not self.ud.is_block_output(var):
+        cs = self.consumers(var)
+        if len(cs) == 1 and not self.is_block_output(var):
             return cs[0]
         return None
 
     def in_block(self, op: Op) -> bool:
         """Whether op sits directly in the block being swept (consumers may live in nested blocks)."""
-        if self._block_ids[0] is not self.block:
-            self._block_ids = (self.block, frozenset(id(o) for o in self.block.ops))
+        if self._block_ids[0] is not self._block:
+            self._block_ids = (self._block, frozenset(id(o) for o in self._block.ops))
         return id(op) in self._block_ids[1]
+
+    def _name_taken(self, name: str) -> bool:
+        return name in self._ud.names
 
     def fresh_name(self, hint: str) -> str:
         # remember where each hint's numbering stopped: rewrites that all ask for the same
         # hint (e.g. an op type) would otherwise rescan name_1, name_2, ... every time
         i = self._next_suffix.get(hint, 0)
         name = hint if i == 0 else f"{hint}_{i}"
-        while name in self.ud.names or name in self._taken:
+        while self._name_taken(name) or name in self._taken:
             i += 1
             name = f"{hint}_{i}"
         self._next_suffix[hint] = i + 1
@@ -190,43 +250,442 @@ def _apply(block: Block, rewrites: list, outer: set) -> Block:
     return Block.make(block.inputs, ops, tuple(_resolve(subst, v) for v in block.outputs))
 
 
-# ---- the sweep ----------------------------------------------------------------
+# ---- counting -------------------------------------------------------------------
 
-def _sweep_block(block: Block, patterns, ctx: RewriteContext, outer: set) -> Block:
+def _new_counts(patterns) -> dict:
+    return {p.name: [0, 0] for p in patterns}
+
+
+def _frozen_counts(counts: dict):
+    return freeze({name: {"matched": m, "rewritten": r} for name, (m, r) in counts.items()})
+
+
+def merge_counts(*many):
+    """Per-pattern counts summed (what a stage reports when it runs the driver several times)."""
+    total: dict = {}
+    for counts in many:
+        for name, c in counts.items():
+            m, r = total.get(name, (0, 0))
+            total[name] = (m + c["matched"], r + c["rewritten"])
+    return _frozen_counts(total)
+
+
+def _by_op_type(patterns) -> tuple:
+    """(op type -> the patterns that accept it, in order; the patterns that accept any op)."""
+    anyop = tuple(p for p in patterns if p.op_types is None)
+    types = {t for p in patterns if p.op_types is not None for t in p.op_types}
+    table = {t: tuple(p for p in patterns if p.op_types is None or t in p.op_types) for t in sorted(types)}
+    return table, anyop
+
+
+def _offer(ops, table: dict, anyop: tuple, ctx, counts: dict) -> tuple:
+    """One sweep's matching: ([(op, rewrite)] in order, [ops dropped for a claim conflict])."""
+    claimed: set = set()
+    rewrites, retry = [], []
+    for op in ops:
+        if id(op) in claimed:
+            continue
+        pats = table.get(op.op_type, anyop)
+        if not pats:
+            continue
+        ctx._current = op
+        for pat in pats:
+            m = pat.match(op, ctx)
+            if m is None:
+                continue
+            c = counts[pat.name]
+            c[0] += 1
+            rw = pat.rewrite(m, ctx)
+            if rw is None:
+                continue
+            claims = rw.claims
+            if claims and any(id(o) in claimed for o in claims):
+                retry.append(op)
+                continue
+            claimed.update(map(id, claims))
+            rewrites.append((op, rw))
+            c[1] += 1
+            break
+    return rewrites, retry
+
+
+# ---- functions holding nested blocks: whole sweeps, nested blocks first ----------------
+
+def _sweep_block(block: Block, table, anyop, ctx: RewriteContext, outer: set, counts) -> Block:
     inner_outer = outer | {v.name for v in block.inputs} | {v.name for op in block.ops for v in op.outputs}
     ops = list(block.ops)
     nested_changed = False
     for i, op in enumerate(ops):
         if op.blocks:
-            nb = tuple(_sweep_block(b, patterns, ctx, inner_outer) for b in op.blocks)
+            nb = tuple(_sweep_block(b, table, anyop, ctx, inner_outer, counts) for b in op.blocks)
             if any(a is not b for a, b in zip(nb, op.blocks)):
                 ops[i] = op.replace(blocks=nb)
                 nested_changed = True
     if nested_changed:
         block = Block.make(block.inputs, ops, block.outputs)
-    claimed: set = set()
-    rewrites = []
     ctx.block = block
-    for op in block.ops:
-        if id(op) in claimed:
-            continue
-        for pat in patterns:
-            m = pat.match(op, ctx)
-            if m is None:
-                continue
-            rw = pat.rewrite(m, ctx)
-            if rw is None or any(id(o) in claimed for o in rw.claims):
-                continue
-            claimed.update(id(o) for o in rw.claims)
-            rewrites.append(rw)
-            break
-    return _apply(block, rewrites, outer) if rewrites else block
+    rewrites, _ = _offer(block.ops, table, anyop, ctx, counts)
+    return _apply(block, [rw for _, rw in rewrites], outer) if rewrites else block
+
+
+class _WholeRun:
+    """Sweeps of a function with nested blocks: each sweep walks it all (use-def recomputed)."""
+
+    def __init__(self, fn: Function, patterns, counts: dict):
+        self.fn, self.counts = fn, counts
+        self.table, self.anyop = _by_op_type(patterns)
+        self.changed = False
+
+    def sweep(self) -> "_WholeRun":
+        fn = self.fn
+        ctx = RewriteContext(fn, use_def(fn), set())
+        block = _sweep_block(fn.block, self.table, self.anyop, ctx, set(), self.counts)
+        self.changed = block is not fn.block
+        if self.changed:
+            self.fn = fn.replace(block=block)
+        return self
+
+    def function(self) -> Function:
+        return self.fn
+
+
+# ---- flat functions: incremental sweeps ---------------------------------------------------
+
+class _LiveIndex:
+    """The use-def index of a flat function while the driver rewrites it: producers,
+    consumers (in block order, as `ir.analysis.use_def` lists them), block outputs and
+    every name in use (counted, so that a name a rewrite frees can be handed out again,
+    as a recomputed index would allow). Private to one run; updated by each sweep."""
+
+    __slots__ = ("producers", "consumers", "block_outputs", "names")
+
+    def __init__(self, inputs: tuple, ops: list, outputs: tuple):
+        producers, consumers, names = {}, {}, {}
+        for v in inputs:
+            names[v.name] = names.get(v.name, 0) + 1
+        for op in ops:
+            names[op.name] = names.get(op.name, 0) + 1
+            for v in op.inputs.values():
+                if v.__class__ is tuple:
+                    for x in v:
+                        consumers.setdefault(x.name, []).append(op)
+                else:
+                    consumers.setdefault(v.name, []).append(op)
+            for v in op.outputs:
+                producers[v.name] = op
+                names[v.name] = names.get(v.name, 0) + 1
+        self.producers, self.consumers, self.names = producers, consumers, names
+        self.block_outputs = frozenset(v.name for v in outputs)
+
+    # the UseDef interface
+    def producer(self, var: Var) -> Optional[Op]:
+        return self.producers.get(var.name)
+
+    def consumers_of(self, var: Var) -> tuple:
+        return tuple(self.consumers.get(var.name, ()))
+
+    def is_block_output(self, var: Var) -> bool:
+        return var.name in self.block_outputs
+
+    def drop(self, op: Op) -> None:
+        cons, names = self.consumers, self.names
+        for v in op.input_vars():
+            lst = cons.get(v.name)
+            if lst is not None and op in lst:
+                lst.remove(op)  # Op compares by identity
+        for n in (op.name, *(v.name for v in op.outputs)):
+            left = names.get(n, 0) - 1
+            if left > 0:
+                names[n] = left
+            else:
+                names.pop(n, None)
+        for v in op.outputs:
+            if self.producers.get(v.name) is op:
+                del self.producers[v.name]
+
+    def add(self, op: Op, order: Callable) -> None:
+        cons, names = self.consumers, self.names
+        for v in op.input_vars():
+            insort(cons.setdefault(v.name, []), op, key=order)
+        names[op.name] = names.get(op.name, 0) + 1
+        for v in op.outputs:
+            self.producers[v.name] = op
+            names[v.name] = names.get(v.name, 0) + 1
+
+
+class _LiveContext(RewriteContext):
+    """The context of one incremental sweep: answers from the live index and records,
+    per value asked about, which offered op asked (so a rewrite touching that value
+    offers the op again)."""
+
+    def __init__(self, run: "_FlatRun"):
+        self._run = run
+        self.opset = run.fn.opset
+        self._taken = set()
+        self._next_suffix = {}
+        self._current = None
+        self._deps = run.deps
+
+    @property
+    def function(self) -> Function:
+        self._run.opaque = True
+        return self._run.function()
+
+    @property
+    def block(self) -> Block:
+        self._run.opaque = True
+        return self._run.block()
+
+    @property
+    def ud(self):
+        self._run.opaque = True
+        return self._run.live_index()
+
+    def _asked(self, name: str) -> None:
+        d = self._deps.get(name)
+        if d is None:
+            self._deps[name] = [self._current]
+        else:
+            d.append(self._current)
+
+    def producer(self, var: Optional[Var]) -> Optional[Op]:
+        if var is None:
+            return None
+        self._asked(var.name)
+        return self._run.live_index().producers.get(var.name)
+
+    def consumers(self, var: Var) -> tuple:
+        self._asked(var.name)
+        return tuple(self._run.live_index().consumers.get(var.name, ()))
+
+    def is_block_output(self, var: Var) -> bool:
+        self._asked(var.name)
+        return var.name in self._run.live_index().block_outputs
+
+    def single_consumer(self, var: Var) -> Optional[Op]:
+        name = var.name
+        self._asked(name)
+        ix = self._run.live_index()
+        cs = ix.consumers.get(name)
+        if cs is not None and len(cs) == 1 and name not in ix.block_outputs:
+            return cs[0]
+        return None
+
+    def in_block(self, op: Op) -> bool:
+        return id(op) in self._run.positions()
+
+    def _name_taken(self, name: str) -> bool:
+        return name in self._run.live_index().names
+
+
+class _FlatRun:
+    """Sweeps of a function without nested blocks, each offering only the ops it must.
+
+    Working state (private to the run, never visible outside it): the op list, each
+    op's order key (a tuple: original ops (i,), ops inserted after the op keyed K in
+    sweep r are K + (-r, j), so they sort right after K and before ops inserted there
+    by earlier sweeps, as a rebuilt list would place them), the live use-def index,
+    and which offered ops asked about which value."""
+
+    def __init__(self, fn: Function, patterns, counts: dict):
+        self.fn, self.counts = fn, counts
+        self.table, self.anyop = _by_op_type(patterns)
+        self.inputs, self.ops, self.outputs = fn.block.inputs, fn.block.ops, fn.block.outputs
+        self.pos: Optional[dict] = None  # id(op) -> order key, built on first need
+        self.index: Optional[_LiveIndex] = None  # built on first need
+        self.deps: dict = {}  # value name -> ops whose match / rewrite asked about it
+        self.candidates = None  # the ops the next sweep offers (None: every op)
+        self.sweeps = 0
+        self.changed = self.ever_changed = self.opaque = False
+        self._block: Optional[Block] = None
+
+    # -- lazily built views -------------------------------------------------------------
+    def positions(self) -> dict:
+        if self.pos is None:
+            self.pos = {id(op): (i,) for i, op in enumerate(self.ops)}
+        return self.pos
+
+    def live_index(self) -> _LiveIndex:
+        if self.index is None:
+            self.index = _LiveIndex(self.inputs, self.ops, self.outputs)
+        return self.index
+
+    def block(self) -> Block:
+        if not self.ever_changed:
+            return self.fn.block
+        if self._block is None:
+            self._block = Block.make(self.inputs, self.ops, self.outputs)
+        return self._block
+
+    def function(self) -> Function:
+        return self.fn if not self.ever_changed else self.fn.replace(block=self.block())
+
+    # -- one sweep ----------------------------------------------------------------------
+    def sweep(self) -> "_FlatRun":
+        self.sweeps += 1
+        self.opaque = False
+        offered = self.ops if self.candidates is None else self.candidates
+        rewrites, retry = _offer(offered, self.table, self.anyop, _LiveContext(self), self.counts)
+        self.changed = bool(rewrites)
+        if rewrites:
+            self._apply(rewrites, retry)
+            self.ever_changed = True
+            self._block = None
+        else:
+            self.candidates = ()
+        return self
+
+    def _apply(self, rewrites: list, retry: list) -> None:
+        pos = self.positions()
+        sweep = self.sweeps
+        subst: dict = {}
+        removed: dict = {}  # id -> op
+        inserts: dict = {}  # anchor key -> new ops, in rewrite order
+        for _, rw in rewrites:
+            if rw.replace:
+                subst.update(rw.replace)
+            anchors = []
+            for o in rw.claims:
+                k = pos.get(id(o))
+                if k is not None:
+                    removed[id(o)] = o
+                    anchors.append(k)
+            if rw.after is not None and id(rw.after) in pos:
+                anchors.append(pos[id(rw.after)])
+            inserts.setdefault(max(anchors), []).extend(rw.new_ops)
+        inserts = {k: v for k, v in inserts.items() if v}
+
+        ix = self.index
+        if ix is None and (subst or inserts):
+            ix = self.live_index()
+        rewired: dict = {}  # id(old) -> (old, new): ops reading a replaced value
+        if subst:
+            for name in subst:
+                for c in ix.consumers.get(name, ()):
+                    k = id(c)
+                    if k not in removed and k not in rewired:
+                        new = rewire(c, subst)
+                        if new is not c:
+                            rewired[k] = (c, new)
+            inserts = {k: [rewire(n, subst) for n in news] for k, news in inserts.items()}
+
+        # the new op list: untouched spans copied as they are, edits at their positions
+        ops = self.ops
+
+        def order(o):
+            return pos[id(o)]
+
+        edits = [(bisect_left(ops, pos[k], key=order), 1, None) for k in removed]
+        edits += [(bisect_left(ops, pos[k], key=order), 1, new) for k, (_, new) in rewired.items()]
+        edits += [(bisect_left(ops, key + (-sweep, 0), key=order), 0, news) for key, news in inserts.items()]
+        edits.sort(key=lambda e: (e[0], e[1]))
+        out, prev = [], 0
+        for i, kind, payload in edits:
+            out.extend(ops[prev:i])
+            if kind == 0:
+                out.extend(payload)
+                prev = i
+            else:
+                if payload is not None:
+                    out.append(payload)
+                prev = i + 1
+        out.extend(ops[prev:])
+
+        # order keys and the index follow the edits
+        if ix is not None:
+            for o in removed.values():
+                ix.drop(o)
+            for old, _ in rewired.values():
+                ix.drop(old)
+        for k in removed:
+            del pos[k]
+        for k, (_, new) in rewired.items():
+            pos[id(new)] = pos.pop(k)
+        for key, news in inserts.items():
+            for j, n in enumerate(news):
+                pos[id(n)] = key + (-sweep, j)
+        placed = [new for _, new in rewired.values()] + [n for news in inserts.values() for n in news]
+        if ix is not None:
+            for n in placed:
+                ix.add(n, order)
+        outputs = tuple(_resolve(subst, v) for v in self.outputs) if subst else self.outputs
+        if ix is not None and any(a is not b for a, b in zip(outputs, self.outputs)):
+            ix.block_outputs = frozenset(v.name for v in outputs)
+        self.ops, self.outputs = out, outputs
+
+        in_order = self._in_order(placed)
+        if not in_order:  # a rewrite placed an op before a value it reads: sort the block again
+            self.ops = _topo_sort(self.inputs, out, set())
+            self.pos, self.index = None, None
+
+        # what the next sweep offers
+        touched = set(subst)
+        touched.update(v.name for v in subst.values())
+        for o in (*removed.values(), *(old for old, _ in rewired.values()), *placed):
+            touched.update(v.name for v in o.input_vars())
+            touched.update(v.name for v in o.outputs)
+        if self.opaque or not in_order:
+            self.candidates = None
+            return
+        deps = self.deps
+        maybe = [o for name in touched for o in deps.pop(name, ())]
+        maybe += placed
+        maybe += retry
+        maybe += [op for op, _ in rewrites]
+        seen: set = set()
+        candidates = []
+        for o in maybe:
+            k = id(o)
+            if k not in seen and k in pos:
+                seen.add(k)
+                candidates.append(o)
+        candidates.sort(key=order)
+        self.candidates = candidates
+
+    def _in_order(self, placed: list) -> bool:
+        """Every placed op reads only block inputs and values defined before it."""
+        if not placed:
+            return True
+        pos, producers = self.pos, self.index.producers
+        inputs = {v.name for v in self.inputs}
+        for o in placed:
+            key = pos[id(o)]
+            for v in o.input_vars():
+                p = producers.get(v.name)
+                if p is None:
+                    if v.name not in inputs:
+                        return False
+                elif pos[id(p)] >= key:
+                    return False
+        return True
+
+
+def _run_for(fn: Function, patterns, counts: dict):
+    nested = any(op.blocks for op in fn.block.ops)
+    return (_WholeRun if nested else _FlatRun)(fn, patterns, counts)
+
+
+def _sweep_once(run):
+    return run.sweep()
+
+
+def _nothing_changed(_old, run) -> bool:
+    return not run.changed
+
+
+# ---- entry points ------------------------------------------------------------------------
+
+def sweep_function_counted(fn: Function, patterns) -> tuple:
+    """One sweep over fn: (the new function, or fn itself; per-pattern counts)."""
+    patterns = tuple(patterns)
+    counts = _new_counts(patterns)
+    run = _run_for(fn, patterns, counts)
+    run.sweep()
+    return run.function(), _frozen_counts(counts)
 
 
 def sweep_function(fn: Function, patterns) -> Function:
-    ctx = RewriteContext(fn, use_def(fn), set())
-    block = _sweep_block(fn.block, patterns, ctx, set())
-    return fn if block is fn.block else fn.replace(block=block)
+    return sweep_function_counted(fn, patterns)[0]
 
 
 def map_functions(program: Program, transform: Callable) -> Program:
@@ -240,19 +699,28 @@ def map_functions(program: Program, transform: Callable) -> Program:
     return Program.make(new, program.attrs)
 
 
-def rewrite_program(program: Program, patterns, max_sweeps: int = 64) -> Program:
-    """Sweep until no pattern matches (at most max_sweeps sweeps per function)."""
+def rewrite_program_counted(program: Program, patterns, max_sweeps: int = 64) -> tuple:
+    """Sweep each function until no pattern applies: (program, per-pattern counts).
+
+    At most max_sweeps sweeps per function; stopping there with a sweep that still
+    changed something warns FixedPointNotReached, except for max_sweeps=1, which asks
+    for exactly one sweep (no fixed point is claimed)."""
     patterns = tuple(patterns)
+    counts = _new_counts(patterns)
+    what = f"rewrite_program({', '.join(p.name for p in patterns)})"
 
     def to_fixed_point(fn: Function) -> Function:
-        for _ in range(max_sweeps):
-            new = sweep_function(fn, patterns)
-            if new is fn:
-                break
-            fn = new
-        return fn
+        run = _run_for(fn, patterns, counts)
+        fixed_point(_sweep_once, run, max_sweeps, what=f"{what} on function {fn.name!r}",
+                    settled=_nothing_changed, warn=max_sweeps > 1, stacklevel=4)
+        return run.function()
 
-    return map_functions(program, to_fixed_point)
+    return map_functions(program, to_fixed_point), _frozen_counts(counts)
+
+
+def rewrite_program(program: Program, patterns, max_sweeps: int = 64) -> Program:
+    """Sweep until no pattern matches (at most max_sweeps sweeps per function)."""
+    return rewrite_program_counted(program, patterns, max_sweeps)[0]
 
 
 def replace_all_uses(fn: Function, subst: dict) -> Function:
@@ -261,5 +729,6 @@ def replace_all_uses(fn: Function, subst: dict) -> Function:
     return fn if block is fn.block else fn.replace(block=block)
 
 
-__all__ = ["Pattern", "Rewrite", "RewriteContext", "rewrite_program", "sweep_function",
-           "map_functions", "rewire", "rewire_block", "replace_all_uses"]
+__all__ = ["Pattern", "Rewrite", "RewriteContext", "rewrite_program", "rewrite_program_counted",
+           "sweep_function", "sweep_function_counted", "merge_counts", "map_functions", "rewire",
+           "rewire_block", "replace_all_uses"]
