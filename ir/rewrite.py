@@ -299,10 +299,12 @@ def _offer(ops, table: dict, anyop: tuple, ctx, counts: dict) -> tuple:
             if rw is None:
                 continue
             claims = rw.claims
-            if claims and any(id(o) in claimed for o in claims):
-                retry.append(op)
-                continue
-            claimed.update(map(id, claims))
+            if claims:
+                ids = [id(o) for o in claims]
+                if not claimed.isdisjoint(ids):
+                    retry.append(op)
+                    continue
+                claimed.update(ids)
             rewrites.append((op, rw))
             c[1] += 1
             break
@@ -357,14 +359,11 @@ class _LiveIndex:
     every name in use (counted, so that a name a rewrite frees can be handed out again,
     as a recomputed index would allow). Private to one run; updated by each sweep."""
 
-    __slots__ = ("producers", "consumers", "block_outputs", "names")
+    __slots__ = ("producers", "consumers", "block_outputs", "_names", "_source")
 
     def __init__(self, inputs: tuple, ops: list, outputs: tuple):
-        producers, consumers, names = {}, {}, {}
-        for v in inputs:
-            names[v.name] = names.get(v.name, 0) + 1
+        producers, consumers = {}, {}
         for op in ops:
-            names[op.name] = names.get(op.name, 0) + 1
             for v in op.inputs.values():
                 if v.__class__ is tuple:
                     for x in v:
@@ -373,9 +372,28 @@ class _LiveIndex:
                     consumers.setdefault(v.name, []).append(op)
             for v in op.outputs:
                 producers[v.name] = op
-                names[v.name] = names.get(v.name, 0) + 1
-        self.producers, self.consumers, self.names = producers, consumers, names
+        self.producers, self.consumers = producers, consumers
         self.block_outputs = frozenset(v.name for v in outputs)
+        self._names: Optional[dict] = None  # counted on first use (only fresh_name asks)
+        self._source = (inputs, ops)
+
+    @property
+    def names(self) -> dict:
+        if self._names is None:
+            inputs, ops = self._source
+            names: dict = {}
+            for v in inputs:
+                names[v.name] = names.get(v.name, 0) + 1
+            for op in ops:
+                names[op.name] = names.get(op.name, 0) + 1
+                for v in op.outputs:
+                    names[v.name] = names.get(v.name, 0) + 1
+            self._names = names
+        return self._names
+
+    def follow(self, inputs: tuple, ops: list) -> None:
+        """The block now holds these ops (names not yet counted are counted from them)."""
+        self._source = (inputs, ops)
 
     # the UseDef interface
     def producer(self, var: Var) -> Optional[Op]:
@@ -388,29 +406,34 @@ class _LiveIndex:
         return var.name in self.block_outputs
 
     def drop(self, op: Op) -> None:
-        cons, names = self.consumers, self.names
+        cons, names = self.consumers, self._names
         for v in op.input_vars():
             lst = cons.get(v.name)
-            if lst is not None and op in lst:
-                lst.remove(op)  # Op compares by identity
-        for n in (op.name, *(v.name for v in op.outputs)):
-            left = names.get(n, 0) - 1
-            if left > 0:
-                names[n] = left
-            else:
-                names.pop(n, None)
+            if lst is not None:
+                try:
+                    lst.remove(op)  # Op compares by identity
+                except ValueError:
+                    pass
+        if names is not None:
+            for n in (op.name, *(v.name for v in op.outputs)):
+                left = names.get(n, 0) - 1
+                if left > 0:
+                    names[n] = left
+                else:
+                    names.pop(n, None)
         for v in op.outputs:
             if self.producers.get(v.name) is op:
                 del self.producers[v.name]
 
     def add(self, op: Op, order: Callable) -> None:
-        cons, names = self.consumers, self.names
+        cons, names = self.consumers, self._names
         for v in op.input_vars():
             insort(cons.setdefault(v.name, []), op, key=order)
-        names[op.name] = names.get(op.name, 0) + 1
         for v in op.outputs:
             self.producers[v.name] = op
-            names[v.name] = names.get(v.name, 0) + 1
+        if names is not None:
+            for n in (op.name, *(v.name for v in op.outputs)):
+                names[n] = names.get(n, 0) + 1
 
 
 class _LiveContext(RewriteContext):
@@ -549,11 +572,12 @@ class _FlatRun:
                 k = pos.get(id(o))
                 if k is not None:
                     removed[id(o)] = o
-                    anchors.append(k)
+                    anchors.append((k, o))
             if rw.after is not None and id(rw.after) in pos:
-                anchors.append(pos[id(rw.after)])
-            inserts.setdefault(max(anchors), []).extend(rw.new_ops)
-        inserts = {k: v for k, v in inserts.items() if v}
+                anchors.append((pos[id(rw.after)], rw.after))
+            if rw.new_ops:
+                key, anchor = max(anchors, key=_first)
+                inserts.setdefault(key, (anchor, []))[1].extend(rw.new_ops)
 
         ix = self.index
         if ix is None and (subst or inserts):
@@ -567,29 +591,20 @@ class _FlatRun:
                         new = rewire(c, subst)
                         if new is not c:
                             rewired[k] = (c, new)
-            inserts = {k: [rewire(n, subst) for n in news] for k, news in inserts.items()}
+            inserts = {k: (a, [rewire(n, subst) for n in news]) for k, (a, news) in inserts.items()}
 
-        # the new op list: untouched spans copied as they are, edits at their positions
+        # the new op list: few edits copy the untouched spans between them (found by
+        # bisection on the order keys); many edits make one pass over the list instead
         ops = self.ops
 
         def order(o):
             return pos[id(o)]
 
-        edits = [(bisect_left(ops, pos[k], key=order), 1, None) for k in removed]
-        edits += [(bisect_left(ops, pos[k], key=order), 1, new) for k, (_, new) in rewired.items()]
-        edits += [(bisect_left(ops, key + (-sweep, 0), key=order), 0, news) for key, news in inserts.items()]
-        edits.sort(key=lambda e: (e[0], e[1]))
-        out, prev = [], 0
-        for i, kind, payload in edits:
-            out.extend(ops[prev:i])
-            if kind == 0:
-                out.extend(payload)
-                prev = i
-            else:
-                if payload is not None:
-                    out.append(payload)
-                prev = i + 1
-        out.extend(ops[prev:])
+        n_edits = len(removed) + len(rewired) + len(inserts)
+        if n_edits * max(1, len(ops).bit_length()) * 4 < len(ops):
+            out = _spliced(ops, order, pos, removed, rewired, inserts, sweep)
+        else:
+            out = _rebuilt(ops, removed, rewired, inserts)
 
         # order keys and the index follow the edits
         if ix is not None:
@@ -601,10 +616,10 @@ class _FlatRun:
             del pos[k]
         for k, (_, new) in rewired.items():
             pos[id(new)] = pos.pop(k)
-        for key, news in inserts.items():
+        for key, (_, news) in inserts.items():
             for j, n in enumerate(news):
                 pos[id(n)] = key + (-sweep, j)
-        placed = [new for _, new in rewired.values()] + [n for news in inserts.values() for n in news]
+        placed = [new for _, new in rewired.values()] + [n for _, news in inserts.values() for n in news]
         if ix is not None:
             for n in placed:
                 ix.add(n, order)
@@ -612,6 +627,8 @@ class _FlatRun:
         if ix is not None and any(a is not b for a, b in zip(outputs, self.outputs)):
             ix.block_outputs = frozenset(v.name for v in outputs)
         self.ops, self.outputs = out, outputs
+        if ix is not None:
+            ix.follow(self.inputs, out)
 
         in_order = self._in_order(placed)
         if not in_order:  # a rewrite placed an op before a value it reads: sort the block again
@@ -619,6 +636,9 @@ class _FlatRun:
             self.pos, self.index = None, None
 
         # what the next sweep offers
+        if not (self.opaque or not in_order or self.deps):
+            self.candidates = _current(placed + retry + [op for op, _ in rewrites], pos, order)
+            return
         touched = set(subst)
         touched.update(v.name for v in subst.values())
         for o in (*removed.values(), *(old for old, _ in rewired.values()), *placed):
@@ -632,15 +652,7 @@ class _FlatRun:
         maybe += placed
         maybe += retry
         maybe += [op for op, _ in rewrites]
-        seen: set = set()
-        candidates = []
-        for o in maybe:
-            k = id(o)
-            if k not in seen and k in pos:
-                seen.add(k)
-                candidates.append(o)
-        candidates.sort(key=order)
-        self.candidates = candidates
+        self.candidates = _current(maybe, pos, order)
 
     def _in_order(self, placed: list) -> bool:
         """Every placed op reads only block inputs and values defined before it."""
@@ -658,6 +670,64 @@ class _FlatRun:
                 elif pos[id(p)] >= key:
                     return False
         return True
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _current(ops: list, pos: dict, order: Callable) -> list:
+    """The ops still in the block, each once, in block order."""
+    seen: set = set()
+    out = []
+    for o in ops:
+        k = id(o)
+        if k not in seen and k in pos:
+            seen.add(k)
+            out.append(o)
+    out.sort(key=order)
+    return out
+
+
+def _spliced(ops: list, order: Callable, pos: dict, removed: dict, rewired: dict, inserts: dict,
+             sweep: int) -> list:
+    """The edited op list from slices of the old one (few edits: each found by bisection)."""
+    edits = [(bisect_left(ops, pos[k], key=order), 1, None) for k in removed]
+    edits += [(bisect_left(ops, pos[k], key=order), 1, new) for k, (_, new) in rewired.items()]
+    edits += [(bisect_left(ops, key + (-sweep, 0), key=order), 0, news) for key, (_, news) in inserts.items()]
+    edits.sort(key=lambda e: (e[0], e[1]))
+    out, prev = [], 0
+    for i, kind, payload in edits:
+        out.extend(ops[prev:i])
+        if kind == 0:
+            out.extend(payload)
+            prev = i
+        else:
+            if payload is not None:
+                out.append(payload)
+            prev = i + 1
+    out.extend(ops[prev:])
+    return out
+
+
+def _rebuilt(ops: list, removed: dict, rewired: dict, inserts: dict) -> list:
+    """The edited op list in one pass (many edits)."""
+    swap = dict.fromkeys(removed)
+    swap.update((k, new) for k, (_, new) in rewired.items())
+    after = {id(anchor): news for anchor, news in inserts.values()}
+    out = []
+    append, extend = out.append, out.extend
+    for op in ops:
+        k = id(op)
+        if k in swap:
+            new = swap[k]
+            if new is not None:
+                append(new)
+        else:
+            append(op)
+        if k in after:
+            extend(after[k])
+    return out
 
 
 def _run_for(fn: Function, patterns, counts: dict):

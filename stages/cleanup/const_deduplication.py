@@ -18,8 +18,9 @@ point: duplicates are resolved as they are found.
 from __future__ import annotations
 
 from ir.digest import tensor_digest
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 
 
 class _Seen:
@@ -102,4 +103,4 @@ def _patterns(threshold: int) -> tuple:
 def const_deduplication(program, *, const_threshold: int = 100, context=DEFAULT_CONTEXT):
     if not isinstance(const_threshold, int) or isinstance(const_threshold, bool) or const_threshold < 0:
         raise ValueError(f"const_deduplication: const_threshold must be a non-negative int, got {const_threshold!r}")
-    return rewrite_program(program, _patterns(const_threshold), max_sweeps=1)
+    return rewrite_stage(program, _patterns(const_threshold), max_sweeps=1)

@@ -10,26 +10,43 @@ Function inputs are never removed: they are the function's signature.
 """
 from __future__ import annotations
 
+from pyrsistent import pmap
+
 from ir.analysis import dead_ops
 from ir.core import Function
-from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
-from stages.base import DEFAULT_CONTEXT, stage
+from ir.rewrite import Pattern, Rewrite, map_functions, merge_counts, sweep_function_counted
+from stages.base import DEFAULT_CONTEXT, StageResult, stage
+
+PATTERN_NAME = "dead_op"
 
 
 def _claim(op, ctx) -> Rewrite:
     return Rewrite(claims=(op,))
 
 
-def eliminate_dead_code(fn: Function) -> Function:
+def eliminate_dead_code_counted(fn: Function) -> tuple:
+    """(fn without its dead ops, or fn itself; the driver's per-pattern counts)."""
     dead = dead_ops(fn)
     if not dead:
-        return fn
+        return fn, merge_counts({PATTERN_NAME: {"matched": 0, "rewritten": 0}})
     # a live op whose nested block lost dead ops is rebuilt by the driver: a new object,
     # hence never in `dead`; ops inside a dead op were not marked and leave with it
-    pattern = Pattern("dead_op", lambda op, ctx: op if id(op) in dead else None, _claim)
-    return sweep_function(fn, (pattern,))
+    pattern = Pattern(PATTERN_NAME, lambda op, ctx: op if id(op) in dead else None, _claim)
+    return sweep_function_counted(fn, (pattern,))
+
+
+def eliminate_dead_code(fn: Function) -> Function:
+    return eliminate_dead_code_counted(fn)[0]
 
 
 @stage("dead_code_elimination")
 def dead_code_elimination(program, *, context=DEFAULT_CONTEXT):
-    return map_functions(program, eliminate_dead_code)
+    counts = []
+
+    def one(fn):
+        new, c = eliminate_dead_code_counted(fn)
+        counts.append(c)
+        return new
+
+    new = map_functions(program, one)
+    return StageResult(new, pmap({"patterns": merge_counts(*counts)}))

@@ -15,7 +15,7 @@ from pyrsistent import freeze
 from ir.analysis import use_def
 from ir.construct import const_op
 from ir.core import Function
-from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
+from ir.rewrite import Pattern, Rewrite, map_functions, merge_counts, sweep_function_counted
 from stages.base import DEFAULT_CONTEXT, StageResult, stage
 from stages.compression.materialize import is_constexpr, is_foldable, materialize
 
@@ -54,7 +54,7 @@ def _used(ud, var) -> bool:
     return bool(ud.consumers_of(var)) or ud.is_block_output(var)
 
 
-def _decompress_function(fn: Function, stats: dict) -> Function:
+def _decompress_function(fn: Function, stats: dict, counts: list) -> Function:
     ends, removable = _plan(fn)
     if not ends:
         return fn
@@ -76,12 +76,16 @@ def _decompress_function(fn: Function, stats: dict) -> Function:
             stats[out.name] = freeze({"from": op.op_type, "dtype": out.dtype, "shape": list(out.shape)})
         return Rewrite(claims=(op,), new_ops=tuple(consts), replace={c.outputs[0].name: c.outputs[0] for c in consts})
 
-    return sweep_function(fn, (Pattern("decompress_weights", match, rewrite),))
+    new, c = sweep_function_counted(fn, (Pattern("decompress_weights", match, rewrite),))
+    counts.append(c)
+    return new
 
 
 @stage("decompress_weights")
 def decompress_weights(program, *, context=DEFAULT_CONTEXT):
     """Fold every constexpr chain into a plain const (values from the op kernels)."""
     stats: dict = {}
-    new = map_functions(program, lambda fn: _decompress_function(fn, stats))
-    return StageResult(new, freeze({"weights": stats, "decompressed": len(stats)}))
+    counts: list = [{"decompress_weights": {"matched": 0, "rewritten": 0}}]
+    new = map_functions(program, lambda fn: _decompress_function(fn, stats, counts))
+    return StageResult(new, freeze({"weights": stats, "decompressed": len(stats),
+                                    "patterns": merge_counts(*counts)}))

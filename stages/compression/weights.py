@@ -31,7 +31,7 @@ from pyrsistent import freeze, pmap
 
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
-from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
+from ir.rewrite import Pattern, Rewrite, map_functions, merge_counts, sweep_function_counted
 from stages.base import StageContext, StageResult
 from stages.compression.config import OptimizationConfig
 from stages.compression.forms import pre_ios18_joint
@@ -329,6 +329,8 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
     config = as_config(config)
     stats = {}
 
+    counts: list = [{"splice_weights": {"matched": 0, "rewritten": 0}}]
+
     def one_function(fn: Function) -> Function:
         taken = set(use_def(fn).names)
         jobs = []
@@ -361,10 +363,12 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
                 stats[key] = pmap({"skipped": _reason(rep, view.name), "seconds": seconds})
         if not chosen:
             return fn
-        return sweep_function(fn, (_splice_pattern(chosen),))
+        new_fn, c = sweep_function_counted(fn, (_splice_pattern(chosen),))
+        counts.append(c)
+        return new_fn
 
     new = map_functions(program, one_function)
-    return StageResult(new, summarize(stats))
+    return StageResult(new, summarize(stats).set("patterns", merge_counts(*counts)))
 
 
 def _key(fn: Function, name: str) -> str:

@@ -67,6 +67,8 @@ def same_const(a: Optional[Var], b: Optional[Var]) -> bool:
     va, vb = const_val(a), const_val(b)
     if va is None or vb is None:
         return a is b
+    if va.ndim == 0 and vb.ndim == 0:  # the common case, without np.all's overhead
+        return bool(va == vb)
     try:  # compared as the seed does: elementwise, broadcasting a scalar against a vector
         return bool(np.all(np.asarray(va) == np.asarray(vb)))
     except ValueError:  # shapes that do not broadcast are not the same constant

@@ -34,8 +34,9 @@ import numpy as np
 from ir.construct import const_op, new_op
 from ir.core import Op
 from ir.ops import OpError
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 from stages.quantization._match import only_reader
 
 
@@ -106,10 +107,11 @@ def dequantize_first(m: LutThenScale, ctx) -> Optional[Rewrite]:
     return Rewrite(claims=(m.lut, m.scale), new_ops=(*consts, first, last), replace={out.name: last.outputs[0]})
 
 
-PATTERN = Pattern("canonicalize_quantized_lut_pattern", match_lut_then_scale, dequantize_first)
+PATTERN = Pattern("canonicalize_quantized_lut_pattern", match_lut_then_scale, dequantize_first,
+                  frozenset({"constexpr_lut_to_dense"}))
 
 
 @stage("canonicalize_quantized_lut_pattern", version="1")
 def canonicalize_quantized_lut_pattern(program, *, context=DEFAULT_CONTEXT):
     """lut_to_dense -> blockwise_shift_scale becomes blockwise_shift_scale(LUT) -> lut_to_dense."""
-    return rewrite_program(program, (PATTERN,))
+    return rewrite_stage(program, (PATTERN,))

@@ -18,8 +18,9 @@ quantization of a float value, so it is kept.
 """
 from __future__ import annotations
 
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 from stages.quantization._match import same_const
 
 
@@ -49,9 +50,9 @@ def rewrite(m, ctx):
     return Rewrite(claims=claims, replace={q.output.name: dequantize.input for q in removable})
 
 
-PATTERNS = (Pattern("dequantize_quantize_pair_elimination", match, rewrite),)
+PATTERNS = (Pattern("dequantize_quantize_pair_elimination", match, rewrite, frozenset({"dequantize"})),)
 
 
 @stage("dequantize_quantize_pair_elimination")
 def dequantize_quantize_pair_elimination(program, *, context=DEFAULT_CONTEXT):
-    return rewrite_program(program, PATTERNS)
+    return rewrite_stage(program, PATTERNS)

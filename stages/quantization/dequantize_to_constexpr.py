@@ -25,8 +25,9 @@ import numpy as np
 from ir.construct import const_op, new_op
 from ir.core import Op, ios_version
 from ir.dtypes import dtype as lookup_dtype, fits
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 
 _NARROW = {"int8": "int4", "uint8": "uint4"}  # data dtype -> the 4-bit dtype it may shrink to
 
@@ -118,10 +119,10 @@ def to_constexpr(m: ConstDequantize, ctx) -> Rewrite:
     return Rewrite(claims=(m.op,), new_ops=(*consts.values(), new), replace={old.name: new.outputs[0]})
 
 
-PATTERN = Pattern("dequantize_to_constexpr", match_const_dequantize, to_constexpr)
+PATTERN = Pattern("dequantize_to_constexpr", match_const_dequantize, to_constexpr, frozenset({"dequantize"}))
 
 
 @stage("dequantize_to_constexpr", version="1")
 def dequantize_to_constexpr(program, *, context=DEFAULT_CONTEXT):
     """Every dequantize of constant data becomes its constexpr equivalent."""
-    return rewrite_program(program, (PATTERN,))
+    return rewrite_stage(program, (PATTERN,))

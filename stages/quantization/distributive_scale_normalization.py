@@ -29,8 +29,9 @@ import numpy as np
 
 from ir.construct import const_op, new_op
 from ir.core import Op
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 from stages.quantization._match import only_reader
 
 DISTRIBUTIVE_BINARY_OPS = frozenset({"add", "sub"})
@@ -126,10 +127,11 @@ def normalize(chain: Chain, ctx) -> Optional[Rewrite]:
                    replace={q.outputs[0].name: new_q.outputs[0]})
 
 
-PATTERN = Pattern("distributive_quantized_binary_op_scale_normalization", match_chain, normalize)
+PATTERN = Pattern("distributive_quantized_binary_op_scale_normalization", match_chain, normalize,
+                  DISTRIBUTIVE_BINARY_OPS)
 
 
 @stage("distributive_quantized_binary_op_scale_normalization", version="1")
 def distributive_quantized_binary_op_scale_normalization(program, *, context=DEFAULT_CONTEXT):
     """Normalize the scalar input scale of quantized add / sub (+ relu) to 1."""
-    return rewrite_program(program, (PATTERN,))
+    return rewrite_stage(program, (PATTERN,))

@@ -21,8 +21,9 @@ while iOS16 and earlier (reshape from iOS15) do not.
 from __future__ import annotations
 
 from ir.core import ios_version
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 from stages.quantization._match import only_reader, rebuilt_as
 
 # the opsets in which each op was (re)defined, oldest first
@@ -70,9 +71,9 @@ def rewrite(m, ctx):
     return Rewrite(claims=(op, quantize), new_ops=(int_op,), replace={name: int_op.output})
 
 
-PATTERNS = (Pattern("int_op_canonicalization", match, rewrite),)
+PATTERNS = (Pattern("int_op_canonicalization", match, rewrite, frozenset(INT_OP_VERSIONS)),)
 
 
 @stage("int_op_canonicalization")
 def int_op_canonicalization(program, *, context=DEFAULT_CONTEXT):
-    return rewrite_program(program, PATTERNS)
+    return rewrite_stage(program, PATTERNS)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ir.construct import const_op
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 from stages.quantization._match import (axis_of, claimable_const, const_val, new_const, only_reader,
                                           rebuilt_as)
 
@@ -99,9 +100,10 @@ def rewrite(m, ctx):
     return Rewrite(claims=claims, new_ops=(*new_ops, merged), replace={name: merged.output})
 
 
-PATTERNS = (Pattern("merge_affine_dequantize_with_consecutive_ops", match, rewrite),)
+PATTERNS = (Pattern("merge_affine_dequantize_with_consecutive_ops", match, rewrite,
+                    frozenset({"constexpr_affine_dequantize"})),)
 
 
 @stage("merge_affine_dequantize_with_consecutive_ops")
 def merge_affine_dequantize_with_consecutive_ops(program, *, context=DEFAULT_CONTEXT):
-    return rewrite_program(program, PATTERNS)
+    return rewrite_stage(program, PATTERNS)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from ir.construct import const_op
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 from stages.quantization._match import (all_equal, claimable_const, const_val, new_const, only_reader,
                                           rebuilt_as)
 
@@ -114,12 +115,13 @@ def rewrite_pair(m, ctx):
 
 # one op gets at most one rewrite per sweep: the pair first, as it claims two ops
 PATTERNS = (
-    Pattern("nullify_zero_point_quantize_dequantize_128", match_pair, rewrite_pair),
-    Pattern("nullify_zero_point_const_dequantize_128", match_const_dequantize, rewrite_const_dequantize),
-    Pattern("nullify_zero_point_0", match_zero, rewrite_zero),
+    Pattern("nullify_zero_point_quantize_dequantize_128", match_pair, rewrite_pair, frozenset({"quantize"})),
+    Pattern("nullify_zero_point_const_dequantize_128", match_const_dequantize, rewrite_const_dequantize,
+            frozenset({"dequantize"})),
+    Pattern("nullify_zero_point_0", match_zero, rewrite_zero, frozenset({"quantize", "dequantize"})),
 )
 
 
 @stage("nullify_redundant_quantization_zero_point")
 def nullify_redundant_quantization_zero_point(program, *, context=DEFAULT_CONTEXT):
-    return rewrite_program(program, PATTERNS)
+    return rewrite_stage(program, PATTERNS)

@@ -31,8 +31,9 @@ import numpy as np
 from ir.construct import const_op, new_op
 from ir.core import Op
 from ir.ops import OpError
-from ir.rewrite import Pattern, Rewrite, rewrite_program
+from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.rewriting import rewrite_stage
 
 OPS_SUPPORT_MOVE_SCALE = frozenset({"linear", "matmul", "conv"})
 
@@ -170,10 +171,10 @@ def reorder(m: LutScale, ctx) -> Optional[Rewrite]:
     return Rewrite(claims=(m.scale_op, *m.readers), new_ops=tuple(new_ops), replace=replace)
 
 
-PATTERN = Pattern("reorder_lut_per_channel_scale", match_lut_scale, reorder)
+PATTERN = Pattern("reorder_lut_per_channel_scale", match_lut_scale, reorder, frozenset({"constexpr_lut_to_dense"}))
 
 
 @stage("reorder_lut_per_channel_scale", version="1")
 def reorder_lut_per_channel_scale(program, *, context=DEFAULT_CONTEXT):
     """LUT -> per-channel scale -> linear/matmul/conv becomes LUT -> layer -> mul(scale)."""
-    return rewrite_program(program, (PATTERN,))
+    return rewrite_stage(program, (PATTERN,))
