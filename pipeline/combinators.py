@@ -2,16 +2,15 @@
 
 `repeat_until_fixed_point(p, max_rounds=10)` is itself a Stage: it applies
 `p` again and again until a round returns its input object unchanged
-(`new is old`), or gives up after max_rounds with a warning. Its cache key
-covers every inner stage's name, version and parameters.
+(`new is old`), or gives up after max_rounds with a warning (the loop is
+`ir.fixpoint.fixed_point`, the one every fixed point in the code runs on).
+Its cache key covers every inner stage's name, version and parameters.
 """
 from __future__ import annotations
 
-import warnings
-
 from pyrsistent import pmap
-from toolz import iterate, sliding_window, take
 
+from ir.fixpoint import fixed_point
 from stages.base import DEFAULT_CONTEXT, Stage, StageResult
 
 
@@ -25,17 +24,9 @@ def _as_pipeline(steps):
 
 def _fixed_point(program, *, steps=None, max_rounds=10, context=DEFAULT_CONTEXT):
     pipe = _as_pipeline(steps)
-    rounds = take(max_rounds + 1, iterate(lambda p: pipe.apply(p, context), program))
-    done = None
-    for n, (old, new) in enumerate(sliding_window(2, rounds), start=1):
-        done = (n, new)
-        if new is old:
-            return StageResult(new, pmap({"rounds": n, "converged": True}))
-    if done is None:
-        return StageResult(program, pmap({"rounds": 0, "converged": False}))
-    warnings.warn(f"repeat_until_fixed_point({pipe.spec()}): no fixed point after {max_rounds} rounds",
-                  RuntimeWarning, stacklevel=2)
-    return StageResult(done[1], pmap({"rounds": done[0], "converged": False}))
+    done = fixed_point(lambda p: pipe.apply(p, context), program, max_rounds,
+                       what=f"repeat_until_fixed_point({pipe.spec()})", stacklevel=3)
+    return StageResult(done.result, pmap({"rounds": done.rounds, "converged": done.converged}))
 
 
 FIXED_POINT = Stage("repeat_until_fixed_point", _fixed_point, "1")

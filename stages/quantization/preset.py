@@ -13,13 +13,19 @@ otherwise turn every float LUT -> scale chain around first.
 
 The cycle stops as soon as a full cycle of stages in a row has left the
 program unchanged (a stage that just changed it counts as settled, since
-every stage runs its own patterns to a fixed point), or after `max_rounds` cycles; when
-nothing applies at all the input object itself is returned.
+every stage runs its own patterns to a fixed point), or after `max_rounds` cycles
+(then `ir.fixpoint` warns FixedPointNotReached); when nothing applies at all the
+input object itself is returned. Stats: `converged`, `rounds` (cycles begun),
+`stage_runs`, `changed_by` and `patterns` (the stages' per-pattern counts, summed).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pyrsistent import pmap
 
+from ir.fixpoint import fixed_point
+from ir.rewrite import merge_counts
 from stages.base import DEFAULT_CONTEXT, REGISTRY, StageError, StageResult, stage
 
 SEED_PASS_ORDER = (
@@ -47,21 +53,42 @@ def seed_stages(order=SEED_PASS_ORDER) -> tuple:
     return tuple(REGISTRY[n] for n in order)
 
 
+class _Progress(NamedTuple):
+    """Where the cycle stands after some stage runs."""
+    program: object
+    runs: int  # stage runs so far
+    unchanged_in_a_row: int
+    changed_by: tuple  # names of the stages that changed something, in order
+    counts: tuple  # each run's per-pattern counts
+
+
+def run_to_fixed_point_detailed(program, stage_list, max_rounds: int, context=DEFAULT_CONTEXT):
+    """(result, stage runs, changed_by, converged, per-pattern counts summed)."""
+    n = len(stage_list)
+
+    def run_next(p: _Progress) -> _Progress:
+        res = stage_list[p.runs % n].run(p.program, context)
+        counts = p.counts + ((res.stats["patterns"],) if "patterns" in res.stats else ())
+        if res.program is p.program:
+            return _Progress(p.program, p.runs + 1, p.unchanged_in_a_row + 1, p.changed_by, counts)
+        # every stage is idempotent: the one that just changed the program is settled
+        name = stage_list[p.runs % n].name
+        return _Progress(res.program, p.runs + 1, 1, p.changed_by + (name,), counts)
+
+    def settled(_old: _Progress, new: _Progress) -> bool:
+        return new.unchanged_in_a_row >= n
+
+    done = fixed_point(run_next, _Progress(program, 0, 0, (), ()), max_rounds * n,
+                       what=f"canonicalize_quantization (max_rounds={max_rounds})", settled=settled,
+                       stacklevel=3)
+    p = done.result
+    return p.program, p.runs, list(p.changed_by), done.converged, merge_counts(*p.counts)
+
+
 def run_to_fixed_point(program, stage_list, max_rounds: int, context=DEFAULT_CONTEXT):
     """(result, stage runs, names of the stages that changed something, in order)."""
-    n = len(stage_list)
-    unchanged_in_a_row, runs, changed_by = 0, 0, []
-    while unchanged_in_a_row < n and runs < max_rounds * n:
-        st = stage_list[runs % n]
-        new = st.run(program, context).program
-        runs += 1
-        if new is program:
-            unchanged_in_a_row += 1
-        else:
-            unchanged_in_a_row = 1  # every stage is idempotent: the one that changed is settled
-            changed_by.append(st.name)
-            program = new
-    return program, runs, changed_by
+    result, runs, changed_by, _, _ = run_to_fixed_point_detailed(program, stage_list, max_rounds, context)
+    return result, runs, changed_by
 
 
 @stage("canonicalize_quantization", version="1")
@@ -69,9 +96,14 @@ def canonicalize_quantization(program, *, max_rounds: int = 8, context=DEFAULT_C
     """Run the eight seed quantization passes and dead code elimination to a fixed point."""
     if max_rounds < 1:
         raise StageError(f"canonicalize_quantization: max_rounds must be >= 1, got {max_rounds}")
-    result, runs, changed_by = run_to_fixed_point(program, seed_stages(), max_rounds, context)
-    stats = pmap({"stage_runs": runs, "changed_by": tuple(changed_by)})
+    stage_list = seed_stages()
+    result, runs, changed_by, converged, counts = run_to_fixed_point_detailed(
+        program, stage_list, max_rounds, context)
+    rounds = -(-runs // len(stage_list))  # cycles begun
+    stats = pmap({"stage_runs": runs, "changed_by": tuple(changed_by), "converged": converged,
+                  "rounds": rounds, "patterns": counts})
     return StageResult(result, stats)
 
 
-__all__ = ["SEED_PASS_ORDER", "canonicalize_quantization", "seed_stages", "run_to_fixed_point"]
+__all__ = ["SEED_PASS_ORDER", "canonicalize_quantization", "seed_stages", "run_to_fixed_point",
+           "run_to_fixed_point_detailed"]
