@@ -143,3 +143,56 @@ def test_property_outputs_kept_within_the_normalization_step(prog, data):
     after = assert_equivalent(prog, canonicalize_quantization, data.draw(inputs_for(prog)), atol=15,
                               why="scale normalization: one quantization step of z, propagated through fc")
     assert canonicalize_quantization(after) is after
+
+
+# ---- fixed point and per-pattern counts (ir.fixpoint, stats["patterns"]) -------------------
+
+def _pair_chain():
+    """q1 -> dq1 -> q2 (same params: a pair) -> dq2 -> q3 (other scale: no pair) -> dq3."""
+    @program(inputs={"x": TensorSpec((2, 3))})
+    def net(b, x):
+        q1 = b.quantize(input=x, scale=F32(0.5), output_dtype="int8")
+        q2 = b.quantize(input=b.dequantize(input=q1, scale=F32(0.5)), scale=F32(0.5), output_dtype="int8")
+        q3 = b.quantize(input=b.dequantize(input=q2, scale=F32(0.5)), scale=F32(0.25), output_dtype="int8")
+        return b.dequantize(input=q3, scale=F32(0.25))
+    return net
+
+
+def test_a_seed_stage_reports_its_pattern_counts():
+    from stages.quantization import dequantize_quantize_pair_elimination as pairs
+    net = _pair_chain()
+    res = pairs.run(net)
+    # dq1 -> q2 cancels (matched, rewritten); dq2 -> q3 differs in scale (no match); the
+    # last dequantize is the block output (no match); sweep 2 finds nothing new
+    assert dict(res.stats["patterns"]) == {"dequantize_quantize_pair_elimination": {"matched": 1, "rewritten": 1}}
+    assert [op.op_type for op in res.program.main.ops if op.op_type != "const"] == ["quantize", "dequantize",
+                                                                                     "quantize", "dequantize"]
+    again = pairs.run(res.program)
+    assert again.program is res.program
+    assert again.stats["patterns"]["dequantize_quantize_pair_elimination"] == {"matched": 0, "rewritten": 0}
+
+
+def test_the_preset_records_convergence_rounds_and_summed_counts():
+    net = _pair_chain()
+    res = canonicalize_quantization.run(net)
+    assert res.stats["converged"] is True
+    # the first cycle changes the program, the second leaves it: two cycles begun
+    assert res.stats["rounds"] == 2
+    assert res.stats["patterns"]["dequantize_quantize_pair_elimination"]["rewritten"] == 1
+    assert res.stats["patterns"]["dead_op"]["rewritten"] >= 1  # the cancelled pair's consts go
+
+
+def test_the_preset_warns_when_its_round_limit_is_too_small():
+    from ir.fixpoint import FixedPointNotReached
+    with pytest.warns(FixedPointNotReached, match="canonicalize_quantization"):
+        res = canonicalize_quantization.bind(max_rounds=1).run(_pair_chain())
+    assert res.stats["converged"] is False and res.stats["rounds"] == 1
+    assert res.program is not None
+
+
+@pytest.mark.parametrize("name", sorted(set(SEED_PASS_ORDER) | {"const_deduplication", "decompress_weights"}))
+def test_every_stage_on_the_driver_reports_pattern_counts(name):
+    res = stages.get(name).run(_pair_chain())
+    counts = res.stats["patterns"]
+    assert counts and all(set(c) == {"matched", "rewritten"} and 0 <= c["rewritten"] <= c["matched"]
+                          for c in counts.values())
