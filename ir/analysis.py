@@ -84,12 +84,19 @@ def _dead_in(block, dead: set) -> set:
     they go with it."""
     needed = {v.name for v in block.outputs}
     for op in reversed(block.ops):
-        if not any(v.name in needed for v in op.outputs):
+        outs = op.outputs
+        # (single-output ops, the common case, without a generator per op)
+        live = outs[0].name in needed if len(outs) == 1 else any(v.name in needed for v in outs)
+        if not live:
             dead.add(id(op))
             continue
         for b in op.blocks:
             needed |= _dead_in(b, dead)
-        needed.update(v.name for v in op.input_vars())
+        for v in op.inputs.values():
+            if v.__class__ is tuple:
+                needed.update(x.name for x in v)
+            else:
+                needed.add(v.name)
     return needed
 
 

@@ -42,13 +42,12 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
-from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional
 
 from pyrsistent import freeze
 
 from ir.analysis import use_def
-from ir.core import Block, Function, InvalidProgram, Op, Program, Var, gc_paused
+from ir.core import EMPTY_MAP, Block, Function, InvalidProgram, Op, Program, Var, gc_paused
 from ir.fixpoint import fixed_point
 
 
@@ -59,20 +58,13 @@ class Pattern(NamedTuple):
     op_types: Optional[frozenset] = None  # the op types match() can accept; None: any op
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Rewrite:
-    claims: tuple  # ops this rewrite removes
-    new_ops: tuple  # ops inserted where the last claimed (or `after`) op stood
-    replace: dict  # old var name -> new Var, for every later use
-    after: Optional[Op]  # anchor when nothing is claimed
-
-    # hand-written: one Rewrite is made per site, and the generated frozen __init__ costs 4x
-    def __init__(self, claims: tuple = (), new_ops: tuple = (), replace: Optional[dict] = None,
-                 after: Optional[Op] = None):
-        object.__setattr__(self, "claims", claims)
-        object.__setattr__(self, "new_ops", new_ops)
-        object.__setattr__(self, "replace", {} if replace is None else replace)
-        object.__setattr__(self, "after", after)
+class Rewrite(NamedTuple):
+    """What a rewrite does (a tuple: one is made per rewritten site, and a NamedTuple is
+    the cheapest immutable record)."""
+    claims: tuple = ()  # ops this rewrite removes
+    new_ops: tuple = ()  # ops inserted where the last claimed (or `after`) op stood
+    replace: Mapping = EMPTY_MAP  # old var name -> new Var, for every later use
+    after: Optional[Op] = None  # anchor when nothing is claimed
 
 
 class RewriteContext:
@@ -270,63 +262,71 @@ def merge_counts(*many):
     return _frozen_counts(total)
 
 
-def _by_op_type(patterns) -> tuple:
-    """(op type -> the patterns that accept it, in order; the patterns that accept any op)."""
-    anyop = tuple(p for p in patterns if p.op_types is None)
+def _by_op_type(patterns, counts: dict) -> tuple:
+    """(op type -> what to try on it, in pattern order; what to try on any other op type),
+    each entry (match, rewrite, the pattern's [matched, rewritten] counter)."""
+    def entry(p):
+        return (p.match, p.rewrite, counts[p.name])
+    anyop = tuple(entry(p) for p in patterns if p.op_types is None)
     types = {t for p in patterns if p.op_types is not None for t in p.op_types}
-    table = {t: tuple(p for p in patterns if p.op_types is None or t in p.op_types) for t in sorted(types)}
+    table = {t: tuple(entry(p) for p in patterns if p.op_types is None or t in p.op_types) for t in sorted(types)}
     return table, anyop
 
 
-def _offer(ops, table: dict, anyop: tuple, ctx, counts: dict) -> tuple:
+def _offer(ops, table: dict, anyop: tuple, ctx) -> tuple:
     """One sweep's matching: ([(op, rewrite)] in order, [ops dropped for a claim conflict])."""
     claimed: set = set()
+    claim = claimed.add
     rewrites, retry = [], []
+    to_try = table.get
     for op in ops:
-        if id(op) in claimed:
-            continue
-        pats = table.get(op.op_type, anyop)
-        if not pats:
+        pats = to_try(op.op_type, anyop)
+        if not pats or id(op) in claimed:
             continue
         ctx._current = op
-        for pat in pats:
-            m = pat.match(op, ctx)
+        for match, rewrite, counter in pats:
+            m = match(op, ctx)
             if m is None:
                 continue
-            c = counts[pat.name]
-            c[0] += 1
-            rw = pat.rewrite(m, ctx)
+            counter[0] += 1
+            rw = rewrite(m, ctx)
             if rw is None:
                 continue
             claims = rw.claims
-            if claims:
+            if len(claims) == 1:  # the common case, without building a list
+                k = id(claims[0])
+                if k in claimed:
+                    retry.append(op)
+                    continue
+                claim(k)
+            elif claims:
                 ids = [id(o) for o in claims]
                 if not claimed.isdisjoint(ids):
                     retry.append(op)
                     continue
                 claimed.update(ids)
             rewrites.append((op, rw))
-            c[1] += 1
+            counter[1] += 1
             break
     return rewrites, retry
 
 
 # ---- functions holding nested blocks: whole sweeps, nested blocks first ----------------
 
-def _sweep_block(block: Block, table, anyop, ctx: RewriteContext, outer: set, counts) -> Block:
+def _sweep_block(block: Block, table, anyop, ctx: RewriteContext, outer: set) -> Block:
     inner_outer = outer | {v.name for v in block.inputs} | {v.name for op in block.ops for v in op.outputs}
     ops = list(block.ops)
     nested_changed = False
     for i, op in enumerate(ops):
         if op.blocks:
-            nb = tuple(_sweep_block(b, table, anyop, ctx, inner_outer, counts) for b in op.blocks)
+            nb = tuple(_sweep_block(b, table, anyop, ctx, inner_outer) for b in op.blocks)
             if any(a is not b for a, b in zip(nb, op.blocks)):
                 ops[i] = op.replace(blocks=nb)
                 nested_changed = True
     if nested_changed:
         block = Block.make(block.inputs, ops, block.outputs)
     ctx.block = block
-    rewrites, _ = _offer(block.ops, table, anyop, ctx, counts)
+    rewrites, _ = _offer(block.ops, table, anyop, ctx)
     return _apply(block, [rw for _, rw in rewrites], outer) if rewrites else block
 
 
@@ -335,13 +335,13 @@ class _WholeRun:
 
     def __init__(self, fn: Function, patterns, counts: dict):
         self.fn, self.counts = fn, counts
-        self.table, self.anyop = _by_op_type(patterns)
+        self.table, self.anyop = _by_op_type(patterns, counts)
         self.changed = False
 
     def sweep(self) -> "_WholeRun":
         fn = self.fn
         ctx = RewriteContext(fn, use_def(fn), set())
-        block = _sweep_block(fn.block, self.table, self.anyop, ctx, set(), self.counts)
+        block = _sweep_block(fn.block, self.table, self.anyop, ctx, set())
         self.changed = block is not fn.block
         if self.changed:
             self.fn = fn.replace(block=block)
@@ -424,6 +424,27 @@ class _LiveIndex:
         for v in op.outputs:
             if self.producers.get(v.name) is op:
                 del self.producers[v.name]
+
+    def swap(self, old: Op, new: Op, order: Callable) -> None:
+        """new takes old's place (same position and outputs, some inputs renamed)."""
+        cons = self.consumers
+        old_names = [v.name for v in old.input_vars()]
+        new_names = [v.name for v in new.input_vars()]
+        for n in set(old_names) | set(new_names):
+            lst = cons.setdefault(n, [])
+            kept = min(old_names.count(n), new_names.count(n))
+            for i, o in enumerate(lst):  # the entries still read: old -> new in place
+                if kept == 0:
+                    break
+                if o is old:
+                    lst[i] = new
+                    kept -= 1
+            for _ in range(old_names.count(n) - new_names.count(n)):
+                lst.remove(old)
+            for _ in range(new_names.count(n) - old_names.count(n)):
+                insort(lst, new, key=order)
+        for v in new.outputs:
+            self.producers[v.name] = new
 
     def add(self, op: Op, order: Callable) -> None:
         cons, names = self.consumers, self._names
@@ -512,7 +533,7 @@ class _FlatRun:
 
     def __init__(self, fn: Function, patterns, counts: dict):
         self.fn, self.counts = fn, counts
-        self.table, self.anyop = _by_op_type(patterns)
+        self.table, self.anyop = _by_op_type(patterns, counts)
         self.inputs, self.ops, self.outputs = fn.block.inputs, fn.block.ops, fn.block.outputs
         self.pos: Optional[dict] = None  # id(op) -> order key, built on first need
         self.index: Optional[_LiveIndex] = None  # built on first need
@@ -548,7 +569,7 @@ class _FlatRun:
         self.sweeps += 1
         self.opaque = False
         offered = self.ops if self.candidates is None else self.candidates
-        rewrites, retry = _offer(offered, self.table, self.anyop, _LiveContext(self), self.counts)
+        rewrites, retry = _offer(offered, self.table, self.anyop, _LiveContext(self))
         self.changed = bool(rewrites)
         if rewrites:
             self._apply(rewrites, retry)
@@ -567,15 +588,11 @@ class _FlatRun:
         for _, rw in rewrites:
             if rw.replace:
                 subst.update(rw.replace)
-            anchors = []
             for o in rw.claims:
-                k = pos.get(id(o))
-                if k is not None:
+                if id(o) in pos:
                     removed[id(o)] = o
-                    anchors.append((k, o))
-            if rw.after is not None and id(rw.after) in pos:
-                anchors.append((pos[id(rw.after)], rw.after))
             if rw.new_ops:
+                anchors = [(pos[id(o)], o) for o in (*rw.claims, rw.after) if o is not None and id(o) in pos]
                 key, anchor = max(anchors, key=_first)
                 inserts.setdefault(key, (anchor, []))[1].extend(rw.new_ops)
 
@@ -610,19 +627,22 @@ class _FlatRun:
         if ix is not None:
             for o in removed.values():
                 ix.drop(o)
-            for old, _ in rewired.values():
-                ix.drop(old)
         for k in removed:
             del pos[k]
         for k, (_, new) in rewired.items():
-            pos[id(new)] = pos.pop(k)
+            pos[id(new)] = pos[k]  # (the old op's key stays until the index lists hold new)
         for key, (_, news) in inserts.items():
             for j, n in enumerate(news):
                 pos[id(n)] = key + (-sweep, j)
-        placed = [new for _, new in rewired.values()] + [n for _, news in inserts.values() for n in news]
+        placed = [n for _, news in inserts.values() for n in news]
         if ix is not None:
+            for old, new in rewired.values():
+                ix.swap(old, new, order)
             for n in placed:
                 ix.add(n, order)
+        for k in rewired:
+            del pos[k]
+        placed = [new for _, new in rewired.values()] + placed
         outputs = tuple(_resolve(subst, v) for v in self.outputs) if subst else self.outputs
         if ix is not None and any(a is not b for a, b in zip(outputs, self.outputs)):
             ix.block_outputs = frozenset(v.name for v in outputs)
