@@ -407,13 +407,14 @@ class _LiveIndex:
 
     def drop(self, op: Op) -> None:
         cons, names = self.consumers, self._names
-        for v in op.input_vars():
-            lst = cons.get(v.name)
-            if lst is not None:
-                try:
-                    lst.remove(op)  # Op compares by identity
-                except ValueError:
-                    pass
+        for v in op.inputs.values():
+            for x in (v if v.__class__ is tuple else (v,)):
+                lst = cons.get(x.name)
+                if lst is not None:
+                    try:
+                        lst.remove(op)  # Op compares by identity
+                    except ValueError:
+                        pass
         if names is not None:
             for n in (op.name, *(v.name for v in op.outputs)):
                 left = names.get(n, 0) - 1
@@ -662,8 +663,7 @@ class _FlatRun:
         touched = set(subst)
         touched.update(v.name for v in subst.values())
         for o in (*removed.values(), *(old for old, _ in rewired.values()), *placed):
-            touched.update(v.name for v in o.input_vars())
-            touched.update(v.name for v in o.outputs)
+            _add_names(o, touched)
         if self.opaque or not in_order:
             self.candidates = None
             return
@@ -690,6 +690,19 @@ class _FlatRun:
                 elif pos[id(p)] >= key:
                     return False
         return True
+
+
+def _add_names(op: Op, names: set) -> None:
+    """Add the names of every value op reads or defines (inline loops: called per edit)."""
+    add = names.add
+    for v in op.inputs.values():
+        if v.__class__ is tuple:
+            for x in v:
+                add(x.name)
+        else:
+            add(v.name)
+    for v in op.outputs:
+        add(v.name)
 
 
 def _first(pair):
