@@ -543,6 +543,7 @@ class _FlatRun:
         self.sweeps = 0
         self.changed = self.ever_changed = self.opaque = False
         self._block: Optional[Block] = None
+        self._maybe: Optional[list] = None  # ops the last sweep may have made match again
 
     # -- lazily built views -------------------------------------------------------------
     def positions(self) -> dict:
@@ -569,6 +570,8 @@ class _FlatRun:
     def sweep(self) -> "_FlatRun":
         self.sweeps += 1
         self.opaque = False
+        if self._maybe is not None:  # what the last sweep touched, now in block order
+            self.candidates, self._maybe = _current(self._maybe, self.positions()), None
         offered = self.ops if self.candidates is None else self.candidates
         rewrites, retry = _offer(offered, self.table, self.anyop, _LiveContext(self))
         self.changed = bool(rewrites)
@@ -581,7 +584,9 @@ class _FlatRun:
         return self
 
     def _apply(self, rewrites: list, retry: list) -> None:
-        pos = self.positions()
+        # order keys are only needed to place new ops or rename uses (and once made, kept)
+        need_pos = self.pos is not None or any(rw.new_ops or rw.replace for _, rw in rewrites)
+        pos = self.positions() if need_pos else None
         sweep = self.sweeps
         subst: dict = {}
         removed: dict = {}  # id -> op
@@ -590,7 +595,7 @@ class _FlatRun:
             if rw.replace:
                 subst.update(rw.replace)
             for o in rw.claims:
-                if id(o) in pos:
+                if pos is None or id(o) in pos:
                     removed[id(o)] = o
             if rw.new_ops:
                 anchors = [(pos[id(o)], o) for o in (*rw.claims, rw.after) if o is not None and id(o) in pos]
@@ -619,7 +624,7 @@ class _FlatRun:
             return pos[id(o)]
 
         n_edits = len(removed) + len(rewired) + len(inserts)
-        if n_edits * max(1, len(ops).bit_length()) * 4 < len(ops):
+        if pos is not None and n_edits * max(1, len(ops).bit_length()) * 4 < len(ops):
             out = _spliced(ops, order, pos, removed, rewired, inserts, sweep)
         else:
             out = _rebuilt(ops, removed, rewired, inserts)
@@ -628,8 +633,9 @@ class _FlatRun:
         if ix is not None:
             for o in removed.values():
                 ix.drop(o)
-        for k in removed:
-            del pos[k]
+        if pos is not None:
+            for k in removed:
+                del pos[k]
         for k, (_, new) in rewired.items():
             pos[id(new)] = pos[k]  # (the old op's key stays until the index lists hold new)
         for key, (_, news) in inserts.items():
@@ -656,23 +662,23 @@ class _FlatRun:
             self.ops = _topo_sort(self.inputs, out, set())
             self.pos, self.index = None, None
 
-        # what the next sweep offers
+        # what the next sweep offers (put in block order when it starts)
+        self.candidates = None
         if not (self.opaque or not in_order or self.deps):
-            self.candidates = _current(placed + retry + [op for op, _ in rewrites], pos, order)
+            self._maybe = placed + retry + [op for op, _ in rewrites]
             return
         touched = set(subst)
         touched.update(v.name for v in subst.values())
         for o in (*removed.values(), *(old for old, _ in rewired.values()), *placed):
             _add_names(o, touched)
         if self.opaque or not in_order:
-            self.candidates = None
-            return
+            return  # every op
         deps = self.deps
         maybe = [o for name in touched for o in deps.pop(name, ())]
         maybe += placed
         maybe += retry
         maybe += [op for op, _ in rewrites]
-        self.candidates = _current(maybe, pos, order)
+        self._maybe = maybe
 
     def _in_order(self, placed: list) -> bool:
         """Every placed op reads only block inputs and values defined before it."""
@@ -709,7 +715,7 @@ def _first(pair):
     return pair[0]
 
 
-def _current(ops: list, pos: dict, order: Callable) -> list:
+def _current(ops: list, pos: dict) -> list:
     """The ops still in the block, each once, in block order."""
     seen: set = set()
     out = []
@@ -718,7 +724,7 @@ def _current(ops: list, pos: dict, order: Callable) -> list:
         if k not in seen and k in pos:
             seen.add(k)
             out.append(o)
-    out.sort(key=order)
+    out.sort(key=lambda o: pos[id(o)])
     return out
 
 
