@@ -26,10 +26,12 @@ Contract (what every caller may rely on):
   only on its op and on what it asks the context; a pattern that reads
   `ctx.block`, `ctx.function` or `ctx.ud` directly gets every op offered again
   the next sweep. The use-def index is built once, on first use, and updated by
-  each sweep's rewrites; the op list is rebuilt by copying untouched spans
-  (the same op objects), never by re-placing every op. Functions holding
-  nested blocks (cond / loop bodies) are swept whole each time, nested blocks
-  first, as they need block-scoped placement.
+  each sweep's rewrites; the op list is rebuilt by copying the untouched spans
+  between edits (few edits) or by one pass that keeps each untouched op object
+  as it is (many edits): only ops reading a replaced value are rewired and
+  checked for order. Functions holding nested blocks (cond / loop bodies) are
+  swept whole each time, nested blocks first, as they need block-scoped
+  placement (the driver of the seed stages before the incremental one).
 - Pure and deterministic: inputs are never mutated; the same program and
   patterns give the same result; when nothing matched, the input object itself
   is returned.
