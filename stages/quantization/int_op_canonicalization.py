@@ -20,6 +20,8 @@ while iOS16 and earlier (reshape from iOS15) do not.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from ir.core import ios_version
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
@@ -33,6 +35,7 @@ OP_DEFINED_IN = {"reshape": ("iOS15", "iOS17")}
 INT_OP_VERSIONS = {"reshape": frozenset({"iOS17"})}
 
 
+@lru_cache(maxsize=256)  # asked once per candidate op; a pure function of two names
 def op_version(op_type: str, opset: str):
     """The opset whose definition of op_type a function targeting `opset` uses."""
     target = ios_version(opset)
