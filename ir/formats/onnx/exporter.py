@@ -28,12 +28,18 @@ from ir.formats.onnx.control import BLOCK_ATTRS
 from ir.formats.onnx.foreign import slot_names
 from ir.formats.onnx.importer import ONNX_NODE
 from ir.formats.onnx.model_meta import MODEL_META
-from ir.interpret import run_op
+from ir.fold import static_value
 from ir.ops import is_foreign
 
 MIN_OPSET = 13  # what a per-axis QuantizeLinear needs
 OLDEST_OPSET = 11  # the oldest opset written: a model keeps its own down to this one
 COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
+
+
+def _foldable_at_export(op) -> bool:
+    """Any core op without blocks folds when its inputs are known (foreign ops are left to
+    the runtime)."""
+    return not is_foreign(op.op_type) and not op.blocks
 
 
 class Writer:
@@ -52,6 +58,7 @@ class Writer:
         self.producer = {v.name: op for op in self.block.ops for v in op.outputs}
         self.all_names = parent.all_names if parent is not None else _all_names(fn.block)
         self.static_memo: dict = parent.static_memo if parent is not None else {}
+        self.static_unknown: set = parent.static_unknown if parent is not None else set()
         self.position_memo: dict = {}
         self.packed_of: dict = {}  # run-time tensor -> {"init": initializer, "nbits": packed width}
         self.sources: dict = {}  # IR var name -> where its value lies in the file (import record)
@@ -156,28 +163,10 @@ class Writer:
         return self.initializer(self.fresh(hint), arr, ir_dtype or from_numpy(arr).name)
 
     def static(self, var: Optional[Var]):
-        """var's value when it can be known without inputs (consts and constexpr chains), else None."""
-        if var is None:
-            return None
-        if var.val is not None:
-            return var.val
-        if var.name in self.static_memo:
-            return self.static_memo[var.name]
-        op = self.producer.get(var.name)
-        result = None
-        if op is not None and not is_foreign(op.op_type) and not op.blocks:
-            env = {}
-            for v in op.input_vars():
-                s = self.static(v)
-                if s is None:
-                    break
-                env[v.name] = s
-            else:
-                for out, val in zip(op.outputs, run_op(op, env)):
-                    self.static_memo[out.name] = val
-                return self.static_memo[var.name]
-        self.static_memo[var.name] = result
-        return result
+        """var's value when it can be known without inputs (consts and chains of core ops
+        over them), else None."""
+        return static_value(var, lambda v: self.producer.get(v.name), self.static_memo,
+                            admit=_foldable_at_export, unknown=self.static_unknown)
 
     # -- nodes ------------------------------------------------------------------
     def node(self, op_type: str, inputs, hint: str = "t", outputs=None, n_out: int = 1, **attrs):
