@@ -9,7 +9,6 @@ program costs time, never a wrong answer).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Optional
 from pyrsistent import PMap, pmap
 
 from ir import Program
+from ir.atomic import write_text
 from pipeline.errors import PipelineError
 from stages.base import DEFAULT_CONTEXT, Stage
 
@@ -155,10 +155,7 @@ class Trace:
             cache.put_program(program)
         doc = {"format": TRACE_FORMAT, "pipeline": self.pipeline.spec(), "input_digest": self.input_digest,
                "steps": [s.to_json() for s in self.steps]}
-        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+        write_text(path, json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, path, cache) -> "Trace":

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Optional
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ir.atomic import replace, scratch
 from ir.core import Program, Var
 from ir.dtypes import from_numpy
 from ir.formats.onnx.common import (OnnxExportError, array_to_tensor, attr_from_ir, elem_type,
@@ -880,17 +879,14 @@ def export_onnx(program: Program, path, opset: Optional[int] = None, external_da
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     use_external = bool(external_data) or (external_data is None and size > EXTERNAL_THRESHOLD)
     location = external_data if isinstance(external_data, str) else os.path.basename(path) + ".data"
-    tmp = tempfile.mkdtemp(prefix=".weightpress-", dir=directory)
-    try:
+    with scratch(directory) as tmp:  # the data file goes first, then the model that reads it
         tmp_model = os.path.join(tmp, os.path.basename(path))
         if use_external:
             onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
             if os.path.exists(os.path.join(tmp, location)):
-                os.replace(os.path.join(tmp, location), os.path.join(directory, location))
+                replace(os.path.join(tmp, location), os.path.join(directory, location))
         else:
             onnx.save_model(model, tmp_model)
-        os.replace(tmp_model, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace(tmp_model, path)
     return path
