@@ -76,8 +76,9 @@ class ProgramStore:
         return out
 
 
-def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=DEFAULT_CONTEXT) -> Program:
-    """program_at(i) of a run whose steps are `steps`, recomputing what the store lacks."""
+def find_or_recompute(store: ProgramStore, input_digest: str, steps, i: int, context=DEFAULT_CONTEXT) -> Program:
+    """program_at(i) of a run whose steps are `steps`: found in the store (memory, then the
+    cache), else recomputed from the nearest earlier program it holds."""
     digest = input_digest if i == 0 else steps[i - 1].output_digest
     found = store.find(digest)
     if found is not None:
@@ -85,7 +86,7 @@ def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=D
     if i == 0:
         raise PipelineError(f"the input program {digest[:12]} is neither in memory nor in the cache")
     step = steps[i - 1]
-    previous = materialize(store, input_digest, steps, i - 1, context)
+    previous = find_or_recompute(store, input_digest, steps, i - 1, context)
     out = step.stage.run(previous, context).program
     if out.digest != digest:
         warnings.warn(f"step {step.index} ({step.spec}) recomputed to {out.digest[:12]}, the trace "
@@ -93,6 +94,10 @@ def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=D
     if store.cache is not None and step.key is not None:
         store.cache.store(step.input_digest, step.key, out, step.stats)
     return store.add(out)
+
+
+# the old name, kept importable (it clashed with the constexpr fold, now ir.fold)
+materialize = find_or_recompute
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class Trace:
         n = len(self.steps)
         if not -(n + 1) <= i <= n:
             raise IndexError(f"program_at({i}): the trace has programs 0..{n}")
-        return materialize(self.store, self.input_digest, self.steps, i % (n + 1))
+        return find_or_recompute(self.store, self.input_digest, self.steps, i % (n + 1))
 
     def digest_at(self, i: int) -> str:
         return self.input_digest if i == 0 else self.steps[i - 1].output_digest
