@@ -133,7 +133,7 @@ SCRATCH_PREFIX = ".weightpress-"
 
 class staged_outputs:
     """A scratch directory next to the destination; on success every entry
-    written into it is moved into place with os.replace, on failure it is
+    written into it is moved into place (ir.atomic.replace), on failure it is
     removed and nothing at the destination has changed.
 
     Inside an OutputTransaction (the command line runs every command in one),
@@ -233,7 +233,7 @@ class OutputTransaction:
 
 
 def _move_into_place(src: Path, dst: Path, tx=None) -> None:
-    """os.replace(src, dst), for directories too; inside a transaction what dst held is
+    """ir.atomic.replace(src, dst), for directories too; inside a transaction what dst held is
     kept aside (a hard link for files, so readers never see dst missing)."""
     if dst.exists() and dst.is_dir() != src.is_dir():  # never a user's directory for a file (or back)
         raise ModelFileError(f"{dst}: exists and is a {'directory' if dst.is_dir() else 'file'}; "

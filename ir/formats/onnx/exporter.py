@@ -27,7 +27,7 @@ from ir.formats.onnx.control import BLOCK_ATTRS
 from ir.formats.onnx.foreign import slot_names
 from ir.formats.onnx.importer import ONNX_NODE
 from ir.formats.onnx.model_meta import MODEL_META
-from ir.fold import static_value
+from ir.fold import is_constexpr, static_value
 from ir.ops import is_foreign
 
 MIN_OPSET = 13  # what a per-axis QuantizeLinear needs
@@ -95,7 +95,7 @@ class Writer:
             # consts, and outputs a compact form left static (a joint op's mask), are
             # written as initializers when first read as data
             val = op.attrs["val"] if op is not None and op.op_type == "const" else \
-                self.static(var) if op is not None and op.op_type.startswith("constexpr_") else None
+                self.static(var) if is_constexpr(op) else None
             if val is None:
                 raise OnnxExportError(f"value {var.name!r} is used before it is defined")
             if op.attrs.get(ONNX_NODE) == "Constant":  # it came as a Constant node: it goes back as one
@@ -186,7 +186,7 @@ class Writer:
     def ints(self, hint: str, values) -> str:
         return self.const(hint, np.asarray(values, np.int64).reshape(-1))
 
-    def materialize(self, op):
+    def fold_to_initializers(self, op):
         """Write op's outputs as initializers (its inputs are all known at build time)."""
         for v in op.outputs:
             val = self.static(v)
@@ -643,10 +643,10 @@ def _emit(op, w):
         return _foreign(op, w)
     emitter = EMITTERS.get(op.op_type)
     if emitter is None:
-        return w.materialize(op)
+        return w.fold_to_initializers(op)
     first = len(w.nodes)
     emitter(op, w)
-    if op.op_type.startswith("constexpr_"):
+    if is_constexpr(op):
         _record(op, w, w.nodes[first:])
 
 
