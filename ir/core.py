@@ -16,6 +16,7 @@ import numpy as np
 from pyrsistent import PMap, PVector, pmap, pvector
 
 from ir.frozen import FrozenMap
+from ir.ops.registry import REGISTRY as _SCHEMAS
 from ir.types import MapType, OptionalType, SequenceType, TensorType, ValueType  # noqa: F401
 
 Dim = Union[int, str]  # a str dim is symbolic ("?": unknown)
@@ -161,10 +162,17 @@ class Op:
                 yield v
 
     def __getattr__(self, item):
-        # seed-style access: op.x, op.scale -> the input Var, or None when absent
-        if item.startswith("_"):
-            raise AttributeError(item)
-        return self.inputs.get(item)
+        # seed-style access: op.x, op.scale -> the input Var. Only the op's own input names
+        # resolve (an optional input that is absent -> None); anything else is a typo that
+        # must fail loudly, not a match function that silently never matches
+        got = self.inputs.get(item)
+        if got is not None:
+            return got
+        schema = _SCHEMAS.get(self.op_type)
+        if schema is not None and item in schema.specs:
+            return None
+        raise AttributeError(f"{self.op_type} op {self.name!r} has no input {item!r}"
+                             + (f"; its inputs: {', '.join(schema.input_names)}" if schema else ""))
 
     def __repr__(self) -> str:
         outs = ", ".join(repr(v) for v in self.outputs)

@@ -17,7 +17,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ir.core import TensorType
+from ir.types import TensorType
 
 
 class OpError(ValueError):
