@@ -8,6 +8,7 @@ Without tracing, a pipeline is plain function composition: `p(program)`.
 """
 from __future__ import annotations
 
+import json
 from typing import Iterable, Union
 
 from toolz import concat, reduce
@@ -19,6 +20,9 @@ from pipeline import spec as spec_text
 from pipeline.combinators import COMBINATORS, FIXED_POINT
 from pipeline.errors import PipelineError, PresetError, SpecError
 from pipeline.params import check_params
+from pipeline.run import replay as replay_run
+from pipeline.run import run_pipeline
+from pipeline.trace import TRACE_FORMAT, Trace
 from stages.base import DEFAULT_CONTEXT, Stage, StageContext, StageError, Uncacheable
 
 
@@ -163,9 +167,39 @@ class Pipeline:
         return self.apply(program)
 
     def run(self, program: Program, cache=None, verify=None, progress: bool = False,
-            executor=None, instruments: Iterable = ()):
+            executor=None, instruments: Iterable = (), validate: bool = True) -> Trace:
         """Run every stage, recording a Trace (see pipeline.run for the options)."""
-        from pipeline.run import run_pipeline
-
         return run_pipeline(self, program, cache=cache, verify=verify, progress=progress,
-                            executor=executor, instruments=tuple(instruments))
+                            executor=executor, instruments=tuple(instruments), validate=validate)
+
+    def replay_trace(self, trace: Trace, from_step: int = 0, stages=None, **run_options) -> Trace:
+        """Trace.replay: re-run `trace` (a run of this pipeline) from from_step with `stages` in
+        place (a list replacing all of them, or {step index: stage})."""
+        n = len(trace.steps)
+        if not 0 <= from_step <= n:
+            raise PipelineError(f"replay: from_step={from_step} outside 0..{n}")
+        if isinstance(stages, dict) and stages:
+            from_step = min(from_step, *stages) if from_step else min(stages)
+        return replay_run(trace, Pipeline._from_stages(_replaced(self._stages, from_step, stages)), from_step,
+                          dict(run_options))
+
+
+def _replaced(stages: tuple, from_step: int, new) -> tuple:
+    if new is None:
+        return stages
+    if isinstance(new, dict):
+        bad = [i for i in new if not 0 <= i < len(stages)]
+        if bad:
+            raise PipelineError(f"replay: no step {bad[0]} (the pipeline has {len(stages)})")
+        return tuple(new.get(i, st) for i, st in enumerate(stages))
+    return stages[:from_step] + Pipeline.coerce(new).stages
+
+
+def load_trace(path, cache) -> Trace:
+    """The Trace that Trace.save wrote to `path`, its programs found in `cache`."""
+    with open(path) as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
+        raise PipelineError(f"{path}: not a weightpress trace (format "
+                            f"{doc.get('format') if isinstance(doc, dict) else None!r})")
+    return Trace.from_json(doc, Pipeline.from_spec(doc["pipeline"]), cache, where=str(path))
