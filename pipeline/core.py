@@ -20,6 +20,7 @@ from pipeline import spec as spec_text
 from pipeline.combinators import COMBINATORS, FIXED_POINT
 from pipeline.errors import PipelineError, PresetError, SpecError
 from pipeline.params import check_params
+from pipeline.recipe import recipe_stages
 from pipeline.run import replay as replay_run
 from pipeline.run import run_pipeline
 from pipeline.trace import TRACE_FORMAT, Trace
@@ -103,9 +104,7 @@ class Pipeline:
 
     @classmethod
     def from_recipe(cls, source) -> "Pipeline":
-        from pipeline.recipe import load_recipe
-
-        return load_recipe(source)
+        return cls._from_stages(recipe_stages(source, resolve_step))
 
     @classmethod
     def _from_stages(cls, stages_iter) -> "Pipeline":
