@@ -166,7 +166,7 @@ class Pipeline:
         return self.apply(program)
 
     def run(self, program: Program, cache=None, verify=None, progress: bool = False,
-            executor=None, instruments: Iterable = (), validate: bool = True) -> Trace:
+            executor=None, instruments: Iterable = (), validate=True) -> Trace:
         """Run every stage, recording a Trace (see pipeline.run for the options)."""
         return run_pipeline(self, program, cache=cache, verify=verify, progress=progress,
                             executor=executor, instruments=tuple(instruments), validate=validate)

@@ -12,10 +12,14 @@
 - progress: a tqdm bar over steps, and per weight through StageContext.progress.
 - executor: see pipeline.executors.
 - instruments: see pipeline.instruments.
-- validate: ir.validate every step whose stage returned a new program (not when
-  `new is old`, nor for cache hits); a stage that returns an invalid program
-  fails with InvalidStepOutput naming the step and the broken rule. The cost
-  is recorded per step (Step.validate_seconds), apart from Step.seconds.
+- validate: True (default) checks every step whose stage returned a new
+  program (not when `new is old`, nor for cache hits) with ir.validate; a stage
+  that returns an invalid program fails with InvalidStepOutput naming the step
+  and the broken rule. The ops a stage built are checked in full; the ops it
+  took over unchanged from its input (same objects reading the same values)
+  only for where they sit, since nothing else about them changed ("full":
+  every op in full, for a pipeline input that was never validated; False: off).
+  The cost is recorded per step (Step.validate_seconds), apart from Step.seconds.
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ class _Run:
     verify: Optional[dict]
     instruments: tuple
     input_digest: str
-    validate: bool = True
+    validate: object = True  # True | False | "full"
 
 
 def _verify_options(verify) -> Optional[dict]:
@@ -60,6 +64,12 @@ def _verify_options(verify) -> Optional[dict]:
     if opts["mode"] not in _VERIFY_MODES:
         raise PipelineError(f"verify mode {opts['mode']!r}: expected one of {', '.join(_VERIFY_MODES)}")
     return opts
+
+
+def _validate_option(validate):
+    if validate not in (True, False, "full"):
+        raise PipelineError(f"validate={validate!r}: expected True, False or 'full'")
+    return validate
 
 
 def stage_key(st) -> Optional[str]:
@@ -105,7 +115,7 @@ def _validated(run: _Run, st, index: int, spec: str, before: Program, after: Pro
         return 0.0
     t0 = time.perf_counter()
     try:
-        validate_program(after)
+        validate_program(after, trusted=None if run.validate == "full" else before)
     except InvalidProgram as e:
         raise InvalidStepOutput(f"step {index} ({spec}) returned an invalid program: {e}", index, st) from None
     return time.perf_counter() - t0
@@ -157,7 +167,7 @@ def _start(pipeline, program_or_store, input_digest, cache, verify, progress, ex
     instruments = tuple(instruments) + ((ProgressBar(n_steps),) if progress else ())
     context = make_context(executor, stack, weight_progress if progress else None)
     return _Run(pipeline.spec(), program_or_store, cache, context, _verify_options(verify), instruments,
-                input_digest, bool(validate))
+                input_digest, _validate_option(validate))
 
 
 def _finish(run: _Run, pipeline, steps: tuple) -> Trace:

@@ -6,6 +6,15 @@
 `palettize_weights(nbits=4)` is a Stage with those parameters bound;
 `palettize_weights(prog, nbits=4)` runs it. A stage's function may return a
 plain Program or a StageResult carrying statistics for the pipeline.
+
+The Stage is the one place a stage's contract lives (as xDSL's passes: the
+options are typed fields). Its options are read once from the function's
+keyword-only parameters: name, default, type (the annotation's, else the
+default's) and choices (a `Literal[...]` annotation), so the stage modules
+declare them where they are used. Binding checks names, the stage's own
+`check`, then types and choices; spec text (`Stage.spec`, printed by
+stages.spec) parses back to an equal stage with the same cache key; the CLI
+reads its choices from here; a name is registered once.
 """
 from __future__ import annotations
 

@@ -46,3 +46,33 @@ def test_replay_validates_too_unless_told_not_to():
     with pytest.raises(InvalidStepOutput, match="step 1"):
         trace.replay(from_step=1, stages=[BROKEN])
     assert trace.replay(from_step=1, stages=[BROKEN], validate=False).steps[1].changed
+
+
+def test_full_validation_also_checks_what_a_stage_took_over():
+    """The default trusts ops a stage left as they were; "full" checks them too."""
+    import numpy as np
+
+    from ir.core import Op
+    from ir.validate import validate
+
+    def _writeable_weight(prog, *, context=None):
+        # an input defect (a writeable const) that no stage touches...
+        main = prog.main
+        ops = list(main.ops)
+        i = next(k for k, op in enumerate(ops) if op.op_type == "const" and op.name == "w0")
+        arr = np.array(ops[i].attrs["val"])  # a writeable copy
+        ops[i] = Op.make("const", "w0", outputs=ops[i].outputs, attrs={**ops[i].attrs, "val": arr})
+        return prog.with_function(main.replace(block=main.block.replace(ops=ops)))
+
+    flawed = _writeable_weight(h.mlp())
+    with pytest.raises(Exception, match="writeable"):
+        validate(flawed)
+    tail = Pipeline([h.scale_const(name="w1")])
+    assert tail.run(flawed).steps[0].changed  # ...is not reported by the default
+    with pytest.raises(InvalidStepOutput, match="writeable array"):
+        tail.run(flawed, validate="full")
+
+
+def test_a_bad_validate_option_is_refused():
+    with pytest.raises(Exception, match="validate='yes'"):
+        Pipeline([h.identity]).run(h.mlp(), validate="yes")
