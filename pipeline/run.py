@@ -102,14 +102,20 @@ def _execute(run: _Run, st, index: int, program: Program, event: StepEvent):
         result = st.run(program, run.context)
         return result, time.perf_counter() - t0
     except Exception as exc:
-        call_hook(run.instruments, "on_error", event, exc)
-        repro = [i.last for i in run.instruments if isinstance(i, CrashReproducer)]
-        where = f"; reproducer saved to {repro[0]}" if repro else ""
+        repro = _reproduce(run, event, exc)
+        where = f"; reproducer saved to {repro}" if repro else ""
         raise StageFailed(f"step {index} ({event.spec}) raised {type(exc).__name__}: {exc}{where}",
-                          index, st, repro[0] if repro else None) from exc
+                          index, st, repro) from exc
 
 
-def _validated(run: _Run, st, index: int, spec: str, before: Program, after: Program) -> float:
+def _reproduce(run: _Run, event: StepEvent, exc: Exception) -> Optional[str]:
+    """Tell the instruments a step failed; the crash reproducer's path, if one saved it."""
+    call_hook(run.instruments, "on_error", event, exc)
+    repro = [i.last for i in run.instruments if isinstance(i, CrashReproducer)]
+    return repro[0] if repro else None
+
+
+def _validated(run: _Run, st, index: int, event: StepEvent, before: Program, after: Program) -> float:
     """Seconds spent checking `after` against the IR rules (0 when it is the input itself)."""
     if not run.validate or after is before:
         return 0.0
@@ -117,7 +123,10 @@ def _validated(run: _Run, st, index: int, spec: str, before: Program, after: Pro
     try:
         validate_program(after, trusted=None if run.validate == "full" else before)
     except InvalidProgram as e:
-        raise InvalidStepOutput(f"step {index} ({spec}) returned an invalid program: {e}", index, st) from None
+        repro = _reproduce(run, event, e)  # a stage that breaks the IR is a failing stage
+        where = f"; reproducer saved to {repro}" if repro else ""
+        raise InvalidStepOutput(f"step {index} ({event.spec}) returned an invalid program: {e}{where}",
+                                index, st) from None
     return time.perf_counter() - t0
 
 
@@ -138,7 +147,7 @@ def _one_step(run: _Run, steps: tuple, indexed) -> tuple:
     else:
         program = input_program()
         result, seconds = _execute(run, st, index, program, event)
-        validate_seconds = _validated(run, st, index, spec, program, result.program)
+        validate_seconds = _validated(run, st, index, event, program, result.program)
         out = run.store.add(result.program)
         if run.cache is not None and key is not None:
             run.cache.store(in_digest, key, out, result.stats)
@@ -161,7 +170,7 @@ def run_steps(run: _Run, stages: tuple, offset: int, before: tuple = ()) -> tupl
 
 
 def _start(pipeline, program_or_store, input_digest, cache, verify, progress, executor, instruments,
-           stack: ExitStack, n_steps: int, validate: bool = True) -> _Run:
+           stack: ExitStack, n_steps: int, validate=True) -> _Run:
     from pipeline.executors import make_context
 
     instruments = tuple(instruments) + ((ProgressBar(n_steps),) if progress else ())

@@ -76,3 +76,12 @@ def test_full_validation_also_checks_what_a_stage_took_over():
 def test_a_bad_validate_option_is_refused():
     with pytest.raises(Exception, match="validate='yes'"):
         Pipeline([h.identity]).run(h.mlp(), validate="yes")
+
+
+def test_an_invalid_output_leaves_a_crash_reproducer(tmp_path):
+    from pipeline import CrashReproducer
+
+    repro = CrashReproducer(tmp_path)
+    with pytest.raises(InvalidStepOutput, match="reproducer saved to"):
+        Pipeline([h.identity, BROKEN]).run(h.mlp(), instruments=[repro])
+    assert repro.last is not None
