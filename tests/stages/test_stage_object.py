@@ -123,3 +123,14 @@ def test_contract_is_a_field_and_a_decorator_keyword():
     finally:
         REGISTRY.pop("contract_test_stage", None)
         REGISTRY.pop("contract_test_stage_checked", None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_affine_spec_print_parse_equal(data):
+    affine = stages.get("affine_quantize_weights")
+    params = {name: data.draw(st.sampled_from(affine.option(name).choices)) for name in ("mode", "dtype", "granularity")}
+    params["block_size"] = data.draw(st.integers(1, 512))
+    bound = affine(**params)
+    (back,) = Pipeline.from_spec(bound.spec()).stages
+    assert back == bound and back.key() == bound.key()
