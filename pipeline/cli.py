@@ -70,7 +70,8 @@ def make_progress(flag):
 # ---- compress -------------------------------------------------------------------
 
 # Stage options, in the order their stages run (prune, then palettize or quantize,
-# as joint compression expects): flag, metavar, argparse type/choices, help,
+# as joint compression expects): flag, metavar, argparse type (and `choices_of`: the
+# stage option whose choices the flag offers, read from the stage's metadata), help,
 # stage name, the stage parameters the value becomes.
 def _percent(text: str) -> float:
     value = float(text)
@@ -82,13 +83,23 @@ def _percent(text: str) -> float:
 STAGE_OPTIONS = (
     ("--sparsify", "PCT", dict(type=_percent), "prune PCT%% of each weight (smallest magnitudes)",
      "sparsify_weights", lambda pct: {"target_sparsity": pct / 100.0}),
-    ("--palettize", "NBITS", dict(type=int, choices=(1, 2, 3, 4, 6, 8)),
+    ("--palettize", "NBITS", dict(type=int, choices_of="nbits"),
      "palettize each weight to a 2**NBITS-entry LUT (k-means)",
      "palettize_weights", lambda nbits: {"nbits": nbits}),
-    ("--quantize", "DTYPE", dict(choices=("int8", "uint8", "int4", "uint4")),
+    ("--quantize", "DTYPE", dict(choices_of="dtype"),
      "affine-quantize each weight per channel",
      "affine_quantize_weights", lambda dtype: {"dtype": dtype}),
 )
+
+
+def _argparse_kind(kind: dict, stage_name: str) -> dict:
+    """The add_argument keywords of a stage option: `choices_of` becomes the stage option's choices."""
+    if "choices_of" not in kind:
+        return kind
+    from stages import get
+
+    rest = {k: v for k, v in kind.items() if k != "choices_of"}
+    return {**rest, "choices": get(stage_name).option(kind["choices_of"]).choices}
 
 
 def _option_dest(flag: str) -> str:
@@ -420,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--recipe", metavar="FILE", help="a TOML or JSON recipe")
     how.add_argument("--pipeline", dest="pipeline_spec", metavar="SPEC",
                      help="a pipeline spec, e.g. 'sparsify_weights{target_sparsity=0.5},palettize_weights{nbits=4}'")
-    for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
-        how.add_argument(flag, metavar=metavar, help=help_, **kind)
+    for flag, metavar, kind, help_, stage_name, _ in STAGE_OPTIONS:
+        how.add_argument(flag, metavar=metavar, help=help_, **_argparse_kind(kind, stage_name))
     c.add_argument("--target", metavar="TARGET",
                    help="Core ML deployment target of the output, e.g. iOS18 (default: the input model's; "
                         "raising it allows the newer compressed forms: 4-bit, per-block, grouped LUTs, joint)")

@@ -350,6 +350,8 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
         chosen = {}
         for (view, _, _), (rep, seconds) in zip(jobs, results):
             key = _key(fn, view.name)
+            if isinstance(rep, Replacement):
+                _refreeze(rep)
             if isinstance(rep, Replacement) and op_selector is None and not _smaller(rep):
                 rep = _not_smaller(rep)
             if isinstance(rep, Replacement):
@@ -365,6 +367,17 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
 
     new = map_functions(program, one_function)
     return StageResult(new, summarize(stats))
+
+
+def _refreeze(rep: Replacement) -> None:
+    """Make the arrays of a replacement read-only again. One that came back from a process
+    pool was unpickled, and numpy unpickles every array writeable: the IR would then hold
+    writeable constants (ir.validate between steps caught it). The arrays are this
+    process's fresh copies, so flipping their flag touches nothing anyone else holds."""
+    for op in rep.ops:
+        for value in (*op.attrs.values(), *(v.val for v in op.outputs)):
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                value.flags.writeable = False
 
 
 def _key(fn: Function, name: str) -> str:
