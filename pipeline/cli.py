@@ -214,7 +214,9 @@ def _summary(rep, program, result, model: Path, out: Path, trace):
     from pipeline.models import readable
 
     written = readable(out)  # where the written output can be read (pipeline.models.readable)
-    changes = rep.compare_files(program, result, model, written, _seconds_by_weight(trace), _skip_notes(trace))
+    figures = rep.stage_figures(dict(_weight_stats(step)) for step in getattr(trace, "steps", ()))
+    changes = rep.compare_files(program, result, model, written, _seconds_by_weight(trace), _skip_notes(trace),
+                                figures)
     line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(written), changes)
     return changes, line
 
