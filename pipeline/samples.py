@@ -29,6 +29,8 @@ import numpy as np
 
 from pipeline.errors import VerifyError
 
+UNKNOWN = "?"  # a dimension nothing is known of (ir.types): not shared between axes
+
 
 def _leading(name: str, arr: np.ndarray, shape: tuple) -> list:
     """The arrays the model gets for one input, one per batch (module docstring)."""
@@ -73,6 +75,8 @@ def _convert(name: str, arr: np.ndarray, dt) -> np.ndarray:
 def _check_shapes(fn, feeds: dict) -> None:
     sizes: dict = {}
     for v in fn.inputs:
+        if v.type.shape is None:  # unknown rank: anything goes
+            continue
         got, want = feeds[v.name].shape, tuple(v.type.shape)
         if len(got) != len(want):
             raise VerifyError(f"input {v.name!r}: shape {list(got)} for an input of shape {_show(want)}")
@@ -80,7 +84,7 @@ def _check_shapes(fn, feeds: dict) -> None:
             if isinstance(w, int) and g != w:
                 raise VerifyError(f"input {v.name!r}: size {g} along axis {axis}, the model declares {w} "
                                   f"(shape {_show(want)})")
-            if isinstance(w, str) and sizes.setdefault(w, (g, v.name))[0] != g:
+            if isinstance(w, str) and w != UNKNOWN and sizes.setdefault(w, (g, v.name))[0] != g:
                 other = sizes[w][1]
                 raise VerifyError(f"input {v.name!r}: dimension {w!r} is {g}, but {sizes[w][0]} in input "
                                   f"{other!r}")
@@ -96,7 +100,7 @@ def _of_dict(fn, given: Mapping) -> list:
     per_input = {}
     for name, v in declared.items():
         arr = np.asarray(given[name])
-        per_input[name] = _leading(name, arr, tuple(v.type.shape))
+        per_input[name] = [arr] if v.type.shape is None else _leading(name, arr, tuple(v.type.shape))
     counts = {name: len(b) for name, b in per_input.items()}
     if len(set(counts.values())) > 1:
         (a, na), (b, nb) = sorted(counts.items(), key=lambda kv: kv[1])[::len(counts) - 1]

@@ -69,7 +69,8 @@ class VerificationReport:
         return max((o.max_abs_error for o in self.outputs.values()), default=0.0)
 
     def summary(self) -> str:
-        figures = "; ".join(_describe(k, o) for k, o in sorted(self.outputs.items()))
+        compared = self.samples > 0 or self.passed  # a failure before any sample has no figures
+        figures = "; ".join(_describe(k, o) for k, o in sorted(self.outputs.items())) if compared else ""
         verdict = "passed" if self.passed else f"FAILED ({self.reason})"
         return f"{verdict} over {self.samples} samples; {figures or 'no outputs compared'}"
 
@@ -153,7 +154,7 @@ class _Interpreter:
 
     def __call__(self, inputs: dict) -> list:
         try:
-            return [np.asarray(v) for v in evaluate(self.program, inputs, self.function).values()]
+            return list(evaluate(self.program, inputs, self.function).values())
         except EvaluationError as e:
             raise _RunFailed(str(e)) from None
 
@@ -174,7 +175,7 @@ class _OnnxRuntime:
             raise VerifyError(f"evaluator='onnxruntime': the {label} program cannot be exported to ONNX "
                               f"({' '.join(str(e).split())}); use evaluator='interpreter'") from None
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # failures are reported in the report, not on stderr
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types are not exported
@@ -184,7 +185,7 @@ class _OnnxRuntime:
 
     def __call__(self, inputs: dict) -> list:
         try:
-            return [np.asarray(v) for v in self.session.run(None, {k: inputs[k] for k in self.wanted})]
+            return list(self.session.run(None, {k: inputs[k] for k in self.wanted}))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad feeds
             raise _RunFailed(" ".join(str(e).split())[:300]) from None
 
@@ -207,9 +208,36 @@ def _nonfinite_problem(r: np.ndarray, g: np.ndarray) -> Optional[str]:
     return f"{kinds} values where the reference has finite ones"
 
 
+def _as_array(value) -> tuple:
+    """(array, structure) of an output: a tensor as it is; a map (or a sequence of maps, as
+    ZipMap gives) as its values in key order, the keys being its structure; anything else
+    as an object array compared by equality."""
+    if isinstance(value, np.ndarray):
+        return value, None
+    maps = [value] if isinstance(value, Mapping) else list(value) if isinstance(value, (list, tuple)) else None
+    if maps is not None and maps and all(isinstance(m, Mapping) for m in maps):
+        keys = tuple(tuple(sorted(m)) for m in maps)
+        try:
+            values = np.array([[np.asarray(m[k]) for k in sorted(m)] for m in maps])
+        except ValueError:  # maps of different sizes
+            return np.asarray(value, dtype=object), keys
+        return (values[0] if isinstance(value, Mapping) else values), keys
+    try:
+        return np.asarray(value), None
+    except ValueError:  # ragged sequences
+        return np.asarray(value, dtype=object), None
+
+
+def _numeric(a: np.ndarray) -> bool:
+    return a.dtype.kind in "biufc"
+
+
 def _observe(r: np.ndarray, g: np.ndarray) -> _Observed:
     if r.shape != g.shape:
         return _Observed(_SHAPE_MISMATCH, r.dtype == g.dtype, False)
+    if not (_numeric(r) and _numeric(g)):  # strings, objects: equal or not
+        same = bool(np.array_equal(r, g)) if r.dtype == g.dtype else False
+        return _Observed(metrics.Sums(r.size) if same else _SHAPE_MISMATCH, r.dtype == g.dtype, True)
     return _Observed(metrics.sums(r, g, equal_nan=True), r.dtype == g.dtype, True)
 
 
@@ -225,6 +253,8 @@ def _why(name: str, r, g, o: _Observed, rtol, atol, snr_db) -> Optional[str]:
         return f"output {name!r}: shape {g.shape} vs {r.shape}"
     if not o.dtype_match:
         return f"output {name!r}: dtype {g.dtype} vs {r.dtype}"
+    if not (_numeric(r) and _numeric(g)):
+        return None if o.sums.noise == 0 else f"output {name!r}: values differ"
     nonfinite = _nonfinite_problem(r, g)
     if nonfinite is not None:
         return f"output {name!r}: {nonfinite}"
@@ -247,6 +277,11 @@ def _compare(reference, candidate, names, inputs, rtol, atol, snr_db):
         return {name: failed for name in names}, f"the new program fails: {e}"
     observed, why = {}, None
     for name, r, g in zip(names, ref, got):
+        (r, keys_r), (g, keys_g) = _as_array(r), _as_array(g)
+        if keys_r != keys_g:
+            observed[name] = _Observed(_SHAPE_MISMATCH, True, False)
+            why = why or f"output {name!r}: the keys of its maps differ"
+            continue
         observed[name] = _observe(r, g)
         if why is None:
             why = _why(name, r, g, observed[name], rtol, atol, snr_db)
