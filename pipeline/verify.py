@@ -157,6 +157,8 @@ class _Interpreter:
             return list(evaluate(self.program, inputs, self.function).values())
         except EvaluationError as e:
             raise _RunFailed(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a kernel or shape check that fails on this input:
+            raise _RunFailed(f"{type(e).__name__}: {e}") from None  # a failure on it, not a crash
 
 
 class _OnnxRuntime:
@@ -350,7 +352,7 @@ def _generated(run, before, samples, function, tally, tol, seed, dims) -> Verifi
     except (Unsatisfiable, _Unevaluable):
         last = f" ({failures[-1]})" if failures else ""
         free = [s for s in symbols_of(before.functions[function]) if s not in (dims or {})]
-        hint = (f"; its symbolic dims {', '.join(free)} were drawn from 1..{DEFAULT_SYMBOL_SIZE}: give sizes "
+        hint = (f"; its symbolic dims {', '.join(map(repr, free))} were drawn from 1..{DEFAULT_SYMBOL_SIZE}: give sizes "
                 f"with dims= (--dim name=N) or real inputs" if free else "; give real inputs")
         return tally.report(False, None, f"the reference program fails on every generated input{last}{hint}")
     return tally.report(True)

@@ -216,3 +216,36 @@ def test_unknown_or_bad_dims_are_refused():
         verify(embedding_model(), embedding_model(path="direct"), dims={"sequence": 4})
     with pytest.raises(VerifyError, match="dims: seq=0: need a positive integer"):
         verify(embedding_model(), embedding_model(path="direct"), dims={"seq": 0})
+
+
+def test_an_int8_index_into_a_big_table_stays_inside_its_dtype():
+    @program(inputs={"ids": TensorSpec((3,), "int8")})
+    def net(b, ids):
+        return b.gather(x=np.zeros((1000, 2), np.float32), indices=ids, axis=0, name="out")
+
+    assert input_domains(net) == {"ids": Domain("index", 1000)}
+
+    @given(inputs_for(net))
+    @settings(max_examples=20, deadline=None)
+    def inside(inputs):
+        assert 0 <= inputs["ids"].min() and inputs["ids"].max() <= 127
+
+    inside()
+
+
+def _copy(prog):
+    from ir.text import parse_program, print_program
+
+    return parse_program(print_program(prog))
+
+
+def test_a_model_that_runs_on_no_generated_input_names_its_free_dims():
+    @program(inputs={"x": TensorSpec(("n",), "fp32")})
+    def needs_five(b, x):  # a reshape to [5]: only n = 5 runs, never drawn from 1..4
+        return b.reshape(x=x, shape=[5], name="out")
+
+    report = verify(needs_five, _copy(needs_five), samples=8)
+    assert not report.passed and report.samples == 0
+    assert "fails on every generated input" in report.reason and "dims 'n' were drawn" in report.reason
+    assert "no outputs compared" in report.summary()
+    assert verify(needs_five, _copy(needs_five), samples=4, dims={"n": 5}).passed
