@@ -31,7 +31,7 @@ per sample (a model declaring a 4 TiB input is refused, not allocated).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
 
 import numpy as np
@@ -63,6 +63,7 @@ class VerificationReport:
     worst_input: Optional[dict] = field(default=None, repr=False)  # largest error seen
     counterexample: Optional[dict] = field(default=None, repr=False)  # shrunk failing input
     reason: str = ""
+    probed_dims: PMap = field(default_factory=pmap)  # symbolic dim sizes verify had to find (_probe_dims)
 
     @property
     def max_abs_error(self) -> float:
@@ -72,7 +73,9 @@ class VerificationReport:
         compared = self.samples > 0 or self.passed  # a failure before any sample has no figures
         figures = "; ".join(_describe(k, o) for k, o in sorted(self.outputs.items())) if compared else ""
         verdict = "passed" if self.passed else f"FAILED ({self.reason})"
-        return f"{verdict} over {self.samples} samples; {figures or 'no outputs compared'}"
+        probed = ", ".join(f"{k}={v}" for k, v in sorted(self.probed_dims.items()))
+        where = f" (symbolic dims the model runs with, found by probing: {probed})" if probed else ""
+        return f"{verdict} over {self.samples} samples{where}; {figures or 'no outputs compared'}"
 
 
 def _describe(name: str, o: OutputError) -> str:
@@ -183,11 +186,15 @@ class _OnnxRuntime:
         except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types are not exported
             raise VerifyError(f"evaluator='onnxruntime': onnxruntime cannot load the {label} program "
                               f"({' '.join(str(e).split())[:300]}); use evaluator='interpreter'") from None
-        self.wanted = [i.name for i in self.session.get_inputs()]
+        wanted = [i.name for i in self.session.get_inputs()]
+        ours = [v.name for v in program.functions[function].inputs]
+        # the export keeps input names and order; should it ever rename one, order decides
+        self.feed_names = dict(zip(ours, wanted)) if set(wanted) != set(ours) else {n: n for n in wanted}
 
     def __call__(self, inputs: dict) -> list:
         try:
-            return list(self.session.run(None, {k: inputs[k] for k in self.wanted}))
+            return list(self.session.run(None, {self.feed_names[k]: v for k, v in inputs.items()
+                                                if k in self.feed_names}))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad feeds
             raise _RunFailed(" ".join(str(e).split())[:300]) from None
 
@@ -316,12 +323,14 @@ def _explicit(run, feeds_list, tally, tol) -> VerificationReport:
     return tally.report(True)
 
 
-def _generated(run, before, samples, function, tally, tol, seed, dims) -> VerificationReport:
+def _search(run, before, samples, function, tally, tol, seed, dims):
+    """The hypothesis search: a report, or None when the reference ran on no generated input
+    (then `failures` says why)."""
     from hypothesis import HealthCheck, Phase, given, reject, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis.errors import Unsatisfiable
 
-    from pipeline.strategies import inputs_for, symbols_of
+    from pipeline.strategies import inputs_for
 
     failures: list = []
     try:
@@ -348,14 +357,55 @@ def _generated(run, before, samples, function, tally, tol, seed, dims) -> Verifi
     try:
         property_holds()
     except _Mismatch as m:  # hypothesis re-raises the shrunk (minimal) failing example
-        return tally.report(False, dict(m.inputs), m.why)
+        return tally.report(False, dict(m.inputs), m.why), failures
     except (Unsatisfiable, _Unevaluable):
-        last = f" ({failures[-1]})" if failures else ""
-        free = [s for s in symbols_of(before.functions[function]) if s not in (dims or {})]
-        hint = (f"; its symbolic dims {', '.join(map(repr, free))} were drawn from 1..{DEFAULT_SYMBOL_SIZE}: give sizes "
-                f"with dims= (--dim name=N) or real inputs" if free else "; give real inputs")
-        return tally.report(False, None, f"the reference program fails on every generated input{last}{hint}")
-    return tally.report(True)
+        return None, failures
+    return tally.report(True), failures
+
+
+MAX_PROBES = 64  # evaluations of the reference spent looking for sizes of symbolic dims it runs with
+
+
+def _probe_dims(reference, program: Program, function: str, dims: dict, free: list) -> Optional[dict]:
+    """Sizes for the free symbolic dims with which the reference runs on one example input,
+    or None. Tried in order: one dim at a size read off the graph (the others at 2), then
+    every free dim at that size (pipeline.strategies.domain.size_candidates)."""
+    from pipeline.strategies import example, input_domains, size_candidates
+
+    fn = program.functions[function]
+    domains = input_domains(program, function)
+    candidates = [c for c in size_candidates(program, function) if c != 2]
+    tries = [{s: c} for c in candidates for s in free] + [dict.fromkeys(free, c) for c in candidates]
+    for i, fixed in enumerate(tries[:MAX_PROBES]):
+        sizes = {**dict.fromkeys(free, 2), **dims, **fixed}
+        if _elements(fn, sizes) > MAX_SAMPLE_ELEMENTS:
+            continue
+        try:
+            reference(example(fn, sizes, domains, seed=i))
+        except _RunFailed:
+            continue
+        return fixed
+    return None
+
+
+def _generated(run, before, samples, function, tally, tol, seed, dims) -> VerificationReport:
+    from pipeline.strategies import symbols_of
+
+    report, failures = _search(run, before, samples, function, tally, tol, seed, dims)
+    if report is not None:
+        return report
+    free = [s for s in symbols_of(before.functions[function]) if s not in dims]
+    found = _probe_dims(run[0], before, function, dims, free) if free else None
+    if found is not None:  # e.g. a PyTorch export with the example's sequence length baked in
+        report, more = _search(run, before, samples, function, _Tally(tally.names), tol, seed, {**dims, **found})
+        if report is not None:
+            return replace(report, probed_dims=pmap(found))
+        failures += more
+    last = f" ({failures[-1]})" if failures else ""
+    hint = (f"; its symbolic dims {', '.join(map(repr, free))} were drawn from 1..{DEFAULT_SYMBOL_SIZE} and "
+            f"probed at sizes read off the graph: give sizes with dims= (--dim name=N) or real inputs"
+            if free else "; give real inputs")
+    return tally.report(False, None, f"the reference program fails on every generated input{last}{hint}")
 
 
 def _check_options(samples, rtol, atol, snr_db, evaluator) -> None:
@@ -372,12 +422,16 @@ def _check_options(samples, rtol, atol, snr_db, evaluator) -> None:
         raise VerifyError(f"evaluator={evaluator!r}: need one of {', '.join(map(repr, EVALUATORS))}")
 
 
+def _elements(fn, sizes: Mapping) -> int:
+    """Elements of one sample of the function's inputs (a symbolic dim: its size in `sizes`,
+    else DEFAULT_SYMBOL_SIZE, the largest size pipeline.strategies.SYMBOL_SIZES draws)."""
+    return sum(math.prod(d if isinstance(d, int) else int(sizes.get(d, DEFAULT_SYMBOL_SIZE)) for d in v.type.shape or ())
+               for v in fn.inputs)
+
+
 def _check_sampleable(program: Program, function: str, dims: Mapping) -> None:
-    """Refuse inputs too large to generate (a symbolic dim counts as its size in `dims`,
-    else as DEFAULT_SYMBOL_SIZE, the largest size pipeline.strategies.SYMBOL_SIZES draws)."""
-    total = 0
-    for v in program.functions[function].inputs:
-        total += math.prod(d if isinstance(d, int) else int(dims.get(d, DEFAULT_SYMBOL_SIZE)) for d in v.type.shape)
+    """Refuse inputs too large to generate."""
+    total = _elements(program.functions[function], dims)
     if total > MAX_SAMPLE_ELEMENTS:
         raise VerifyError(f"the inputs of {function!r} hold {total} elements per sample, more than verify "
                           f"generates ({MAX_SAMPLE_ELEMENTS}); pass inputs= instead")

@@ -6,9 +6,9 @@
     from hypothesis import given
     from pipeline.strategies import inputs_for
 """
-from pipeline.strategies.domain import Domain, input_domains
+from pipeline.strategies.domain import Domain, input_domains, size_candidates
 from pipeline.strategies.inputs import (ELEMENTWISE_LIMIT, FLOAT_BOUND, INT_BOUND, SYMBOL_SIZES,
-                                        inputs_for, symbols_of, tensors)
+                                        example, inputs_for, symbols_of, tensors)
 
-__all__ = ["inputs_for", "tensors", "symbols_of", "Domain", "input_domains", "ELEMENTWISE_LIMIT",
-           "FLOAT_BOUND", "INT_BOUND", "SYMBOL_SIZES"]
+__all__ = ["inputs_for", "tensors", "symbols_of", "example", "Domain", "input_domains", "size_candidates",
+           "ELEMENTWISE_LIMIT", "FLOAT_BOUND", "INT_BOUND", "SYMBOL_SIZES"]

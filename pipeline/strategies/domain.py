@@ -135,3 +135,28 @@ def input_domains(program: Program, function: str = "main") -> dict:
 
 
 __all__ = ["Domain", "input_domains", "PASS_THROUGH", "INDEX_CONSUMERS", "MASK_CONSUMERS"]
+
+
+# ---- sizes worth trying for symbolic dims ----------------------------------------------------
+
+MAX_CANDIDATE = 4096
+SMALL_CONST = 16  # int consts of at most this many elements are read for sizes (shapes, axes)
+
+
+def size_candidates(program: Program, function: str = "main") -> tuple:
+    """Sizes a symbolic input dim may have to take for the model to run, read off the graph:
+    static dims of its values and the entries of its small integer consts (reshape targets,
+    slice bounds), in 1..MAX_CANDIDATE, ascending. A PyTorch export often bakes the example
+    input's sequence length into reshapes while declaring the dim symbolic: that length is
+    among these."""
+    fn = program.functions[function]
+    found: set = set()
+    for op in fn.block.ops:
+        for out in op.outputs:
+            shape = getattr(out.type, "shape", None) or ()
+            found.update(d for d in shape if isinstance(d, int))
+        if op.op_type == "const":
+            val = np.asarray(op.attrs["val"])
+            if val.dtype.kind in "iu" and val.size <= SMALL_CONST:
+                found.update(int(v) for v in val.reshape(-1))
+    return tuple(sorted(d for d in found if 1 <= d <= MAX_CANDIDATE))

@@ -96,6 +96,25 @@ def tensors(tensor_type: TensorType, sizes: dict | None = None, bound: float = F
                      st.integers(0, 2**32 - 1), scales)
 
 
+def example(fn, sizes: dict, domains: dict, seed: int = 0) -> dict:
+    """One deterministic sample of a function's inputs (no hypothesis): symbolic dims from
+    `sizes` (default 2), values inside `domains`; verify probes dim sizes with it."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in fn.inputs:
+        dt = lookup_dtype(v.type.dtype)
+        shape = tuple(d if isinstance(d, int) else sizes.get(d, 2) for d in v.type.shape)
+        domain = domains.get(v.name)
+        if domain is not None and domain.kind == "index" and dt.is_integer:
+            out[v.name] = rng.integers(0, min(domain.high, dt.max + 1), size=shape).astype(dt.storage)
+        elif domain is not None and domain.kind == "mask":
+            lengths = rng.integers(1, shape[-1] + 1, size=shape[:-1]) if shape and shape[-1] else np.ones(())
+            out[v.name] = _mask(dt, shape, lengths) if shape and shape[-1] else np.ones(shape, dt.storage)
+        else:
+            out[v.name] = _from_seed(dt, shape, int(rng.integers(0, 2**32)), 1.0)
+    return out
+
+
 def symbols_of(fn) -> list:
     """The symbolic dimension names of a function's inputs, sorted."""
     return sorted({d for v in fn.inputs for d in v.shape if isinstance(d, str)})
@@ -127,4 +146,4 @@ def inputs_for(program: Program, function: str = "main", bound: float = FLOAT_BO
     return _inputs(fn, bound, dims, domains)
 
 
-__all__ = ["inputs_for", "tensors", "symbols_of", "ELEMENTWISE_LIMIT"]
+__all__ = ["inputs_for", "tensors", "symbols_of", "example", "ELEMENTWISE_LIMIT"]

@@ -157,3 +157,35 @@ def test_bad_dim_options_are_usage_errors(models, capsys):
     code = main(["verify", str(original), str(small), "--dim", "seq=4"])
     err = capsys.readouterr().err
     assert code == EXIT_FAIL and "no dimension 'seq'" in err and "batch, sequence" in err
+
+
+class TorchLayer(nn.Module):
+    """torch's own nn.TransformerEncoderLayer: its export bakes the example's sequence
+    length (8) into reshapes while declaring the dim symbolic."""
+
+    def __init__(self, d=64):
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, d)
+        self.layer = nn.TransformerEncoderLayer(d, 2, 2 * d, batch_first=True, dropout=0.0)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.layer(self.tok(input_ids), src_key_padding_mask=attention_mask == 0)[:, 0])
+
+
+def test_a_torch_encoder_layer_with_a_baked_sequence_length(tmp_path, capsys):
+    torch.manual_seed(0)
+    ids = torch.zeros((2, 8), dtype=torch.int64)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    original, small = tmp_path / "layer.onnx", tmp_path / "layer-int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TorchLayer().eval(), (ids, torch.ones_like(ids)), str(original),
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    assert main(["compress", str(original), "-o", str(small), "--quantize", "int8", "-q", "--no-check"]) == EXIT_OK
+    capsys.readouterr()
+    code = main(["verify", str(original), str(small), "--snr-db", "30", "--samples", "8"])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert "found by probing: sequence=8" in out and "SNR inf" not in out  # the weights did change

@@ -239,13 +239,24 @@ def _copy(prog):
     return parse_program(print_program(prog))
 
 
-def test_a_model_that_runs_on_no_generated_input_names_its_free_dims():
+def test_sizes_a_model_needs_are_probed_from_the_graph():
     @program(inputs={"x": TensorSpec(("n",), "fp32")})
     def needs_five(b, x):  # a reshape to [5]: only n = 5 runs, never drawn from 1..4
         return b.reshape(x=x, shape=[5], name="out")
 
     report = verify(needs_five, _copy(needs_five), samples=8)
+    assert report.passed and report.samples == 8 and dict(report.probed_dims) == {"n": 5}
+    assert "found by probing: n=5" in report.summary()
+    assert verify(needs_five, _copy(needs_five), samples=4, dims={"n": 5}).probed_dims == {}
+
+
+def test_a_model_that_runs_on_no_generated_input_names_its_free_dims():
+    @program(inputs={"x": TensorSpec(("n",), "fp32")})
+    def needs_thousand(b, x):  # 10 x 100 elements: no size read off the graph gives 1000
+        return b.reshape(x=x, shape=[10, 100], name="out")
+
+    report = verify(needs_thousand, _copy(needs_thousand), samples=8)
     assert not report.passed and report.samples == 0
     assert "fails on every generated input" in report.reason and "dims 'n' were drawn" in report.reason
     assert "no outputs compared" in report.summary()
-    assert verify(needs_five, _copy(needs_five), samples=4, dims={"n": 5}).passed
+    assert verify(needs_thousand, _copy(needs_thousand), samples=4, dims={"n": 1000}).passed
