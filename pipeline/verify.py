@@ -10,8 +10,11 @@ Inputs come from hypothesis strategies derived from the input types and the mode
 domain (pipeline.strategies: token ids below their embedding table's size, 0/1 masks,
 symbolic dims from `dims={"sequence": 16}` or small drawn sizes), or from `inputs=`: one
 sample, a list of samples, or arrays with the samples along a leading axis, cut into the
-batches the model accepts (pipeline.samples). Outputs are matched by position (stages may
-rename them) and reported under `before`'s output names.
+batches the model accepts (pipeline.samples). When the reference runs on no generated
+input, sizes for the free symbolic dims are probed from the graph (a PyTorch export often
+bakes the example's sequence length into its reshapes) and the report names them
+(`probed_dims`). Outputs are matched by position (stages may rename them) and reported
+under `before`'s output names.
 
 `evaluator`: "interpreter" (ir.interpret, exact semantics) or "onnxruntime" (both programs
 exported to ONNX in memory and run in an InferenceSession: fast on big models; a program
@@ -425,8 +428,10 @@ def _check_options(samples, rtol, atol, snr_db, evaluator) -> None:
 def _elements(fn, sizes: Mapping) -> int:
     """Elements of one sample of the function's inputs (a symbolic dim: its size in `sizes`,
     else DEFAULT_SYMBOL_SIZE, the largest size pipeline.strategies.SYMBOL_SIZES draws)."""
-    return sum(math.prod(d if isinstance(d, int) else int(sizes.get(d, DEFAULT_SYMBOL_SIZE)) for d in v.type.shape or ())
-               for v in fn.inputs)
+    def size(d):
+        return d if isinstance(d, int) else int(sizes.get(d, DEFAULT_SYMBOL_SIZE))
+
+    return sum(math.prod(size(d) for d in v.type.shape or ()) for v in fn.inputs)
 
 
 def _check_sampleable(program: Program, function: str, dims: Mapping) -> None:
