@@ -8,7 +8,10 @@
 - `compare_weights(before, after)`: per weight bytes before/after (as written in
   the files when measured, see pipeline.filesizes; else estimated, and the
   column says so), ratio, SNR, max abs error and the reason a stage left it as
-  it was: the summary after `weightpress compress`.
+  it was: the summary after `weightpress compress`. SNR and max abs error are
+  the compressing stage's own figures from the trace (`stage_figures`) when one
+  stage alone compressed the weight, else computed here; either way defined in
+  stages.compression.numeric.metrics.
 - `diff_models(a, b)`: weights added / removed / changed and op counts changed.
 - `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
   reports draw each weight's histogram with its LUT or quantization grid as
