@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from ir.interpret import run_op
+from ir.fold import constant_values
 from stages.compression.numeric import metrics
 
 CONSTEXPR = "constexpr_"
@@ -105,20 +105,12 @@ def _const_bytes(var) -> int:
 
 def _evaluate_constants(fn):
     """Values of every const and const-only constexpr output, their producers and consumers."""
-    env, producer, consumers = {}, {}, {}
+    env, producer, consumers = constant_values(fn), {}, {}
     for op in fn.block.walk():
         for key, v in op.inputs.items():
             for var in v if isinstance(v, tuple) else (v,):
                 consumers.setdefault(var.name, []).append((op, key))
-        if op.op_type == "const":
-            env[op.outputs[0].name] = np.asarray(op.attrs["val"])
-        elif op.op_type.startswith(CONSTEXPR) and all(var.name in env for var in op.input_vars()):
-            for var, val in zip(op.outputs, run_op(op, env)):
-                env[var.name] = val
-        else:
-            continue
-        for var in op.outputs:
-            producer[var.name] = op
+        producer.update((var.name, op) for var in op.outputs if var.name in env)
     return env, producer, consumers
 
 

@@ -27,7 +27,7 @@ from toolz import reduce
 from ir import Program
 from pipeline.errors import EquivalenceError, PipelineError, StageFailed, UncacheableWarning
 from pipeline.instruments import CrashReproducer, ProgressBar, StepEvent, call_hook, weight_progress
-from pipeline.trace import ProgramStore, Step, Trace, materialize
+from pipeline.trace import ProgramStore, Step, Trace, find_or_recompute
 
 _VERIFY_MODES = ("each", "final")
 
@@ -99,7 +99,7 @@ def _one_step(run: _Run, steps: tuple, indexed) -> tuple:
     index, st = indexed
     n_done = len(steps)
     in_digest = run.input_digest if n_done == 0 else steps[-1].output_digest
-    input_program = lambda: materialize(run.store, run.input_digest, steps, n_done, run.context)  # noqa: E731
+    input_program = lambda: find_or_recompute(run.store, run.input_digest, steps, n_done, run.context)  # noqa: E731
     spec = stage_spec(st)
     event = StepEvent(index, st, spec, run.pipeline_spec, input_program)
     call_hook(run.instruments, "before_step", event)
@@ -118,7 +118,7 @@ def _one_step(run: _Run, steps: tuple, indexed) -> tuple:
         step = Step(index, st, spec, freeze(st.all_params), key, in_digest, out.digest, seconds,
                     out is not program, False, pmap(result.stats))
     done = steps + (step,)
-    output_program = lambda: materialize(run.store, run.input_digest, done, n_done + 1, run.context)  # noqa: E731
+    output_program = lambda: find_or_recompute(run.store, run.input_digest, done, n_done + 1, run.context)  # noqa: E731
     if run.verify is not None and run.verify["mode"] == "each" and step.changed:
         step = _check(run, step, input_program(), output_program())
         done = steps + (step,)

@@ -9,7 +9,6 @@ program costs time, never a wrong answer).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Optional
 from pyrsistent import PMap, pmap
 
 from ir import Program
+from ir.atomic import write_text
 from pipeline.errors import PipelineError
 from stages.base import DEFAULT_CONTEXT, Stage
 
@@ -76,8 +76,9 @@ class ProgramStore:
         return out
 
 
-def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=DEFAULT_CONTEXT) -> Program:
-    """program_at(i) of a run whose steps are `steps`, recomputing what the store lacks."""
+def find_or_recompute(store: ProgramStore, input_digest: str, steps, i: int, context=DEFAULT_CONTEXT) -> Program:
+    """program_at(i) of a run whose steps are `steps`: found in the store (memory, then the
+    cache), else recomputed from the nearest earlier program it holds."""
     digest = input_digest if i == 0 else steps[i - 1].output_digest
     found = store.find(digest)
     if found is not None:
@@ -85,7 +86,7 @@ def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=D
     if i == 0:
         raise PipelineError(f"the input program {digest[:12]} is neither in memory nor in the cache")
     step = steps[i - 1]
-    previous = materialize(store, input_digest, steps, i - 1, context)
+    previous = find_or_recompute(store, input_digest, steps, i - 1, context)
     out = step.stage.run(previous, context).program
     if out.digest != digest:
         warnings.warn(f"step {step.index} ({step.spec}) recomputed to {out.digest[:12]}, the trace "
@@ -93,6 +94,10 @@ def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=D
     if store.cache is not None and step.key is not None:
         store.cache.store(step.input_digest, step.key, out, step.stats)
     return store.add(out)
+
+
+# the old name, kept importable (it clashed with the constexpr fold, now ir.fold)
+materialize = find_or_recompute
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class Trace:
         n = len(self.steps)
         if not -(n + 1) <= i <= n:
             raise IndexError(f"program_at({i}): the trace has programs 0..{n}")
-        return materialize(self.store, self.input_digest, self.steps, i % (n + 1))
+        return find_or_recompute(self.store, self.input_digest, self.steps, i % (n + 1))
 
     def digest_at(self, i: int) -> str:
         return self.input_digest if i == 0 else self.steps[i - 1].output_digest
@@ -155,10 +160,7 @@ class Trace:
             cache.put_program(program)
         doc = {"format": TRACE_FORMAT, "pipeline": self.pipeline.spec(), "input_digest": self.input_digest,
                "steps": [s.to_json() for s in self.steps]}
-        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+        write_text(path, json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, path, cache) -> "Trace":

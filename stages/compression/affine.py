@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ir.fold import evaluate_ops
 from ir.ops.quant import block_view
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
 from stages.compression.figures import CHUNK, FigureSums, const_nbytes, record, round_to_float16, work_dtype
 from stages.compression.forms import Emitter, require_constexpr, require_ios18
-from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.affine import GRANULARITIES, MODES, QUANT_DTYPES, affine_quantize
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.weights import Replacement, Skip, transform_weights

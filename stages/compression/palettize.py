@@ -68,11 +68,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ir.fold import evaluate_ops
 from stages.base import DEFAULT_CONTEXT
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, figures_from_sums, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
-from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.numeric.palettize import (GRANULARITIES, METHODS, MODES, NBITS, palettize,
                                                   palettize_with_error, to_ios16)

@@ -31,11 +31,11 @@ from pyrsistent import freeze, pmap
 
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
+from ir.fold import fold_value, is_constexpr
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import StageContext, StageResult
 from stages.compression.config import OptimizationConfig
 from stages.compression.forms import pre_ios18_joint
-from stages.compression.materialize import is_constexpr, materialize
 
 DEFAULT_MIN_ELEMENTS = 2048  # the seed compresses only weights larger than this
 
@@ -93,12 +93,12 @@ class WeightView:
 
     def reconstruct(self, known: Mapping) -> np.ndarray:
         """The dense weight with some of the form's values replaced (name -> array), by the op kernels."""
-        return materialize(self.var, self.producer_of, dict(known))
+        return fold_value(self.var, self.producer_of, dict(known))
 
     @property
     def value(self) -> np.ndarray:
         if self._value is None:
-            value = materialize(self.var, self.producer_of)
+            value = fold_value(self.var, self.producer_of)
             if value.flags.writeable:
                 value = value.copy()
                 value.flags.writeable = False
