@@ -17,8 +17,8 @@ def test_compression_and_decompression_report_pattern_counts():
     assert packed.stats["patterns"]["splice_weights"] == {"matched": 1, "rewritten": 1}
     back = decompress_weights.run(packed.program)
     # the lut_to_dense folds into one const; the LUT and index consts only it read go
-    assert back.stats["patterns"]["decompress_weights"] == {"matched": 3, "rewritten": 3}
+    assert back.stats["patterns"]["fold_constexpr_chains"] == {"matched": 3, "rewritten": 3}
     assert [op.op_type for op in back.program.main.ops] == ["const", "linear", "relu"]
     nothing = decompress_weights.run(_net)
     assert nothing.program is _net
-    assert nothing.stats["patterns"]["decompress_weights"] == {"matched": 0, "rewritten": 0}
+    assert nothing.stats["patterns"]["fold_constexpr_chains"] == {"matched": 0, "rewritten": 0}
