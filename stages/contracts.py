@@ -584,15 +584,16 @@ def sparsify_bound(case: WeightCase) -> list:
             problems.append(f"{where}: a zeroed magnitude {mag[zero].max():.6g} exceeds a kept one "
                             f"{mag[~zero].min():.6g}")
         return problems
+    # |w| <= threshold compared in the weight's dtype (the threshold rounded to it), as the
+    # seed's numpy comparison of a weight array with a Python float does
     t = float(p.get("threshold", 1e-3))
-    want = mag <= t
-    in_dtype = np.abs(w) <= np.asarray(t).astype(w.dtype)  # the comparison in the weight's dtype
-    either = want != in_dtype  # a threshold between the two roundings: both readings are fine
-    wrong = (zero != (want | (w == 0))) & ~either
+    limit = np.asarray(t).astype(w.dtype)
+    want = (np.abs(w) <= limit) | (w == 0)
+    wrong = zero != want
     if wrong.any():
         i = np.flatnonzero(wrong)[0]
-        problems.append(f"{where}: {int(wrong.sum())} value(s) zeroed or kept against |w| <= {t}, e.g. "
-                        f"{w.reshape(-1)[i]!r} -> {got.reshape(-1)[i]!r}")
+        problems.append(f"{where}: {int(wrong.sum())} value(s) zeroed or kept against |w| <= {t} "
+                        f"({limit!r} in {w.dtype}), e.g. {w.reshape(-1)[i]!r} -> {got.reshape(-1)[i]!r}")
     return problems
 
 
@@ -631,8 +632,10 @@ def check_weights(before: Program, after: Program, stage, stats, contract=None) 
         return []
     cases, problems = weight_cases(before, after, stage, stats)
     for case in cases:
+        where = f"weight {case.name!r}"
         for p in contract.bound(case):
-            problems.append(Violation(getattr(contract.bound, "__name__", "lossy"), f"weight {case.name!r}", p))
+            p = p[len(where) + 2:] if p.startswith(where + ": ") else p
+            problems.append(Violation(getattr(contract.bound, "__name__", "lossy"), where, p))
     return problems
 
 
