@@ -100,17 +100,21 @@ def effective(contract: Optional[Contract]) -> Optional[Contract]:
         return contract
     from stages import get
 
-    parts = [effective(get(n).contract) for n in dict.fromkeys(contract.parts)]
+    return _compose([get(n).contract for n in dict.fromkeys(contract.parts)], contract.why)
+
+
+def _compose(contracts, why: str = "") -> Optional[Contract]:
+    parts = [effective(c) for c in contracts]
     if any(p is None for p in parts):
         return None
     if any(p.kind == "lossy" for p in parts):
         bounds = tuple(p.bound for p in parts if p.kind == "lossy")
-        return lossy(bounds[0] if len(bounds) == 1 else _all_of(bounds), why=contract.why)
+        return lossy(bounds[0] if len(bounds) == 1 else _all_of(bounds), why=why)
     steps = sum(p.steps for p in parts if p.kind == "within")
     rtol = max((p.rtol for p in parts if p.kind == "within"), default=0.0)
     if steps == 0 and rtol == 0.0:
-        return exact(contract.why)
-    return within(steps, rtol=rtol, why=contract.why)
+        return exact(why)
+    return within(steps, rtol=rtol, why=why)
 
 
 def _all_of(bounds):
@@ -120,11 +124,20 @@ def _all_of(bounds):
 
 
 def contract_of(stage) -> Optional[Contract]:
-    """The effective contract of a (bound) stage; a combinator's is its steps' composed."""
-    steps = getattr(stage, "params", {}).get("steps") if getattr(stage, "contract", None) is None else None
-    if steps is not None and hasattr(steps, "stages"):
-        return effective(composed(*(s.name for s in steps.stages)))
-    return effective(getattr(stage, "contract", None))
+    """The effective contract of a (bound) stage. A combinator (a stage with no contract of its
+    own whose `steps` parameter is a pipeline) has its steps' contracts composed, unless one
+    of them is lossy (its weight bounds need that stage's own parameters) or has none."""
+    own = getattr(stage, "contract", None)
+    if own is not None:
+        return effective(own)
+    steps = getattr(stage, "params", {}).get("steps")
+    inner = getattr(steps, "stages", None)
+    if not inner:
+        return None
+    found = [contract_of(s) for s in inner]
+    if any(c is None or c.kind == "lossy" for c in found):
+        return None
+    return _compose(found, f"the steps of {stage.name}")
 
 
 @dataclass(frozen=True)
@@ -784,6 +797,10 @@ def _weight_report(before, after, name, weights, changed) -> list:
     if changed and not compressed and not before.functions.keys() - after.functions.keys() \
             and name in ("affine_quantize_weights", "palettize_weights", "sparsify_weights"):
         problems.append(Violation("report", f"stage {name!r}", "changed the program but reports no weight compressed"))
+    if name in _WEIGHT_STAGES:
+        for key in _unreported(before, weights):
+            problems.append(Violation("report", f"weight {key!r}",
+                                      f"a float weight of {name} is neither compressed nor skipped with a reason"))
     for key, v in weights.items():
         if "skipped" in v and not str(v["skipped"]).strip():
             problems.append(Violation("report", f"weight {key!r}", "skipped without a reason"))
@@ -803,6 +820,29 @@ def _weight_report(before, after, name, weights, changed) -> list:
                 and _same_value(pb[wname], pa[wname]):
             problems.append(Violation("report", f"weight {key!r}", "reported compressed, but it is still the same const"))
     return problems
+
+
+_WEIGHT_STAGES = ("affine_quantize_weights", "palettize_weights", "sparsify_weights")
+_LARGE = 2048  # the seed's size rule: weights above it are compressed or skipped with a reason
+
+
+def _unreported(program, weights) -> list:
+    """Keys of large float consts read by a plain (non-constexpr) op that the report omits."""
+    missing = []
+    for fname, fn in program.functions.items():
+        readers = _consumers(fn)
+        for op in fn.block.walk():
+            if op.op_type != "const" or len(op.outputs) != 1:
+                continue
+            var = op.outputs[0]
+            val = var.val
+            if val is None or np.asarray(val).dtype.kind != "f" or np.size(val) <= _LARGE:
+                continue
+            plain = [r for r in readers.get(var.name, []) if not r.op_type.startswith("constexpr_")]
+            key = var.name if fname == "main" else f"{fname}/{var.name}"
+            if plain and key not in weights:
+                missing.append(key)
+    return missing
 
 
 def _value_of(op):
