@@ -44,7 +44,7 @@ canonicalize_quantization preset runs ten passes; a typical program needs two or
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 import numpy as np

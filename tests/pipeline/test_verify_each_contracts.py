@@ -8,9 +8,9 @@ import ir.ops.registry as op_registry
 from pipeline import EquivalenceError, Pipeline, presets
 from pipeline.contracts import ContractReport, check_step
 from stages.base import StageResult, stage
-from stages.contracts import exact, lossy, affine_bound, within
+from stages.contracts import affine_bound, exact, lossy
 from tests.pipeline import contract_programs as cp
-from tests.stages.test_preset import _mixed_program, test_lut_patterns_in_an_ios18_function  # noqa: F401
+from tests.stages.test_preset import _mixed_program
 
 COMPRESSION_PRESETS = [p for p in presets.names() if p != "canonicalize_quantization"]
 
