@@ -50,7 +50,7 @@ def test_affine_bound_by_hand():
     assert any("outside [-127, 127]" in p for p in found) and any("block scale(s)" in p for p in found)
     # one code off: that value is a whole step from its reconstruction
     bad = codes.copy()
-    bad[0, 1] += 1
+    bad[0, 2] += 1  # 0.25 * 127 = 31.75: 32, not 33
     assert any("farther than scale/2" in p for p in
                affine_tensor_problems(w, bad, scale, None, "int8", "linear_symmetric", "w"))
     # a zero point that is not the mode's
