@@ -638,12 +638,14 @@ def decompress_bound(case: WeightCase) -> list:
 
 # ---- the checks -----------------------------------------------------------------------------
 
-def check_weights(before: Program, after: Program, stage, stats, contract=None) -> list:
-    """The lossy bound on every weight the stats report compressed, decoded by the oracle."""
+def check_weights(before: Program, after: Program, stage, stats, contract=None, found=None) -> list:
+    """The lossy bound on every weight the stats report compressed, decoded by the oracle
+    (`found`: weight_cases' result when the caller has it already)."""
     contract = contract or contract_of(stage)
     if contract is None or contract.kind != "lossy":
         return []
-    cases, problems = weight_cases(before, after, stage, stats)
+    cases, problems = found or weight_cases(before, after, stage, stats)
+    problems = list(problems)
     for case in cases:
         where = f"weight {case.name!r}"
         for p in contract.bound(case):
@@ -692,7 +694,7 @@ def _quantized_names(fn, op_type: str) -> list:
 
 
 def check_outputs(before: Program, after: Program, contract: Contract, inputs, stats=None,
-                  function: str = "main", stage=None) -> list:
+                  function: str = "main", stage=None, found=None) -> list:
     """The contract on the outputs of `function` over `inputs` (a list of input dicts); every
     evaluation by ir.oracle, kernel disagreements included. Inputs the reference program
     cannot run on are skipped."""
@@ -702,7 +704,8 @@ def check_outputs(before: Program, after: Program, contract: Contract, inputs, s
     if contract is None or function not in before.functions or function not in after.functions:
         return []
     cache_b, cache_a = {}, {}
-    pins_lossy = _lossy_pins(before, after, stage, stats, function) if contract.kind == "lossy" else {}
+    pins_lossy = _lossy_pins(found or weight_cases(before, after, stage, stats), function) \
+        if contract.kind == "lossy" else {}
     problems: list = []
     for inputs_one in inputs:
         try:
@@ -748,9 +751,9 @@ def _within(after, contract, rb, ra, inputs_one, function, cache_a) -> list:
     return _outputs_problems(rb.outputs, ra.outputs, contract.rtol, promise)
 
 
-def _lossy_pins(before, after, stage, stats, function) -> dict:
+def _lossy_pins(found, function) -> dict:
     """{weight name in before: its decoded value after}, for the weights the step compressed."""
-    cases, _ = weight_cases(before, after, stage, stats)
+    cases, _ = found
     return {c.name: np.asarray(c.decoded).astype(np.asarray(c.original).dtype, copy=False)
             for c in cases if c.function == function and np.shape(c.decoded) == np.shape(c.original)}
 
@@ -865,10 +868,11 @@ def check_step(before: Program, after: Program, stage, stats=None, inputs=(), re
     problems = check_report(before, after, stage, stats, require_change)
     if contract is None or after is before:
         return problems
-    problems += check_weights(before, after, stage, stats, contract)
+    found = weight_cases(before, after, stage, stats) if contract.kind == "lossy" else None
+    problems += check_weights(before, after, stage, stats, contract, found)
     inputs = list(inputs or ())
     if inputs:
-        problems += check_outputs(before, after, contract, inputs, stats, stage=stage)
+        problems += check_outputs(before, after, contract, inputs, stats, stage=stage, found=found)
     return problems
 
 
