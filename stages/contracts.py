@@ -293,7 +293,9 @@ def _full_rank(param, rank: int, axis) -> np.ndarray:
 
 
 def _ulp(x: np.ndarray, dtype) -> np.ndarray:
-    return np.spacing(np.abs(np.asarray(x, np.float64)).astype(dtype)).astype(np.float64)
+    """One unit in the last place of x in `dtype` (inf beyond its range)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.spacing(np.abs(np.asarray(x, np.float64)).astype(dtype)).astype(np.float64)
 
 
 def affine_tensor_problems(original, codes, scale, zero_point, dtype: str, mode: str, where: str,

@@ -221,3 +221,67 @@ def test_check_step_api_for_property_tests():
     result = Pipeline.preset("int8").stages[0].run(before)
     report = check_step(before, result.program, Pipeline.preset("int8").stages[0], result.stats, samples=2)
     assert report.passed and report.samples == 2 and "lossy" in report.contract
+
+
+# ---- hard weights: correct code never fails its contract ---------------------------------------
+
+def _hard_weights():
+    rng = np.random.default_rng(5)
+    w = {}
+    w["zero_row"] = rng.standard_normal((64, 100)).astype(np.float32)
+    w["zero_row"][3] = 0
+    w["few_distinct_fp16"] = np.round(rng.standard_normal((64, 64))).astype(np.float16)
+    ext = (rng.standard_normal((64, 64)) * 20000).clip(-65504, 65504).astype(np.float16)
+    ext[0, 0], ext[1, 1] = 65504, -65504
+    w["fp16_extremes"] = ext
+    w["positive"] = np.abs(rng.standard_normal((48, 64))).astype(np.float32)
+    w["constant_rows"] = rng.standard_normal((40, 80)).astype(np.float32)
+    w["constant_rows"][::2] = 1.5
+    w["tiny_fp16"] = (rng.standard_normal((64, 64)) * 1e-6).astype(np.float16)
+    return w
+
+
+HARD = _hard_weights()
+HARD_SPECS = [
+    'affine_quantize_weights{mode="linear",dtype="uint8"}',
+    'affine_quantize_weights{mode="linear",dtype="int4",granularity="per_block",block_size=32}',
+    'affine_quantize_weights{mode="linear_symmetric",dtype="uint4",granularity="per_tensor"}',
+    'palettize_weights{mode="uniform",nbits=3,granularity="per_grouped_channel",group_size=8}',
+    'palettize_weights{mode="unique"}',
+    'palettize_weights{nbits=2,enable_per_channel_scale=true}',
+    'palettize_weights{nbits=2,cluster_dim=2,granularity="per_grouped_channel",group_size=16}',
+    'palettize_weights{nbits=8}',
+    'sparsify_weights{n_m_ratio=[2,4]}',
+    'sparsify_weights{mode="percentile_based",target_percentile=0.3}',
+    'palettize_weights{nbits=4},affine_quantize_weights{granularity="per_channel"}',
+    'sparse-50,int8',
+    'int8,decompress_weights',
+    'palettize-4bit-grouped,decompress_weights',
+    'sparse+palettize,decompress_weights',
+]
+HARD_CASES = [(name, spec) for i, spec in enumerate(HARD_SPECS) for name in
+              (sorted(HARD)[i % len(HARD)], sorted(HARD)[(i + 3) % len(HARD)])]
+
+
+def _single_linear(w, opset=None):
+    from ir.builder import TensorSpec, program
+
+    dt = "fp16" if w.dtype == np.float16 else "fp32"
+
+    @program(inputs={"x": TensorSpec((2, w.shape[1]), dt)}, **({"opset": opset} if opset else {}))
+    def net(b, x):
+        return b.linear(x=x, weight=b.const(w, name="w"), name="y")
+    return net
+
+
+@pytest.mark.parametrize("weight, spec", HARD_CASES)
+def test_hard_weights_keep_every_contract(weight, spec):
+    pipe = Pipeline.preset(spec) if spec in presets.PRESETS else Pipeline.from_spec(spec)
+    trace = pipe.run(_single_linear(HARD[weight]), verify="each")
+    assert all(s.verification is None or s.verification.passed for s in trace.steps)
+
+
+@pytest.mark.parametrize("spec", ["int8,decompress_weights", 'palettize_weights{mode="unique"}'])
+def test_ios16_forms_keep_their_contracts(spec):
+    trace = Pipeline.from_spec(spec).run(_single_linear(HARD["few_distinct_fp16"], "iOS16"), verify="each")
+    assert trace.steps[0].changed and trace.steps[0].verification.passed
