@@ -102,4 +102,25 @@ def check_step(before: Program, after: Program, stage, stats=None, *, samples: i
                           "; ".join(map(str, violations[:2])))
 
 
-__all__ = ["ContractReport", "Violation", "check_step", "draw_inputs", "requires_change", "DEFAULT_SAMPLES"]
+def check_kernels(program: Program, *, samples: int = DEFAULT_SAMPLES, inputs=None, seed: int = 0) -> list:
+    """Violations where the production quantize / decoder kernels disagree with ir.oracle while
+    `program` runs on the inputs (verify="final" runs this on the result)."""
+    from ir import oracle
+    from ir.interpret import EvaluationError
+    from stages.contracts import Violation as V
+
+    given = _as_list(inputs)
+    found, seen, cache = [], set(), {}
+    for one in given if given is not None else draw_inputs(program, samples, seed):
+        try:
+            run = oracle.evaluate(program, one, cache=cache)
+        except EvaluationError:
+            continue
+        for d in run.disagreements:
+            if (d.op_name, d.output) not in seen:
+                seen.add((d.op_name, d.output))
+                found.append(V("kernel", f"op {d.op_type} {d.op_name!r}", str(d)))
+    return found
+
+
+__all__ = ["check_kernels", "ContractReport", "Violation", "check_step", "draw_inputs", "requires_change", "DEFAULT_SAMPLES"]

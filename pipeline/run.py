@@ -80,6 +80,16 @@ def _verified(run: _Run, before: Program, after: Program, what: str, index: int,
     return report
 
 
+def _kernels_agree(run: _Run, program: Program, pipeline, index: int, report) -> None:
+    """verify="final" trusts no kernel either: the result's quantize / decoder ops against ir.oracle."""
+    from pipeline.contracts import check_kernels
+
+    found = check_kernels(program, samples=min(int(run.verify.get("samples", 8)), 8), inputs=run.verify.get("inputs"),
+                          seed=run.verify.get("seed", 0))
+    if found:
+        raise EquivalenceError(f"pipeline {pipeline.spec()}: {'; '.join(map(str, found[:3]))}", index, None, report)
+
+
 def _check(run: _Run, step: Step, before: Program, after: Program) -> Step:
     report = _verified(run, before, after, f"step {step.index} ({step.spec})", step.index, step.stage)
     return replace(step, verification=report)
@@ -171,7 +181,9 @@ def _start(pipeline, program_or_store, input_digest, cache, verify, progress, ex
 def _finish(run: _Run, pipeline, steps: tuple) -> Trace:
     trace = Trace(pipeline, steps, run.input_digest, run.store, run.cache)
     if run.verify is not None and run.verify["mode"] == "final" and trace.result_digest != trace.input_digest:
-        _verified(run, trace.program_at(0), trace.result, f"pipeline {pipeline.spec()}", len(steps) - 1, None)
+        report = _verified(run, trace.program_at(0), trace.result, f"pipeline {pipeline.spec()}", len(steps) - 1, None)
+        if run.verify.get("contracts", True):
+            _kernels_agree(run, trace.result, pipeline, len(steps) - 1, report)
     call_hook(run.instruments, "after_run", trace)
     return trace
 

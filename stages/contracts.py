@@ -709,12 +709,15 @@ def check_outputs(before: Program, after: Program, contract: Contract, inputs, s
     pins_lossy = _lossy_pins(found or weight_cases(before, after, stage, stats), function) \
         if contract.kind == "lossy" else {}
     problems: list = []
+    evaluated, last_error = 0, None
     for inputs_one in inputs:
         try:
             rb = oracle.evaluate(before, inputs_one, function, cache=cache_b,
                                  pin=pins_lossy if contract.kind == "lossy" else None)
-        except EvaluationError:
+        except EvaluationError as e:
+            last_error = e
             continue
+        evaluated += 1
         try:
             ra = oracle.evaluate(after, inputs_one, function, cache=cache_a)
         except EvaluationError as e:
@@ -727,6 +730,10 @@ def check_outputs(before: Program, after: Program, contract: Contract, inputs, s
             found += _outputs_problems(rb.outputs, ra.outputs, 0.0, contract.describe())
         if found:
             return problems + found
+    if inputs and not evaluated:
+        problems.append(Violation(contract.describe(), "the old program",
+                                  f"fails on every one of the {len(inputs)} inputs, so nothing was checked "
+                                  f"({last_error})"))
     return problems
 
 

@@ -285,3 +285,25 @@ def test_hard_weights_keep_every_contract(weight, spec):
 def test_ios16_forms_keep_their_contracts(spec):
     trace = Pipeline.from_spec(spec).run(_single_linear(HARD["few_distinct_fp16"], "iOS16"), verify="each")
     assert trace.steps[0].changed and trace.steps[0].verification.passed
+
+
+def test_final_mode_trusts_no_decoder_either(monkeypatch):
+    good = op_registry.REGISTRY["constexpr_blockwise_shift_scale"]
+
+    def off(v, ctx):
+        out = good.compute(v, ctx)[0]
+        return [(out * np.asarray(1.01, out.dtype)).astype(out.dtype)]
+
+    Pipeline.preset("int8").run(cp.mlp(), verify={"mode": "final", "snr_db": 20})  # correct: passes
+    monkeypatch.setitem(op_registry.REGISTRY, "constexpr_blockwise_shift_scale", dataclasses.replace(good, compute=off))
+    # 1% on every weight still passes an SNR of 20 dB; the oracle does not agree with the kernel
+    with pytest.raises(EquivalenceError, match="disagrees with the oracle"):
+        Pipeline.preset("int8").run(cp.mlp(), verify={"mode": "final", "snr_db": 20})
+
+
+def test_a_reference_that_never_runs_is_a_failure_not_a_pass():
+    from stages.contracts import check_outputs
+    prog = cp.mlp()
+    after = Pipeline.preset("int8")(prog)
+    found = check_outputs(prog, after, exact(), [{"x": np.ones((3, 3), np.float32)}])
+    assert found and "fails on every one of the 1 inputs" in str(found[0])
