@@ -465,8 +465,11 @@ def palettize_bound(case: WeightCase) -> list:
         pcs_op = consumers[0]
         pcs = oracle._per_element(_input(case, pcs_op, "scale"), w.shape, None)
         target = (w.astype(np.float64) / pcs).astype(w.dtype).astype(np.float64)
+        problems_pcs = _pcs_problems(w, _input(case, pcs_op, "scale"), where)
+    else:
+        problems_pcs = []
     blocks = lut.shape[:-2]
-    problems = []
+    problems = list(problems_pcs)
     entries = lut[..., 0].astype(np.float64)  # [blocks..., k]
     per_elem = lambda j: oracle._per_element(entries[..., j], w.shape, None)  # noqa: E731
     got = oracle.lut_lookup(idx, lut).astype(np.float64)
@@ -551,6 +554,39 @@ def _reported_error(case, w, where) -> list:
     actual = float(np.mean(err * err)) if err.size else 0.0
     if actual > float(mse) * (1 + 1e-4) + 1e-30:
         return [f"{where}: decoded error (mse {actual:.6g}) is worse than the reported {float(mse):.6g}"]
+    return []
+
+
+def figure_problems(case: WeightCase) -> list:
+    """The error figures the stage reports for a weight are those of its decoded value (to the
+    precision stages/compression/figures.py states: 2**-24 relative for the maximum, 2e-6 for
+    the mean square; a little more room here)."""
+    st = case.stats
+    if "max_abs_error" not in st or np.shape(case.decoded) != np.shape(case.original):
+        return []
+    err = np.abs(np.asarray(case.decoded, np.float64) - np.asarray(case.original, np.float64))
+    if not np.all(np.isfinite(err)):
+        return []
+    problems = []
+    actual = float(err.max()) if err.size else 0.0
+    reported = float(st["max_abs_error"])
+    if abs(reported - actual) > 1e-5 * actual + 1e-30:
+        problems.append(f"reports max |error| {reported:.9g}, the decoded weight has {actual:.9g}")
+    if "mse" in st and err.size:
+        mse = float(np.mean(err * err))
+        if abs(float(st["mse"]) - mse) > 1e-4 * mse + 1e-30:
+            problems.append(f"reports mse {float(st['mse']):.9g}, the decoded weight has {mse:.9g}")
+    return problems
+
+
+def _pcs_problems(w, pcs, where) -> list:
+    """enable_per_channel_scale: each output channel's scale is its max |w| (1 for a zero channel)."""
+    pcs = np.asarray(pcs)
+    axes = tuple(a for a in range(w.ndim) if pcs.shape[a] == 1)
+    want = np.max(np.abs(w.astype(np.float64)), axis=axes, keepdims=True)
+    want = np.where(want == 0, 1.0, want).astype(pcs.dtype)
+    if want.shape != pcs.shape or not np.array_equal(want, pcs):
+        return [f"{where}: per-channel scales are not each channel's max |w|"]
     return []
 
 
@@ -650,6 +686,7 @@ def check_weights(before: Program, after: Program, stage, stats, contract=None, 
     problems = list(problems)
     for case in cases:
         where = f"weight {case.name!r}"
+        problems += [Violation("reported figures", where, p) for p in figure_problems(case)]
         for p in contract.bound(case):
             p = p[len(where) + 2:] if p.startswith(where + ": ") else p
             problems.append(Violation(getattr(contract.bound, "__name__", "lossy"), where, p))
