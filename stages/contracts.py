@@ -617,6 +617,11 @@ def sparsify_bound(case: WeightCase) -> list:
         problems.append(f"{where}: {int(kept_changed.sum())} kept value(s) changed")
     if np.any((w == 0) & ~zero):
         problems.append(f"{where}: a zero of the weight is not zero after")
+    op = find_form(case.after, case.after_name, ("constexpr_sparse_to_dense",)) if case.after is not None else None
+    stored = None if op is None else _input(case, op, "nonzero_data")
+    if stored is not None and np.any(np.asarray(stored) == 0):
+        problems.append(f"{where}: {int(np.sum(np.asarray(stored) == 0))} zero(s) stored as nonzero data "
+                        "(zeros are never stored)")
     mag = np.abs(w.astype(np.float64))
     mode = str(case.stats.get("mode", case.params.get("mode")))
     p = case.params
