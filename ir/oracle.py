@@ -87,7 +87,9 @@ def _per_element(param, data_shape, axis) -> np.ndarray:
         return np.full(data_shape, float(p), np.float64) if p.dtype.kind == "f" else \
             np.full(data_shape, int(p), np.float64)
     rank = len(data_shape)
-    if p.ndim == 1 and rank != 1 or (p.ndim == 1 and axis is not None):
+    if p.ndim == 1 and (rank > 1 or axis is not None):  # per-axis: needs the axis
+        if axis is None:
+            raise OpError(f"oracle: a 1-D parameter for data of shape {tuple(data_shape)} needs an axis")
         a = int(axis) % rank
         shape = [1] * rank
         shape[a] = p.size
@@ -153,8 +155,7 @@ def scatter(values, mask) -> np.ndarray:
     """Zeros of mask's shape with `values` at the set bits, in row-major order."""
     mask = np.asarray(mask)
     flat = np.zeros(mask.size, np.asarray(values).dtype)
-    where = [i for i, bit in enumerate(mask.reshape(-1).tolist()) if bit] if mask.size < 4096 \
-        else np.flatnonzero(mask.reshape(-1))
+    where = np.flatnonzero(mask.reshape(-1))  # positions of the set bits, row-major
     if len(where) != np.asarray(values).size:
         raise ValueError(f"{len(where)} set mask bits for {np.asarray(values).size} values")
     flat[where] = np.asarray(values).reshape(-1)
@@ -189,8 +190,7 @@ def _lut_op(v, out_types):
     if v.get("shape") is not None:  # iOS16: flat LUT and indices
         lut, idx = np.asarray(v["lut"]), np.asarray(v["indices"]).reshape(-1).astype(np.int64)
         shape = tuple(int(s) for s in np.asarray(v["shape"]).reshape(-1))
-        return [np.array([lut[i] for i in idx], lut.dtype).reshape(shape) if idx.size < 4096
-                else lut[idx].reshape(shape)]
+        return [lut[idx].reshape(shape)]
     return [lut_lookup(v["indices"], v["lut"], v.get("vector_axis"))]
 
 
@@ -217,9 +217,9 @@ def _sparse_shift_op(v, out_types):
 
 
 def _cast_op(v, out_types):
+    # fp16 -> fp32 is exact: through float64, not the production kernel's direct cast
     src = np.asarray(v["source_val"])
-    return [np.array([float(x) for x in src.reshape(-1)], np.float64).astype(out_types[0].dt.storage)
-            .reshape(src.shape) if src.size < 4096 else src.astype(np.float64).astype(out_types[0].dt.storage)]
+    return [src.astype(np.float64).astype(out_types[0].dt.storage)]
 
 
 # where an op's result is not defined, so production and oracle may differ: a NaN quantized
