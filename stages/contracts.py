@@ -226,10 +226,14 @@ def _split_key(key: str) -> tuple:
     return tuple(key.split("/", 1)) if "/" in key else ("main", key)
 
 
-def weight_cases(before: Program, after: Program, stage, stats) -> tuple:
-    """(WeightCase for every weight the stats report compressed / decompressed, problems)."""
+def weight_cases(before: Program, after: Program, stage, stats, caches: Optional[dict] = None) -> tuple:
+    """(WeightCase for every weight the stats report compressed / decompressed, problems).
+
+    `caches`: {function name: (cache before, cache after)} for ir.oracle, filled here and
+    reused by the output checks so each decoder runs (and is compared) once per program."""
     weights = (stats or {}).get("weights", {}) or {}
     cases, problems, consts = [], [], {}
+    caches = {} if caches is None else caches
     params = dict(getattr(stage, "all_params", {}) or {})
     for key, st in weights.items():
         if "skipped" in st:
@@ -239,7 +243,9 @@ def weight_cases(before: Program, after: Program, stage, stats) -> tuple:
             problems.append(Violation("report", f"weight {key!r}", f"function {fname!r} is missing"))
             continue
         if fname not in consts:
-            consts[fname] = (oracle.const_values(before, fname), oracle.const_values(after, fname))
+            cb_cache, ca_cache = caches.setdefault(fname, ({}, {}))
+            consts[fname] = (oracle.const_values(before, fname, cache=cb_cache),
+                             oracle.const_values(after, fname, cache=ca_cache))
         (cb, ca) = consts[fname]
         new_name = _renamed(before.functions[fname], after.functions[fname], name)
         if name not in cb.values or new_name is None or new_name not in ca.values:
@@ -738,7 +744,7 @@ def _quantized_names(fn, op_type: str) -> list:
 
 
 def check_outputs(before: Program, after: Program, contract: Contract, inputs, stats=None,
-                  function: str = "main", stage=None, found=None) -> list:
+                  function: str = "main", stage=None, found=None, caches: Optional[dict] = None) -> list:
     """The contract on the outputs of `function` over `inputs` (a list of input dicts); every
     evaluation by ir.oracle, kernel disagreements included. Inputs the reference program
     cannot run on are skipped."""
@@ -747,7 +753,7 @@ def check_outputs(before: Program, after: Program, contract: Contract, inputs, s
     contract = effective(contract)
     if contract is None or function not in before.functions or function not in after.functions:
         return []
-    cache_b, cache_a = {}, {}
+    cache_b, cache_a = (caches or {}).get(function, ({}, {}))
     pins_lossy = _lossy_pins(found or weight_cases(before, after, stage, stats), function) \
         if contract.kind == "lossy" else {}
     problems: list = []
@@ -919,11 +925,12 @@ def check_step(before: Program, after: Program, stage, stats=None, inputs=(), re
     problems = check_report(before, after, stage, stats, require_change)
     if contract is None or after is before:
         return problems
-    found = weight_cases(before, after, stage, stats) if contract.kind == "lossy" else None
+    caches: dict = {}
+    found = weight_cases(before, after, stage, stats, caches) if contract.kind == "lossy" else None
     problems += check_weights(before, after, stage, stats, contract, found)
     inputs = list(inputs or ())
     if inputs:
-        problems += check_outputs(before, after, contract, inputs, stats, stage=stage, found=found)
+        problems += check_outputs(before, after, contract, inputs, stats, stage=stage, found=found, caches=caches)
     return problems
 
 
