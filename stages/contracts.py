@@ -497,7 +497,8 @@ def palettize_bound(case: WeightCase) -> list:
     for g, (vals, row) in enumerate(zip(groups, luts)):
         if vals.size == 0:
             continue
-        problems += _lut_row_problems(vals, row, mode, w.dtype, f"{where} LUT {g}")
+        problems += _lut_row_problems(vals, row, mode, w.dtype, f"{where} LUT {g}",
+                                      exact_kmeans=case.params.get("kmeans_method") != "fast")
         if len(problems) > 8:
             break
     if mode == "kmeans" and pcs_op is None:
@@ -505,7 +506,7 @@ def palettize_bound(case: WeightCase) -> list:
     return problems
 
 
-def _lut_row_problems(vals, row, mode, wdt, where) -> list:
+def _lut_row_problems(vals, row, mode, wdt, where, exact_kmeans=False) -> list:
     problems = []
     lo, hi = vals.min(), vals.max()
     if np.any(np.diff(row) < 0):
@@ -528,7 +529,41 @@ def _lut_row_problems(vals, row, mode, wdt, where) -> list:
             problems.append(f"{where}: {missing.size} distinct value(s) missing from a unique LUT")
     elif mode == "kmeans":
         problems += _lloyd_problems(vals, row, wdt, where)
+        if exact_kmeans:
+            problems += _optimum_problems(vals, row, wdt, where)
     return problems
+
+
+_DP_DISTINCT = 256  # groups with at most this many distinct values get the optimum computed here
+
+
+def _optimum_problems(vals, row, wdt, where) -> list:
+    """1-D k-means is solvable exactly: a naive O(k n^2) dynamic program over the group's
+    distinct values (n <= _DP_DISTINCT) gives the least sum of squared errors any LUT of k
+    entries can reach; the stage's LUT (entries rounded to the weight's dtype) must reach it."""
+    v, c = np.unique(vals, return_counts=True)
+    k = row.size
+    if v.size <= k or v.size > _DP_DISTINCT:
+        return []
+    s1 = np.concatenate(([0.0], np.cumsum(c * v)))
+    s2 = np.concatenate(([0.0], np.cumsum(c * v * v)))
+    n0 = np.concatenate(([0.0], np.cumsum(c)))
+    i, j = np.meshgrid(np.arange(v.size + 1), np.arange(v.size + 1), indexing="ij")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / (n0[j] - n0[i])
+    cost = np.where(j > i, np.maximum(cost, 0.0), np.inf)  # cost[i, j]: one entry for v[i:j]
+    best = cost[0]
+    for _ in range(k - 1):
+        best = np.min(best[:, None] + cost, axis=0)
+    optimum = float(best[-1])
+    order = np.sort(row)
+    got = order[np.clip(np.searchsorted((order[:-1] + order[1:]) / 2, v, side="right"), 0, k - 1)]
+    actual = float(np.sum(c * (v - got) ** 2))
+    slack = float(np.sum(c * _ulp(got, wdt) ** 2)) + 1e-9 * optimum + 1e-300
+    if actual > optimum + slack:
+        return [f"{where}: k-means LUT error {actual:.9g} is above the optimum {optimum:.9g} of "
+                f"{k} entries over its {v.size} distinct values"]
+    return []
 
 
 def _lloyd_problems(vals, row, wdt, where) -> list:

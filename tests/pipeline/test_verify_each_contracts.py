@@ -312,3 +312,12 @@ def test_a_reference_that_never_runs_is_a_failure_not_a_pass():
     after = Pipeline.preset("int8")(prog)
     found = check_outputs(prog, after, exact(), [{"x": np.ones((3, 3), np.float32)}])
     assert found and "fails on every one of the 1 inputs" in str(found[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_kmeans_luts_reach_the_optimum_the_contract_computes(dtype):
+    # 120 distinct values per group: the contract solves 1-D k-means exactly and compares
+    rng = np.random.default_rng(0)
+    w = (rng.integers(0, 40, (64, 64)) * 0.37 + rng.integers(0, 3, (64, 64)) * 0.011).astype(dtype)
+    spec = 'palettize_weights{nbits=2,granularity="per_grouped_channel",group_size=8}'
+    assert Pipeline.from_spec(spec).run(_single_linear(w), verify="each").steps[0].verification.passed

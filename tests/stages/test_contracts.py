@@ -124,3 +124,13 @@ def test_report_checks():
     required = check_report(prog, prog, _Fake(), {"patterns": {"p": {"matched": 0, "rewritten": 0}}},
                             require_change=True)
     assert isinstance(required[0], Violation) and "p matched 0 rewritten 0" in required[0].detail
+
+
+def test_kmeans_optimum_by_hand():
+    from stages.contracts import _optimum_problems
+
+    v = np.array([0, 0, 1, 1, 10, 10, 11, 11], np.float64)
+    # the optimum of 2 entries: {0, 1} -> 0.5 and {10, 11} -> 10.5, sum of squares 8 * 0.25 = 2
+    assert _optimum_problems(v, np.array([0.5, 10.5]), np.float32, "g") == []
+    # entries 0 and 8 are a Lloyd fixed point of nothing: 2 * 1 + 2 * 4 + 2 * 9 = 28 > 2
+    assert "error 28 is above the optimum 2" in _optimum_problems(v, np.array([0.0, 8.0]), np.float32, "g")[0]
