@@ -383,13 +383,13 @@ def evaluate(program: Program, inputs: Mapping, function: str = "main", *, pin: 
 
 def const_values(program: Program, function: str = "main", *, compare: bool = True,
                  cache: Optional[dict] = None) -> OracleRun:
-    """Every value of the function's top block computable from consts alone (weights and their
-    decoded forms), by the oracle kernels; `outputs` is empty."""
+    """Every value of the function computable from consts alone (weights and their decoded
+    forms, nested blocks included), by the oracle kernels; `outputs` is empty."""
     fn = program.functions[function]
     runner = _Runner(None, compare, cache)
     env: dict = {}
     with np.errstate(all="ignore"):
-        for op in fn.block.ops:
+        for op in fn.block.walk():  # parents first: an outer value is there before a block reads it
             if op.blocks or any(v.name not in env for v in op.input_vars()):
                 continue
             try:

@@ -321,3 +321,24 @@ def test_kmeans_luts_reach_the_optimum_the_contract_computes(dtype):
     w = (rng.integers(0, 40, (64, 64)) * 0.37 + rng.integers(0, 3, (64, 64)) * 0.011).astype(dtype)
     spec = 'palettize_weights{nbits=2,granularity="per_grouped_channel",group_size=8}'
     assert Pipeline.from_spec(spec).run(_single_linear(w), verify="each").steps[0].verification.passed
+
+
+def test_weights_inside_control_flow_are_checked_too():
+    from ir.builder import TensorSpec, program
+    from stages.contracts import weight_cases
+
+    rng = np.random.default_rng(0)
+    wt, wf = (rng.standard_normal((64, 64)).astype(np.float32) for _ in range(2))
+
+    @program(inputs={"x": TensorSpec((2, 64), "fp32"), "p": TensorSpec((), "bool")})
+    def net(b, x, p):
+        return b.cond(pred=p, true_fn=lambda bb: bb.linear(x=x, weight=bb.const(wt, name="wt")),
+                      false_fn=lambda bb: bb.linear(x=x, weight=bb.const(wf, name="wf")))
+
+    for preset in COMPRESSION_PRESETS:
+        trace = Pipeline.preset(preset).run(net, verify="each")
+        assert all(s.verification.passed for s in trace.steps)
+    st = Pipeline.preset("int8").stages[0]
+    result = st.run(net)
+    cases, problems = weight_cases(net, result.program, st, result.stats)
+    assert sorted(c.name for c in cases) == ["wf", "wt"] and problems == []
