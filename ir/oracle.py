@@ -79,7 +79,7 @@ def _param_index(data_shape, param_shape) -> tuple:
     return tuple(index)
 
 
-def _per_element(param, data_shape, axis) -> np.ndarray:
+def per_element(param, data_shape, axis) -> np.ndarray:
     """A scalar, per-axis (1-D, with axis) or per-block (data's rank) parameter, one value per
     element of data, in float64."""
     p = np.asarray(param)
@@ -104,10 +104,10 @@ def quantize(x, scale, zero_point, axis, out_dtype: str) -> np.ndarray:
     x = np.asarray(x)
     s = np.asarray(scale).astype(x.dtype)
     # the division in the input's dtype, as the op defines it; everything after in float64
-    div = (x / _per_element(s, x.shape, axis).astype(x.dtype)).astype(np.float64)
+    div = (x / per_element(s, x.shape, axis).astype(x.dtype)).astype(np.float64)
     q = round_half_even(div)
     if zero_point is not None:
-        q = q + _per_element(np.asarray(zero_point).astype(np.int64), x.shape, axis)
+        q = q + per_element(np.asarray(zero_point).astype(np.int64), x.shape, axis)
     q = np.where(np.isnan(q), 0.0, q)
     return np.minimum(np.maximum(q, dt.min), dt.max).astype(dt.storage)
 
@@ -116,16 +116,16 @@ def dequantize(q, scale, zero_point, axis) -> np.ndarray:
     q = np.asarray(q)
     centered = q.astype(np.float64)
     if zero_point is not None:
-        centered = centered - _per_element(zero_point, q.shape, axis)
-    return (centered * _per_element(scale, q.shape, axis)).astype(np.asarray(scale).dtype)
+        centered = centered - per_element(zero_point, q.shape, axis)
+    return (centered * per_element(scale, q.shape, axis)).astype(np.asarray(scale).dtype)
 
 
 def shift_scale(data, scale, offset) -> np.ndarray:
     data = np.asarray(data)
     centered = data.astype(np.float64)
     if offset is not None:
-        centered = centered - _per_element(offset, data.shape, None)
-    return (centered * _per_element(scale, data.shape, None)).astype(np.asarray(scale).dtype)
+        centered = centered - per_element(offset, data.shape, None)
+    return (centered * per_element(scale, data.shape, None)).astype(np.asarray(scale).dtype)
 
 
 def lut_lookup(indices, lut, vector_axis=None) -> np.ndarray:
@@ -401,5 +401,5 @@ def const_values(program: Program, function: str = "main", *, compare: bool = Tr
     return OracleRun({}, env, runner.disagreements)
 
 
-__all__ = ["KERNELS", "ULPS", "Disagreement", "OracleRun", "evaluate", "const_values", "differs",
+__all__ = ["KERNELS", "ULPS", "per_element", "Disagreement", "OracleRun", "evaluate", "const_values", "differs",
            "quantize", "dequantize", "shift_scale", "lut_lookup", "scatter", "gather_set", "round_half_even"]

@@ -313,7 +313,6 @@ def affine_tensor_problems(original, codes, scale, zero_point, dtype: str, mode:
     problems = []
     w = np.asarray(original)
     wdt = w.dtype
-    rank = w.ndim
     s = np.asarray(scale)
     z = np.zeros(s.shape, np.int64) if zero_point is None else np.asarray(zero_point).astype(np.int64)
     lo, hi = code_range(dtype, mode)
@@ -324,8 +323,8 @@ def affine_tensor_problems(original, codes, scale, zero_point, dtype: str, mode:
         i = np.flatnonzero(bad)[0]
         problems.append(f"{where}: {int(bad.sum())} code(s) outside [{lo}, {hi}] ({dtype} {mode}), "
                         f"e.g. {int(c.reshape(-1)[i])}")
-    S = oracle._per_element(s, w.shape, None)
-    Z = oracle._per_element(z, w.shape, None)
+    S = oracle.per_element(s, w.shape, None)
+    Z = oracle.per_element(z, w.shape, None)
     recon = (c - Z) * S
     w64 = w.astype(np.float64)
     inside = valid & (w64 >= (lo - Z) * S) & (w64 <= (hi - Z) * S)
@@ -469,7 +468,7 @@ def palettize_bound(case: WeightCase) -> list:
     consumers = _consumers(case.after).get(op.outputs[0].name, [])
     if len(consumers) == 1 and consumers[0].op_type == "constexpr_blockwise_shift_scale":
         pcs_op = consumers[0]
-        pcs = oracle._per_element(_input(case, pcs_op, "scale"), w.shape, None)
+        pcs = oracle.per_element(_input(case, pcs_op, "scale"), w.shape, None)
         target = (w.astype(np.float64) / pcs).astype(w.dtype).astype(np.float64)
         problems_pcs = _pcs_problems(w, _input(case, pcs_op, "scale"), where)
     else:
@@ -477,7 +476,7 @@ def palettize_bound(case: WeightCase) -> list:
     blocks = lut.shape[:-2]
     problems = list(problems_pcs)
     entries = lut[..., 0].astype(np.float64)  # [blocks..., k]
-    per_elem = lambda j: oracle._per_element(entries[..., j], w.shape, None)  # noqa: E731
+    per_elem = lambda j: oracle.per_element(entries[..., j], w.shape, None)  # noqa: E731
     got = oracle.lut_lookup(idx, lut).astype(np.float64)
     dist = np.abs(target - got)
     nearest = np.full(w.shape, np.inf)
