@@ -67,7 +67,7 @@ def round_half_even(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _param_index(data_shape, param_shape) -> tuple:
+def param_index(data_shape, param_shape) -> tuple:
     """For every element of data, the index of the parameter entry covering it, as a tuple of
     broadcastable integer arrays (one per axis): element i on axis a -> i // (d[a] / p[a])."""
     rank = len(data_shape)
@@ -96,7 +96,7 @@ def per_element(param, data_shape, axis) -> np.ndarray:
         p = p.reshape(shape)
     if p.ndim != rank:
         raise OpError(f"oracle: parameter of shape {p.shape} for data of shape {tuple(data_shape)}")
-    return np.broadcast_to(p.astype(np.float64)[_param_index(data_shape, p.shape)], data_shape)
+    return np.broadcast_to(p.astype(np.float64)[param_index(data_shape, p.shape)], data_shape)
 
 
 def quantize(x, scale, zero_point, axis, out_dtype: str) -> np.ndarray:
@@ -401,5 +401,5 @@ def const_values(program: Program, function: str = "main", *, compare: bool = Tr
     return OracleRun({}, env, runner.disagreements)
 
 
-__all__ = ["KERNELS", "ULPS", "per_element", "Disagreement", "OracleRun", "evaluate", "const_values", "differs",
+__all__ = ["KERNELS", "ULPS", "per_element", "param_index", "Disagreement", "OracleRun", "evaluate", "const_values", "differs",
            "quantize", "dequantize", "shift_scale", "lut_lookup", "scatter", "gather_set", "round_half_even"]

@@ -476,12 +476,9 @@ def palettize_bound(case: WeightCase) -> list:
     blocks = lut.shape[:-2]
     problems = list(problems_pcs)
     entries = lut[..., 0].astype(np.float64)  # [blocks..., k]
-    per_elem = lambda j: oracle.per_element(entries[..., j], w.shape, None)  # noqa: E731
     got = oracle.lut_lookup(idx, lut).astype(np.float64)
     dist = np.abs(target - got)
-    nearest = np.full(w.shape, np.inf)
-    for j in range(entries.shape[-1]):
-        nearest = np.minimum(nearest, np.abs(target - per_elem(j)))
+    nearest = _nearest_distance(target, entries.reshape(-1, entries.shape[-1]), _block_ids(w.shape, blocks))
     slack = _ulp(target, w.dtype)
     far = mask & (dist > nearest + slack)
     if far.any():
@@ -503,6 +500,31 @@ def palettize_bound(case: WeightCase) -> list:
     if mode == "kmeans" and pcs_op is None:
         problems += _reported_error(case, w, where)
     return problems
+
+
+def _block_ids(shape, blocks) -> np.ndarray:
+    """The flat index of the LUT block serving each element (row-major over the blocks)."""
+    index = oracle.param_index(shape, blocks)
+    flat = np.zeros(shape, np.int64)
+    for coord, n in zip(index, blocks):
+        flat = flat * n + coord
+    return flat
+
+
+def _nearest_distance(values, luts, block_id) -> np.ndarray:
+    """For every value, its distance to the nearest entry of its block's LUT (any order):
+    the block's entries sorted, the two neighbours of the value's place among them."""
+    flat, ids = values.reshape(-1), block_id.reshape(-1)
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(luts.shape[0] + 1))
+    out = np.empty(flat.size)
+    for g, row in enumerate(luts):
+        where = order[bounds[g]:bounds[g + 1]]
+        srt, v = np.sort(row), flat[where]
+        hi = np.clip(np.searchsorted(srt, v), 0, srt.size - 1)
+        lo = np.clip(hi - 1, 0, srt.size - 1)
+        out[where] = np.minimum(np.abs(v - srt[lo]), np.abs(v - srt[hi]))
+    return out.reshape(values.shape)
 
 
 def _lut_row_problems(vals, row, mode, wdt, where, exact_kmeans=False) -> list:
