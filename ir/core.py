@@ -6,16 +6,17 @@ collections; numpy arrays inside are read-only. Nodes compare by identity
 """
 from __future__ import annotations
 
-import gc
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 from pyrsistent import PMap, PVector, pmap, pvector
 
+from ir.digest import program_digest
 from ir.frozen import FrozenMap
+from ir.gcpause import gc_paused  # noqa: F401  (re-exported: builders and loaders pause the collector)
+from ir.ops.registry import REGISTRY as _SCHEMAS
 from ir.types import MapType, OptionalType, SequenceType, TensorType, ValueType  # noqa: F401
 
 Dim = Union[int, str]  # a str dim is symbolic ("?": unknown)
@@ -32,22 +33,6 @@ def frozen_array(value, storage: Optional[np.dtype] = None) -> np.ndarray:
         arr = arr.copy()
         arr.flags.writeable = False
     return arr
-
-
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector while a large graph is built or hashed.
-
-    IR nodes form no reference cycles (refcounting frees them), but building
-    100k ops allocates ~10 tracked objects per op and the collector's full
-    passes over them doubled build and digest times (benchmarks/bench_ir.py)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 _set = object.__setattr__  # how a frozen node's own __init__ fills its slots
@@ -161,10 +146,17 @@ class Op:
                 yield v
 
     def __getattr__(self, item):
-        # seed-style access: op.x, op.scale -> the input Var, or None when absent
-        if item.startswith("_"):
-            raise AttributeError(item)
-        return self.inputs.get(item)
+        # seed-style access: op.x, op.scale -> the input Var. Only the op's own input names
+        # resolve (an optional input that is absent -> None); anything else is a typo that
+        # must fail loudly, not a match function that silently never matches
+        got = self.inputs.get(item)
+        if got is not None:
+            return got
+        schema = _SCHEMAS.get(self.op_type)
+        if schema is not None and item in schema.specs:
+            return None
+        raise AttributeError(f"{self.op_type} op {self.name!r} has no input {item!r}"
+                             + (f"; its inputs: {', '.join(schema.input_names)}" if schema else ""))
 
     def __repr__(self) -> str:
         outs = ", ".join(repr(v) for v in self.outputs)
@@ -247,8 +239,6 @@ class Program:
     def digest(self) -> str:
         d = self._digest
         if d is None:
-            from ir.digest import program_digest
-
             d = program_digest(self)
             object.__setattr__(self, "_digest", d)
         return d

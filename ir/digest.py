@@ -13,6 +13,8 @@ import weakref
 
 import numpy as np
 
+from ir.gcpause import gc_paused
+
 _TENSOR_MEMO: dict[int, tuple] = {}
 
 
@@ -136,8 +138,6 @@ def program_digest(program) -> str:
     h = hashlib.sha256()
     for k in sorted(program.attrs):
         h.update(k.encode() + b"=" + encode_value(program.attrs[k]) + b",")
-    from ir.core import gc_paused
-
     with gc_paused():
         for name in sorted(program.functions):
             f = program.functions[name]

@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from ir.core import Block, Op, Program
-from ir.ops import BLOCK_KERNELS, Context, OpError, foreign_handler, is_foreign, schema
+from ir.ops import Context, block_kernel, OpError, foreign_handler, is_foreign, schema
 
 
 class EvaluationError(ValueError):
@@ -60,8 +60,9 @@ def _conform(op: Op, results) -> list:
 def run_op(op: Op, env: dict) -> list:
     vals = _gather(op, env)
     try:
-        if op.blocks and op.op_type in BLOCK_KERNELS:
-            results = BLOCK_KERNELS[op.op_type](op, vals, [v.type for v in op.outputs],
+        kernel = block_kernel(op.op_type) if op.blocks else None
+        if kernel is not None:
+            results = kernel(op, vals, [v.type for v in op.outputs],
                                                 lambda block, args: run_block(block, args, env))
         elif is_foreign(op.op_type):
             handler = foreign_handler(op.op_type)

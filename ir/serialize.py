@@ -35,13 +35,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 from pyrsistent import pmap
 
+from ir.atomic import write_file
 from ir.core import Block, Function, InvalidProgram, Op, Program, TensorType, Var, frozen_array, gc_paused
 from ir.types import parse_type
 from ir.digest import tensor_digest
@@ -467,24 +467,17 @@ def from_parts(graph: dict, tensors: Mapping) -> Program:
 # ---- the file --------------------------------------------------------------
 
 def save(program: Program, path) -> None:
-    """Write `program` to one file, atomically (a temp file in the same directory, then rename)."""
+    """Write `program` to one file, atomically and durably (ir.atomic: a temp file beside it,
+    fsync'd, then renamed)."""
     graph, tensors = to_parts(program)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wpz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr(GRAPH_MEMBER, json.dumps(graph, sort_keys=True, separators=(",", ":")))
-                for d, arr in tensors.items():
-                    zf.writestr(tensor_member(d), encode_tensor(arr, graph["tensors"][d]["dtype"]))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def fill(fh):
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(GRAPH_MEMBER, json.dumps(graph, sort_keys=True, separators=(",", ":")))
+            for d, arr in tensors.items():
+                zf.writestr(tensor_member(d), encode_tensor(arr, graph["tensors"][d]["dtype"]))
+
+    write_file(path, fill, fsync=True, suffix=".wpz")
 
 
 def _member_info(zf: zipfile.ZipFile, member: str) -> zipfile.ZipInfo:

@@ -22,8 +22,9 @@ class _Scope:
     """Values visible at a point of a function: nested blocks see outer values,
     and what they define goes out of scope when they end."""
 
-    def __init__(self, fn: Function):
+    def __init__(self, fn: Function, trusted: frozenset = frozenset()):
         self.fn = fn
+        self.trusted = trusted  # ids of ops already validated (alive: their program is held)
         self.visible: dict = {}  # name -> defining Var
         self.ever: set = set()  # every value name defined anywhere in the function
         self.op_names: set = set()
@@ -164,11 +165,26 @@ def _check_block_types(scope: _Scope, op: Op):
 
 # ---- the walk ------------------------------------------------------------------
 
+def _same_inputs(scope: _Scope, op: Op) -> bool:
+    """Every input is visible here and is the very Var the op holds (else the full check
+    runs and words the problem)."""
+    visible = scope.visible
+    return all(visible.get(v.name) is v for v in op.input_vars())
+
+
 def _check_op(scope: _Scope, op: Op):
-    where = _where(op)
     if op.name in scope.op_names:
-        scope.fail(where, "op name is used twice")
+        scope.fail(_where(op), "op name is used twice")
     scope.op_names.add(op.name)
+    # An op object taken over unchanged from a validated program, reading the very same
+    # Vars: its own checks (names, arrays, inferred types) are functions of the op and
+    # those Vars alone, so they hold again; only where it sits (scope, order, uniqueness)
+    # is new, and that is checked above and by define().
+    if not op.blocks and id(op) in scope.trusted and _same_inputs(scope, op):
+        for v in op.outputs:
+            scope.define(_where(op), v)
+        return
+    where = _where(op)
     foreign = is_foreign(op.op_type)
     if not foreign and op.op_type not in REGISTRY:
         scope.fail(where, f"unknown op type {op.op_type!r} (not registered, and no 'prefix.' of a foreign op)")
@@ -200,11 +216,17 @@ def _check_block(scope: _Scope, block: Block, where: str = "block"):
     scope.leave()
 
 
-def validate(program: Program) -> Program:
-    """The program itself when it follows the IR rules; InvalidProgram naming the op otherwise."""
+def validate(program: Program, trusted: Program = None) -> Program:
+    """The program itself when it follows the IR rules; InvalidProgram naming the op otherwise.
+
+    `trusted`: a program already validated (a stage's input, when this is its output). Ops
+    of `program` that are the same objects as ops of `trusted` and read the same Vars are
+    not checked again, except for where they sit (scope, order, unique names and values):
+    a stage that rewrote a few ops of a large graph costs the validation of those ops."""
+    ids = frozenset(id(op) for _, op in trusted.walk()) if trusted is not None else frozenset()
     for name in sorted(program.functions):
         fn = program.functions[name]
         if fn.name != name:
             raise InvalidProgram(f"function {fn.name!r} is filed under the name {name!r}")
-        _check_block(_Scope(fn), fn.block, "function")
+        _check_block(_Scope(fn, ids), fn.block, "function")
     return program

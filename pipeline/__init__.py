@@ -15,6 +15,7 @@ _EXPORTS = {
     "MemoryCache": "pipeline.cache",
     "repeat_until_fixed_point": "pipeline.combinators",
     "Pipeline": "pipeline.core",
+    "load_trace": "pipeline.core",
     "DiskCache": "pipeline.diskcache",
     "CacheCorruptionWarning": "pipeline.errors",
     "CacheWriteWarning": "pipeline.errors",
@@ -35,7 +36,7 @@ _EXPORTS = {
     "verify": "pipeline.verify",
 }
 
-__all__ = ["Pipeline", "Trace", "Step", "MemoryCache", "DiskCache", "verify", "VerificationReport",
+__all__ = ["Pipeline", "Trace", "Step", "load_trace", "MemoryCache", "DiskCache", "verify", "VerificationReport",
            "presets", "repeat_until_fixed_point", "PipelineError", "SpecError", "RecipeError",
            "PresetError", "StageFailed", "EquivalenceError", "UncacheableWarning", "VerifyError",
            "CacheCorruptionWarning", "CacheWriteWarning", "Timing", "PrintIRAfterChange", "CrashReproducer"]

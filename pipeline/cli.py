@@ -3,7 +3,7 @@
     weightpress compress MODEL -o OUT (--preset NAME | --recipe FILE | --pipeline SPEC | stage options)
     weightpress inspect MODEL
     weightpress diff A B
-    weightpress verify A B [--samples N]
+    weightpress verify A B [--samples N] [--inputs X.npz] [--evaluator onnxruntime] [--dim name=N]
     weightpress pipeline list
     weightpress demo [--out DIR]
 
@@ -70,7 +70,8 @@ def make_progress(flag):
 # ---- compress -------------------------------------------------------------------
 
 # Stage options, in the order their stages run (prune, then palettize or quantize,
-# as joint compression expects): flag, metavar, argparse type/choices, help,
+# as joint compression expects): flag, metavar, argparse type (and `choices_of`: the
+# stage option whose choices the flag offers, read from the stage's metadata), help,
 # stage name, the stage parameters the value becomes.
 def _percent(text: str) -> float:
     value = float(text)
@@ -82,13 +83,23 @@ def _percent(text: str) -> float:
 STAGE_OPTIONS = (
     ("--sparsify", "PCT", dict(type=_percent), "prune PCT%% of each weight (smallest magnitudes)",
      "sparsify_weights", lambda pct: {"target_sparsity": pct / 100.0}),
-    ("--palettize", "NBITS", dict(type=int, choices=(1, 2, 3, 4, 6, 8)),
+    ("--palettize", "NBITS", dict(type=int, choices_of="nbits"),
      "palettize each weight to a 2**NBITS-entry LUT (k-means)",
      "palettize_weights", lambda nbits: {"nbits": nbits}),
-    ("--quantize", "DTYPE", dict(choices=("int8", "uint8", "int4", "uint4")),
+    ("--quantize", "DTYPE", dict(choices_of="dtype"),
      "affine-quantize each weight per channel",
      "affine_quantize_weights", lambda dtype: {"dtype": dtype}),
 )
+
+
+def _argparse_kind(kind: dict, stage_name: str) -> dict:
+    """The add_argument keywords of a stage option: `choices_of` becomes the stage option's choices."""
+    if "choices_of" not in kind:
+        return kind
+    from stages import get
+
+    rest = {k: v for k, v in kind.items() if k != "choices_of"}
+    return {**rest, "choices": get(stage_name).option(kind["choices_of"]).choices}
 
 
 def _option_dest(flag: str) -> str:
@@ -214,7 +225,9 @@ def _summary(rep, program, result, model: Path, out: Path, trace):
     from pipeline.models import readable
 
     written = readable(out)  # where the written output can be read (pipeline.models.readable)
-    changes = rep.compare_files(program, result, model, written, _seconds_by_weight(trace), _skip_notes(trace))
+    figures = rep.stage_figures(dict(_weight_stats(step)) for step in getattr(trace, "steps", ()))
+    changes = rep.compare_files(program, result, model, written, _seconds_by_weight(trace), _skip_notes(trace),
+                                figures)
     line = rep.file_line(model.name, file_bytes(model), out.name, file_bytes(written), changes)
     return changes, line
 
@@ -295,14 +308,29 @@ def cmd_verify(args) -> int:
     from pipeline import verify
     from pipeline.models import load_model
 
+    inputs = None
+    if args.inputs is not None:
+        from pipeline.samples import load_npz
+
+        inputs = load_npz(args.inputs)  # a bad file: one line, before the models load
     a, b = load_model(args.a), load_model(args.b)
     kwargs = {key: getattr(args, key) for key in ("samples", "seed", "rtol", "atol", "snr_db")
               if getattr(args, key) is not None}
-    result = verify(a, b, **kwargs)
+    result = verify(a, b, inputs=inputs, evaluator=args.evaluator, dims=dict(args.dim or ()), **kwargs)
     print(_render_verify(result))
     passed = bool(getattr(result, "passed", False))
     print(f"{'equivalent within tolerance' if passed else 'NOT equivalent'}: {args.a} vs {args.b}")
+    if not passed:  # the first line a script reads from stderr: what broke, naming the output
+        print(f"{PROG}: verify failed: {result.reason}", file=sys.stderr)
     return EXIT_OK if passed else EXIT_FAIL
+
+
+def _dim(text: str) -> tuple:
+    """--dim name=N: a size for a symbolic dimension."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"need name=N, got {text!r}")
+    return name.strip(), _positive_int(value)
 
 
 def _render_verify(result) -> str:
@@ -420,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--recipe", metavar="FILE", help="a TOML or JSON recipe")
     how.add_argument("--pipeline", dest="pipeline_spec", metavar="SPEC",
                      help="a pipeline spec, e.g. 'sparsify_weights{target_sparsity=0.5},palettize_weights{nbits=4}'")
-    for flag, metavar, kind, help_, _, _ in STAGE_OPTIONS:
-        how.add_argument(flag, metavar=metavar, help=help_, **kind)
+    for flag, metavar, kind, help_, stage_name, _ in STAGE_OPTIONS:
+        how.add_argument(flag, metavar=metavar, help=help_, **_argparse_kind(kind, stage_name))
     c.add_argument("--target", metavar="TARGET",
                    help="Core ML deployment target of the output, e.g. iOS18 (default: the input model's; "
                         "raising it allows the newer compressed forms: 4-bit, per-block, grouped LUTs, joint)")
@@ -452,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--exit-code", action="store_true", help="exit with 1 when the models differ")
     d.set_defaults(run=cmd_diff)
 
-    v = sub.add_parser("verify", help="check two models compute the same (property-based, via the interpreter)")
+    v = sub.add_parser("verify", help="check two models compute the same (property-based, or on real inputs)")
     v.add_argument("a", metavar="A")
     v.add_argument("b", metavar="B")
     v.add_argument("--samples", type=_positive_int, default=32, metavar="N",
@@ -462,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--atol", type=_tolerance, default=None, help="absolute tolerance per element (default 1e-6)")
     v.add_argument("--snr-db", type=_number, default=None, metavar="DB",
                    help="instead of rtol/atol: pass when every sample's output SNR >= DB (for compressed models)")
+    v.add_argument("--inputs", metavar="X.npz", default=None,
+                   help="real inputs: one array per model input, named like it, samples along the leading axis "
+                        "(instead of generated inputs)")
+    v.add_argument("--evaluator", choices=("interpreter", "onnxruntime"), default="interpreter",
+                   help="run the models with the reference interpreter (exact, default) or onnxruntime (fast)")
+    v.add_argument("--dim", type=_dim, action="append", metavar="NAME=N",
+                   help="size of a symbolic input dimension for generated inputs (repeatable)")
     v.set_defaults(run=cmd_verify)
 
     pl = sub.add_parser("pipeline", help="stages and presets")

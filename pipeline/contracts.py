@@ -51,8 +51,10 @@ class ContractReport:
         return f"FAILED ({self.contract}): {shown}{more}"
 
 
-def draw_inputs(program: Program, samples: int = DEFAULT_SAMPLES, seed: int = 0, function: str = "main") -> list:
-    """`samples` input dicts for `function`, drawn by hypothesis from pipeline.strategies."""
+def draw_inputs(program: Program, samples: int = DEFAULT_SAMPLES, seed: int = 0, function: str = "main",
+                dims=None) -> list:
+    """`samples` input dicts for `function`, drawn by hypothesis from pipeline.strategies (the
+    model's domain respected; `dims`: sizes of symbolic dimensions)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
 
@@ -65,7 +67,7 @@ def draw_inputs(program: Program, samples: int = DEFAULT_SAMPLES, seed: int = 0,
     @hypothesis_seed(seed)
     @settings(max_examples=samples, database=None, deadline=None, suppress_health_check=list(HealthCheck),
               phases=(Phase.generate,))
-    @given(inputs_for(program, function))
+    @given(inputs_for(program, function, dims=dims))
     def collect(inputs):
         drawn.append(inputs)
 
@@ -73,10 +75,13 @@ def draw_inputs(program: Program, samples: int = DEFAULT_SAMPLES, seed: int = 0,
     return drawn[:samples]
 
 
-def _as_list(inputs) -> Optional[list]:
+def _as_list(program: Program, inputs, function: str = "main") -> Optional[list]:
+    """The feeds of each evaluation, read as verify() reads `inputs` (pipeline.samples)."""
     if inputs is None:
         return None
-    return [inputs] if isinstance(inputs, Mapping) else list(inputs)
+    from pipeline.samples import batches
+
+    return batches(program.functions[function], inputs)
 
 
 def requires_change(require_change, stage, index: Optional[int]) -> bool:
@@ -88,13 +93,16 @@ def requires_change(require_change, stage, index: Optional[int]) -> bool:
 
 
 def check_step(before: Program, after: Program, stage, stats=None, *, samples: int = DEFAULT_SAMPLES,
-               inputs=None, seed: int = 0, require_change=False, index: Optional[int] = None) -> ContractReport:
+               inputs=None, seed: int = 0, require_change=False, index: Optional[int] = None,
+               dims=None) -> ContractReport:
     """The step before -> after checked by `stage`'s contract (see the module docstring)."""
     contract = contract_of(stage)
     changed = after is not before and after.digest != before.digest
-    given = _as_list(inputs)
-    needs_inputs = contract is not None and changed
-    drawn = (given if given is not None else draw_inputs(before, samples, seed)) if needs_inputs else []
+    needs_inputs = contract is not None and changed and "main" in before.functions
+    drawn = []
+    if needs_inputs:
+        given = _as_list(before, inputs)
+        drawn = given if given is not None else draw_inputs(before, samples, seed, dims=dims)
     violations = check_stage_step(before, after, stage, stats, drawn,
                                   require_change=requires_change(require_change, stage, index))
     what = contract.describe() if contract is not None else "no contract"
@@ -102,16 +110,19 @@ def check_step(before: Program, after: Program, stage, stats=None, *, samples: i
                           "; ".join(map(str, violations[:2])))
 
 
-def check_kernels(program: Program, *, samples: int = DEFAULT_SAMPLES, inputs=None, seed: int = 0) -> list:
+def check_kernels(program: Program, *, samples: int = DEFAULT_SAMPLES, inputs=None, seed: int = 0,
+                  dims=None) -> list:
     """Violations where the production quantize / decoder kernels disagree with ir.oracle while
     `program` runs on the inputs (verify="final" runs this on the result)."""
     from ir import oracle
     from ir.interpret import EvaluationError
     from stages.contracts import Violation as V
 
-    given = _as_list(inputs)
+    if "main" not in program.functions:
+        return []
+    given = _as_list(program, inputs)
     found, seen, cache = [], set(), {}
-    for one in given if given is not None else draw_inputs(program, samples, seed):
+    for one in given if given is not None else draw_inputs(program, samples, seed, dims=dims):
         try:
             run = oracle.evaluate(program, one, cache=cache)
         except EvaluationError:

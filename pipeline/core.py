@@ -8,6 +8,7 @@ Without tracing, a pipeline is plain function composition: `p(program)`.
 """
 from __future__ import annotations
 
+import json
 from typing import Iterable, Union
 
 from toolz import concat, reduce
@@ -19,21 +20,16 @@ from pipeline import spec as spec_text
 from pipeline.combinators import COMBINATORS, FIXED_POINT
 from pipeline.errors import PipelineError, PresetError, SpecError
 from pipeline.params import check_params
-from stages.base import DEFAULT_CONTEXT, Stage, StageContext, StageError, Uncacheable, canonical
-
-
-def _printable(value):
-    """A parameter value as the spec prints it (JSON-able)."""
-    if isinstance(value, Pipeline):
-        return value.spec()
-    try:
-        return canonical(value)
-    except Uncacheable:
-        return f"<{getattr(value, '__qualname__', type(value).__name__)}>"
+from pipeline.recipe import recipe_stages
+from pipeline.run import replay as replay_run
+from pipeline.run import run_pipeline
+from pipeline.trace import TRACE_FORMAT, Trace
+from stages.base import DEFAULT_CONTEXT, Stage, StageContext, StageError, Uncacheable
 
 
 def stage_spec(st: Stage) -> str:
-    return spec_text.format_step(st.name, {k: _printable(v) for k, v in st.params.items()})
+    """The spec text of one stage (Stage.spec, the one printer; kept for callers of this name)."""
+    return st.spec()
 
 
 def _spec_fail(name: str):
@@ -108,9 +104,7 @@ class Pipeline:
 
     @classmethod
     def from_recipe(cls, source) -> "Pipeline":
-        from pipeline.recipe import load_recipe
-
-        return load_recipe(source)
+        return cls._from_stages(recipe_stages(source, resolve_step))
 
     @classmethod
     def _from_stages(cls, stages_iter) -> "Pipeline":
@@ -150,7 +144,7 @@ class Pipeline:
 
     # -- text and keys --------------------------------------------------------
     def spec(self) -> str:
-        return ",".join(map(stage_spec, self._stages))
+        return ",".join(st.spec() for st in self._stages)
 
     def __repr__(self) -> str:
         return f"Pipeline({self.spec()!r})"
@@ -160,7 +154,7 @@ class Pipeline:
         keys = [st.key() for st in self._stages]
         if None in keys:
             bad = self._stages[keys.index(None)]
-            raise Uncacheable(f"stage {stage_spec(bad)} has no cache key")
+            raise Uncacheable(f"stage {bad.spec()} has no cache key")
         return {"pipeline": keys}
 
     # -- running --------------------------------------------------------------
@@ -172,9 +166,39 @@ class Pipeline:
         return self.apply(program)
 
     def run(self, program: Program, cache=None, verify=None, progress: bool = False,
-            executor=None, instruments: Iterable = ()):
+            executor=None, instruments: Iterable = (), validate=True) -> Trace:
         """Run every stage, recording a Trace (see pipeline.run for the options)."""
-        from pipeline.run import run_pipeline
-
         return run_pipeline(self, program, cache=cache, verify=verify, progress=progress,
-                            executor=executor, instruments=tuple(instruments))
+                            executor=executor, instruments=tuple(instruments), validate=validate)
+
+    def replay_trace(self, trace: Trace, from_step: int = 0, stages=None, **run_options) -> Trace:
+        """Trace.replay: re-run `trace` (a run of this pipeline) from from_step with `stages` in
+        place (a list replacing all of them, or {step index: stage})."""
+        n = len(trace.steps)
+        if not 0 <= from_step <= n:
+            raise PipelineError(f"replay: from_step={from_step} outside 0..{n}")
+        if isinstance(stages, dict) and stages:
+            from_step = min(from_step, *stages) if from_step else min(stages)
+        return replay_run(trace, Pipeline._from_stages(_replaced(self._stages, from_step, stages)), from_step,
+                          dict(run_options))
+
+
+def _replaced(stages: tuple, from_step: int, new) -> tuple:
+    if new is None:
+        return stages
+    if isinstance(new, dict):
+        bad = [i for i in new if not 0 <= i < len(stages)]
+        if bad:
+            raise PipelineError(f"replay: no step {bad[0]} (the pipeline has {len(stages)})")
+        return tuple(new.get(i, st) for i, st in enumerate(stages))
+    return stages[:from_step] + Pipeline.coerce(new).stages
+
+
+def load_trace(path, cache) -> Trace:
+    """The Trace that Trace.save wrote to `path`, its programs found in `cache`."""
+    with open(path) as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict) or doc.get("format") != TRACE_FORMAT:
+        raise PipelineError(f"{path}: not a weightpress trace (format "
+                            f"{doc.get('format') if isinstance(doc, dict) else None!r})")
+    return Trace.from_json(doc, Pipeline.from_spec(doc["pipeline"]), cache, where=str(path))

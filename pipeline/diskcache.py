@@ -41,7 +41,6 @@ import json
 import mmap
 import os
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -51,6 +50,7 @@ from typing import Optional
 from pyrsistent import freeze
 
 from ir import InvalidProgram, Program
+from ir.atomic import write_bytes
 from ir.digest import tensor_digest
 from ir.serialize import (MAX_JSON_BYTES, SerializationError, decode_tensor, encode_tensor, from_parts,
                           is_digest, to_parts)
@@ -63,7 +63,7 @@ except ImportError:  # pragma: no cover - Windows: orphans are judged by age alo
     fcntl = None
 
 SUBDIRS = ("tensors", "graphs", "entries")
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"  # the sweep below recognizes temporaries by it
 # A temporary older than this (seconds since its last write) whose writer holds no lock is
 # an orphan. Writers lock it right after creating it, so the age only has to cover that
 # instant; it is generous for file systems whose locks are not shared between machines.
@@ -89,16 +89,8 @@ def _lock(fd: int) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> int:
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        _lock(fd)  # held until the file is closed: tells the sweep this temporary is alive
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return len(data)
+    # the lock is held until the file is closed: it tells the sweep this temporary is alive
+    return write_bytes(path, data, prefix=TMP_PREFIX, private=True, on_open=_lock)
 
 
 def _read(path: Path):

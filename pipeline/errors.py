@@ -26,6 +26,14 @@ class StageFailed(PipelineError):
         self.step, self.stage, self.reproducer = step, stage, reproducer
 
 
+class InvalidStepOutput(PipelineError):
+    """A stage returned a program that breaks an IR rule (ir.validate between steps)."""
+
+    def __init__(self, message: str, step: int, stage):
+        super().__init__(message)
+        self.step, self.stage = step, stage
+
+
 class EquivalenceError(PipelineError):
     """verify="each" found a step whose output is not equivalent to its input."""
 

@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 from toolz import groupby, valmap
 
+from ir.atomic import write_text
+
 
 @dataclass(frozen=True)
 class StepEvent:
@@ -107,8 +109,7 @@ class CrashReproducer:
         info = {"pipeline": event.pipeline_spec, "step": event.index, "stage": event.spec,
                 "error": f"{type(exc).__name__}: {exc}", "input_digest": program.digest}
         info.update(_save_program(program, base))
-        with open(base + ".json", "w") as f:
-            json.dump(info, f, indent=2)
+        write_text(base + ".json", json.dumps(info, indent=2))
         self.last = base + ".json"
 
 

@@ -16,12 +16,10 @@ import io
 import os
 import re
 import warnings
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
+from ir.atomic import exchange, new_scratch, remove, replace
 from pipeline.interrupts import deferred
 
 
@@ -135,7 +133,7 @@ SCRATCH_PREFIX = ".weightpress-"
 
 class staged_outputs:
     """A scratch directory next to the destination; on success every entry
-    written into it is moved into place with os.replace, on failure it is
+    written into it is moved into place (ir.atomic.replace), on failure it is
     removed and nothing at the destination has changed.
 
     Inside an OutputTransaction (the command line runs every command in one),
@@ -151,7 +149,7 @@ class staged_outputs:
             raise ModelFileError(f"{self.dest_dir}: output directory does not exist")
         _remove_stale(self.dest_dir)
         with deferred(raise_after=True):  # created and registered, or neither
-            self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=self.dest_dir))
+            self.scratch = new_scratch(self.dest_dir, f"{SCRATCH_PREFIX}{os.getpid()}-")
             if _transaction is not None:
                 _transaction.scratches.append(self.scratch)
         return self.scratch
@@ -164,7 +162,7 @@ class staged_outputs:
                         _move_into_place(entry, self.dest_dir / entry.name, _transaction)
         finally:
             with deferred():
-                shutil.rmtree(self.scratch, ignore_errors=True)
+                remove(self.scratch)
         return False
 
 
@@ -208,19 +206,19 @@ class OutputTransaction:
         with deferred():
             for _dst, kept in self.placed:
                 if kept is not None:
-                    _remove(kept)
+                    remove(kept)
             self.finished = True
 
     def rollback(self) -> None:
         with deferred():
             for dst, kept in reversed(self.placed):
                 if kept is None:
-                    _remove(dst)
-                elif kept.is_dir() and dst.is_dir() and _exchange(kept, dst):
-                    _remove(kept)  # which now holds the new output
+                    remove(dst)
+                elif kept.is_dir() and dst.is_dir() and exchange(kept, dst):
+                    remove(kept)  # which now holds the new output
                 else:
-                    _remove(dst)
-                    os.replace(kept, dst)
+                    remove(dst)
+                    replace(kept, dst)
             self.placed = []
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -230,66 +228,25 @@ class OutputTransaction:
             if not self.finished:
                 self.rollback()
             for scratch in self.scratches:
-                shutil.rmtree(scratch, ignore_errors=True)
+                remove(scratch)
         return False
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _move_into_place(src: Path, dst: Path, tx=None) -> None:
-    """os.replace(src, dst), for directories too; inside a transaction what dst held is
+    """ir.atomic.replace(src, dst), for directories too; inside a transaction what dst held is
     kept aside (a hard link for files, so readers never see dst missing)."""
     if dst.exists() and dst.is_dir() != src.is_dir():  # never a user's directory for a file (or back)
         raise ModelFileError(f"{dst}: exists and is a {'directory' if dst.is_dir() else 'file'}; "
                              "not replacing it with a " + ("directory" if src.is_dir() else "file"))
     keep = tx is not None and not tx.keeps(dst) and os.path.lexists(dst)
     kept = dst.with_name(f".{dst.name}.old-{os.getpid()}") if keep else None
-    if src.is_dir() and dst.exists():
-        # os.replace cannot replace a non-empty directory (.mlpackage): exchange the two
-        # atomically where the system can (Linux; the old one then sits where src was),
-        # else swap the old one out first.
-        old = kept or dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        if _exchange(src, dst):
-            os.replace(src, old)
-        else:
-            os.replace(dst, old)
-            os.replace(src, dst)
-        if kept is None:
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        if kept is not None:
-            try:
-                os.link(dst, kept, follow_symlinks=False)
-            except OSError:  # no hard links here: move it aside (deferred: no Ctrl-C between)
-                os.replace(dst, kept)
-        os.replace(src, dst)
+    replace(src, dst, keep=kept)
     if tx is not None:
         tx.placed.append((dst, kept))
     # temporary files and directories are private (0600 / 0700); the result gets the usual permissions
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(dst, (0o777 if dst.is_dir() else 0o666) & ~umask)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directory entries in one step (renameat2 RENAME_EXCHANGE); False when the
-    system or file system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 _STALE = re.compile(r"\.(?P<name>.+)\.old-(?P<pid>\d+)\Z|" + re.escape(SCRATCH_PREFIX) + r"(?P<spid>\d+)-")
@@ -305,10 +262,7 @@ def _remove_stale(directory: Path) -> None:
     for p in entries:
         m = _STALE.match(p.name)
         if m and not _alive(int(m.group("pid") or m.group("spid"))):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
+            remove(p)
 
 
 def _alive(pid: int) -> bool:

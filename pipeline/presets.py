@@ -1,12 +1,14 @@
 """Named pipelines, as data: preset name -> pipeline spec text.
 
 Presets refer to stages by name only; resolving a preset whose stage is
-missing raises a PresetError naming both.
+missing raises a PresetError naming both. `Pipeline.preset(name)` resolves one
+(this table knows nothing of pipelines, so the import points one way).
 """
 from __future__ import annotations
 
 from types import MappingProxyType
 
+from pipeline.errors import PresetError
 from stages.quantization.preset import SEED_PASS_ORDER
 
 # The seed's quantization canonicalization, one pass per step in the order the
@@ -37,16 +39,7 @@ def names() -> list:
 
 
 def spec_of(name: str) -> str:
-    from pipeline.errors import PresetError
-
     try:
         return PRESETS[name]
     except KeyError:
         raise PresetError(f"unknown preset {name!r}; known: {', '.join(names())}") from None
-
-
-def get(name: str):
-    """The preset as a Pipeline (resolving its stages now)."""
-    from pipeline.core import Pipeline
-
-    return Pipeline.preset(name)

@@ -123,9 +123,7 @@ def _entries(data, src: _Source) -> list:
     return data
 
 
-def _resolve_entry(index: int, entry, src: _Source) -> tuple:
-    from pipeline.core import resolve_step
-
+def _resolve_entry(index: int, entry, src: _Source, resolve_step) -> tuple:
     if not isinstance(entry, dict):
         raise RecipeError(f"{src.where(index)}: expected a table/object, got {type(entry).__name__}")
     if not isinstance(entry.get("stage"), str):
@@ -142,13 +140,12 @@ def _resolve_entry(index: int, entry, src: _Source) -> tuple:
         raise RecipeError(f"{src.where(index)}: {e}") from None
 
 
-def load_recipe(source):
-    """A Pipeline from a recipe file path, TOML/JSON text, or the parsed dict/list."""
-    from pipeline.core import Pipeline
-
+def recipe_stages(source, resolve_step) -> tuple:
+    """The stages of a recipe (a file path, TOML/JSON text, or the parsed dict/list), each entry
+    resolved by `resolve_step(name, params, fail)` (pipeline.core's: Pipeline.from_recipe)."""
     data, src = _read(source)
     entries = _entries(data, src)
     try:
-        return Pipeline._from_stages(tuple(concat(_resolve_entry(i, e, src) for i, e in enumerate(entries))))
+        return tuple(concat(_resolve_entry(i, e, src, resolve_step) for i, e in enumerate(entries)))
     except RecursionError:  # parameters nested deeper than the stages' checks can follow
         raise RecipeError(f"{src.name}: a parameter is nested too deeply") from None

@@ -8,7 +8,10 @@
 - `compare_weights(before, after)`: per weight bytes before/after (as written in
   the files when measured, see pipeline.filesizes; else estimated, and the
   column says so), ratio, SNR, max abs error and the reason a stage left it as
-  it was: the summary after `weightpress compress`.
+  it was: the summary after `weightpress compress`. SNR and max abs error are
+  the compressing stage's own figures from the trace (`stage_figures`) when one
+  stage alone compressed the weight, else computed here; either way defined in
+  stages.compression.numeric.metrics.
 - `diff_models(a, b)`: weights added / removed / changed and op counts changed.
 - `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
   reports draw each weight's histogram with its LUT or quantization grid as
@@ -25,7 +28,8 @@ from typing import Optional
 
 import numpy as np
 
-from ir.interpret import run_op
+from ir.fold import constant_values
+from stages.compression.numeric import metrics
 
 CONSTEXPR = "constexpr_"
 
@@ -101,20 +105,12 @@ def _const_bytes(var) -> int:
 
 def _evaluate_constants(fn):
     """Values of every const and const-only constexpr output, their producers and consumers."""
-    env, producer, consumers = {}, {}, {}
+    env, producer, consumers = constant_values(fn), {}, {}
     for op in fn.block.walk():
         for key, v in op.inputs.items():
             for var in v if isinstance(v, tuple) else (v,):
                 consumers.setdefault(var.name, []).append((op, key))
-        if op.op_type == "const":
-            env[op.outputs[0].name] = np.asarray(op.attrs["val"])
-        elif op.op_type.startswith(CONSTEXPR) and all(var.name in env for var in op.input_vars()):
-            for var, val in zip(op.outputs, run_op(op, env)):
-                env[var.name] = val
-        else:
-            continue
-        for var in op.outputs:
-            producer[var.name] = op
+        producer.update((var.name, op) for var in op.outputs if var.name in env)
     return env, producer, consumers
 
 
@@ -235,12 +231,8 @@ def op_count_rows(counts: Counter) -> tuple:
 # ---- numbers ------------------------------------------------------------------
 
 def snr_db(reference: np.ndarray, approx: np.ndarray) -> float:
-    ref = np.asarray(reference, np.float64)
-    noise = float(np.sum((ref - np.asarray(approx, np.float64)) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+    """SNR of approx against reference (the one definition: stages.compression.numeric.metrics)."""
+    return metrics.snr_db(reference, approx)
 
 
 def human_bytes(n: float) -> str:
@@ -267,6 +259,10 @@ class WeightChange:
     note: str = ""  # why a stage left the weight as it was (the stage's own words)
     before_file: Optional[int] = None  # bytes as written in the input file, when measured
     after_file: Optional[int] = None  # bytes as written in the output file, when measured
+    # the error figures the compressing stage computed exactly (its Step.stats["weights"]
+    # entry: snr_db, max_abs_error), when one stage alone changed the weight; else None and
+    # the figures are computed here from the two dense values
+    figures: Optional[dict] = None
 
     @property
     def name(self) -> str:
@@ -292,14 +288,21 @@ class WeightChange:
 
     @property
     def snr(self) -> Optional[float]:
-        return snr_db(self.before.value, self.after.value) if self.comparable else None
+        if self.figures is not None:
+            return self.figures["snr_db"]
+        return self._sums.snr_db if self.comparable else None
 
     @property
     def max_abs_error(self) -> Optional[float]:
+        if self.figures is not None:
+            return self.figures["max_abs_error"]
         if not self.comparable or not self.before.size:
             return None
-        diff = np.asarray(self.before.value, np.float64) - np.asarray(self.after.value, np.float64)
-        return float(np.max(np.abs(diff)))
+        return self._sums.max_abs_error
+
+    @property
+    def _sums(self):
+        return metrics.sums(self.before.value, self.after.value)
 
 
 def _index(weights):
@@ -325,16 +328,16 @@ def match_weights(before, after) -> list:
 
 
 def compare_weights(before_program, after_program, seconds_by_weight=None, notes=None,
-                    before_sizes=None, after_sizes=None) -> list:
+                    before_sizes=None, after_sizes=None, figures_by_weight=None) -> list:
     """One WeightChange per weight of `before_program`. notes: weight name -> why it was
     left as it was; before_sizes / after_sizes: weight name -> bytes as written in the
     input / output file (filesizes.measure_file), used instead of the estimate where given."""
     return compare(weights_of(before_program), weights_of(after_program), seconds_by_weight, notes,
-                   before_sizes, after_sizes)
+                   before_sizes, after_sizes, figures_by_weight)
 
 
 def compare_files(before_program, after_program, before_path, after_path, seconds_by_weight=None,
-                  notes=None) -> list:
+                  notes=None, figures_by_weight=None) -> list:
     """compare_weights with each weight's bytes as written in the two files, where their
     format is measured (pipeline.filesizes: ONNX, .wpz), else estimated: what `compress`
     reports."""
@@ -344,17 +347,46 @@ def compare_files(before_program, after_program, before_path, after_path, second
     sizes_in = measure_file(before_path, before_program, [w.name for w in before_w])
     sizes_out = measure_file(after_path, after_program, [w.name for w in after_w])
     return compare(before_w, after_w, seconds_by_weight, notes, sizes_in.weights if sizes_in else None,
-                   sizes_out.weights if sizes_out else None)
+                   sizes_out.weights if sizes_out else None, figures_by_weight)
 
 
 def compare(before_weights, after_weights, seconds_by_weight=None, notes=None, before_sizes=None,
-            after_sizes=None) -> list:
-    """compare_weights over weights already listed (weights_of)."""
+            after_sizes=None, figures_by_weight=None) -> list:
+    """compare_weights over weights already listed (weights_of). figures_by_weight: weight
+    name (a stage's stats key) -> the figures its stage computed (stage_figures), shown
+    instead of figures recomputed from the dense values."""
     seconds_by_weight, notes = seconds_by_weight or {}, notes or {}
     before_sizes, after_sizes = before_sizes or {}, after_sizes or {}
     pairs = match_weights(before_weights, after_weights)
     return [WeightChange(b, a, seconds_by_weight.get(b.name), notes.get(b.name, ""), before_sizes.get(b.name),
-                         after_sizes.get(a.name) if a is not None else None) for b, a in pairs]
+                         after_sizes.get(a.name) if a is not None else None,
+                         _figures_for(b, a, figures_by_weight or {})) for b, a in pairs]
+
+
+def _figures_for(before: Weight, after: Optional[Weight], figures_by_weight) -> Optional[dict]:
+    """The stage's own figures for a weight still there with its shape; a stage names a
+    weight of function main without the "main/" prefix weights_of gives it."""
+    if after is None or after.shape != before.shape:
+        return None
+    name = before.name
+    found = figures_by_weight.get(name)
+    if found is None and name.startswith("main/"):
+        found = figures_by_weight.get(name[len("main/"):])
+    return found
+
+
+def stage_figures(weight_stats) -> dict:
+    """weight name -> {"snr_db", "max_abs_error"} from the steps' per-weight stats
+    (an iterable of {name: stats} mappings, one per step): only for a weight that exactly
+    one step compressed, where that step's figures (against its input) are the end-to-end
+    ones; figures of several steps do not compose, so those weights are left out."""
+    seen: dict = {}
+    for per_step in weight_stats:
+        for name, st in per_step.items():
+            if hasattr(st, "get") and "snr_db" in st and "max_abs_error" in st:
+                seen.setdefault(name, []).append({"snr_db": float(st["snr_db"]),
+                                                  "max_abs_error": float(st["max_abs_error"])})
+    return {name: found[0] for name, found in seen.items() if len(found) == 1}
 
 
 def _bytes_column(label: str, measured: list) -> tuple:

@@ -1,7 +1,7 @@
 """Running a pipeline: the step loop, the cache, verification and instruments.
 
     Pipeline.run(program, cache=None, verify=None, progress=False, executor=None,
-                 instruments=())
+                 instruments=(), validate=True)
 
 - cache: MemoryCache / DiskCache / anything with the cache interface. A step
   whose (input digest, stage key) is cached is not executed, and its programs
@@ -16,6 +16,14 @@
 - progress: a tqdm bar over steps, and per weight through StageContext.progress.
 - executor: see pipeline.executors.
 - instruments: see pipeline.instruments.
+- validate: True (default) checks every step whose stage returned a new
+  program (not when `new is old`, nor for cache hits) with ir.validate; a stage
+  that returns an invalid program fails with InvalidStepOutput naming the step
+  and the broken rule. The ops a stage built are checked in full; the ops it
+  took over unchanged from its input (same objects reading the same values)
+  only for where they sit, since nothing else about them changed ("full":
+  every op in full, for a pipeline input that was never validated; False: off).
+  The cost is recorded per step (Step.validate_seconds), apart from Step.seconds.
 """
 from __future__ import annotations
 
@@ -28,10 +36,11 @@ from typing import Optional
 from pyrsistent import freeze, pmap
 from toolz import reduce
 
-from ir import Program
-from pipeline.errors import EquivalenceError, PipelineError, StageFailed, UncacheableWarning
+from ir import InvalidProgram, Program
+from ir.validate import validate as validate_program
+from pipeline.errors import EquivalenceError, InvalidStepOutput, PipelineError, StageFailed, UncacheableWarning
 from pipeline.instruments import CrashReproducer, ProgressBar, StepEvent, call_hook, weight_progress
-from pipeline.trace import ProgramStore, Step, Trace, materialize
+from pipeline.trace import ProgramStore, Step, Trace, find_or_recompute
 
 _VERIFY_MODES = ("each", "final")
 _CONTRACT_OPTIONS = ("mode", "require_change", "contracts")  # not verify() options
@@ -47,6 +56,7 @@ class _Run:
     verify: Optional[dict]
     instruments: tuple
     input_digest: str
+    validate: object = True  # True | False | "full"
 
 
 def _verify_options(verify) -> Optional[dict]:
@@ -59,6 +69,12 @@ def _verify_options(verify) -> Optional[dict]:
     if opts["mode"] not in _VERIFY_MODES:
         raise PipelineError(f"verify mode {opts['mode']!r}: expected one of {', '.join(_VERIFY_MODES)}")
     return opts
+
+
+def _validate_option(validate):
+    if validate not in (True, False, "full"):
+        raise PipelineError(f"validate={validate!r}: expected True, False or 'full'")
+    return validate
 
 
 def stage_key(st) -> Optional[str]:
@@ -85,7 +101,7 @@ def _kernels_agree(run: _Run, program: Program, pipeline, index: int, report) ->
     from pipeline.contracts import check_kernels
 
     found = check_kernels(program, samples=min(int(run.verify.get("samples", 8)), 8), inputs=run.verify.get("inputs"),
-                          seed=run.verify.get("seed", 0))
+                          seed=run.verify.get("seed", 0), dims=run.verify.get("dims"))
     if found:
         raise EquivalenceError(f"pipeline {pipeline.spec()}: {'; '.join(map(str, found[:3]))}", index, None, report)
 
@@ -106,7 +122,8 @@ def _check_each(run: _Run, step: Step, before, after) -> Step:
     if use_contract or opts.get("require_change"):
         report = check_step(before(), after(), step.stage, step.stats,
                             samples=opts.get("samples", 8), inputs=opts.get("inputs"), seed=opts.get("seed", 0),
-                            require_change=opts.get("require_change", False), index=step.index)
+                            require_change=opts.get("require_change", False), index=step.index,
+                            dims=opts.get("dims"))
         if not report.passed:
             raise EquivalenceError(f"step {step.index} ({step.spec}), stage {step.stage.name!r}, broke its "
                                    f"contract: {report.summary()}", step.index, step.stage, report)
@@ -121,21 +138,40 @@ def _execute(run: _Run, st, index: int, program: Program, event: StepEvent):
         result = st.run(program, run.context)
         return result, time.perf_counter() - t0
     except Exception as exc:
-        call_hook(run.instruments, "on_error", event, exc)
-        repro = [i.last for i in run.instruments if isinstance(i, CrashReproducer)]
-        where = f"; reproducer saved to {repro[0]}" if repro else ""
+        repro = _reproduce(run, event, exc)
+        where = f"; reproducer saved to {repro}" if repro else ""
         raise StageFailed(f"step {index} ({event.spec}) raised {type(exc).__name__}: {exc}{where}",
-                          index, st, repro[0] if repro else None) from exc
+                          index, st, repro) from exc
+
+
+def _reproduce(run: _Run, event: StepEvent, exc: Exception) -> Optional[str]:
+    """Tell the instruments a step failed; the crash reproducer's path, if one saved it."""
+    call_hook(run.instruments, "on_error", event, exc)
+    repro = [i.last for i in run.instruments if isinstance(i, CrashReproducer)]
+    return repro[0] if repro else None
+
+
+def _validated(run: _Run, st, index: int, event: StepEvent, before: Program, after: Program) -> float:
+    """Seconds spent checking `after` against the IR rules (0 when it is the input itself)."""
+    if not run.validate or after is before:
+        return 0.0
+    t0 = time.perf_counter()
+    try:
+        validate_program(after, trusted=None if run.validate == "full" else before)
+    except InvalidProgram as e:
+        repro = _reproduce(run, event, e)  # a stage that breaks the IR is a failing stage
+        where = f"; reproducer saved to {repro}" if repro else ""
+        raise InvalidStepOutput(f"step {index} ({event.spec}) returned an invalid program: {e}{where}",
+                                index, st) from None
+    return time.perf_counter() - t0
 
 
 def _one_step(run: _Run, steps: tuple, indexed) -> tuple:
-    from pipeline.core import stage_spec
-
     index, st = indexed
     n_done = len(steps)
     in_digest = run.input_digest if n_done == 0 else steps[-1].output_digest
-    input_program = lambda: materialize(run.store, run.input_digest, steps, n_done, run.context)  # noqa: E731
-    spec = stage_spec(st)
+    input_program = lambda: find_or_recompute(run.store, run.input_digest, steps, n_done, run.context)  # noqa: E731
+    spec = st.spec()
     event = StepEvent(index, st, spec, run.pipeline_spec, input_program)
     call_hook(run.instruments, "before_step", event)
     key = stage_key(st)
@@ -147,13 +183,14 @@ def _one_step(run: _Run, steps: tuple, indexed) -> tuple:
     else:
         program = input_program()
         result, seconds = _execute(run, st, index, program, event)
+        validate_seconds = _validated(run, st, index, event, program, result.program)
         out = run.store.add(result.program)
         if run.cache is not None and key is not None:
             run.cache.store(in_digest, key, out, result.stats)
         step = Step(index, st, spec, freeze(st.all_params), key, in_digest, out.digest, seconds,
-                    out is not program, False, pmap(result.stats))
+                    out is not program, False, pmap(result.stats), validate_seconds=validate_seconds)
     done = steps + (step,)
-    output_program = lambda: materialize(run.store, run.input_digest, done, n_done + 1, run.context)  # noqa: E731
+    output_program = lambda: find_or_recompute(run.store, run.input_digest, done, n_done + 1, run.context)  # noqa: E731
     if run.verify is not None and run.verify["mode"] == "each":
         step = _check_each(run, step, input_program, output_program)
         done = steps + (step,)
@@ -169,13 +206,13 @@ def run_steps(run: _Run, stages: tuple, offset: int, before: tuple = ()) -> tupl
 
 
 def _start(pipeline, program_or_store, input_digest, cache, verify, progress, executor, instruments,
-           stack: ExitStack, n_steps: int) -> _Run:
+           stack: ExitStack, n_steps: int, validate=True) -> _Run:
     from pipeline.executors import make_context
 
     instruments = tuple(instruments) + ((ProgressBar(n_steps),) if progress else ())
     context = make_context(executor, stack, weight_progress if progress else None)
     return _Run(pipeline.spec(), program_or_store, cache, context, _verify_options(verify), instruments,
-                input_digest)
+                input_digest, _validate_option(validate))
 
 
 def _finish(run: _Run, pipeline, steps: tuple) -> Trace:
@@ -189,48 +226,30 @@ def _finish(run: _Run, pipeline, steps: tuple) -> Trace:
 
 
 def run_pipeline(pipeline, program: Program, cache=None, verify=None, progress=False, executor=None,
-                 instruments=()) -> Trace:
+                 instruments=(), validate=True) -> Trace:
     if not isinstance(program, Program):
         raise PipelineError(f"Pipeline.run: expected a Program, got {type(program).__name__}")
     with ExitStack() as stack:
         run = _start(pipeline, ProgramStore(cache, [program]), program.digest, cache, verify, progress,
-                     executor, instruments, stack, len(pipeline))
+                     executor, instruments, stack, len(pipeline), validate)
         return _finish(run, pipeline, run_steps(run, pipeline.stages, 0))
 
 
-def _replaced(stages: tuple, from_step: int, new) -> tuple:
-    if new is None:
-        return stages
-    if isinstance(new, dict):
-        bad = [i for i in new if not 0 <= i < len(stages)]
-        if bad:
-            raise PipelineError(f"replay: no step {bad[0]} (the pipeline has {len(stages)})")
-        return tuple(new.get(i, st) for i, st in enumerate(stages))
-    from pipeline.core import Pipeline
-
-    return stages[:from_step] + Pipeline.coerce(new).stages
-
-
-def replay(trace: Trace, from_step: int, new_stages, options: dict) -> Trace:
-    from pipeline.core import Pipeline
-
-    n = len(trace.steps)
-    if not 0 <= from_step <= n:
-        raise PipelineError(f"replay: from_step={from_step} outside 0..{n}")
-    if isinstance(new_stages, dict) and new_stages:
-        from_step = min(from_step, *new_stages) if from_step else min(new_stages)
-    stages = _replaced(trace.pipeline.stages, from_step, new_stages)
-    pipeline = Pipeline._from_stages(stages)
+def replay(trace: Trace, pipeline, from_step: int, options: dict) -> Trace:
+    """Run `pipeline` (the trace's, with stages replaced from from_step on: Pipeline.replay_trace
+    builds it) from step from_step, reusing the trace's steps before it."""
     cache = options.pop("cache", trace.cache)
     store = trace.store if cache is trace.cache else ProgramStore(cache, [])
     trace.program_at(from_step)  # make sure the starting point is reachable before anything runs
     if store is not trace.store:
         store = store.merged(trace.store)
+    stages = pipeline.stages
     with ExitStack() as stack:
         run = _start(pipeline, store, trace.input_digest, cache, options.pop("verify", None),
                      options.pop("progress", False), options.pop("executor", None),
-                     options.pop("instruments", ()), stack, len(stages) - from_step)
+                     options.pop("instruments", ()), stack, len(stages) - from_step,
+                     options.pop("validate", True))
         if options:
             raise PipelineError(f"replay: unknown option(s) {sorted(options)}")
         return _finish(run, pipeline, run_steps(run, stages[from_step:], from_step,
-                                                         tuple(replace(s, reused=True) for s in trace.steps[:from_step])))
+                                                tuple(replace(s, reused=True) for s in trace.steps[:from_step])))

@@ -2,7 +2,8 @@
 
 Values are JSON (numbers, "strings", true/false/null, [lists], {objects});
 a bare word such as `mode=linear_symmetric` is read as a string. Printing
-writes every value as JSON, so `parse(print(p))` gives back the same steps.
+(stages.spec, the one printer: Stage.spec) writes every value as JSON, so
+`parse(print(p))` gives back the same steps.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 from typing import NamedTuple
 
 from pipeline.errors import SpecError
+from stages.spec import format_step, format_value  # noqa: F401  (the one printer; re-exported)
 
 _NAME = re.compile(r"^[A-Za-z_][\w.+\-]*$")
 _BARE = re.compile(r"^[A-Za-z_][\w.\-]*$")
@@ -92,13 +94,3 @@ def parse(text: str) -> list:
     if any(not s.strip() for s in items) and text.strip():
         raise SpecError(f"pipeline spec: empty stage name in {text!r}")
     return [parse_step(s) for s in items if s.strip()]
-
-
-def format_value(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def format_step(name: str, params: dict) -> str:
-    if not params:
-        return name
-    return name + "{" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(params.items())) + "}"

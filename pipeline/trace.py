@@ -9,7 +9,6 @@ program costs time, never a wrong answer).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +17,9 @@ from typing import Optional
 from pyrsistent import PMap, pmap
 
 from ir import Program
+from ir.atomic import write_text
+from pipeline.cache import jsonable_stats
+from pipeline.diff import diff_programs
 from pipeline.errors import PipelineError
 from stages.base import DEFAULT_CONTEXT, Stage
 
@@ -39,14 +41,13 @@ class Step:
     stats: PMap = field(default_factory=pmap)
     verification: object = None  # a VerificationReport when verify= checked this step
     reused: bool = field(default=False, compare=False)  # taken as it was by a replay
+    validate_seconds: float = field(default=0.0, compare=False)  # ir.validate of the output (run option)
 
     def to_json(self) -> dict:
-        from pipeline.cache import jsonable_stats
-
         return {"index": self.index, "spec": self.spec, "stage": self.stage.name,
                 "version": self.stage.version, "params": jsonable_stats(self.params), "key": self.key,
                 "input_digest": self.input_digest, "output_digest": self.output_digest,
-                "seconds": self.seconds, "changed": self.changed, "cached": self.cached,
+                "seconds": self.seconds, "validate_seconds": self.validate_seconds, "changed": self.changed, "cached": self.cached,
                 "stats": jsonable_stats(self.stats)}
 
 
@@ -76,8 +77,9 @@ class ProgramStore:
         return out
 
 
-def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=DEFAULT_CONTEXT) -> Program:
-    """program_at(i) of a run whose steps are `steps`, recomputing what the store lacks."""
+def find_or_recompute(store: ProgramStore, input_digest: str, steps, i: int, context=DEFAULT_CONTEXT) -> Program:
+    """program_at(i) of a run whose steps are `steps`: found in the store (memory, then the
+    cache), else recomputed from the nearest earlier program it holds."""
     digest = input_digest if i == 0 else steps[i - 1].output_digest
     found = store.find(digest)
     if found is not None:
@@ -85,7 +87,7 @@ def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=D
     if i == 0:
         raise PipelineError(f"the input program {digest[:12]} is neither in memory nor in the cache")
     step = steps[i - 1]
-    previous = materialize(store, input_digest, steps, i - 1, context)
+    previous = find_or_recompute(store, input_digest, steps, i - 1, context)
     out = step.stage.run(previous, context).program
     if out.digest != digest:
         warnings.warn(f"step {step.index} ({step.spec}) recomputed to {out.digest[:12]}, the trace "
@@ -93,6 +95,10 @@ def materialize(store: ProgramStore, input_digest: str, steps, i: int, context=D
     if store.cache is not None and step.key is not None:
         store.cache.store(step.input_digest, step.key, out, step.stats)
     return store.add(out)
+
+
+# the old name, kept importable (it clashed with the constexpr fold, now ir.fold)
+materialize = find_or_recompute
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ class Trace:
         n = len(self.steps)
         if not -(n + 1) <= i <= n:
             raise IndexError(f"program_at({i}): the trace has programs 0..{n}")
-        return materialize(self.store, self.input_digest, self.steps, i % (n + 1))
+        return find_or_recompute(self.store, self.input_digest, self.steps, i % (n + 1))
 
     def digest_at(self, i: int) -> str:
         return self.input_digest if i == 0 else self.steps[i - 1].output_digest
@@ -126,16 +132,14 @@ class Trace:
         return tuple(s.index for s in self.steps if not (s.cached or s.reused))
 
     def diff(self, i: int, j: int):
-        from pipeline.diff import diff_programs
-
         return diff_programs(self.program_at(i), self.program_at(j))
 
     def replay(self, from_step: int = 0, stages=None, **run_options) -> "Trace":
         """Re-run steps from_step.. with `stages` in their place (a list replacing all of
-        them, or {step index: stage}); steps before from_step are reused as they are."""
-        from pipeline.run import replay
-
-        return replay(self, from_step, stages, run_options)
+        them, or {step index: stage}); steps before from_step are reused as they are.
+        The pipeline that ran re-runs it (Pipeline.replay_trace): the record does not
+        know how to run stages."""
+        return self.pipeline.replay_trace(self, from_step, stages, **run_options)
 
     def summary(self) -> str:
         rows = [f"{s.index:>3} {s.spec[:48]:<48} {s.seconds * 1e3:9.1f} ms "
@@ -155,23 +159,18 @@ class Trace:
             cache.put_program(program)
         doc = {"format": TRACE_FORMAT, "pipeline": self.pipeline.spec(), "input_digest": self.input_digest,
                "steps": [s.to_json() for s in self.steps]}
-        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+        write_text(path, json.dumps(doc, indent=1))
 
     @classmethod
-    def load(cls, path, cache) -> "Trace":
-        from pipeline.core import Pipeline
-
-        with open(path) as f:
-            doc = json.load(f)
+    def from_json(cls, doc: dict, pipeline, cache, where: str = "trace") -> "Trace":
+        """The Trace a save() wrote, given its pipeline already parsed from doc["pipeline"]
+        (pipeline.core.load_trace reads the file)."""
         if doc.get("format") != TRACE_FORMAT:
-            raise PipelineError(f"{path}: not a weightpress trace (format {doc.get('format')!r})")
-        pipe = Pipeline.from_spec(doc["pipeline"])
-        if len(pipe) != len(doc["steps"]):
-            raise PipelineError(f"{path}: {len(doc['steps'])} steps but the pipeline has {len(pipe)} stages")
+            raise PipelineError(f"{where}: not a weightpress trace (format {doc.get('format')!r})")
+        if len(pipeline) != len(doc["steps"]):
+            raise PipelineError(f"{where}: {len(doc['steps'])} steps but the pipeline has {len(pipeline)} stages")
         steps = tuple(Step(d["index"], st, d["spec"], pmap(d["params"]), d["key"], d["input_digest"],
-                           d["output_digest"], d["seconds"], d["changed"], d["cached"], pmap(d["stats"]))
-                      for st, d in zip(pipe.stages, doc["steps"]))
-        return cls(pipe, steps, doc["input_digest"], ProgramStore(cache), cache)
+                           d["output_digest"], d["seconds"], d["changed"], d["cached"], pmap(d["stats"]),
+                           validate_seconds=d.get("validate_seconds", 0.0))
+                      for st, d in zip(pipeline.stages, doc["steps"]))
+        return cls(pipeline, steps, doc["input_digest"], ProgramStore(cache), cache)

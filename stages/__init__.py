@@ -1,5 +1,5 @@
 """Pure Program -> Program stages, each registered by name."""
-from stages.base import (REGISTRY, Stage, StageContext, StageError, StageResult, stage)
+from stages.base import (REGISTRY, Option, Stage, StageContext, StageError, StageResult, stage)
 
 
 def _load_all():
@@ -22,4 +22,4 @@ def get(name: str) -> Stage:
         raise StageError(f"unknown stage {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
-__all__ = ["Stage", "StageContext", "StageError", "StageResult", "stage", "names", "get"]
+__all__ = ["Option", "Stage", "StageContext", "StageError", "StageResult", "stage", "names", "get"]

@@ -6,20 +6,32 @@
 `palettize_weights(nbits=4)` is a Stage with those parameters bound;
 `palettize_weights(prog, nbits=4)` runs it. A stage's function may return a
 plain Program or a StageResult carrying statistics for the pipeline.
+
+The Stage is the one place a stage's contract lives (as xDSL's passes: the
+options are typed fields). Its options are read once from the function's
+keyword-only parameters: name, default, type (the annotation's, else the
+default's) and choices (a `Literal[...]` annotation), so the stage modules
+declare them where they are used. Binding checks names, the stage's own
+`check`, then types and choices; spec text (`Stage.spec`, printed by
+stages.spec) parses back to an equal stage with the same cache key; the CLI
+reads its choices from here; a name is registered once.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import numpy as np
 from pyrsistent import PMap, pmap
 
 from ir import Program
-from ir.core import gc_paused
+from ir.gcpause import gc_paused
+from stages.canonical import Uncacheable, canonical  # noqa: F401  (re-exported: keys and specs)
+from stages.spec import format_step
 
 
 class StageError(ValueError):
@@ -52,65 +64,140 @@ class StageResult:
     stats: PMap = field(default_factory=pmap)
 
 
-class Uncacheable(Exception):
-    """A parameter cannot be turned into a stable key (e.g. a lambda with no source)."""
+# expected option type -> the value types accepted for it (ints where floats are expected,
+# lists where tuples are; nothing else is converted)
+_ACCEPTS = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    tuple: (list, tuple),
+    list: (list, tuple),
+    dict: (dict,),
+}
+# values a spec or recipe can hold: only these are type-checked; anything else (a numpy
+# dtype, a callable, a Pipeline) is the stage's own check's business
+_TEXT_KINDS = (bool, int, float, str, list, tuple, dict)
 
 
-def _callable_key(fn) -> dict:
-    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+@dataclass(frozen=True)
+class Option:
+    """One typed option of a stage: a keyword-only parameter of its function.
+
+    The type is the annotation's when there is one (`int`, `Optional[int]`,
+    `Literal[1, 2, 4]` which also gives the choices), else the default's
+    type; a default of None with no annotation accepts anything."""
+
+    name: str
+    default: Any
+    type: Optional[type] = None
+    choices: Optional[tuple] = None
+
+    def problem(self, value) -> Optional[str]:
+        """Why `value` does not fit this option (None when it fits)."""
+        if value is None or not isinstance(value, _TEXT_KINDS):
+            return None
+        accepted = _ACCEPTS.get(self.type)
+        if accepted is not None:
+            if isinstance(value, bool) and bool not in accepted:
+                return f"expected {self.type.__name__}, got bool"
+            if not isinstance(value, accepted):
+                return f"expected {self.type.__name__}, got {type(value).__name__}"
+        if self.choices is not None and isinstance(value, (int, float, str)) and value not in self.choices:
+            return f"{value!r} is not one of {list(self.choices)}"
+        return None
+
+    def coerce(self, value):
+        """A list given for a tuple option becomes a tuple (what the spec parser reads back)."""
+        return tuple(value) if self.type is tuple and isinstance(value, list) else value
+
+
+def _strip_optional(hint):
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
+
+
+def _option(name: str, default, hint) -> Option:
+    hint = _strip_optional(hint)
+    if typing.get_origin(hint) is typing.Literal:
+        choices = tuple(typing.get_args(hint))
+        return Option(name, default, type(choices[0]) if choices else None, choices)
+    if hint in _ACCEPTS:
+        return Option(name, default, hint)
+    return Option(name, default, type(default) if type(default) in _ACCEPTS else None)
+
+
+@functools.lru_cache(maxsize=None)
+def options_of(fn: Callable) -> tuple:
+    """The typed options of a stage function: its keyword-only parameters but `context`."""
     try:
-        src = inspect.getsource(fn)
-    except (OSError, TypeError):
-        raise Uncacheable(f"callable {name} has no source to key it by") from None
-    return {"callable": name, "source_sha256": hashlib.sha256(src.encode()).hexdigest()}
-
-
-def canonical(value) -> Any:
-    """A JSON-able, order-independent form of a parameter value."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        from ir.digest import tensor_digest
-
-        return {"ndarray": tensor_digest(value)}
-    if isinstance(value, type):
-        return {"type": f"{value.__module__}.{value.__qualname__}"}
-    if isinstance(value, np.dtype):
-        return {"dtype": value.name}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    if hasattr(value, "items"):
-        return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if hasattr(value, "to_dict"):
-        return canonical(value.to_dict())
-    if callable(value):
-        return _callable_key(value)
-    raise Uncacheable(f"parameter of type {type(value).__name__} has no stable key")
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an annotation that does not evaluate: fall back to defaults
+        hints = {}
+    params = inspect.signature(fn).parameters.values()
+    return tuple(_option(p.name, p.default, hints.get(p.name)) for p in params
+                 if p.kind == p.KEYWORD_ONLY and p.name != "context")
 
 
 @dataclass(frozen=True)
 class Stage:
+    """A named, versioned, curried stage; its options are the typed keywords of `fn`.
+
+    `check(params)` (optional) is the stage's own check of the parameters bound so far
+    (ranges, combinations); it runs at every bind, before the option types are checked,
+    so a stage's error names what the stage knows. `contract` is the stage's declared
+    contract (stages.contracts), consulted by verify="each"."""
+
     name: str
     fn: Callable
     version: str
     params: PMap = field(default_factory=pmap)
-    contract: Any = field(default=None, compare=False)  # what the stage preserves: stages.contracts
+    contract: object = None
+    check: Optional[Callable] = field(default=None, compare=False)
+
+    @property
+    def options(self) -> tuple:
+        return options_of(self.fn)
+
+    def option(self, name: str) -> Option:
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        raise StageError(self.unknown(name))
+
+    def unknown(self, key: str) -> str:
+        return (f"unknown parameter {key!r} for stage {self.name!r}; "
+                f"known: {', '.join(sorted(o.name for o in self.options)) or '(none)'}")
+
+    def problem(self, key: str, value) -> Optional[str]:
+        """Why `key=value` does not fit this stage (unknown or wrongly typed), or None."""
+        known = {o.name: o for o in self.options}
+        if key not in known:
+            return self.unknown(key)
+        why = known[key].problem(value)
+        return f"parameter {key!r} of stage {self.name!r}: {why}" if why else None
 
     @property
     def defaults(self) -> dict:
-        sig = inspect.signature(self.fn)
-        return {k: p.default for k, p in sig.parameters.items()
-                if p.kind == p.KEYWORD_ONLY and k != "context"}
+        return {o.name: o.default for o in self.options}
 
     def bind(self, **params) -> "Stage":
-        known = self.defaults
+        known = {o.name: o for o in self.options}
         for k in params:
             if k not in known:
-                raise StageError(f"stage {self.name}: unknown parameter {k!r}; "
-                                 f"known: {', '.join(sorted(known)) or '(none)'}")
-        return Stage(self.name, self.fn, self.version, self.params.update(params), self.contract)
+                raise StageError(f"stage {self.name}: {self.unknown(k)}")
+        params = {k: known[k].coerce(v) for k, v in params.items()}
+        bound = self.params.update(params)
+        if self.check is not None:
+            self.check(dict(bound))
+        for k, v in params.items():
+            why = known[k].problem(v)
+            if why:
+                raise StageError(f"stage {self.name}: parameter {k!r}: {why}")
+        return Stage(self.name, self.fn, self.version, bound, self.contract, self.check)
 
     def __call__(self, program: Optional[Program] = None, **params):
         if program is None:
@@ -140,11 +227,9 @@ class Stage:
         return hashlib.sha256(body.encode()).hexdigest()
 
     def spec(self) -> str:
-        """Textual form `name{k=v,...}` of the parameters set explicitly."""
-        if not self.params:
-            return self.name
-        inner = ",".join(f"{k}={json.dumps(canonical(v))}" for k, v in sorted(self.params.items()))
-        return f"{self.name}{{{inner}}}"
+        """The spec text `name{k=v,...}` of the parameters set explicitly; the pipeline
+        spec parser reads it back to an equal stage."""
+        return format_step(self.name, dict(self.params))
 
     def __repr__(self) -> str:
         return f"<Stage {self.spec()} v{self.version}>"
@@ -153,14 +238,20 @@ class Stage:
 REGISTRY: dict = {}
 
 
-def stage(name: str, version: str = "1", contract=None):
-    """Decorator: turn `fn(program, *, params..., context)` into a registered Stage;
-    `contract` (stages.contracts) is what verify="each" checks its steps by."""
+def register(st: Stage) -> Stage:
+    """Add a stage to the registry; a name registered twice is refused."""
+    if st.name in REGISTRY:
+        raise StageError(f"stage {st.name!r} is already registered (by {REGISTRY[st.name].fn.__module__}); "
+                         "two stages of one name would make a spec mean whichever was imported last")
+    st.options  # fail early on a bad signature
+    REGISTRY[st.name] = st
+    return st
+
+
+def stage(name: str, version: str = "1", contract: object = None, check: Optional[Callable] = None):
+    """Decorator: turn `fn(program, *, params..., context)` into a registered Stage."""
 
     def wrap(fn: Callable) -> Stage:
-        st = Stage(name, fn, version, contract=contract)
-        st.defaults  # fail early on a bad signature
-        REGISTRY[name] = st
-        return st
+        return register(Stage(name, fn, version, contract=contract, check=check))
 
     return wrap

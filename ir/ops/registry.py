@@ -7,13 +7,17 @@ interpreter and the text parser all read this one table.
 
 Foreign ops (types with a dotted prefix, e.g. ``onnx.Softmax``) carry their
 own output types; a format module registers an evaluator for its prefix.
+Which module provides a prefix is a table (PROVIDERS): the first lookup of an
+``onnx.*`` op imports it, so evaluating a loaded .wpz does not depend on what
+the caller happened to import before.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ir.core import TensorType
+from ir.types import TensorType
 
 
 class OpError(ValueError):
@@ -74,7 +78,18 @@ class ForeignHandler:
 FOREIGN: dict[str, ForeignHandler] = {}
 
 
+class DuplicateRegistration(ValueError):
+    """An op type (or foreign prefix, or block kernel) registered twice."""
+
+
+def _refuse_twice(table: dict, key: str, what: str) -> None:
+    if key in table:
+        raise DuplicateRegistration(f"{what} {key!r} is already registered; "
+                                    "two definitions of one name would make lookups depend on import order")
+
+
 def register(op_type: str, inputs, infer, compute, n_blocks=0, doc=""):
+    _refuse_twice(REGISTRY, op_type, "op type")
     REGISTRY[op_type] = OpSchema(op_type, tuple(inputs), infer, compute, n_blocks, doc)
     return REGISTRY[op_type]
 
@@ -89,7 +104,18 @@ def op(op_type: str, inputs, infer, n_blocks=0):
     return wrap
 
 
+# foreign-op prefix -> the module whose import registers its evaluator and block kernels
+PROVIDERS: dict = {"onnx": "ir.formats.onnx.importer"}
+
+
+def _load_provider(prefix: str) -> None:
+    module = PROVIDERS.get(prefix)
+    if module is not None:
+        importlib.import_module(module)  # registers through register_foreign / register_block_kernel
+
+
 def register_foreign(prefix: str, compute, infer=None):
+    _refuse_twice(FOREIGN, prefix, "foreign op prefix")
     FOREIGN[prefix] = ForeignHandler(infer, compute)
 
 
@@ -100,7 +126,19 @@ BLOCK_KERNELS: dict = {}
 
 
 def register_block_kernel(op_type: str, kernel) -> None:
+    _refuse_twice(BLOCK_KERNELS, op_type, "block kernel")
     BLOCK_KERNELS[op_type] = kernel
+
+
+def _prefix(op_type: str) -> str:
+    return op_type.split(".", 1)[0]
+
+
+def block_kernel(op_type: str):
+    """The block kernel of a foreign op type (its provider imported on first use), or None."""
+    if is_foreign(op_type) and _prefix(op_type) not in FOREIGN:
+        _load_provider(_prefix(op_type))
+    return BLOCK_KERNELS.get(op_type)
 
 
 def is_foreign(op_type: str) -> bool:
@@ -108,7 +146,12 @@ def is_foreign(op_type: str) -> bool:
 
 
 def foreign_handler(op_type: str) -> Optional[ForeignHandler]:
-    return FOREIGN.get(op_type.split(".", 1)[0])
+    prefix = _prefix(op_type)
+    handler = FOREIGN.get(prefix)
+    if handler is None and prefix in PROVIDERS:
+        _load_provider(prefix)
+        handler = FOREIGN.get(prefix)
+    return handler
 
 
 def schema(op_type: str) -> OpSchema:

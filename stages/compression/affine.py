@@ -40,18 +40,23 @@ bad parameters.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+from ir.fold import evaluate_ops
 from ir.ops.quant import block_view
 from stages.base import DEFAULT_CONTEXT
 from stages.contracts import affine_bound, lossy
 from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
 from stages.compression.figures import CHUNK, FigureSums, const_nbytes, record, round_to_float16, work_dtype
 from stages.compression.forms import Emitter, require_constexpr, require_ios18
-from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.affine import GRANULARITIES, MODES, QUANT_DTYPES, affine_quantize
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.weights import Replacement, Skip, transform_weights
+
+# the spellings of dtype (numpy types and coremltools' dtype classes are accepted too, see dtype_name)
+DTYPE_NAMES = tuple(QUANT_DTYPES)
 
 
 def check_affine(params: dict) -> None:
@@ -261,7 +266,8 @@ def _full_check(params):
 
 
 @compression_stage("affine_quantize_weights", check_affine, version="2", contract=lossy(affine_bound))  # 2: block size fallback, skip reasons
-def affine_quantize_weights(program, *, mode="linear_symmetric", dtype="int8", granularity="per_channel",
+def affine_quantize_weights(program, *, mode: Literal[MODES] = "linear_symmetric",
+                            dtype: Literal[DTYPE_NAMES] = "int8", granularity: Literal[GRANULARITIES] = "per_channel",
                             block_size=32, op_selector=None, config=None, context=DEFAULT_CONTEXT):
     """Affine-quantize every selected weight (see the module docstring for forms and rules)."""
     params = {"mode": mode, "dtype": dtype, "granularity": granularity, "block_size": block_size}

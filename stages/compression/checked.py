@@ -1,47 +1,31 @@
 """Compression stages check their parameters when they are bound.
 
-`palettize_weights(nbits=5)` raises at once (a CompressionError naming the
-parameter) rather than minutes later in the middle of a pipeline. A
-CheckedStage is a Stage whose `bind` also runs a `check(params)` over the
-parameters given so far; the stage function repeats the full check (with the
-per-weight config merged in) when it runs.
+`palettize_weights(nbits=5)` raises at once (a ParameterError naming the
+parameter) rather than minutes later in the middle of a pipeline: the stage's
+`check(params)` runs at every bind over the parameters given so far (the
+Stage object in stages.base owns that), and the stage function repeats the
+full check (with the per-weight config merged in) when it runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
-from stages.base import REGISTRY, Stage
+from stages.base import Stage, stage
 from stages.compression.numeric.errors import CompressionError
+
+# a compression stage is a Stage with a check; the name stays for code that imported it
+CheckedStage = Stage
 
 
 class ParameterError(CompressionError):
     """A compression parameter with a value the stage cannot use; the message names it."""
 
 
-@dataclass(frozen=True)
-class CheckedStage(Stage):
-    check: Optional[Callable] = None  # check(params: dict) raises ParameterError
-
-    def bind(self, **params) -> "CheckedStage":
-        plain = Stage.bind(self, **params)  # unknown names are reported by the base class
-        if self.check is not None:
-            self.check({k: v for k, v in plain.params.items()})
-        return CheckedStage(plain.name, plain.fn, plain.version, plain.params, self.contract, self.check)
-
-
-def compression_stage(name: str, check: Callable, version: str = "1", contract=None):
+def compression_stage(name: str, check: Callable, version: str = "1", contract: object = None):
     """Like stages.base.stage, for a stage whose parameters are checked at bind time."""
-
-    def wrap(fn: Callable) -> CheckedStage:
-        st = CheckedStage(name, fn, version, contract=contract, check=check)
-        st.defaults  # fail early on a bad signature
-        REGISTRY[name] = st
-        return st
-
-    return wrap
+    return stage(name, version=version, contract=contract, check=check)
 
 
 def one_of(params: dict, key: str, allowed) -> None:

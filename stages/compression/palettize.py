@@ -66,14 +66,16 @@ them and usually less. The LUTs (not the sizes) differ from coremltools'.
 """
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 import numpy as np
 
+from ir.fold import evaluate_ops
 from stages.base import DEFAULT_CONTEXT
 from stages.contracts import lossy, palettize_bound
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, figures_from_sums, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
-from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import CompressionError, NotCompressible
 from stages.compression.numeric.palettize import (GRANULARITIES, METHODS, MODES, NBITS, palettize,
                                                   palettize_with_error, to_ios16)
@@ -322,9 +324,11 @@ def compress_palettize(view, params, names):
 
 
 @compression_stage("palettize_weights", check_palettize, version="2", contract=lossy(palettize_bound))  # 2: group size fallback, skip reasons
-def palettize_weights(program, *, nbits=None, mode="kmeans", lut_function=None, granularity="per_tensor",
+def palettize_weights(program, *, nbits: Optional[Literal[NBITS]] = None, mode: Literal[MODES] = "kmeans",
+                      lut_function=None, granularity: Literal[GRANULARITIES] = "per_tensor",
                       group_size=32, channel_axis=None, enable_per_channel_scale=False, cluster_dim=1,
-                      kmeans_method="auto", op_selector=None, config=None, context=DEFAULT_CONTEXT):
+                      kmeans_method: Literal[METHODS] = "auto", op_selector=None, config=None,
+                      context=DEFAULT_CONTEXT):
     """Palettize every selected weight (see the module docstring for forms and rules)."""
     params = dict(nbits=nbits, mode=mode, lut_function=lut_function, granularity=granularity,
                   group_size=group_size, channel_axis=channel_axis,

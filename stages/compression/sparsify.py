@@ -25,12 +25,12 @@ import math
 
 import numpy as np
 
+from ir.fold import evaluate_ops
 from stages.base import DEFAULT_CONTEXT
 from stages.contracts import lossy, sparsify_bound
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_constexpr
-from stages.compression.materialize import evaluate_ops
 from stages.compression.numeric.errors import NotCompressible
 from stages.compression.numeric.sparse import nm_mask, percentile_mask, threshold_mask
 from stages.compression.weights import Replacement, Skip, transform_weights

@@ -31,11 +31,11 @@ from pyrsistent import freeze, pmap
 
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
+from ir.fold import fold_value, is_constexpr
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import StageContext, StageResult
 from stages.compression.config import OptimizationConfig
 from stages.compression.forms import pre_ios18_joint
-from stages.compression.materialize import is_constexpr, materialize
 
 DEFAULT_MIN_ELEMENTS = 2048  # the seed compresses only weights larger than this
 
@@ -93,12 +93,12 @@ class WeightView:
 
     def reconstruct(self, known: Mapping) -> np.ndarray:
         """The dense weight with some of the form's values replaced (name -> array), by the op kernels."""
-        return materialize(self.var, self.producer_of, dict(known))
+        return fold_value(self.var, self.producer_of, dict(known))
 
     @property
     def value(self) -> np.ndarray:
         if self._value is None:
-            value = materialize(self.var, self.producer_of)
+            value = fold_value(self.var, self.producer_of)
             if value.flags.writeable:
                 value = value.copy()
                 value.flags.writeable = False
@@ -350,6 +350,8 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
         chosen = {}
         for (view, _, _), (rep, seconds) in zip(jobs, results):
             key = _key(fn, view.name)
+            if isinstance(rep, Replacement):
+                _refreeze(rep)
             if isinstance(rep, Replacement) and op_selector is None and not _smaller(rep):
                 rep = _not_smaller(rep)
             if isinstance(rep, Replacement):
@@ -365,6 +367,17 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
 
     new = map_functions(program, one_function)
     return StageResult(new, summarize(stats))
+
+
+def _refreeze(rep: Replacement) -> None:
+    """Make the arrays of a replacement read-only again. One that came back from a process
+    pool was unpickled, and numpy unpickles every array writeable: the IR would then hold
+    writeable constants (ir.validate between steps caught it). The arrays are this
+    process's fresh copies, so flipping their flag touches nothing anyone else holds."""
+    for op in rep.ops:
+        for value in (*op.attrs.values(), *(v.val for v in op.outputs)):
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                value.flags.writeable = False
 
 
 def _key(fn: Function, name: str) -> str:

@@ -179,3 +179,20 @@ def test_symbolic_batch_dim():
     assert prog.main.outputs[0].shape == ("?",)
     out = evaluate(prog, {"x": np.ones((3, 4), f32)})
     assert list(out.values())[0].tolist() == [4.0] * 6
+
+
+def test_op_attribute_access_is_strict():
+    """Only the op schema's input names resolve; a typo raises instead of silently reading None."""
+    import pytest as _pytest
+    from ir.builder import Builder
+    from ir.types import TensorType as _T
+
+    b = Builder()
+    x = b.input("x", _T.of("fp32", (2,)))
+    q = b.quantize(input=x, scale=np.float32(0.5), output_dtype="int8")
+    op = next(o for o in b.function("main", q).ops if o.op_type == "quantize")
+    assert op.input is x and op.scale.val == np.float32(0.5)
+    assert op.zero_point is None  # optional and absent
+    with _pytest.raises(AttributeError, match="zero_piont"):
+        op.zero_piont  # noqa: B018
+    assert getattr(op, "zero_piont", "absent") == "absent"

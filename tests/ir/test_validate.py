@@ -161,3 +161,40 @@ def test_cond_blocks_must_agree():
 
 def test_invalid_program_is_a_value_error():
     assert issubclass(InvalidProgram, ValueError)
+
+
+# ---- validate(program, trusted=...): what a stage took over is checked for where it sits ----
+
+def test_trusted_ops_are_still_checked_for_order_and_scope():
+    a = relu("a", X)
+    b = relu("b", a.output)
+    good = prog([a, b], [b.output])
+    assert validate(good, trusted=good) is good
+    with pytest.raises(InvalidProgram, match="uses %a before its definition"):
+        validate(prog([b, a], [b.output]), trusted=good)
+    with pytest.raises(InvalidProgram, match="op name is used twice"):
+        validate(prog([a, b, b], [b.output]), trusted=good)
+
+
+def test_a_trusted_op_reading_a_redefined_value_is_checked_in_full():
+    a = relu("a", X)
+    b = relu("b", a.output)
+    good = prog([a, b], [b.output])
+    # the stage redefined %a with another type but left b reading the old Var
+    d = const("d", np.array("fp16"))
+    a16 = Op.make("cast", "a", {"x": X, "dtype": d.output}, (Var("a", T((2,), "fp16")),))
+    with pytest.raises(InvalidProgram, match="relu 'b'.*as fp32\\[2\\], but it is defined as fp16\\[2\\]"):
+        validate(prog([d, a16, b], [b.output]), trusted=good)
+
+
+def test_new_ops_next_to_trusted_ones_are_checked_in_full():
+    a = relu("a", X)
+    good = prog([a], [a.output])
+    bad = relu("b", a.output, out_type=T((3,)))
+    with pytest.raises(InvalidProgram, match="declared fp32\\[3\\] but the op gives fp32\\[2\\]"):
+        validate(prog([a, bad], [bad.output]), trusted=good)
+
+
+@given(programs())
+def test_trusting_a_program_itself_accepts_it(p):
+    assert validate(p, trusted=p) is p

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import CacheCorruptionWarning, DiskCache, MemoryCache, Pipeline, Trace
+from pipeline import CacheCorruptionWarning, DiskCache, MemoryCache, Pipeline, Trace, load_trace
 from tests.pipeline import pipeline_helpers as h
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +145,7 @@ def test_trace_save_and_load(tmp_path):
     trace.save(tmp_path / "trace.json")
     doc = json.loads((tmp_path / "trace.json").read_text())
     assert doc["pipeline"] == SIX_STEPS and len(doc["steps"]) == 6
-    loaded = Trace.load(tmp_path / "trace.json", DiskCache(tmp_path / "cache"))
+    loaded = load_trace(tmp_path / "trace.json", DiskCache(tmp_path / "cache"))
     assert [s.output_digest for s in loaded.steps] == [s.output_digest for s in trace.steps]
     assert loaded.program_at(0).digest == net.digest
     assert loaded.result.digest == trace.result.digest

@@ -4,18 +4,18 @@
     M.mlpackage/Data/com.apple.CoreML/model.mlmodel        the Model message
     M.mlpackage/Data/com.apple.CoreML/weights/weight.bin   the weight file (blob.py)
 
-Writing is atomic: the package is built in a scratch directory beside the
-destination and swapped in with os.replace (an existing package is moved
-aside first, since a non-empty directory cannot be replaced in one step).
+Writing is atomic (ir.atomic.write_tree): the package is built in a scratch
+directory beside the destination and swapped in (an existing package is
+exchanged with it in one step where the system can, else moved aside first).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import uuid
+
+from ir.atomic import write_tree
 
 DATA = "Data"
 ROOT = "com.apple.CoreML"
@@ -75,9 +75,10 @@ def _manifest(model_bytes: bytes) -> dict:
 def write(path, model_bytes: bytes, write_weights) -> str:
     """Write a package at `path` atomically; `write_weights(file path)` writes the weight file."""
     path = os.path.abspath(os.fspath(path))
-    tmp = tempfile.mkdtemp(prefix=".weightpress-", dir=os.path.dirname(path))
-    try:
-        staged = os.path.join(tmp, os.path.basename(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise PackageError(f"{path}: exists and is not a package directory")
+
+    def build(staged):
         root = os.path.join(staged, DATA, ROOT)
         os.makedirs(os.path.join(root, WEIGHTS_DIR))
         with open(os.path.join(root, MODEL_FILE), "wb") as f:
@@ -85,11 +86,5 @@ def write(path, model_bytes: bytes, write_weights) -> str:
         write_weights(os.path.join(root, WEIGHTS_DIR, WEIGHTS_FILE))
         with open(os.path.join(staged, "Manifest.json"), "w", encoding="utf-8") as f:
             json.dump(_manifest(model_bytes), f, indent=4)
-        if os.path.isdir(path):
-            os.replace(path, os.path.join(tmp, "previous"))
-        elif os.path.exists(path):
-            raise PackageError(f"{path}: exists and is not a package directory")
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return write_tree(path, build)

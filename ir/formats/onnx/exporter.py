@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Optional
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ir.atomic import replace, scratch
 from ir.core import Program, Var
 from ir.dtypes import from_numpy
 from ir.formats.onnx.common import (OnnxExportError, array_to_tensor, attr_from_ir, elem_type,
@@ -28,12 +27,18 @@ from ir.formats.onnx.control import BLOCK_ATTRS
 from ir.formats.onnx.foreign import slot_names
 from ir.formats.onnx.importer import ONNX_NODE
 from ir.formats.onnx.model_meta import MODEL_META
-from ir.interpret import run_op
+from ir.fold import is_constexpr, static_value
 from ir.ops import is_foreign
 
 MIN_OPSET = 13  # what a per-axis QuantizeLinear needs
 OLDEST_OPSET = 11  # the oldest opset written: a model keeps its own down to this one
 COMPRESSED_OPSET = 21  # int4 / uint4 and block_size in DequantizeLinear
+
+
+def _foldable_at_export(op) -> bool:
+    """Any core op without blocks folds when its inputs are known (foreign ops are left to
+    the runtime)."""
+    return not is_foreign(op.op_type) and not op.blocks
 
 
 class Writer:
@@ -52,6 +57,7 @@ class Writer:
         self.producer = {v.name: op for op in self.block.ops for v in op.outputs}
         self.all_names = parent.all_names if parent is not None else _all_names(fn.block)
         self.static_memo: dict = parent.static_memo if parent is not None else {}
+        self.static_unknown: set = parent.static_unknown if parent is not None else set()
         self.position_memo: dict = {}
         self.packed_of: dict = {}  # run-time tensor -> {"init": initializer, "nbits": packed width}
         self.sources: dict = {}  # IR var name -> where its value lies in the file (import record)
@@ -89,7 +95,7 @@ class Writer:
             # consts, and outputs a compact form left static (a joint op's mask), are
             # written as initializers when first read as data
             val = op.attrs["val"] if op is not None and op.op_type == "const" else \
-                self.static(var) if op is not None and op.op_type.startswith("constexpr_") else None
+                self.static(var) if is_constexpr(op) else None
             if val is None:
                 raise OnnxExportError(f"value {var.name!r} is used before it is defined")
             if op.attrs.get(ONNX_NODE) == "Constant":  # it came as a Constant node: it goes back as one
@@ -156,28 +162,10 @@ class Writer:
         return self.initializer(self.fresh(hint), arr, ir_dtype or from_numpy(arr).name)
 
     def static(self, var: Optional[Var]):
-        """var's value when it can be known without inputs (consts and constexpr chains), else None."""
-        if var is None:
-            return None
-        if var.val is not None:
-            return var.val
-        if var.name in self.static_memo:
-            return self.static_memo[var.name]
-        op = self.producer.get(var.name)
-        result = None
-        if op is not None and not is_foreign(op.op_type) and not op.blocks:
-            env = {}
-            for v in op.input_vars():
-                s = self.static(v)
-                if s is None:
-                    break
-                env[v.name] = s
-            else:
-                for out, val in zip(op.outputs, run_op(op, env)):
-                    self.static_memo[out.name] = val
-                return self.static_memo[var.name]
-        self.static_memo[var.name] = result
-        return result
+        """var's value when it can be known without inputs (consts and chains of core ops
+        over them), else None."""
+        return static_value(var, lambda v: self.producer.get(v.name), self.static_memo,
+                            admit=_foldable_at_export, unknown=self.static_unknown)
 
     # -- nodes ------------------------------------------------------------------
     def node(self, op_type: str, inputs, hint: str = "t", outputs=None, n_out: int = 1, **attrs):
@@ -198,7 +186,7 @@ class Writer:
     def ints(self, hint: str, values) -> str:
         return self.const(hint, np.asarray(values, np.int64).reshape(-1))
 
-    def materialize(self, op):
+    def fold_to_initializers(self, op):
         """Write op's outputs as initializers (its inputs are all known at build time)."""
         for v in op.outputs:
             val = self.static(v)
@@ -655,10 +643,10 @@ def _emit(op, w):
         return _foreign(op, w)
     emitter = EMITTERS.get(op.op_type)
     if emitter is None:
-        return w.materialize(op)
+        return w.fold_to_initializers(op)
     first = len(w.nodes)
     emitter(op, w)
-    if op.op_type.startswith("constexpr_"):
+    if is_constexpr(op):
         _record(op, w, w.nodes[first:])
 
 
@@ -891,17 +879,14 @@ def export_onnx(program: Program, path, opset: Optional[int] = None, external_da
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     use_external = bool(external_data) or (external_data is None and size > EXTERNAL_THRESHOLD)
     location = external_data if isinstance(external_data, str) else os.path.basename(path) + ".data"
-    tmp = tempfile.mkdtemp(prefix=".weightpress-", dir=directory)
-    try:
+    with scratch(directory) as tmp:  # the data file goes first, then the model that reads it
         tmp_model = os.path.join(tmp, os.path.basename(path))
         if use_external:
             onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
             if os.path.exists(os.path.join(tmp, location)):
-                os.replace(os.path.join(tmp, location), os.path.join(directory, location))
+                replace(os.path.join(tmp, location), os.path.join(directory, location))
         else:
             onnx.save_model(model, tmp_model)
-        os.replace(tmp_model, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace(tmp_model, path)
     return path

@@ -1,6 +1,8 @@
 """Pure-numpy kernels for weight compression: arrays in, arrays out, inputs never written.
 
-They know nothing of the IR; the stage wrappers in ``stages.compression`` call them.
+They know nothing of programs; the stage wrappers in ``stages.compression`` call them.  The
+decoders (``affine_dequantize``, ``lut_to_dense``, ``sparse_to_dense``) are the kernels of the
+ops the stages emit (ir/ops/quant.py), adapted to the parameter tuples here: one implementation.
 """
 from .affine import AffineParams, affine_dequantize, affine_quantize, block_sizes_for, quant_range
 from .errors import CompressionError, NotCompressible

@@ -60,6 +60,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from ir.ops.quant import blockwise_shift_scale
+
 from ._checks import choice, float_weight, normalize_axis
 from ._floatkeys import ceil_to_dtype
 from .errors import CompressionError, NotCompressible, message
@@ -314,11 +316,13 @@ def expand_blocks(param: np.ndarray, shape) -> np.ndarray:
 
 def affine_dequantize(data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None = None,
                       *, out_dtype=None) -> np.ndarray:
-    """``scale * (data - zero_point)`` for the block layout above, in ``scale``'s dtype by default."""
-    out_dtype = out_dtype or scale.dtype
-    work = np.float64 if np.dtype(out_dtype) == np.float64 else np.float32
-    s = expand_blocks(scale, data.shape).astype(work)
-    centered = data.astype(work)
-    if zero_point is not None:
-        centered -= expand_blocks(zero_point, data.shape).astype(work)
-    return (centered * s).astype(out_dtype)
+    """``scale * (data - zero_point)`` for the block layout above, in ``scale``'s dtype by default.
+
+    The kernel of the op the stage emits (``constexpr_blockwise_shift_scale``, ir/ops/quant.py:
+    one implementation), run in fp32 (float64 when ``out_dtype`` is float64) and rounded once to
+    ``out_dtype``.  A 0-d scale / zero point is one block for the whole weight."""
+    out_dtype = np.dtype(out_dtype or scale.dtype)
+    work = np.float64 if out_dtype == np.float64 else np.float32
+    as_blocks = lambda p: np.asarray(p).reshape((1,) * data.ndim) if np.ndim(p) == 0 else np.asarray(p)  # noqa: E731
+    offset = None if zero_point is None else as_blocks(zero_point).astype(work)
+    return blockwise_shift_scale(data, as_blocks(scale).astype(work), offset).astype(out_dtype, copy=False)

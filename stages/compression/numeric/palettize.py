@@ -35,6 +35,8 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from ir.ops.quant import blockwise_shift_scale, lut_to_dense as ir_lut_to_dense
+
 from . import kmeans1d as km
 from ._checks import choice, float_weight, normalize_axis
 from ._floatkeys import FP16_KEY, FP16_VALUE, ceil_to_dtype, sortable_key
@@ -591,25 +593,12 @@ def _with_scale(run, w, axis, enabled):
 
 
 def lut_to_dense(params: LutParams) -> np.ndarray:
-    """Reconstruct the weight (times ``per_channel_scale`` when present)."""
-    lut, idx = params.lut, params.indices
-    rank, entries, cd = idx.ndim, lut.shape[-2], lut.shape[-1]
-    block = np.zeros(idx.shape, np.int64)  # flat id of the LUT serving each index
-    for a in range(rank):
-        n = lut.shape[a]
-        ids = np.arange(idx.shape[a]) // (idx.shape[a] // n)
-        block = block * n + ids.reshape([-1 if b == a else 1 for b in range(rank)])
-    out = lut.reshape(-1, entries, cd)[block, idx.astype(np.int64)]  # idx.shape + (cd,)
-    if cd == 1:
-        out = out[..., 0]
-    else:
-        va = params.vector_axis
-        out = np.moveaxis(out, -1, va + 1)
-        shape = list(idx.shape)
-        shape[va] *= cd
-        out = out.reshape(shape)
+    """Reconstruct the weight (times ``per_channel_scale`` when present): the kernels of the ops
+    the stage emits (ir/ops/quant.py), ``constexpr_lut_to_dense`` then, for the scale,
+    ``constexpr_blockwise_shift_scale``."""
+    out = ir_lut_to_dense(params.indices, params.lut, params.vector_axis)
     if params.per_channel_scale is not None:
-        out = (out * params.per_channel_scale).astype(lut.dtype)
+        out = blockwise_shift_scale(out, params.per_channel_scale.astype(params.lut.dtype), None)
     return out
 
 

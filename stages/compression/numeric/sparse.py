@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ir.ops.quant import sparse_to_dense as ir_sparse_to_dense
+
 from ._checks import float_weight, normalize_axis
 from .errors import CompressionError, NotCompressible, message
 
@@ -91,6 +93,5 @@ def sparsify(weight, mode: str = "threshold_based", *, threshold: float = 1e-3,
 
 
 def sparse_to_dense(mask: np.ndarray, nonzero_data: np.ndarray) -> np.ndarray:
-    out = np.zeros(mask.shape, nonzero_data.dtype)
-    out[mask.astype(bool)] = nonzero_data
-    return out
+    """The dense weight: the kernel of ``constexpr_sparse_to_dense`` (ir/ops/quant.py)."""
+    return ir_sparse_to_dense(nonzero_data, mask)
