@@ -61,6 +61,7 @@ class Contract:
     steps: int = 0                        # within: steps the named quantized values may move
     values: str = "quantize"              # within: the op type whose outputs are those values
     rtol: float = 0.0                     # within: float outputs may move by rtol * max |output|
+    eps: float = 0.0                      # within: ... or by eps machine epsilons of the output's dtype
     bound: Optional[Callable] = None      # lossy: bound(WeightCase) -> list of problems (str)
     parts: tuple = ()                     # composed: the names of the stages it runs
     why: str = ""
@@ -68,6 +69,7 @@ class Contract:
     def describe(self) -> str:
         if self.kind == "within":
             extra = f", floats within rtol {self.rtol:g}" if self.rtol else ""
+            extra += f" or {self.eps:g} eps of their dtype" if self.eps else ""
             return f"within {self.steps} step(s) of the {self.values} values{extra}"
         if self.kind == "lossy":
             return f"lossy ({getattr(self.bound, '__name__', 'bound')})"
@@ -80,10 +82,12 @@ def exact(why: str = "") -> Contract:
     return Contract("exact", why=why)
 
 
-def within(k: int, values: str = "quantize", rtol: float = 0.0, why: str = "") -> Contract:
-    if k < 0 or rtol < 0:
-        raise ValueError(f"within({k}, rtol={rtol}): need k >= 0 and rtol >= 0")
-    return Contract("within", steps=int(k), values=values, rtol=float(rtol), why=why)
+def within(k: int, values: str = "quantize", rtol: float = 0.0, eps: float = 0.0, why: str = "") -> Contract:
+    """`rtol` / `eps`: the float outputs may move by max(rtol, eps * machine epsilon of their
+    dtype) * max |output| (a reordered computation rounds differently: fp16 by far more)."""
+    if k < 0 or rtol < 0 or eps < 0:
+        raise ValueError(f"within({k}, rtol={rtol}, eps={eps}): need k, rtol and eps >= 0")
+    return Contract("within", steps=int(k), values=values, rtol=float(rtol), eps=float(eps), why=why)
 
 
 def lossy(bound: Callable, why: str = "") -> Contract:
@@ -112,9 +116,10 @@ def _compose(contracts, why: str = "") -> Optional[Contract]:
         return lossy(bounds[0] if len(bounds) == 1 else _all_of(bounds), why=why)
     steps = sum(p.steps for p in parts if p.kind == "within")
     rtol = max((p.rtol for p in parts if p.kind == "within"), default=0.0)
-    if steps == 0 and rtol == 0.0:
+    eps = max((p.eps for p in parts if p.kind == "within"), default=0.0)
+    if steps == 0 and rtol == 0.0 and eps == 0.0:
         return exact(why)
-    return within(steps, rtol=rtol, why=why)
+    return within(steps, rtol=rtol, eps=eps, why=why)
 
 
 def _all_of(bounds):
@@ -760,7 +765,7 @@ def check_weights(before: Program, after: Program, stage, stats, contract=None, 
     return problems
 
 
-def _outputs_problems(ref: dict, got: dict, rtol: float, promise: str) -> list:
+def _outputs_problems(ref: dict, got: dict, rtol: float, promise: str, eps: float = 0.0) -> list:
     problems = []
     for (name, r), g in zip(ref.items(), got.values()):
         r, g = np.asarray(r), np.asarray(g)
@@ -768,14 +773,15 @@ def _outputs_problems(ref: dict, got: dict, rtol: float, promise: str) -> list:
             problems.append(Violation(promise, f"output {name!r}", f"{g.dtype}{list(g.shape)} instead of "
                                                                   f"{r.dtype}{list(r.shape)}"))
             continue
-        if rtol and r.dtype.kind == "f":
+        if (rtol or eps) and r.dtype.kind == "f":
+            tol = max(rtol, eps * float(np.finfo(r.dtype).eps))
             r64, g64 = r.astype(np.float64), g.astype(np.float64)
             fin = np.isfinite(r64)
             scale = float(np.max(np.abs(r64[fin]))) if fin.any() else 0.0
             same = (r64 == g64) | (np.isnan(r64) & np.isnan(g64))
             with np.errstate(invalid="ignore"):
-                bad = ~same & ~(np.abs(r64 - g64) <= rtol * scale)
-            why = None if not bad.any() else (f"{int(bad.sum())} element(s) beyond rtol {rtol:g} of "
+                bad = ~same & ~(np.abs(r64 - g64) <= tol * scale)
+            why = None if not bad.any() else (f"{int(bad.sum())} element(s) beyond rtol {tol:g} of "
                                               f"max |output| {scale:.6g}")
         else:
             why = oracle.differs(r, g, ulps=0)
@@ -861,7 +867,7 @@ def _within(after, contract, rb, ra, inputs_one, function, cache_a) -> list:
         return problems
     if pins:
         ra = oracle.evaluate(after, inputs_one, function, pin=pins, cache=cache_a)
-    return _outputs_problems(rb.outputs, ra.outputs, contract.rtol, promise)
+    return _outputs_problems(rb.outputs, ra.outputs, contract.rtol, promise, contract.eps)
 
 
 def _lossy_pins(found, function) -> dict:

@@ -342,3 +342,25 @@ def test_weights_inside_control_flow_are_checked_too():
     result = st.run(net)
     cases, problems = weight_cases(net, result.program, st, result.stats)
     assert sorted(c.name for c in cases) == ["wf", "wt"] and problems == []
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_reordered_per_channel_scale_rounds_within_its_dtype(dtype):
+    """reorder_lut_per_channel_scale on fp16 rounds w * s and (x . w) * s in fp16: ~1e-3 of the
+    output, which its contract allows (64 epsilons of the output's dtype), fp32 within 1e-5."""
+    from ir import Program
+    from ir.builder import TensorSpec, build_function
+
+    npdt = np.float16 if dtype == "fp16" else np.float32
+    rng = np.random.default_rng(7)
+
+    def body(b, x):
+        idx = b.const(rng.integers(0, 16, (32, 48)).astype(np.uint8), dtype="uint4")
+        lut = b.constexpr_lut_to_dense(indices=idx, lut=rng.standard_normal((1, 1, 16, 1)).astype(npdt))
+        w = b.constexpr_blockwise_shift_scale(data=lut, scale=rng.uniform(0.1, 3, (32, 1)).astype(npdt))
+        return b.linear(x=x, weight=w, bias=rng.standard_normal(32).astype(npdt))
+
+    prog = Program.make([build_function(body, {"x": TensorSpec((4, 48), dtype)}, "main", "iOS18")])
+    for spec in ("reorder_lut_per_channel_scale", "canonicalize_quantization"):
+        trace = Pipeline.from_spec(spec).run(prog, verify="each")
+        assert trace.steps[0].changed and trace.steps[0].verification.passed
