@@ -364,3 +364,24 @@ def test_reordered_per_channel_scale_rounds_within_its_dtype(dtype):
     for spec in ("reorder_lut_per_channel_scale", "canonicalize_quantization"):
         trace = Pipeline.from_spec(spec).run(prog, verify="each")
         assert trace.steps[0].changed and trace.steps[0].verification.passed
+
+
+# ---- postconditions: a canonicalization that silently declines is caught at defaults ------------
+
+def test_a_pair_elimination_that_declines_everything_fails_at_defaults(monkeypatch):
+    import stages.quantization.dequantize_quantize_pair as pair
+
+    Pipeline.preset("canonicalize_quantization").run(_mixed_program(), verify="each")  # correct: passes
+    monkeypatch.setattr(pair, "_cancels", lambda dequantize, quantize: False)  # an off-by-one, in effect
+    with pytest.raises(EquivalenceError, match="still cancel out") as e:
+        Pipeline.preset("canonicalize_quantization").run(_mixed_program(), verify="each")
+    assert e.value.stage.name == "dequantize_quantize_pair_elimination" and "postcondition" in str(e.value)
+
+
+def test_a_scale_normalization_that_declines_fails_at_defaults(monkeypatch):
+    import stages.quantization.distributive_scale_normalization as dsn
+
+    monkeypatch.setattr(dsn, "_already_normalized", lambda dq_y: True)
+    with pytest.raises(EquivalenceError, match="could be normalized by a scalar input scale"):
+        Pipeline.from_spec("distributive_quantized_binary_op_scale_normalization").run(cp.quantized_add(),
+                                                                                       verify="each")
