@@ -418,8 +418,9 @@ def affine_bound(case: WeightCase) -> list:
         scale = _full_rank(_input(case, op, "scale"), rank, axis)
         zp = _full_rank(_input(case, op, "zero_point"), rank, axis)
         return affine_tensor_problems(case.original, codes, scale, zp, dtype, mode, where)
-    return affine_tensor_problems(case.original, _input(case, op, "data"), _input(case, op, "scale"),
-                                  _input(case, op, "offset"), dtype, mode, where)
+    scale = _input(case, op, "scale")
+    return _block_size_problems(case, np.asarray(case.original), scale, where) + affine_tensor_problems(
+        case.original, _input(case, op, "data"), scale, _input(case, op, "offset"), dtype, mode, where)
 
 
 def _affine_lut(case, mode, dtype, where) -> list:
@@ -482,7 +483,7 @@ def palettize_bound(case: WeightCase) -> list:
     else:
         problems_pcs = []
     blocks = lut.shape[:-2]
-    problems = list(problems_pcs)
+    problems = list(problems_pcs) + _group_size_problems(case, blocks, where)
     entries = lut[..., 0].astype(np.float64)  # [blocks..., k]
     got = oracle.lut_lookup(idx, lut).astype(np.float64)
     dist = np.abs(target - got)
@@ -508,6 +509,41 @@ def palettize_bound(case: WeightCase) -> list:
     if mode == "kmeans" and pcs_op is None:
         problems += _reported_error(case, w, where)
     return problems
+
+
+def _largest_divisor(n: int, at_most: int, multiple_of: int = 1):
+    """The largest g <= at_most dividing n and a multiple of `multiple_of` (None if none)."""
+    return next((g for g in range(min(at_most, n), 0, -1) if n % g == 0 and g % multiple_of == 0), None)
+
+
+def _group_size_problems(case, blocks, where) -> list:
+    """per_grouped_channel: each LUT serves g channels, g the largest size <= group_size that
+    divides the channels and is a multiple of cluster_dim (the stage's documented rule)."""
+    p, st = case.params, case.stats
+    if p.get("granularity") != "per_grouped_channel" or "group_size" not in st:
+        return []
+    g, groups = int(st["group_size"]), int(np.prod(blocks))
+    want = _largest_divisor(g * groups, int(p.get("group_size") or g), int(p.get("cluster_dim") or 1))
+    if want != g:
+        return [f"{where}: groups of {g} of its {g * groups} channels; group_size {p.get('group_size')} gives {want}"]
+    return []
+
+
+def _block_size_problems(case, w, scale, where) -> list:
+    """per_block: blocks of b along the input axis, b the largest size <= block_size dividing it."""
+    p, st = case.params, case.stats
+    if p.get("granularity") != "per_block" or "block_size" not in st or np.ndim(scale) != w.ndim:
+        return []
+    b = int(st["block_size"])
+    axes = [a for a in range(w.ndim) if np.shape(scale)[a] and w.shape[a] // np.shape(scale)[a] == b
+            and w.shape[a] > 1]
+    if b == 1 or not axes:
+        return []
+    want = _largest_divisor(w.shape[axes[0]], int(p.get("block_size") or b))
+    if want != b:
+        return [f"{where}: blocks of {b} along an axis of {w.shape[axes[0]]}; block_size "
+                f"{p.get('block_size')} gives {want}"]
+    return []
 
 
 def _block_ids(shape, blocks) -> np.ndarray:
