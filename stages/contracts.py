@@ -990,7 +990,7 @@ def check_outputs(before: Program, after: Program, contract: Contract, inputs, s
         evaluated += 1
         try:
             ra = oracle.evaluate(after, inputs_one, function, cache=cache_a)
-        except EvaluationError as e:
+        except (EvaluationError, ValueError, TypeError, IndexError) as e:  # OpError too: a broken program
             problems.append(Violation(contract.describe(), "the new program", f"fails where the old one runs: {e}"))
             break
         found = _kernel_problems(rb, ra)
