@@ -14,10 +14,11 @@ from pyrsistent import pmap
 
 from ir.analysis import dead_ops
 from ir.core import Function
-from ir.rewrite import Pattern, Rewrite, map_functions, merge_counts, sweep_function_counted
+from ir.rewrite import Pattern, Rewrite, map_functions, merge_counts, sweep_function_counted, sweep_function
 from stages.base import DEFAULT_CONTEXT, StageResult, stage
 
 PATTERN_NAME = "dead_op"
+from stages.contracts import exact
 
 
 def _claim(op, ctx) -> Rewrite:
@@ -39,7 +40,7 @@ def eliminate_dead_code(fn: Function) -> Function:
     return eliminate_dead_code_counted(fn)[0]
 
 
-@stage("dead_code_elimination")
+@stage("dead_code_elimination", contract=exact())
 def dead_code_elimination(program, *, context=DEFAULT_CONTEXT):
     counts = []
 

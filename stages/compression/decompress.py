@@ -13,9 +13,10 @@ from pyrsistent import freeze
 
 from ir.fold import fold_program_counted
 from stages.base import DEFAULT_CONTEXT, StageResult, stage
+from stages.contracts import decompress_bound, lossy
 
 
-@stage("decompress_weights")
+@stage("decompress_weights", contract=lossy(decompress_bound, "bit for bit: outputs exact, each const the oracle's decoding"))
 def decompress_weights(program, *, context=DEFAULT_CONTEXT):
     """Fold every constexpr chain into a plain const (values from the op kernels)."""
     new, folded, counts = fold_program_counted(program)

@@ -72,6 +72,7 @@ import numpy as np
 
 from ir.fold import evaluate_ops
 from stages.base import DEFAULT_CONTEXT
+from stages.contracts import lossy, palettize_bound
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, figures_from_sums, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
@@ -322,7 +323,7 @@ def compress_palettize(view, params, names):
     return _BY_KIND[view.kind](view, params, names)
 
 
-@compression_stage("palettize_weights", check_palettize, version="2")  # 2: group size fallback, skip reasons
+@compression_stage("palettize_weights", check_palettize, version="2", contract=lossy(palettize_bound))  # 2: group size fallback, skip reasons
 def palettize_weights(program, *, nbits: Optional[Literal[NBITS]] = None, mode: Literal[MODES] = "kmeans",
                       lut_function=None, granularity: Literal[GRANULARITIES] = "per_tensor",
                       group_size=32, channel_axis=None, enable_per_channel_scale=False, cluster_dim=1,

@@ -37,6 +37,7 @@ from ir.ops import OpError
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import exact
 from stages.quantization._match import only_reader
 
 
@@ -111,7 +112,7 @@ PATTERN = Pattern("canonicalize_quantized_lut_pattern", match_lut_then_scale, de
                   frozenset({"constexpr_lut_to_dense"}))
 
 
-@stage("canonicalize_quantized_lut_pattern", version="1")
+@stage("canonicalize_quantized_lut_pattern", version="1", contract=exact())
 def canonicalize_quantized_lut_pattern(program, *, context=DEFAULT_CONTEXT):
     """lut_to_dense -> blockwise_shift_scale becomes blockwise_shift_scale(LUT) -> lut_to_dense."""
     return rewrite_stage(program, (PATTERN,))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import exact, no_cancelling_pairs
 from stages.quantization._match import same_const
 
 
@@ -58,6 +59,6 @@ def rewrite(m, ctx):
 PATTERNS = (Pattern("dequantize_quantize_pair_elimination", match, rewrite, frozenset({"dequantize"})),)
 
 
-@stage("dequantize_quantize_pair_elimination")
+@stage("dequantize_quantize_pair_elimination", contract=exact(leaves=no_cancelling_pairs))
 def dequantize_quantize_pair_elimination(program, *, context=DEFAULT_CONTEXT):
     return rewrite_stage(program, PATTERNS)

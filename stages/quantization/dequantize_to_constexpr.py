@@ -28,6 +28,7 @@ from ir.dtypes import dtype as lookup_dtype, fits
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import exact
 
 _NARROW = {"int8": "int4", "uint8": "uint4"}  # data dtype -> the 4-bit dtype it may shrink to
 
@@ -122,7 +123,7 @@ def to_constexpr(m: ConstDequantize, ctx) -> Rewrite:
 PATTERN = Pattern("dequantize_to_constexpr", match_const_dequantize, to_constexpr, frozenset({"dequantize"}))
 
 
-@stage("dequantize_to_constexpr", version="1")
+@stage("dequantize_to_constexpr", version="1", contract=exact())
 def dequantize_to_constexpr(program, *, context=DEFAULT_CONTEXT):
     """Every dequantize of constant data becomes its constexpr equivalent."""
     return rewrite_stage(program, (PATTERN,))

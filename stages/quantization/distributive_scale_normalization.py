@@ -32,6 +32,7 @@ from ir.core import Op
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import no_unnormalized_binary_ops, within
 from stages.quantization._match import only_reader
 
 DISTRIBUTIVE_BINARY_OPS = frozenset({"add", "sub"})
@@ -131,7 +132,9 @@ PATTERN = Pattern("distributive_quantized_binary_op_scale_normalization", match_
                   DISTRIBUTIVE_BINARY_OPS)
 
 
-@stage("distributive_quantized_binary_op_scale_normalization", version="1")
+@stage("distributive_quantized_binary_op_scale_normalization", version="1",
+       contract=within(1, why="s_x/s_y and s_z/s_y are rounded: the quantized result may move one step",
+                       leaves=no_unnormalized_binary_ops))
 def distributive_quantized_binary_op_scale_normalization(program, *, context=DEFAULT_CONTEXT):
     """Normalize the scalar input scale of quantized add / sub (+ relu) to 1."""
     return rewrite_stage(program, (PATTERN,))

@@ -26,6 +26,7 @@ from ir.core import ios_version
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import exact
 from stages.quantization._match import only_reader, rebuilt_as
 
 # the opsets in which each op was (re)defined, oldest first
@@ -77,6 +78,11 @@ def rewrite(m, ctx):
 PATTERNS = (Pattern("int_op_canonicalization", match, rewrite, frozenset(INT_OP_VERSIONS)),)
 
 
-@stage("int_op_canonicalization")
+# as the seed, the quantize is taken to re-quantize the same tensor (its scale / zero point
+# equal the dequantize's); under that assumption the int reshape is bit-exact
+ASSUMES = "exact when the quantize re-quantizes with the dequantize's parameters (the seed's assumption)"
+
+
+@stage("int_op_canonicalization", contract=exact(ASSUMES))
 def int_op_canonicalization(program, *, context=DEFAULT_CONTEXT):
     return rewrite_stage(program, PATTERNS)

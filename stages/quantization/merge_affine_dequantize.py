@@ -20,6 +20,7 @@ from ir.construct import const_op
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import exact
 from stages.quantization._match import (axis_of, claimable_const, const_val, new_const, only_reader,
                                           rebuilt_as)
 
@@ -104,6 +105,6 @@ PATTERNS = (Pattern("merge_affine_dequantize_with_consecutive_ops", match, rewri
                     frozenset({"constexpr_affine_dequantize"})),)
 
 
-@stage("merge_affine_dequantize_with_consecutive_ops")
+@stage("merge_affine_dequantize_with_consecutive_ops", contract=exact())
 def merge_affine_dequantize_with_consecutive_ops(program, *, context=DEFAULT_CONTEXT):
     return rewrite_stage(program, PATTERNS)

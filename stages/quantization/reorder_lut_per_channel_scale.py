@@ -34,6 +34,7 @@ from ir.ops import OpError
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
+from stages.contracts import within
 
 OPS_SUPPORT_MOVE_SCALE = frozenset({"linear", "matmul", "conv"})
 
@@ -174,7 +175,17 @@ def reorder(m: LutScale, ctx) -> Optional[Rewrite]:
 PATTERN = Pattern("reorder_lut_per_channel_scale", match_lut_scale, reorder, frozenset({"constexpr_lut_to_dense"}))
 
 
-@stage("reorder_lut_per_channel_scale", version="1")
+# x . (w * s) becomes (x . w) * s and the bias b / s * s: the same sum, rounded in another
+# order; the difference scales with the output dtype's epsilon (fp16 rounds w * s itself to
+# ~1e-3), so the allowance is 64 epsilons of the largest output (fp32: 1e-5 at least); a
+# quantize downstream may then move one step
+REASSOCIATION_RTOL = 1e-5
+REASSOCIATION_EPS = 64
+REASSOCIATION = "the per-channel scale applied after the sum: float rounding of a reordered computation"
+
+
+@stage("reorder_lut_per_channel_scale", version="1",
+       contract=within(1, rtol=REASSOCIATION_RTOL, eps=REASSOCIATION_EPS, why=REASSOCIATION))
 def reorder_lut_per_channel_scale(program, *, context=DEFAULT_CONTEXT):
     """LUT -> per-channel scale -> linear/matmul/conv becomes LUT -> layer -> mul(scale)."""
     return rewrite_stage(program, (PATTERN,))
