@@ -270,9 +270,12 @@ def lut_per_channel_scale(c) -> Program:
     x = b.input("x", TensorSpec(xshape, fname))
     dense = _lut_dense(c, b, wshape, fdt)
     sshape = [1] * len(wshape)
-    sshape[axis] = wshape[axis]
+    scaled_axis = axis if c.integer(0, 4) else 1 - axis  # sometimes along the input axis (must stay)
+    sshape[scaled_axis] = wshape[scaled_axis]
     scale = rng_of(c).uniform(0.1, 2.0, sshape).astype(fdt)
-    offset = np.zeros(sshape, fdt) if c.integer(0, 3) == 0 else None
+    offset = c.pick((None, None, "zero", "nonzero"))  # a nonzero offset must stay where it is
+    if offset is not None:
+        offset = np.zeros(sshape, fdt) if offset == "zero" else rng_of(c).uniform(-1, 1, sshape).astype(fdt)
     w = b.constexpr_blockwise_shift_scale(data=dense, scale=scale, offset=offset, name="w")
     bias = normal(c, (n_out,), fdt) if layer != "matmul" and c.boolean() else None
     if layer == "linear":

@@ -131,7 +131,8 @@ def _sparse_weight(c, b, shape, fname, name):
     mask = w != 0
     nz = b.const(w[mask].astype(FLOAT_DTYPES[fname]), name=f"{name}_nonzero")
     m = b.const(mask.astype(np.uint8), dtype="uint1", name=f"{name}_mask")
-    return b.constexpr_sparse_to_dense(nonzero_data=nz, mask=m, name=name)
+    extra = [b.relu(x=nz, name=f"{name}_nonzero_reader")] if c.boolean() else []  # a const read by two ops
+    return b.constexpr_sparse_to_dense(nonzero_data=nz, mask=m, name=name), extra
 
 
 def _vector_lut_weight(c, b, shape, fname, name):
@@ -168,8 +169,8 @@ def weight_model(c, large: bool = False, opset: str = "iOS18") -> Program:
         wc = b.const(weight_array(c, (d["conv_c"], d["conv_c"], d["conv_k"]), fname), name="conv_w")
         outs.append(b.conv(x=img, weight=wc, pad_type="same", name="conv"))
     if opset == "iOS18" and c.boolean():
-        ws = _sparse_weight(c, b, (d["n_h"], d["n_in"]), fname, "sparse_w")
-        outs.append(b.linear(x=x, weight=ws, name="sparse_fc"))
+        ws, extra = _sparse_weight(c, b, (d["n_h"], d["n_in"]), fname, "sparse_w")
+        outs += [b.linear(x=x, weight=ws, name="sparse_fc"), *extra]
     if opset == "iOS18" and c.boolean():
         wv = _vector_lut_weight(c, b, (max(4, d["n_h"] - d["n_h"] % 4), d["n_in"]), fname, "vlut_w")
         outs.append(b.linear(x=x, weight=wv, name="vlut_fc"))
