@@ -86,7 +86,7 @@ def test_files(path: str) -> list:
         raise TableError(f"no test files mapped for {path} (add it to TESTS_FOR)")
     if path.startswith("stages/quantization/"):
         own = own + QUANT_COMMON
-    return list(dict.fromkeys(own + [CONTRACT_TESTS]))
+    return list(dict.fromkeys([CONTRACT_TESTS] + own))  # the fast contract properties first (-x stops early)
 
 
 def check_table(mutants: list, root: Path = ROOT) -> None:
@@ -163,10 +163,14 @@ def run_tests(slot: Path, files: list) -> tuple:
     return _run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *present], slot, TEST_TIMEOUT)
 
 
-def run_harness(slot: Path) -> dict:
+def run_harness(slot: Path, baseline: dict | None = None) -> dict:
     out = slot / "harness.json"
-    code, secs, text = _run([sys.executable, "tools/mutation/verify_harness.py", "--json", str(out)], slot,
-                            HARNESS_TIMEOUT)
+    cmd = [sys.executable, "tools/mutation/verify_harness.py", "--json", str(out)]
+    if baseline is not None:
+        base = slot / "harness_baseline.json"
+        base.write_text(json.dumps(baseline))
+        cmd += ["--baseline", str(base)]
+    code, secs, text = _run(cmd, slot, HARNESS_TIMEOUT)
     if code != 0 or not out.exists():
         return {"__harness__": ["crashed", f"harness exit {code}: {text[-300:]}"]}
     results = json.loads(out.read_text())
@@ -178,9 +182,9 @@ def verify_verdict(baseline: dict, mutated: dict) -> tuple:
     """(killed | crashed | survived, the cases that decide it)."""
     if "__harness__" in mutated:
         return "crashed", ["__harness__"]
-    usable = [k for k, v in baseline.items() if v[0] == "ok"]
-    failed = [k for k in usable if mutated.get(k, ["crashed"])[0] == "failed"]
-    crashed = [k for k in usable if mutated.get(k, ["crashed"])[0] == "crashed"]
+    usable = [k for k, v in baseline.items() if v[0] == "ok" and k in mutated]  # the run stops at a failure
+    failed = [k for k in usable if mutated[k][0] == "failed"]
+    crashed = [k for k in usable if mutated[k][0] == "crashed"]
     if failed:
         return "killed", failed
     if crashed:
@@ -212,7 +216,7 @@ def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool
                 row["tests_detail"] = f"pytest exit {code}: " + out[-300:]
         if do_verify:
             t0 = time.perf_counter()
-            verdict, cases = verify_verdict(baseline, run_harness(slot))
+            verdict, cases = verify_verdict(baseline, run_harness(slot, baseline))
             row["verify"], row["verify_cases"] = verdict, cases[:5]
             row["verify_seconds"] = round(time.perf_counter() - t0, 1)
         return row

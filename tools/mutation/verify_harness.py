@@ -21,7 +21,8 @@ pipeline.strategies):
   decomp/<config>/<model>        that pipeline's result (run without verify), then
                                  decompress_weights with verify="each" (exact contract)
 The driver compares each case with the unmutated tree's outcome: only cases that
-are "ok" there count.
+are "ok" there count (with --baseline the others are not even run, and the run stops
+at the first failure, which decides the verdict).
 """
 from __future__ import annotations
 
@@ -103,16 +104,24 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here instead of stdout")
     ap.add_argument("--only", help="run only the cases whose name contains this")
     ap.add_argument("--times", action="store_true", help="print each case's seconds to stderr")
+    ap.add_argument("--baseline", help="a JSON of this harness on the unmutated tree: run only the cases "
+                                       "that were ok there, and stop at the first one that fails")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     import numpy as np
     np.seterr(all="ignore")
     results = {}
+    usable = None
+    if args.baseline:
+        with open(args.baseline) as f:
+            usable = {k for k, v in json.load(f).items() if v[0] == "ok"}
     for name, fn in cases().items():
-        if args.only and args.only not in name:
+        if (args.only and args.only not in name) or (usable is not None and name not in usable):
             continue
         t0 = time.perf_counter()
         results[name] = _run(fn)
+        if usable is not None and results[name][0] == "failed":
+            break  # one failure decides the verdict (killed); the driver needs no more
         if args.times:
             print(f"{time.perf_counter() - t0:6.2f}s {name} {results[name][0]}", file=sys.stderr)
     text = json.dumps(results, indent=1, sort_keys=True)
