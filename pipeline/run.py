@@ -6,9 +6,13 @@
 - cache: MemoryCache / DiskCache / anything with the cache interface. A step
   whose (input digest, stage key) is cached is not executed, and its programs
   are not even loaded unless something needs them.
-- verify: None; "each" (every changed step against its input); "final" (the
-  result against the input); or a dict of verify() options plus "mode".
-  A failing check raises EquivalenceError naming the step and stage.
+- verify: None; "each" (every step by its stage's own contract, pipeline.contracts:
+  no tolerance from the user; a stage without a contract by verify() with the
+  options given); "final" (the result against the input by verify()); or a dict
+  of verify() options plus "mode", and for "each": "samples", "inputs", "seed",
+  "require_change" (True, or stage names / step indices that must change the
+  program; default False), "contracts" (False: every changed step by verify()).
+  A failing check raises EquivalenceError naming the step, the stage and what broke.
 - progress: a tqdm bar over steps, and per weight through StageContext.progress.
 - executor: see pipeline.executors.
 - instruments: see pipeline.instruments.
@@ -30,6 +34,7 @@ from pipeline.instruments import CrashReproducer, ProgressBar, StepEvent, call_h
 from pipeline.trace import ProgramStore, Step, Trace, materialize
 
 _VERIFY_MODES = ("each", "final")
+_CONTRACT_OPTIONS = ("mode", "require_change", "contracts")  # not verify() options
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def _verified(run: _Run, before: Program, after: Program, what: str, index: int,
     """The verify() report of before against after; EquivalenceError naming `what` when it fails."""
     from pipeline.verify import verify as verify_programs
 
-    opts = {k: v for k, v in run.verify.items() if k != "mode"}
+    opts = {k: v for k, v in run.verify.items() if k not in _CONTRACT_OPTIONS}
     report = verify_programs(before, after, **opts)
     if not report.passed:
         raise EquivalenceError(f"{what} broke equivalence: {report.summary()}", index, stage, report)
@@ -78,6 +83,26 @@ def _verified(run: _Run, before: Program, after: Program, what: str, index: int,
 def _check(run: _Run, step: Step, before: Program, after: Program) -> Step:
     report = _verified(run, before, after, f"step {step.index} ({step.spec})", step.index, step.stage)
     return replace(step, verification=report)
+
+
+def _check_each(run: _Run, step: Step, before, after) -> Step:
+    """verify="each" for one step: its stage's contract (pipeline.contracts), or verify() with
+    the run's options for a stage that declares none (or with "contracts": False)."""
+    from pipeline.contracts import check_step
+    from stages.contracts import contract_of
+
+    opts = run.verify
+    use_contract = opts.get("contracts", True) and contract_of(step.stage) is not None
+    if use_contract or opts.get("require_change"):
+        report = check_step(before(), after(), step.stage, step.stats,
+                            samples=opts.get("samples", 8), inputs=opts.get("inputs"), seed=opts.get("seed", 0),
+                            require_change=opts.get("require_change", False), index=step.index)
+        if not report.passed:
+            raise EquivalenceError(f"step {step.index} ({step.spec}), stage {step.stage.name!r}, broke its "
+                                   f"contract: {report.summary()}", step.index, step.stage, report)
+        if use_contract:
+            return replace(step, verification=report) if step.changed else step
+    return _check(run, step, before(), after()) if step.changed else step
 
 
 def _execute(run: _Run, st, index: int, program: Program, event: StepEvent):
@@ -119,8 +144,8 @@ def _one_step(run: _Run, steps: tuple, indexed) -> tuple:
                     out is not program, False, pmap(result.stats))
     done = steps + (step,)
     output_program = lambda: materialize(run.store, run.input_digest, done, n_done + 1, run.context)  # noqa: E731
-    if run.verify is not None and run.verify["mode"] == "each" and step.changed:
-        step = _check(run, step, input_program(), output_program())
+    if run.verify is not None and run.verify["mode"] == "each":
+        step = _check_each(run, step, input_program, output_program)
         done = steps + (step,)
     call_hook(run.instruments, "after_step", StepEvent(index, st, spec, run.pipeline_spec, input_program,
                                                        output_program), step)

@@ -96,6 +96,7 @@ class Stage:
     fn: Callable
     version: str
     params: PMap = field(default_factory=pmap)
+    contract: Any = field(default=None, compare=False)  # what the stage preserves: stages.contracts
 
     @property
     def defaults(self) -> dict:
@@ -109,7 +110,7 @@ class Stage:
             if k not in known:
                 raise StageError(f"stage {self.name}: unknown parameter {k!r}; "
                                  f"known: {', '.join(sorted(known)) or '(none)'}")
-        return Stage(self.name, self.fn, self.version, self.params.update(params))
+        return Stage(self.name, self.fn, self.version, self.params.update(params), self.contract)
 
     def __call__(self, program: Optional[Program] = None, **params):
         if program is None:
@@ -152,11 +153,12 @@ class Stage:
 REGISTRY: dict = {}
 
 
-def stage(name: str, version: str = "1"):
-    """Decorator: turn `fn(program, *, params..., context)` into a registered Stage."""
+def stage(name: str, version: str = "1", contract=None):
+    """Decorator: turn `fn(program, *, params..., context)` into a registered Stage;
+    `contract` (stages.contracts) is what verify="each" checks its steps by."""
 
     def wrap(fn: Callable) -> Stage:
-        st = Stage(name, fn, version)
+        st = Stage(name, fn, version, contract=contract)
         st.defaults  # fail early on a bad signature
         REGISTRY[name] = st
         return st

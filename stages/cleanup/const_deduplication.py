@@ -20,6 +20,7 @@ from __future__ import annotations
 from ir.digest import tensor_digest
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 
 
 class _Seen:
@@ -98,7 +99,7 @@ def _patterns(threshold: int) -> tuple:
     return (Pattern("const_deduplication", match, rewrite),)
 
 
-@stage("const_deduplication")
+@stage("const_deduplication", contract=exact())
 def const_deduplication(program, *, const_threshold: int = 100, context=DEFAULT_CONTEXT):
     if not isinstance(const_threshold, int) or isinstance(const_threshold, bool) or const_threshold < 0:
         raise ValueError(f"const_deduplication: const_threshold must be a non-negative int, got {const_threshold!r}")

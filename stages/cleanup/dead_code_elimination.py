@@ -14,6 +14,7 @@ from ir.analysis import dead_ops
 from ir.core import Function
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 
 
 def _claim(op, ctx) -> Rewrite:
@@ -30,6 +31,6 @@ def eliminate_dead_code(fn: Function) -> Function:
     return sweep_function(fn, (pattern,))
 
 
-@stage("dead_code_elimination")
+@stage("dead_code_elimination", contract=exact())
 def dead_code_elimination(program, *, context=DEFAULT_CONTEXT):
     return map_functions(program, eliminate_dead_code)

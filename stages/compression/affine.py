@@ -44,6 +44,7 @@ import numpy as np
 
 from ir.ops.quant import block_view
 from stages.base import DEFAULT_CONTEXT
+from stages.contracts import affine_bound, lossy
 from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
 from stages.compression.figures import CHUNK, FigureSums, const_nbytes, record, round_to_float16, work_dtype
 from stages.compression.forms import Emitter, require_constexpr, require_ios18
@@ -259,7 +260,7 @@ def _full_check(params):
             raise ParameterError(f"affine_quantize_weights needs {key}")
 
 
-@compression_stage("affine_quantize_weights", check_affine, version="2")  # 2: block size fallback, skip reasons
+@compression_stage("affine_quantize_weights", check_affine, version="2", contract=lossy(affine_bound))  # 2: block size fallback, skip reasons
 def affine_quantize_weights(program, *, mode="linear_symmetric", dtype="int8", granularity="per_channel",
                             block_size=32, op_selector=None, config=None, context=DEFAULT_CONTEXT):
     """Affine-quantize every selected weight (see the module docstring for forms and rules)."""

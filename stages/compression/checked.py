@@ -29,14 +29,14 @@ class CheckedStage(Stage):
         plain = Stage.bind(self, **params)  # unknown names are reported by the base class
         if self.check is not None:
             self.check({k: v for k, v in plain.params.items()})
-        return CheckedStage(plain.name, plain.fn, plain.version, plain.params, self.check)
+        return CheckedStage(plain.name, plain.fn, plain.version, plain.params, self.contract, self.check)
 
 
-def compression_stage(name: str, check: Callable, version: str = "1"):
+def compression_stage(name: str, check: Callable, version: str = "1", contract=None):
     """Like stages.base.stage, for a stage whose parameters are checked at bind time."""
 
     def wrap(fn: Callable) -> CheckedStage:
-        st = CheckedStage(name, fn, version, check=check)
+        st = CheckedStage(name, fn, version, contract=contract, check=check)
         st.defaults  # fail early on a bad signature
         REGISTRY[name] = st
         return st

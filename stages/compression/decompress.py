@@ -17,6 +17,7 @@ from ir.construct import const_op
 from ir.core import Function
 from ir.rewrite import Pattern, Rewrite, map_functions, sweep_function
 from stages.base import DEFAULT_CONTEXT, StageResult, stage
+from stages.contracts import decompress_bound, lossy
 from stages.compression.materialize import is_constexpr, is_foldable, materialize
 
 
@@ -79,7 +80,7 @@ def _decompress_function(fn: Function, stats: dict) -> Function:
     return sweep_function(fn, (Pattern("decompress_weights", match, rewrite),))
 
 
-@stage("decompress_weights")
+@stage("decompress_weights", contract=lossy(decompress_bound, "bit for bit: outputs exact, each const the oracle's decoding"))
 def decompress_weights(program, *, context=DEFAULT_CONTEXT):
     """Fold every constexpr chain into a plain const (values from the op kernels)."""
     stats: dict = {}

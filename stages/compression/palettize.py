@@ -69,6 +69,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.base import DEFAULT_CONTEXT
+from stages.contracts import lossy, palettize_bound
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, figures_from_sums, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
@@ -320,7 +321,7 @@ def compress_palettize(view, params, names):
     return _BY_KIND[view.kind](view, params, names)
 
 
-@compression_stage("palettize_weights", check_palettize, version="2")  # 2: group size fallback, skip reasons
+@compression_stage("palettize_weights", check_palettize, version="2", contract=lossy(palettize_bound))  # 2: group size fallback, skip reasons
 def palettize_weights(program, *, nbits=None, mode="kmeans", lut_function=None, granularity="per_tensor",
                       group_size=32, channel_axis=None, enable_per_channel_scale=False, cluster_dim=1,
                       kmeans_method="auto", op_selector=None, config=None, context=DEFAULT_CONTEXT):

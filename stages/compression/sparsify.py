@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from stages.base import DEFAULT_CONTEXT
+from stages.contracts import lossy, sparsify_bound
 from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_constexpr
@@ -101,7 +102,7 @@ def compress_sparsify(view, params, names):
     return Replacement(tuple(em.ops), stats)
 
 
-@compression_stage("sparsify_weights", check_sparsify, version="2")  # 2: skip reasons in the stats
+@compression_stage("sparsify_weights", check_sparsify, version="2", contract=lossy(sparsify_bound))  # 2: skip reasons in the stats
 def sparsify_weights(program, *, mode="threshold_based", threshold=1e-3, target_percentile=1.0,
                      target_sparsity=None, n_m_ratio=None, op_selector=None, config=None,
                      context=DEFAULT_CONTEXT):

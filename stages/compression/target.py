@@ -21,6 +21,7 @@ from ir.formats.coreml import targets
 from ir.formats.coreml.opforms import CoreMLExportError, for_target
 from ir.rewrite import map_functions
 from stages.base import DEFAULT_CONTEXT, StageResult
+from stages.contracts import exact
 from stages.compression.checked import ParameterError, compression_stage
 
 
@@ -30,7 +31,7 @@ def check_target(params: dict) -> None:
         raise ParameterError(f"target={t!r} is not a Core ML deployment target; one of {', '.join(targets.ORDER)}")
 
 
-@compression_stage("set_target", check_target)
+@compression_stage("set_target", check_target, contract=exact("the same dense values in the newer forms"))
 def set_target(program, *, target=None, context=DEFAULT_CONTEXT):
     """Every function's deployment target raised to `target` (see the module docstring)."""
     if target is None:

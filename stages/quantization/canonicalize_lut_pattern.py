@@ -36,6 +36,7 @@ from ir.core import Op
 from ir.ops import OpError
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 from stages.quantization._match import only_reader
 
 
@@ -109,7 +110,7 @@ def dequantize_first(m: LutThenScale, ctx) -> Optional[Rewrite]:
 PATTERN = Pattern("canonicalize_quantized_lut_pattern", match_lut_then_scale, dequantize_first)
 
 
-@stage("canonicalize_quantized_lut_pattern", version="1")
+@stage("canonicalize_quantized_lut_pattern", version="1", contract=exact())
 def canonicalize_quantized_lut_pattern(program, *, context=DEFAULT_CONTEXT):
     """lut_to_dense -> blockwise_shift_scale becomes blockwise_shift_scale(LUT) -> lut_to_dense."""
     return rewrite_program(program, (PATTERN,))

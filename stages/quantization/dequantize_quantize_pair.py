@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 from stages.quantization._match import same_const
 
 
@@ -52,6 +53,6 @@ def rewrite(m, ctx):
 PATTERNS = (Pattern("dequantize_quantize_pair_elimination", match, rewrite),)
 
 
-@stage("dequantize_quantize_pair_elimination")
+@stage("dequantize_quantize_pair_elimination", contract=exact())
 def dequantize_quantize_pair_elimination(program, *, context=DEFAULT_CONTEXT):
     return rewrite_program(program, PATTERNS)

@@ -27,6 +27,7 @@ from ir.core import Op, ios_version
 from ir.dtypes import dtype as lookup_dtype, fits
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 
 _NARROW = {"int8": "int4", "uint8": "uint4"}  # data dtype -> the 4-bit dtype it may shrink to
 
@@ -121,7 +122,7 @@ def to_constexpr(m: ConstDequantize, ctx) -> Rewrite:
 PATTERN = Pattern("dequantize_to_constexpr", match_const_dequantize, to_constexpr)
 
 
-@stage("dequantize_to_constexpr", version="1")
+@stage("dequantize_to_constexpr", version="1", contract=exact())
 def dequantize_to_constexpr(program, *, context=DEFAULT_CONTEXT):
     """Every dequantize of constant data becomes its constexpr equivalent."""
     return rewrite_program(program, (PATTERN,))

@@ -31,6 +31,7 @@ from ir.construct import const_op, new_op
 from ir.core import Op
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import within
 from stages.quantization._match import only_reader
 
 DISTRIBUTIVE_BINARY_OPS = frozenset({"add", "sub"})
@@ -129,7 +130,8 @@ def normalize(chain: Chain, ctx) -> Optional[Rewrite]:
 PATTERN = Pattern("distributive_quantized_binary_op_scale_normalization", match_chain, normalize)
 
 
-@stage("distributive_quantized_binary_op_scale_normalization", version="1")
+@stage("distributive_quantized_binary_op_scale_normalization", version="1",
+       contract=within(1, why="s_x/s_y and s_z/s_y are rounded: the quantized result may move one step"))
 def distributive_quantized_binary_op_scale_normalization(program, *, context=DEFAULT_CONTEXT):
     """Normalize the scalar input scale of quantized add / sub (+ relu) to 1."""
     return rewrite_program(program, (PATTERN,))

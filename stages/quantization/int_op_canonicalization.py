@@ -23,6 +23,7 @@ from __future__ import annotations
 from ir.core import ios_version
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 from stages.quantization._match import only_reader, rebuilt_as
 
 # the opsets in which each op was (re)defined, oldest first
@@ -73,6 +74,11 @@ def rewrite(m, ctx):
 PATTERNS = (Pattern("int_op_canonicalization", match, rewrite),)
 
 
-@stage("int_op_canonicalization")
+# as the seed, the quantize is taken to re-quantize the same tensor (its scale / zero point
+# equal the dequantize's); under that assumption the int reshape is bit-exact
+ASSUMES = "exact when the quantize re-quantizes with the dequantize's parameters (the seed's assumption)"
+
+
+@stage("int_op_canonicalization", contract=exact(ASSUMES))
 def int_op_canonicalization(program, *, context=DEFAULT_CONTEXT):
     return rewrite_program(program, PATTERNS)

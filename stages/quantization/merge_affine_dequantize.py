@@ -19,6 +19,7 @@ import numpy as np
 from ir.construct import const_op
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 from stages.quantization._match import (axis_of, claimable_const, const_val, new_const, only_reader,
                                           rebuilt_as)
 
@@ -102,6 +103,6 @@ def rewrite(m, ctx):
 PATTERNS = (Pattern("merge_affine_dequantize_with_consecutive_ops", match, rewrite),)
 
 
-@stage("merge_affine_dequantize_with_consecutive_ops")
+@stage("merge_affine_dequantize_with_consecutive_ops", contract=exact())
 def merge_affine_dequantize_with_consecutive_ops(program, *, context=DEFAULT_CONTEXT):
     return rewrite_program(program, PATTERNS)

@@ -20,6 +20,7 @@ import numpy as np
 from ir.construct import const_op
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import exact
 from stages.quantization._match import (all_equal, claimable_const, const_val, new_const, only_reader,
                                           rebuilt_as)
 
@@ -120,6 +121,6 @@ PATTERNS = (
 )
 
 
-@stage("nullify_redundant_quantization_zero_point")
+@stage("nullify_redundant_quantization_zero_point", contract=exact())
 def nullify_redundant_quantization_zero_point(program, *, context=DEFAULT_CONTEXT):
     return rewrite_program(program, PATTERNS)

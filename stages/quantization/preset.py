@@ -21,6 +21,7 @@ from __future__ import annotations
 from pyrsistent import pmap
 
 from stages.base import DEFAULT_CONTEXT, REGISTRY, StageError, StageResult, stage
+from stages.contracts import composed
 
 SEED_PASS_ORDER = (
     "int_op_canonicalization",
@@ -64,7 +65,7 @@ def run_to_fixed_point(program, stage_list, max_rounds: int, context=DEFAULT_CON
     return program, runs, changed_by
 
 
-@stage("canonicalize_quantization", version="1")
+@stage("canonicalize_quantization", version="1", contract=composed(*SEED_PASS_ORDER))
 def canonicalize_quantization(program, *, max_rounds: int = 8, context=DEFAULT_CONTEXT):
     """Run the eight seed quantization passes and dead code elimination to a fixed point."""
     if max_rounds < 1:

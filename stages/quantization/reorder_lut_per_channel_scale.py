@@ -33,6 +33,7 @@ from ir.core import Op
 from ir.ops import OpError
 from ir.rewrite import Pattern, Rewrite, rewrite_program
 from stages.base import DEFAULT_CONTEXT, stage
+from stages.contracts import within
 
 OPS_SUPPORT_MOVE_SCALE = frozenset({"linear", "matmul", "conv"})
 
@@ -173,7 +174,13 @@ def reorder(m: LutScale, ctx) -> Optional[Rewrite]:
 PATTERN = Pattern("reorder_lut_per_channel_scale", match_lut_scale, reorder)
 
 
-@stage("reorder_lut_per_channel_scale", version="1")
+# x . (w * s) becomes (x . w) * s and the bias b / s * s: the same sum, rounded in another
+# order (a few ulps of the largest output); a quantize downstream may then move one step
+REASSOCIATION_RTOL = 1e-5
+REASSOCIATION = "the per-channel scale applied after the sum: float rounding of a reordered computation"
+
+
+@stage("reorder_lut_per_channel_scale", version="1", contract=within(1, rtol=REASSOCIATION_RTOL, why=REASSOCIATION))
 def reorder_lut_per_channel_scale(program, *, context=DEFAULT_CONTEXT):
     """LUT -> per-channel scale -> linear/matmul/conv becomes LUT -> layer -> mul(scale)."""
     return rewrite_program(program, (PATTERN,))

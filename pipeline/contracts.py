@@ -1,0 +1,105 @@
+"""verify="each": every step checked by its stage's own contract (stages/contracts.py).
+
+    report = check_step(before, after, stage, stats, samples=8)   # a ContractReport
+    report.passed, report.violations, report.summary()
+
+    Pipeline([...]).run(prog, verify="each")                      # this, for every step
+    Pipeline([...]).run(prog, verify={"mode": "each", "require_change": True})
+    Pipeline([...]).run(prog, verify={"mode": "each", "require_change": ["sparsify_weights"]})
+
+No tolerance comes from the user: an exact stage must give bit-identical outputs, a
+`within` stage may move its quantized values by its own k steps, a lossy stage must keep
+its promise about every weight (decoded by ir.oracle) and change nothing else. Every
+evaluation compares the production quantize / decoder kernels with the oracle's.
+
+Runtime inputs: `inputs=` (a dict or a list of dicts), else `samples` draws of
+pipeline.strategies.inputs_for (seeded, so a run is reproducible). A stage without a
+contract (one a user wrote) is checked by verify() with the run's options instead, as
+before contracts existed; so is every step when the options name a tolerance (rtol, atol,
+snr_db) together with "contracts": False.
+
+require_change (default False): True, or the names of stages / step indices that must
+change the program. Off by default because a pipeline legitimately holds stages that do
+not apply to a given program; the report checks (a stage's stats must match what it did)
+are always on and cannot fail on correct code. See stages.contracts for what each checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from ir import Program
+from stages.contracts import Violation, check_step as check_stage_step, contract_of
+
+DEFAULT_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    passed: bool
+    samples: int
+    contract: str
+    violations: tuple = ()
+    stats: Mapping = field(default_factory=dict, repr=False)
+    reason: str = ""
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"passed: {self.contract} over {self.samples} samples"
+        shown = "; ".join(map(str, self.violations[:4]))
+        more = f" (+{len(self.violations) - 4} more)" if len(self.violations) > 4 else ""
+        return f"FAILED ({self.contract}): {shown}{more}"
+
+
+def draw_inputs(program: Program, samples: int = DEFAULT_SAMPLES, seed: int = 0, function: str = "main") -> list:
+    """`samples` input dicts for `function`, drawn by hypothesis from pipeline.strategies."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    from pipeline.strategies import inputs_for
+
+    if function not in program.functions:
+        return []
+    drawn: list = []
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=samples, database=None, deadline=None, suppress_health_check=list(HealthCheck),
+              phases=(Phase.generate,))
+    @given(inputs_for(program, function))
+    def collect(inputs):
+        drawn.append(inputs)
+
+    collect()
+    return drawn[:samples]
+
+
+def _as_list(inputs) -> Optional[list]:
+    if inputs is None:
+        return None
+    return [inputs] if isinstance(inputs, Mapping) else list(inputs)
+
+
+def requires_change(require_change, stage, index: Optional[int]) -> bool:
+    if isinstance(require_change, bool) or require_change is None:
+        return bool(require_change)
+    if isinstance(require_change, (str, int)):
+        require_change = (require_change,)
+    return getattr(stage, "name", None) in require_change or (index is not None and index in require_change)
+
+
+def check_step(before: Program, after: Program, stage, stats=None, *, samples: int = DEFAULT_SAMPLES,
+               inputs=None, seed: int = 0, require_change=False, index: Optional[int] = None) -> ContractReport:
+    """The step before -> after checked by `stage`'s contract (see the module docstring)."""
+    contract = contract_of(stage)
+    changed = after is not before and after.digest != before.digest
+    given = _as_list(inputs)
+    needs_inputs = contract is not None and changed
+    drawn = (given if given is not None else draw_inputs(before, samples, seed)) if needs_inputs else []
+    violations = check_stage_step(before, after, stage, stats, drawn,
+                                  require_change=requires_change(require_change, stage, index))
+    what = contract.describe() if contract is not None else "no contract"
+    return ContractReport(not violations, len(drawn), what, tuple(violations), stats or {},
+                          "; ".join(map(str, violations[:2])))
+
+
+__all__ = ["ContractReport", "Violation", "check_step", "draw_inputs", "requires_change", "DEFAULT_SAMPLES"]
