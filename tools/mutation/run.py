@@ -15,10 +15,10 @@ measured two ways:
   module>` (TESTS_FOR below, plus tests/stages/test_contract_properties.py), cwd and
   PYTHONPATH in the copy; killed when a test fails (or the run times out).
 - verify: tools/mutation/verify_harness.py in the copy (verify="each" at default
-  settings over fixed generated programs and models); compared case by case with the
-  unmutated tree: killed when a case that passes on the unmutated tree now reports a
-  failure; crashed when such a case now raises anything else (and none failed);
-  survived otherwise.
+  settings over fixed generated programs and models; the cases that can reach the
+  mutated module, CASES_FOR below); compared case by case with the unmutated tree:
+  killed when a case that passes on the unmutated tree now reports a failure; crashed
+  when such a case now raises anything else (and none failed); survived otherwise.
 
 Before the mutants, the driver checks that the copy's packages are the ones imported
 (by pytest too), that the test subsets pass on the unmutated copy, and records the
@@ -71,6 +71,10 @@ TESTS_FOR = {
     "ir/ops/quant.py": KERNELS,
     "ir/packing.py": ["tests/ir/test_packing.py", "tests/ir/test_serialize.py"],
 }
+# the harness cases that can reach each mutated module (a quantization pass never runs in a
+# compression pipeline and the reverse; the op kernels and the IR run everywhere)
+CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/"),
+             "ir/": ("quant/", "comp/", "decomp/")}
 TEST_TIMEOUT = 900
 HARNESS_TIMEOUT = 900
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", "wp-cache")
@@ -111,6 +115,7 @@ def check_table(mutants: list, root: Path = ROOT) -> None:
             errors.append(f"{m['id']}: replacement equals the snippet")
         try:
             test_files(m["file"])
+            harness_prefixes(m["file"])
         except TableError as e:
             errors.append(f"{m['id']}: {e}")
     if errors:
@@ -163,9 +168,18 @@ def run_tests(slot: Path, files: list) -> tuple:
     return _run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *present], slot, TEST_TIMEOUT)
 
 
-def run_harness(slot: Path, baseline: dict | None = None) -> dict:
+def harness_prefixes(path: str) -> tuple:
+    found = next((p for prefix, p in CASES_FOR.items() if path.startswith(prefix)), None)
+    if found is None:
+        raise TableError(f"no harness cases mapped for {path} (add it to CASES_FOR)")
+    return found
+
+
+def run_harness(slot: Path, baseline: dict | None = None, prefixes: tuple = ()) -> dict:
     out = slot / "harness.json"
     cmd = [sys.executable, "tools/mutation/verify_harness.py", "--json", str(out)]
+    if prefixes:
+        cmd += ["--prefixes", ",".join(prefixes)]
     if baseline is not None:
         base = slot / "harness_baseline.json"
         base.write_text(json.dumps(baseline))
@@ -216,7 +230,7 @@ def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool
                 row["tests_detail"] = f"pytest exit {code}: " + out[-300:]
         if do_verify:
             t0 = time.perf_counter()
-            verdict, cases = verify_verdict(baseline, run_harness(slot, baseline))
+            verdict, cases = verify_verdict(baseline, run_harness(slot, baseline, harness_prefixes(m["file"])))
             row["verify"], row["verify_cases"] = verdict, cases[:5]
             row["verify_seconds"] = round(time.perf_counter() - t0, 1)
         return row
