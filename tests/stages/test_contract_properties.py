@@ -297,3 +297,26 @@ def test_decompress_is_bit_identical_after_every_compression(spec):
             _exact(_outputs(compressed, seed), _outputs(after, seed))
 
     run()
+
+
+# ---- every registered stage by its own declared contract (stages/contracts.py) ------------------
+
+@pytest.mark.parametrize("name", stages.names())
+def test_every_registered_stage_keeps_its_declared_contract(name):
+    from pipeline.contracts import check_step
+    from stages.contracts import contract_of
+
+    stage = stages.get(name)(**STAGE_PARAMS.get(name, {})) if name in STAGE_PARAMS else stages.get(name)
+    assert contract_of(stage) is not None, f"{name} declares no contract"
+
+    @settings(max_examples=6, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(quantization_programs() | weight_models())
+    def run(program):
+        digest = program_digest(program)
+        result = stage.run(program)
+        assert program_digest(program) == digest, f"{name} mutated its input"
+        report = check_step(program, result.program, stage, result.stats, inputs=[_inputs(program, s) for s in range(3)])
+        assert report.passed, report.summary()
+
+    run()
