@@ -232,7 +232,8 @@ def affine_dequantize_layout(c) -> Program:
     if c.boolean():
         axis = c.integer(0, len(shape) - 1)
         n = shape[axis]
-        scale, zp = _scales(c, n, fdt), _zero_point(c, idt, n, c.pick(("zero", "random")))
+        # a scalar zero point with per-channel scales is per channel too (and may not be reshaped)
+        scale, zp = _scales(c, n, fdt), _zero_point(c, idt, c.pick((n, None)), c.pick(("zero", "random")))
     else:
         axis, scale, zp = c.integer(0, len(shape) - 1), _scales(c, None, fdt), _zero_point(c, idt, None, "random")
     v = b.constexpr_affine_dequantize(quantized_data=data, zero_point=zp, scale=scale, axis=np.int32(axis), name="w")

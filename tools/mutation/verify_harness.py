@@ -32,7 +32,7 @@ import sys
 import time
 import warnings
 
-PATTERN_SEEDS = (0, 1, 2)
+PATTERN_SEEDS = tuple(range(8))
 MODELS = {"m0": (0, "iOS18"), "m1": (1, "iOS18"), "m2": (2, "iOS18"), "m3_ios16": (3, "iOS16")}
 
 # configurations beyond the presets: each mode / form a preset does not run
