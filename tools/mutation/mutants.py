@@ -142,7 +142,7 @@ MUTANTS = [
          why="the zero point subtracted when quantizing"),
     dict(id="N06", file=N + "affine.py", category="off_by_one",
          snippet="zp = np.full(r.shape, 0 if lo < 0 else (hi - lo) // 2, np.float64)",
-         replacement="zp = np.full(r.shape, 0 if lo < 0 else (hi - lo + 1) // 2, np.float64)",
+         replacement="zp = np.full(r.shape, 0 if lo < 0 else (hi - lo) // 2 + 1, np.float64)",
          why="uint8 symmetric zero point 128 instead of 127: +R clips"),
     dict(id="N07", file=N + "affine.py", category="range",
          snippet="a, b = np.minimum(w_min, 0.0), np.maximum(w_max, 0.0)",
