@@ -43,6 +43,9 @@ def _shape(c, rank_lo=1, rank_hi=3, dim_hi=5) -> tuple:
 def _scales(c, n, fdt):
     """n positive scales (n=None: a scalar): powers of two (exact products) or arbitrary."""
     shape = () if n is None else (n,)
+    if c.integer(0, 7) == 0:  # extremes: ratios of two scales past fp16's range
+        lo = -14 if fdt == np.float16 else -24
+        return (2.0 ** integers(c, shape, lo, 10, np.int32)).astype(fdt)
     if c.boolean():
         return (2.0 ** integers(c, shape, -6, 2, np.int32)).astype(fdt)
     return rng_of(c).uniform(0.01, 1.0, shape).astype(fdt)
@@ -51,6 +54,8 @@ def _scales(c, n, fdt):
 def _zero_point(c, idt: str, n, kind=None):
     """A zero point of kind none / zero / flip (-128 int8, 128 uint8) / random (n=None: scalar)."""
     kind = kind or c.pick(("none", "zero", "flip", "random"))
+    if kind == "random" and c.integer(0, 3) == 0:
+        kind = "near_flip"  # one off the flip point: must not be taken for it
     if kind == "none":
         return None
     np_dt = INT_DTYPES[idt]
@@ -59,6 +64,8 @@ def _zero_point(c, idt: str, n, kind=None):
         return np.zeros(shape, np_dt)
     if kind == "flip":
         return np.full(shape, -128 if idt == "int8" else 128, np_dt)
+    if kind == "near_flip":
+        return np.full(shape, -127 if idt == "int8" else 127, np_dt)
     lo, hi = (-20, 20) if idt == "int8" else (100, 150)
     return integers(c, shape, lo, hi, np_dt)
 
@@ -143,8 +150,17 @@ def dequantize_quantize_pair(c) -> Program:
     x = b.input("x", TensorSpec(shape, idt))
     p = _qparams(c, shape, fdt, idt, zp_kind=c.pick(("none", "zero", "random")))
     dq = b.dequantize(input=x, **p, name="dq1")
-    same = c.integer(0, 3) != 0
-    p2 = p if same else {**p, "scale": (np.asarray(p["scale"]) * fdt(2)).astype(fdt)}
+    differs = c.pick(("nothing", "nothing", "nothing", "scale", "zero_point"))
+    p2 = p
+    if differs == "scale":
+        p2 = {**p, "scale": (np.asarray(p["scale"]) * fdt(2)).astype(fdt)}
+    elif differs == "zero_point":
+        n = None if p["axis"] is None else shape[p["axis"]]
+        zp = p["zero_point"] if p["zero_point"] is not None else np.zeros(() if n is None else (n,), INT_DTYPES[idt])
+        p2 = {**p, "zero_point": (zp.astype(np.int16) + 1).clip(np.iinfo(INT_DTYPES[idt]).min,
+                                                                  np.iinfo(INT_DTYPES[idt]).max - 1).astype(zp.dtype)}
+        if np.array_equal(p2["zero_point"], zp):
+            p2["zero_point"] = (zp.astype(np.int16) - 1).astype(zp.dtype)
     q = b.quantize(input=dq, output_dtype=idt, **p2, name="q")
     out = b.dequantize(input=q, **p2, name="dq2")
     outs = [out]
@@ -173,7 +189,10 @@ def quantized_binary(c) -> Program:
     if c.boolean():
         z = b.relu(x=z, name="relu")
     pz = _qparams(c, shape, fdt, idt_z, per_axis_ok=False, zp_kind=c.pick(("none", "random")))
-    return _program(b, [b.quantize(input=z, output_dtype=idt_z, **pz, name="z")])
+    outs = [b.quantize(input=z, output_dtype=idt_z, **pz, name="z")]
+    if c.integer(0, 5) == 0:
+        outs.append(z)  # an inner value of the chain is a block output: it must not change
+    return _program(b, outs)
 
 
 # ---- dequantize_to_constexpr --------------------------------------------------------------
@@ -295,12 +314,14 @@ def quantized_lut(c) -> Program:
     fname = c.pick(tuple(FLOAT_DTYPES))
     fdt = FLOAT_DTYPES[fname]
     shape = _shape(c, 1, 3, 4)
+    if c.boolean():
+        shape = (c.pick((4, 6)),) + shape[1:]  # room for 2 LUTs under finer (per channel) scales
     nbits = c.pick((1, 2, 4))
     b = Builder()
     idx = b.const(integers(c, shape, 0, 2 ** nbits - 1, np.uint8), dtype=f"uint{nbits}", name="idx")
     lut_blocks = [1] * len(shape)
     if c.boolean():  # several LUTs along axis 0
-        lut_blocks[0] = c.pick([d for d in (1, 2, shape[0]) if shape[0] % d == 0])
+        lut_blocks[0] = c.pick([d for d in (2, 2, shape[0]) if shape[0] % d == 0] or [1])
     lut = integers(c, tuple(lut_blocks) + (2 ** nbits, 1), -128, 127, np.int8)
     dense = b.constexpr_lut_to_dense(indices=idx, lut=lut, name="lut")
     sshape = [1] * len(shape)
