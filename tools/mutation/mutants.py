@@ -161,8 +161,8 @@ MUTANTS = [
          why="LUT of a group with few values padded with its smallest: LUT unsorted, nearest-entry search wrong"),
     dict(id="N11", file=N + "palettize.py", category="degenerate",
          snippet="    few = distinct <= k\n", replacement="    few = distinct < k\n",
-         why="groups with exactly k distinct values go through k-means",
-         equivalent="with k distinct values the optimal k-means LUT is those values (cost 0): same LUT and indices"),
+         why="groups with exactly k distinct values go through k-means: its centroids (means from prefix "
+             "sums) may miss the values themselves by float rounding"),
     dict(id="N12", file=N + "palettize.py", category="degenerate",
          snippet="    scale = np.where(scale == 0, np.array(1, w.dtype), scale)\n",
          replacement="",
