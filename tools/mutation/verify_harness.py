@@ -60,6 +60,8 @@ EXTRA_CONFIGS = {
                         'mode="kmeans",nbits=2}',
     "palettize-pcs": 'palettize_weights{enable_per_channel_scale=true,mode="kmeans",nbits=4}',
     "sparse-threshold": 'sparsify_weights{mode="threshold_based",threshold=0.5}',
+    # size * 0.37 is not whole on the models' weights (sparse-50's halves are: floor = ceil there)
+    "sparse-percentile-37": 'sparsify_weights{mode="percentile_based",target_percentile=0.37}',
     "sparse-nm": 'sparsify_weights{n_m_ratio=[2,4]}',
     "sparse+int8": 'sparsify_weights{mode="percentile_based",target_percentile=0.5},'
                    'affine_quantize_weights{dtype="int8",granularity="per_channel",mode="linear_symmetric"}',
