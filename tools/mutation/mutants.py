@@ -275,7 +275,9 @@ MUTANTS = [
     dict(id="K10", file=K, category="dtype",
          snippet='    return [v["source_val"].astype(ctx.out_types[0].dt.storage)]',
          replacement='    return [v["source_val"].astype(np.float16)]',
-         why="constexpr_cast returns fp16 values (equal numbers, wrong dtype)"),
+         why="constexpr_cast returns fp16 values (equal numbers, wrong dtype)",
+         equivalent="the interpreter casts every kernel result to the op's declared storage dtype "
+                    "(ir/interpret.py) and fp16 -> fp32 is exact: no caller can see the fp16 array"),
     dict(id="K11", file=K, category="sign",
          snippet="    out[mask != 0] = nonzero_data\n", replacement="    out[mask != 0] = nonzero_data[::-1]\n",
          why="sparse_to_dense writes the nonzero values in reverse order"),
