@@ -69,6 +69,17 @@ def test_ios18_per_channel_scale_and_offset_take_the_data_rank():
     assert new.offset.shape == (1, 3) and new.offset.val.ravel().tolist() == [1, 0, -1]
 
 
+def test_ios18_data_that_fits_int4_stays_int8_when_its_zero_point_does_not():
+    """Narrowing is decided by the data and the offset together: int4 data with an offset of
+    20 would be an int4 const holding 20 (Core ML cannot store it)."""
+    zp = np.array([20, 0, -9], np.int8)  # 20 and -9 are outside int4 [-8, 7]; the data is inside
+    after = dequantize_to_constexpr(_net("iOS18", zero_point=zp, scale=np.array([0.5, 0.25, 2.0], np.float32),
+                                         axis=1))
+    new = _by_name(after)["dq_affine_dequantized"]
+    assert new.data.dtype == "int8" and new.offset.dtype == "int8"
+    assert new.offset.val.ravel().tolist() == [20, 0, -9]
+
+
 def test_ios17_per_channel_keeps_axis_and_vectors():
     scale, zp = np.array([0.5, 0.25], np.float32), np.array([3, -3], np.int8)
     after = dequantize_to_constexpr(_net("iOS17", zero_point=zp, scale=scale, axis=0))

@@ -69,6 +69,36 @@ def test_per_channel_transpose_moves_the_axis():
     assert_equivalent(prog, merge, _x((3, 2)))
 
 
+def test_per_channel_axis_follows_a_cyclic_permutation_through_its_inverse():
+    """perm [1, 2, 0] moves input axis 0 to output position 2 (perm.index(0)), not to perm[0] = 1:
+    only a permutation that is not its own inverse tells the two apart."""
+    data = np.arange(24, dtype=np.int8).reshape(2, 3, 4)
+
+    @program(inputs={"x": TensorSpec((3, 4, 2))})
+    def prog(b, x):
+        w = _affine(b, data=data, scale=np.array([0.5, 2.0], np.float32), zp=np.array([1, -1], np.int8), axis=0)
+        return b.add(x=x, y=b.transpose(x=w, perm=[1, 2, 0], name="wt"), name="out")
+
+    out = merge(prog)
+    merged = find_op(out, "wt")
+    assert merged.op_type == "constexpr_affine_dequantize" and int(merged.axis.val) == 2
+    np.testing.assert_array_equal(merged.quantized_data.val, data.transpose(1, 2, 0))
+    assert_equivalent(prog, merge, _x((3, 4, 2)))
+
+
+def test_per_channel_scale_with_a_scalar_zero_point_is_not_reshaped():
+    """Per channel means either parameter is a vector: a vector scale with a scalar zero
+    point cannot follow a reshape any more than two vectors can."""
+    @program(inputs={"x": TensorSpec((3, 2))})
+    def prog(b, x):
+        w = _affine(b, scale=np.array([0.5, 2.0], np.float32), zp=np.int8(1), axis=0)
+        return b.add(x=x, y=b.reshape(x=w, shape=[3, 2], name="wr"), name="out")
+
+    out = merge(prog)
+    assert out is prog
+    assert op_types(out) == ["constexpr_affine_dequantize", "reshape", "add"]
+
+
 def test_per_channel_stops_before_a_non_transpose_op():
     @program(inputs={"x": TensorSpec((6,))})
     def prog(b, x):

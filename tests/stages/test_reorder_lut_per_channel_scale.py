@@ -132,6 +132,16 @@ def test_refused(net):
     assert reorder(net) is net
 
 
+def test_input_axis_scale_refused_even_where_it_would_broadcast():
+    """A scale along the input axis is no per-output-channel factor. With as many rows of x as
+    input channels, the moved factor [3, 1] would even broadcast against the output [3, 2]
+    without changing its shape: only the axis condition refuses it."""
+    @program(inputs={"x": TensorSpec((3, 3))})
+    def net(b, x):
+        return b.linear(x=x, weight=lut_weight(b, (2, 3), scale_axis=1), name="fc")
+    assert reorder(net) is net
+
+
 def test_integer_lut_refused():
     @program(inputs={"x": TensorSpec((4, 3))})
     def net(b, x):
