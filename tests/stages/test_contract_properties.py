@@ -301,16 +301,7 @@ def test_decompress_is_bit_identical_after_every_compression(spec):
 
 # ---- every registered stage by its own declared contract (stages/contracts.py) ------------------
 
-# reorder_lut_per_channel_scale declares floats within rtol 1e-5, but on fp16 weights the moved
-# scale rounds in fp16 (a 1x1 fp16 matmul already moves by ~1e-3 of the output): a false alarm of
-# the contract on correct code, reported to the contracts' owner; not strict, so the fix passes
-_FP16_ROUNDING = pytest.mark.xfail(reason="reorder_lut_per_channel_scale's rtol 1e-5 does not allow fp16 rounding",
-                                   strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_FP16_ROUNDING)
-                                  if n in ("reorder_lut_per_channel_scale", "canonicalize_quantization") else n
-                                  for n in stages.names()])
+@pytest.mark.parametrize("name", stages.names())
 def test_every_registered_stage_keeps_its_declared_contract(name):
     from pipeline.contracts import check_step
     from stages.contracts import contract_of
