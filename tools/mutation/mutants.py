@@ -19,11 +19,11 @@ K = "ir/ops/quant.py"
 MUTANTS = [
     # ---------------------------------------------------------------- quantization passes
     dict(id="Q01", file=Q + "dequantize_quantize_pair.py", category="no_op",
-         snippet="            and same_const(dequantize.scale, quantize.scale)\n",
+         snippet='            and same_const(dq.get("scale"), q.get("scale"))\n',
          replacement="",
          why="pair removed although the quantize uses another scale"),
     dict(id="Q02", file=Q + "dequantize_quantize_pair.py", category="zero_point",
-         snippet="            and same_const(dequantize.zero_point, quantize.zero_point)\n",
+         snippet='            and same_const(dq.get("zero_point"), q.get("zero_point"))\n',
          replacement="",
          why="pair removed although the zero points differ"),
     dict(id="Q03", file=Q + "dequantize_quantize_pair.py", category="off_by_one", issue=True,
@@ -223,7 +223,7 @@ MUTANTS = [
          snippet="g = next((g for g in range(min(wanted, channels), 0, -1) if channels % g == 0 and g % cd == 0), None)",
          replacement="g = next((g for g in range(min(wanted, channels) - 1, 0, -1) if channels % g == 0 and g % cd == 0), None)",
          why="group size falls back although group_size divides the channels"),
-    dict(id="C09", file=C + "decompress.py", category="no_op",
+    dict(id="C09", file="ir/fold.py", category="no_op",
          snippet="    return bool(readers) and not ud.is_block_output(out) and all(id(c) in inside for c in readers)",
          replacement="    return bool(readers) and not ud.is_block_output(out) and any(id(c) in inside for c in readers)",
          why="a const read by a constexpr and another op is deleted (the crash of a shared const)"),

@@ -70,6 +70,7 @@ TESTS_FOR = {
     "stages/compression/": COMPRESSION,
     "ir/ops/quant.py": KERNELS,
     "ir/packing.py": ["tests/ir/test_packing.py", "tests/ir/test_serialize.py"],
+    "ir/fold.py": ["tests/ir/test_fold.py", "tests/stages/compression"],
 }
 # the harness cases that can reach each mutated module (a quantization pass never runs in a
 # compression pipeline and the reverse; the op kernels and the IR run everywhere)
