@@ -1,4 +1,4 @@
-"""verify="each": every step checked by its stage's own contract (stages/contracts.py).
+"""verify="each": every step checked by its stage's own contract (stages/contracts/).
 
     report = check_step(before, after, stage, stats, samples=8)   # a ContractReport
     report.passed, report.violations, report.summary()
