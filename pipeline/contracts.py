@@ -103,8 +103,12 @@ def check_step(before: Program, after: Program, stage, stats=None, *, samples: i
     if needs_inputs:
         given = _as_list(before, inputs)
         drawn = given if given is not None else draw_inputs(before, samples, seed, dims=dims)
-    violations = check_stage_step(before, after, stage, stats, drawn,
-                                  require_change=requires_change(require_change, stage, index))
+    try:
+        violations = check_stage_step(before, after, stage, stats, drawn,
+                                      require_change=requires_change(require_change, stage, index))
+    except Exception as e:  # noqa: BLE001 - checking the new program failed: that is the finding
+        violations = [Violation("checkable", f"stage {getattr(stage, 'name', 'stage')!r}",
+                                f"checking its output raised {type(e).__name__}: {e}")]
     what = contract.describe() if contract is not None else "no contract"
     return ContractReport(not violations, len(drawn), what, tuple(violations), stats or {},
                           "; ".join(map(str, violations[:2])))

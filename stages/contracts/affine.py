@@ -7,7 +7,7 @@ import numpy as np
 
 from ir import oracle
 from stages.contracts.blocks import _block_reduce, _full_rank, _largest_divisor, _ulp
-from stages.contracts.graph import _AFFINE_OPS, _LUT_OPS, find_form
+from stages.contracts.graph import _AFFINE_OPS, _LUT_OPS, consumer_axes, find_form
 from stages.contracts.weights import WeightCase, _input
 
 
@@ -42,20 +42,32 @@ def affine_tensor_problems(original, codes, scale, zero_point, dtype: str, mode:
         i = np.flatnonzero(bad)[0]
         problems.append(f"{where}: {int(bad.sum())} code(s) outside [{lo}, {hi}] ({dtype} {mode}), "
                         f"e.g. {int(c.reshape(-1)[i])}")
+    with np.errstate(invalid="ignore"):
+        broken = ~np.isfinite(s.astype(np.float64)) | ~(s.astype(np.float64) > 0)
+    if broken.any():
+        i = np.flatnonzero(broken)[0]
+        problems.append(f"{where}: {int(broken.sum())} scale(s) not finite and > 0, e.g. "
+                        f"{s.reshape(-1)[i]!r} (an all-zero block still needs a usable scale)")
+        return problems
     S = oracle.per_element(s, w.shape, None)
     Z = oracle.per_element(z, w.shape, None)
     recon = (c - Z) * S
     w64 = w.astype(np.float64)
-    inside = valid & (w64 >= (lo - Z) * S) & (w64 <= (hi - Z) * S)
-    room = S / 2 * (1 + 2.0 ** -20) + _ulp(recon, s.dtype) + _ulp(w64, wdt)
+    # every value, the block's range ends included: the codes must reach them (a scale rounded
+    # the wrong way leaves an end more than half a step past the last code, where it clips)
+    # the stage divides in fp32 (fp64 for fp64 weights, whose codes are then exact): the
+    # rounding of w / scale is all the room beyond half a step
+    eps = float(np.finfo(np.float64 if wdt == np.float64 else np.float32).eps)
+    room = S / 2 * (1 + 2.0 ** -20) + 2 * eps * np.abs(w64)
     big = float(np.finfo(s.dtype).max) if s.dtype.kind == "f" else math.inf
     room = np.where(np.abs(w64) > big - S, S, room)  # the documented edge of fp16's range
     err = np.abs(w64 - recon)
-    over = inside & (err > room)
+    over = valid & ~(err <= room)
     if over.any():
         i = np.flatnonzero(over)[0]
         problems.append(f"{where}: {int(over.sum())} value(s) farther than scale/2 from their reconstruction, "
-                        f"e.g. {w64.reshape(-1)[i]!r} -> {recon.reshape(-1)[i]!r} (scale {S.reshape(-1)[i]!r})")
+                        f"e.g. {w64.reshape(-1)[i]!r} -> {recon.reshape(-1)[i]!r} (scale {S.reshape(-1)[i]!r}, "
+                        f"codes [{lo}, {hi}])")
     problems += _scale_problems(np.where(valid, w64, 0.0), s, z, lo, hi, mode, dtype, where)
     return problems
 
@@ -116,12 +128,75 @@ def affine_bound(case: WeightCase) -> list:
         codes = _input(case, op, "quantized_data")
         axis = _input(case, op, "axis")
         rank = np.ndim(codes)
-        scale = _full_rank(_input(case, op, "scale"), rank, axis)
+        raw = _input(case, op, "scale")
+        layout = _axis_problems(case, np.ndim(raw), axis, where)
+        if layout:
+            return layout
+        scale = _full_rank(raw, rank, axis)
         zp = _full_rank(_input(case, op, "zero_point"), rank, axis)
         return affine_tensor_problems(case.original, codes, scale, zp, dtype, mode, where)
     scale = _input(case, op, "scale")
+    layout = _layout_problems(case, np.asarray(case.original), scale, where)
+    if layout:
+        return layout
     return _block_size_problems(case, np.asarray(case.original), scale, where) + affine_tensor_problems(
         case.original, _input(case, op, "data"), scale, _input(case, op, "offset"), dtype, mode, where)
+
+
+def _expected_scale_shape(case, shape):
+    """The parameter shape the granularity gives a dense weight of `shape` read by ops whose
+    layout the contract knows: per_channel one entry per output channel; per_block that, times
+    shape[input axis] / block_size blocks along the consumer's input axis (None: no rule
+    applies, e.g. readers of unknown layout)."""
+    gran = case.params.get("granularity", "per_channel")
+    if case.params.get("config") is not None:
+        return None  # per-weight parameters from a config: the generic promise only
+    if gran == "per_tensor":
+        return (1,) * len(shape)
+    axes = consumer_axes(case.before, case.name, len(shape)) if case.before is not None else None
+    if axes is None:
+        return None
+    out, inp = axes
+    want = [1] * len(shape)
+    want[out] = shape[out]
+    if gran == "per_block":  # blocks of the largest size <= block_size dividing the input axis
+        b = _largest_divisor(shape[inp], int(case.params.get("block_size") or 32))
+        want[inp] = shape[inp] // b
+    return tuple(want)
+
+
+def _layout_problems(case, w, scale, where) -> list:
+    """per_channel / per_block parameters lie along the consumer's output / input axes."""
+    if case.stats.get("kind", "dense") != "dense" or np.ndim(scale) != w.ndim:
+        return []
+    want = _expected_scale_shape(case, w.shape)
+    if want is None or tuple(np.shape(scale)) == want:
+        return []
+    what = case.params.get("granularity")
+    if what == "per_block":
+        what += f" (block_size {case.params.get('block_size')}, along the input axis)"
+    return [f"{where}: scale of shape {tuple(np.shape(scale))}, but {what} over a weight of shape "
+            f"{w.shape} read as {_readers_text(case)} gives {want}"]
+
+
+def _axis_problems(case, scale_ndim, axis, where) -> list:
+    """iOS16 per-channel form: the axis is the consumer's output axis."""
+    if scale_ndim != 1 or case.params.get("granularity") != "per_channel" or case.before is None \
+            or case.params.get("config") is not None:
+        return []
+    rank = np.ndim(case.original)
+    axes = consumer_axes(case.before, case.name, rank)
+    if axes is None or int(axis) % max(rank, 1) == axes[0]:
+        return []
+    return [f"{where}: per-channel axis {int(axis)}, but read as {_readers_text(case)} its output channels "
+            f"are on axis {axes[0]}"]
+
+
+def _readers_text(case) -> str:
+    from stages.contracts.graph import _consumers
+
+    readers = _consumers(case.before).get(case.name, [])
+    return ", ".join(sorted({r.op_type for r in readers})) or "nothing"
 
 
 def _affine_lut(case, mode, dtype, where) -> list:

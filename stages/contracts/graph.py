@@ -91,3 +91,34 @@ def _renamed(before_fn, after_fn, name: str) -> Optional[str]:
 
 def _split_key(key: str) -> tuple:
     return tuple(key.split("/", 1)) if "/" in key else ("main", key)
+
+
+# The layout of a weight's consumer, the contract's own reading of the op definitions
+# (DESIGN.md: linear weight [out, in], conv [C_out, C_in/groups, ...], conv_transpose
+# [C_in, C_out/groups, ...], matmul y [..., in, out]; an ONNX RNN's W / R are
+# [directions, gates * hidden, input]). Deliberately not imported from the stages it checks.
+_RNN_SLOTS = {(f"onnx.{t}", s): (1, 2) for t in ("LSTM", "GRU", "RNN") for s in ("in1", "in2")}
+# (op type, input slot) -> (output-channel axis, input (reduction) axis)
+WEIGHT_AXES = {("linear", "weight"): (0, 1), ("conv", "weight"): (0, 1), ("conv_transpose", "weight"): (1, 0),
+               ("matmul", "y"): (-1, -2), ("matmul", "x"): (-2, -1),
+               ("onnx.MatMul", "in1"): (-1, -2), ("onnx.MatMul", "in0"): (-2, -1),
+               ("onnx.Conv", "in1"): (0, 1), ("onnx.ConvTranspose", "in1"): (1, 0), **_RNN_SLOTS}
+
+
+def consumer_axes(fn, value_name: str, rank: int) -> Optional[tuple]:
+    """(output axis, input axis) of a weight, both in [0, rank), when every reader of
+    `value_name` in `fn` is an op of WEIGHT_AXES and they agree; None otherwise (no reader,
+    an op this table does not know, readers that disagree, a rank the layout does not fit)."""
+    found = set()
+    for op in _consumers(fn).get(value_name, []):
+        slots = [k for k, v in op.inputs.items() if not isinstance(v, tuple) and v.name == value_name]
+        for slot in slots:
+            axes = WEIGHT_AXES.get((op.op_type, slot))
+            if axes is None:
+                return None
+            found.add(axes)
+    if len(found) != 1 or rank < 2:
+        return None
+    out, inp = found.pop()
+    out, inp = out % rank if -rank <= out < rank else None, inp % rank if -rank <= inp < rank else None
+    return None if out is None or inp is None or out == inp else (out, inp)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ir import oracle
 from stages.contracts.blocks import _blocked, _largest_divisor, _ulp
-from stages.contracts.graph import _LUT_OPS, _consumers, find_form
+from stages.contracts.graph import _LUT_OPS, _consumers, consumer_axes, find_form
 from stages.contracts.weights import WeightCase, _input
 
 
@@ -41,8 +41,6 @@ def palettize_bound(case: WeightCase) -> list:
         mask, idx = np.ones(w.shape, bool), np.asarray(_input(case, op, "indices"))
     if lut.ndim == 1:  # iOS16 flat form: one LUT for the whole tensor
         lut, idx = lut.reshape([1] * w.ndim + [-1, 1]), idx.reshape(w.shape)
-    if lut.shape[-1] != 1:
-        return _vector_problems(case, lut, where)
     target = w.astype(np.float64)
     pcs_op = None
     consumers = _consumers(case.after).get(op.outputs[0].name, [])
@@ -53,6 +51,12 @@ def palettize_bound(case: WeightCase) -> list:
         problems_pcs = _pcs_problems(w, _input(case, pcs_op, "scale"), where)
     else:
         problems_pcs = []
+    if lut.shape[-1] != 1:
+        if op.op_type != "constexpr_lut_to_dense":
+            return problems_pcs + _vector_problems(case, lut, where)
+        return problems_pcs + _vector_axis_problems(case, _input(case, op, "vector_axis"), where) + \
+            _group_size_problems(case, lut.shape[:-2], where) + _vector_nearest_problems(
+            target, idx, lut, _input(case, op, "vector_axis"), w.dtype, where)
     blocks = lut.shape[:-2]
     problems = list(problems_pcs) + _group_size_problems(case, blocks, where)
     entries = lut[..., 0].astype(np.float64)  # [blocks..., k]
@@ -142,6 +146,11 @@ def _lut_row_problems(vals, row, mode, wdt, where, exact_kmeans=False) -> list:
         if missing.size:
             problems.append(f"{where}: {missing.size} distinct value(s) missing from a unique LUT")
     elif mode == "kmeans":
+        distinct = np.unique(vals)
+        missing = np.setdiff1d(distinct, row) if distinct.size <= row.size else distinct[:0]
+        if missing.size:  # as many entries as values: the optimum is every value exactly
+            problems.append(f"{where}: {distinct.size} distinct value(s) and {row.size} entries, but "
+                            f"{missing.size} value(s) are no entry, e.g. {missing[0]!r}")
         problems += _lloyd_problems(vals, row, wdt, where)
         if exact_kmeans:
             problems += _optimum_problems(vals, row, wdt, where)
@@ -230,3 +239,63 @@ def _vector_problems(case, lut, where) -> list:
     got = np.asarray(case.decoded, np.float64).reshape(-1)
     stray = ~np.isin(got, flat)
     return [f"{where}: {int(stray.sum())} decoded value(s) are no LUT entry"] if stray.any() else []
+
+
+def _vectors(values, vector_axis, vs) -> np.ndarray:
+    """values with `vs` consecutive elements along vector_axis as one vector: shape
+    [... shape[axis] / vs ..., vs] (the layout of the indices, plus the vector)."""
+    ax = int(vector_axis) % values.ndim
+    moved = np.moveaxis(values, ax, 0)
+    v = moved.reshape((moved.shape[0] // vs, vs) + moved.shape[1:])
+    return np.moveaxis(np.moveaxis(v, 1, -1), 0, ax)
+
+
+def _vector_nearest_problems(target, idx, lut, vector_axis, wdt, where) -> list:
+    """Vector LUTs (cluster_dim > 1): the vectors are cluster_dim consecutive elements along
+    vector_axis, and each reads the entry of its block's LUT nearest to it (Lloyd's assignment
+    condition, which k-means ends on), up to the rounding of the entries to the weight's dtype."""
+    vs = lut.shape[-1]
+    idx = np.asarray(idx).astype(np.int64)
+    if vector_axis is None or target.shape[int(vector_axis) % target.ndim] % vs:
+        return [f"{where}: a LUT of vectors of {vs} without a vector axis its length divides"]
+    vecs = _vectors(target, vector_axis, vs)  # idx.shape + (vs,)
+    if vecs.shape[:-1] != idx.shape:
+        return [f"{where}: indices of shape {idx.shape} for vectors of shape {vecs.shape[:-1]}"]
+    blocks = lut.shape[:-2]
+    ids = _block_ids(idx.shape, blocks).reshape(-1)
+    flat_v, flat_i = vecs.reshape(-1, vs), idx.reshape(-1)
+    luts = np.asarray(lut, np.float64).reshape(-1, lut.shape[-2], vs)
+    spread = float(np.max(np.abs(flat_v), initial=0.0)) + float(np.max(np.abs(luts), initial=0.0))
+    slack = vs * (4 * float(np.finfo(wdt).eps) * spread ** 2) + 1e-300
+    bad, example = 0, None
+    for g in range(luts.shape[0]):
+        rows = np.flatnonzero(ids == g)
+        for r0 in range(0, rows.size, 1 << 15):
+            r = rows[r0:r0 + (1 << 15)]
+            d2 = ((flat_v[r, None, :] - luts[g][None]) ** 2).sum(-1)  # [n, k]
+            got = d2[np.arange(r.size), flat_i[r]]
+            off = got > d2.min(axis=1) + slack
+            if off.any():
+                bad += int(off.sum())
+                if example is None:
+                    j = int(np.flatnonzero(off)[0])
+                    example = (flat_v[r[j]], luts[g][flat_i[r[j]]], luts[g][int(np.argmin(d2[j]))])
+    if bad:
+        v, got, best = example
+        return [f"{where}: {bad} vector(s) of {vs} along axis {int(vector_axis)} do not read their nearest "
+                f"LUT entry, e.g. {v.tolist()} reads {got.tolist()}, nearest is {best.tolist()}"]
+    return []
+
+
+def _vector_axis_problems(case, vector_axis, where) -> list:
+    """Vectors run along the channel axis: channel_axis, else the consumer's output axis."""
+    if vector_axis is None or case.params.get("config") is not None:
+        return []
+    rank = np.ndim(case.original)
+    want = case.params.get("channel_axis")
+    if want is None:
+        axes = consumer_axes(case.before, case.name, rank) if case.before is not None else None
+        want = None if axes is None else axes[0]
+    if want is None or int(vector_axis) % rank == int(want) % rank:
+        return []
+    return [f"{where}: vectors along axis {int(vector_axis)}, but its channel axis is {int(want) % rank}"]

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from stages.contracts.graph import find_form
+from stages.contracts.graph import consumer_axes, find_form
 from stages.contracts.weights import WeightCase, _input
 
 
@@ -36,7 +36,8 @@ def sparsify_bound(case: WeightCase) -> list:
     if p.get("config") is not None:
         return problems  # per-weight parameters from a config: the generic promise only
     if mode.startswith("n_m"):
-        return problems + _nm_problems(w, zero, p.get("n_m_ratio"), where)
+        axes = consumer_axes(case.before, case.name, w.ndim) if case.before is not None else None
+        return problems + _nm_problems(w, zero, p.get("n_m_ratio"), where, axes)
     if mode == "percentile_based":
         frac = p.get("target_sparsity") if p.get("target_sparsity") is not None else p.get("target_percentile")
         count = int(math.floor(w.size * float(frac)))
@@ -61,19 +62,52 @@ def sparsify_bound(case: WeightCase) -> list:
     return problems
 
 
-def _nm_problems(w, zero, nm, where) -> list:
+def _nm_problems(w, zero, nm, where, axes=None) -> list:
+    """n:m: along the consumer's input axis (`axes`: (output, input) from the contract's own
+    layout table; None when the readers do not say), every run of m consecutive elements has
+    exactly its n smallest magnitudes zeroed (more only where the weight had zeros of its
+    own; ties in any order), a tail of t < m elements its max(0, n - (m - t)) smallest. With
+    no known axis, some axis must satisfy this."""
     if nm is None:
         return []
     n, m = int(nm[0]), int(nm[1])
-    problems = []
-    # along some axis every full run of m holds at least n zeros (the input axis is the
-    # consumer's; any axis where it holds is accepted)
-    for axis in range(w.ndim):
-        length = w.shape[axis]
-        full = (length // m) * m
-        if full == 0:
+    if axes is not None:
+        why = _nm_axis_problem(w, zero, n, m, axes[1])
+        return [] if why is None else [f"{where}: along axis {axes[1]} (its consumer's input axis) {why}"]
+    whys = [_nm_axis_problem(w, zero, n, m, axis) for axis in range(w.ndim)]
+    if any(why is None for why in whys):
+        return []
+    return [f"{where}: no axis has exactly the {n} smallest magnitudes of every run of {m} zeroed"]
+
+
+def _nm_axis_problem(w, zero, n, m, axis):
+    """Why the zeros of `zero` are not n:m along `axis` (None when they are)."""
+    length = w.shape[axis]
+    if length == 0:
+        return None
+    mag = np.moveaxis(np.abs(w.astype(np.float64)), axis, -1)
+    z = np.moveaxis(zero, axis, -1)
+    own = np.moveaxis(w == 0, axis, -1)
+    full = (length // m) * m
+    parts = [(mag[..., :full].reshape(-1, m), z[..., :full].reshape(-1, m), own[..., :full].reshape(-1, m), n)]
+    if full < length:  # the tail counts as padded with zeros (the smallest), which take their share
+        t = length - full
+        parts.append((mag[..., full:].reshape(-1, t), z[..., full:].reshape(-1, t),
+                      own[..., full:].reshape(-1, t), max(0, n - (m - t))))
+    for mg, zz, ow, want in parts:
+        if mg.size == 0:
             continue
-        z = np.moveaxis(zero, axis, -1)[..., :full].reshape(-1, m)
-        if np.all(z.sum(axis=1) >= n):
-            return problems
-    return problems + [f"{where}: no axis has {n} zeros in every run of {m}"]
+        count, need = zz.sum(axis=1), np.maximum(want, ow.sum(axis=1))
+        bad = count != need
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return (f"{int(bad.sum())} run(s) of {mg.shape[1]} have the wrong number of zeros, e.g. "
+                    f"{int(count[i])} instead of {int(need[i])} ({n}:{m})")
+        hi_zero = np.where(zz, mg, -np.inf).max(axis=1)
+        lo_kept = np.where(zz, np.inf, mg).min(axis=1)
+        bad = hi_zero > lo_kept
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return (f"{int(bad.sum())} run(s) zero a magnitude {hi_zero[i]:.6g} above a kept one "
+                    f"{lo_kept[i]:.6g} ({n}:{m})")
+    return None
