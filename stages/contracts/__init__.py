@@ -51,9 +51,11 @@ Modules (one idea each; every public name is importable from here):
     palettize       palettize_bound
     sparsify        sparsify_bound
     decompress      decompress_bound
-    postconditions  what a rewrite pass leaves no site of (no_cancelling_pairs, ...)
+    postconditions  what a rewrite pass leaves no site of (no_cancelling_pairs, ...), or builds only
+                    where its opset allows (leaves(after, before)); no new non-finite / non-positive scale
     outputs         check_outputs (exact / within / lossy on the outputs, kernels vs the oracle)
     report          check_report (no silent no-op: the report matches the program)
+    selection       the seed's size rule, and the numbers of every skip reason checked
     step            check_step (all of the above for one step)
 """
 from stages.contracts.affine import affine_bound, affine_tensor_problems, code_range
@@ -62,13 +64,16 @@ from stages.contracts.graph import find_form
 from stages.contracts.kinds import Contract, Violation, composed, contract_of, effective, exact, lossy, within
 from stages.contracts.outputs import check_outputs
 from stages.contracts.palettize import _optimum_problems, palettize_bound  # noqa: F401 (tests read the DP)
-from stages.contracts.postconditions import no_cancelling_pairs, no_unnormalized_binary_ops
+from stages.contracts.postconditions import (constexpr_forms_fit_opset, int_ops_fit_opset, no_cancelling_pairs,
+                                             no_new_bad_scales, no_unnormalized_binary_ops,
+                                             no_unreordered_lut_scales)
 from stages.contracts.report import check_report
 from stages.contracts.sparsify import sparsify_bound
 from stages.contracts.step import check_step
 from stages.contracts.weights import WeightCase, check_weights, figure_problems, weight_cases
 
-__all__ = ["no_cancelling_pairs", "no_unnormalized_binary_ops", "Contract", "Violation", "WeightCase", "exact",
+__all__ = ["no_cancelling_pairs", "no_unnormalized_binary_ops", "constexpr_forms_fit_opset", "int_ops_fit_opset",
+           "no_unreordered_lut_scales", "no_new_bad_scales", "Contract", "Violation", "WeightCase", "exact",
            "within", "lossy", "composed", "effective", "contract_of", "check_step", "check_weights",
            "check_outputs", "check_report", "affine_bound", "palettize_bound", "sparsify_bound",
            "decompress_bound", "affine_tensor_problems", "code_range", "find_form", "figure_problems",

@@ -6,6 +6,7 @@ import numpy as np
 from ir.core import Program
 from stages.contracts.graph import _consumers, _producers, _split_key
 from stages.contracts.kinds import Violation
+from stages.contracts.selection import LARGE, selection_problems
 
 
 def check_report(before: Program, after: Program, stage, stats, require_change=False) -> list:
@@ -29,6 +30,10 @@ def check_report(before: Program, after: Program, stage, stats, require_change=F
     weights = stats.get("weights")
     if weights is not None and name != "decompress_weights":
         problems += _weight_report(before, after, name, weights, changed)
+        if name in _WEIGHT_STAGES:
+            params = dict(getattr(stage, "all_params", {}) or {})
+            problems += [Violation("selection", where, detail)
+                         for where, detail in selection_problems(before, params, weights)]
     if require_change and not changed:
         detail = "required to change the program, but returned it unchanged"
         if patterns:
@@ -78,7 +83,7 @@ def _weight_report(before, after, name, weights, changed) -> list:
 _WEIGHT_STAGES = ("affine_quantize_weights", "palettize_weights", "sparsify_weights")
 
 
-_LARGE = 2048  # the seed's size rule: weights above it are compressed or skipped with a reason
+_LARGE = LARGE  # the seed's size rule: weights above it are compressed or skipped with a reason
 
 
 def _unreported(program, weights) -> list:
