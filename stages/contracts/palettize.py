@@ -268,8 +268,10 @@ def _vector_nearest_problems(target, idx, lut, vector_axis, wdt, where) -> list:
     spread = float(np.max(np.abs(flat_v), initial=0.0)) + float(np.max(np.abs(luts), initial=0.0))
     slack = vs * (4 * float(np.finfo(wdt).eps) * spread ** 2) + 1e-300
     bad, example = 0, None
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(luts.shape[0] + 1))
     for g in range(luts.shape[0]):
-        rows = np.flatnonzero(ids == g)
+        rows = order[bounds[g]:bounds[g + 1]]
         for r0 in range(0, rows.size, 1 << 15):
             r = rows[r0:r0 + (1 << 15)]
             d2 = ((flat_v[r, None, :] - luts[g][None]) ** 2).sum(-1)  # [n, k]
