@@ -240,3 +240,40 @@ def test_a_check_that_raises_is_reported_not_raised(monkeypatch):
     assert not report.passed
     assert "checking its output raised IndexError: index 7 is out of bounds" in report.summary()
     assert "stage 'affine_quantize_weights'" in report.summary()
+
+
+# ---- the exact / within contracts on programs that reach the bug --------------------------------
+
+def _fp16_scaled_add():
+    @program(inputs={"a": TensorSpec((4,), "int8"), "b": TensorSpec((4,), "int8")})
+    def net(bb, a, b):
+        da = bb.dequantize(input=a, scale=np.float16(60000), name="da")
+        db = bb.dequantize(input=b, scale=np.float16(0.5), name="db")
+        return bb.quantize(input=bb.add(x=da, y=db, name="s"), scale=np.float16(1000), output_dtype="int8", name="q")
+    return net
+
+
+def test_a_normalization_that_overflows_fp16_fails(monkeypatch):
+    dsn = importlib.import_module("stages.quantization.distributive_scale_normalization")
+    spec = "distributive_quantized_binary_op_scale_normalization"
+    _passes(spec, _fp16_scaled_add())  # divides by 60000 instead: 0.5 / 60000 is still an fp16
+    monkeypatch.setattr(dsn, "FP16_MAX", 6.5504e8)
+    _fails(spec, _fp16_scaled_add(), "dequantize 'da_normalized' has scale inf", "promise: finite positive scales")
+
+
+def _uint8_const_zp_127():
+    data = np.array([[0, 255, 3], [254, 128, 127]], np.uint8)
+
+    @program(inputs={"x": TensorSpec((2, 3), "fp32")})
+    def net(b, x):
+        d = b.dequantize(input=data, scale=np.float32(0.01), zero_point=np.uint8(127), name="dq")
+        return b.add(x=x, y=d, name="y")
+    return net
+
+
+def test_a_zero_point_flip_at_127_fails(monkeypatch):
+    nz = importlib.import_module("stages.quantization.nullify_zero_point")
+    spec = "nullify_redundant_quantization_zero_point"
+    assert not Pipeline.from_spec(spec).run(_uint8_const_zp_127(), verify="each").steps[0].changed
+    monkeypatch.setattr(nz, "FLIP", {-128: ("int8", "uint8"), 127: ("uint8", "int8")})
+    _fails(spec, _uint8_const_zp_127(), "output 'y'", "promise: exact")
