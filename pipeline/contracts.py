@@ -18,6 +18,12 @@ contract (one a user wrote) is checked by verify() with the run's options instea
 before contracts existed; so is every step when the options name a tolerance (rtol, atol,
 snr_db) together with "contracts": False.
 
+Checking never raises for what it finds: a check that fails while reading the new program (an
+oracle or interpreter error, a layout no check expected) is a violation ("checkable") naming the
+stage and the error; a step whose output breaks an IR rule (ir.validate between steps) fails as
+BrokenContractOutput, both an InvalidStepOutput and an EquivalenceError naming the step. A stage
+that raises is still the stage's error (StageFailed).
+
 require_change (default False): True, or the names of stages / step indices that must
 change the program. Off by default because a pipeline legitimately holds stages that do
 not apply to a given program; the report checks (a stage's stats must match what it did)

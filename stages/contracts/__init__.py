@@ -33,6 +33,12 @@ them when none are given). Every evaluation runs the quantization and decoder op
 ir.oracle and compares the production kernels with it op by op: a kernel bug that would
 cancel in a before/after comparison is a violation of its own ("kernel").
 
+What the weight bounds check beyond the values (the layout the stage documents, read from the
+weight's consumers with the contract's own table, graph.WEIGHT_AXES): per_channel scales on the
+consumer's output axis, per_block blocks of the largest size <= block_size dividing its input
+axis, n:m runs along its input axis (exactly the n smallest of every m), vectors of a vector LUT
+along the channel axis, each reading its nearest entry; every scale finite and > 0.
+
 No silent no-op (check_report): always, a stage's report must match the program (a weight
 reported compressed is in a compressed form, a weight reported skipped is untouched and
 has a reason, a weight of the program in a form the stage takes is in the report, pattern
@@ -40,6 +46,11 @@ counts are consistent: rewritten <= matched, and a changed program has a rewrite
 ``require_change``, the step must also have changed the program; the default is off, since
 a pipeline legitimately holds stages that do not apply to a given program (the
 canonicalize_quantization preset runs ten passes; a typical program needs two or three).
+The report's selection is checked too (selection.py): without an op_selector or config, weights
+of more than 2048 elements and only those are compressed, and every skip reason that states
+numbers ("48 channels not divisible by group_size 16") must agree with them. Postconditions may
+take the step's input too (leaves(after, before)) to judge what the step built; and no step may
+introduce a quantization scale that is not finite and > 0.
 
 Modules (one idea each; every public name is importable from here):
 
