@@ -55,10 +55,12 @@ def palettize_bound(case: WeightCase) -> list:
         if op.op_type != "constexpr_lut_to_dense":
             return problems_pcs + _vector_problems(case, lut, where)
         return problems_pcs + _vector_axis_problems(case, _input(case, op, "vector_axis"), where) + \
+            _lut_layout_problems(case, lut.shape[:-2], where) + \
             _group_size_problems(case, lut.shape[:-2], where) + _vector_nearest_problems(
             target, idx, lut, _input(case, op, "vector_axis"), w.dtype, where)
     blocks = lut.shape[:-2]
-    problems = list(problems_pcs) + _group_size_problems(case, blocks, where)
+    problems = list(problems_pcs) + _lut_layout_problems(case, blocks, where) + \
+        _group_size_problems(case, blocks, where)
     entries = lut[..., 0].astype(np.float64)  # [blocks..., k]
     got = oracle.lut_lookup(idx, lut).astype(np.float64)
     dist = np.abs(target - got)
@@ -301,3 +303,33 @@ def _vector_axis_problems(case, vector_axis, where) -> list:
     if want is None or int(vector_axis) % rank == int(want) % rank:
         return []
     return [f"{where}: vectors along axis {int(vector_axis)}, but its channel axis is {int(want) % rank}"]
+
+
+def _channel_axis(case, rank):
+    """channel_axis when given, else the consumer's output axis (None: the readers do not say)."""
+    want = case.params.get("channel_axis")
+    if want is not None:
+        return int(want) % rank if rank else None
+    axes = consumer_axes(case.before, case.name, rank) if case.before is not None else None
+    return None if axes is None else axes[0]
+
+
+def _lut_layout_problems(case, blocks, where) -> list:
+    """One LUT for the tensor (per_tensor), or one per group of channels on the channel axis
+    (per_grouped_channel): the LUT blocks split no other axis."""
+    gran, rank = case.params.get("granularity", "per_tensor"), len(blocks)
+    if case.params.get("config") is not None or rank != np.ndim(case.original) or rank == 0:
+        return []
+    if gran == "per_tensor":
+        axis = None
+    elif gran == "per_grouped_channel":
+        axis = _channel_axis(case, rank)
+        if axis is None:
+            return []
+    else:
+        return []
+    split = [a for a, n in enumerate(blocks) if n != 1 and a != axis]
+    if split:
+        return [f"{where}: LUTs of shape {tuple(blocks)} split axis {split[0]}; {gran} splits "
+                f"{'nothing' if axis is None else f'only the channel axis {axis}'}"]
+    return []

@@ -278,3 +278,14 @@ def test_a_zero_point_flip_at_127_fails(monkeypatch):
     assert not Pipeline.from_spec(spec).run(_uint8_const_zp_127(), verify="each").steps[0].changed
     monkeypatch.setattr(nz, "FLIP", {-128: ("int8", "uint8"), 127: ("uint8", "int8")})
     _fails(spec, _uint8_const_zp_127(), "output 'y'", "promise: exact")
+
+
+def test_grouped_luts_along_the_input_axis_fail(monkeypatch):
+    pal = importlib.import_module("stages.compression.palettize")
+    spec = 'palettize_weights{granularity="per_grouped_channel",group_size=16,nbits=2}'
+    _passes(spec, _matmul_and_linear())
+    _passes('palettize_weights{granularity="per_grouped_channel",group_size=16,nbits=2,channel_axis=1}',
+            _matmul_and_linear())  # asked for: the contract follows channel_axis
+    monkeypatch.setattr(pal, "_channel_axis", lambda view, params: 1)  # the input axis of w1
+    _fails(spec, _matmul_and_linear(), "weight 'w1'", "split axis 1; per_grouped_channel splits only the "
+                                                      "channel axis 0")
