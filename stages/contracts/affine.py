@@ -161,6 +161,8 @@ def _expected_scale_shape(case, shape):
     want[out] = shape[out]
     if gran == "per_block":  # blocks of the largest size <= block_size dividing the input axis
         b = _largest_divisor(shape[inp], int(case.params.get("block_size") or 32))
+        if not b:
+            return None  # an empty axis: nothing to block
         want[inp] = shape[inp] // b
     return tuple(want)
 
