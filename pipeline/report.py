@@ -721,8 +721,34 @@ def frontier_svg(a, width: int = 520, height: int = 220) -> str:
         f'<circle cx="{sx(chosen[0]):.1f}" cy="{sy(chosen[1]):.1f}" r="4" fill="#d62728"/>',
         f'<text x="{left}" y="{height - 8}">{human_bytes(x0)}</text>',
         f'<text x="{right}" y="{height - 8}" text-anchor="end">{human_bytes(x1)}</text>',
-        f'<text x="{bx:.1f}" y="{height - 8}" text-anchor="middle" fill="#777">budget</text>',
+        f'<text x="{bx + 3:.1f}" y="{top + 10}" fill="#777">budget</text>',
         "</svg>"])
+
+
+def allocation_bars_svg(a, width: int = 640, bar: int = 12) -> str:
+    """Per weight, bytes before (grey) and after (blue) on one scale, labelled with the
+    candidate chosen and its distortion: where the budget went."""
+    rows = list(a["table"])
+    top, label_w, right = 22, 190, 170
+    height = top + len(rows) * (bar + 6) + 10
+    peak = max((float(r["original_bytes"]) for r in rows), default=1.0) or 1.0
+    span = width - label_w - right
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+             '<text x="4" y="14">bytes per weight: before (grey), after (blue); candidate and distortion</text>']
+    for i, r in enumerate(rows):
+        y = top + i * (bar + 6)
+        before = span * float(r["original_bytes"]) / peak
+        after = span * float(r["bytes"]) / peak
+        name = str(r["weight"])
+        name = name if len(name) <= 30 else "\u2026" + name[-29:]
+        parts.append(f'<text x="{label_w - 4}" y="{y + bar - 2}" text-anchor="end">{html.escape(name)}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{before:.1f}" height="{bar}" fill="#ddd"/>')
+        parts.append(f'<rect x="{label_w}" y="{y + 2}" width="{max(after, 0.5):.1f}" height="{bar - 4}" fill="#4a7fc1"/>')
+        parts.append(f'<text x="{label_w + span + 4}" y="{y + bar - 2}">{html.escape(str(r["candidate"]))} '
+                     f'({r["bpw"]:.2f} b/w), d {r["distortion"]:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _allocation_markdown(allocations) -> str:
@@ -731,8 +757,9 @@ def _allocation_markdown(allocations) -> str:
         headers, rows = allocation_rows(a)
         out += [allocation_line(a), "", "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-        data = base64.b64encode(frontier_svg(a).encode()).decode()
-        out += ["", f"![rate-distortion curve](data:image/svg+xml;base64,{data})", ""]
+        for what, svg in (("rate-distortion curve", frontier_svg(a)), ("bytes per weight", allocation_bars_svg(a))):
+            data = base64.b64encode(svg.encode()).decode()
+            out += ["", f"![{what}](data:image/svg+xml;base64,{data})", ""]
     return "\n".join(out)
 
 
@@ -741,7 +768,8 @@ def _allocation_html(allocations) -> str:
     out = ["<h2>Mixed precision</h2>"]
     for a in allocations:
         headers, rows = allocation_rows(a)
-        out.append(f"<p>{esc(allocation_line(a))}</p><figure>{frontier_svg(a)}</figure>")
+        out.append(f"<p>{esc(allocation_line(a))}</p><figure>{frontier_svg(a)}</figure>"
+                   f"<figure>{allocation_bars_svg(a)}</figure>")
         out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows]
         out.append("</table>")
