@@ -8,15 +8,23 @@ block / group sizes and skips are exactly theirs) and measured:
 
 * **size**: the bytes of the candidate's stored arrays (figures.const_nbytes: sub-byte
   data bit-packed, LUTs, scales, offsets): what the exporters write for the weight's data;
-* **distortion**: an estimate of the output error it causes,
-  the calibrated proxy ``tr(dW H dW^T)`` (dW the weight's error with the input axis last,
-  H = the gram X^T X / n of the weight's inputs) when calibration statistics travel in the
-  program (``calibration_stats``), ``sum_c E[x_c^2] |dW[:, c]|^2`` with only the input
-  moments, and for an embedding table (read by gather) with token counts the
-  frequency-weighted ``sum_t p_t |dW_t|^2``. Without statistics: ``|dW|^2``, the same
-  proxy for inputs of unit second moment; for an embedding table ``|dW|^2 / rows``, the
-  error of one lookup of a uniformly drawn row (a token reads one row, a matmul's output
-  reads them all).
+* **distortion**: an estimate of the output error it causes. The error energy of the op's
+  output, E(dW): the calibrated proxy ``tr(dW H dW^T)`` (dW the weight's error with the
+  input axis last, H = the gram X^T X / n of the weight's inputs) when calibration
+  statistics travel in the program (``calibration_stats``), ``sum_c E[x_c^2] |dW[:, c]|^2``
+  with only the input moments, and for an embedding table (read by gather) with token
+  counts the frequency-weighted ``sum_t p_t |dW_t|^2``. Without statistics: ``|dW|^2``,
+  the same for inputs of unit second moment; for an embedding table ``|dW|^2 / rows``,
+  the error of one lookup of a uniformly drawn row.
+
+  ``proxy="relative"`` (the default) divides it by the same energy of the weight itself,
+  E(dW) / E(W): the noise-to-signal ratio of the op's output. In a transformer every
+  sublayer's output is added to the residual stream and normalised (LayerNorm), so what
+  an error costs is its size against the signal it rides on, not its absolute energy:
+  on all-MiniLM-L6-v2 the absolute proxy rated a 2-bit embedding table (whose rows are
+  small and re-normalised at once) as cheap, and it cost as much cosine (0.941) as all 36
+  matmul weights at int4 per block (0.939); relative, the two are within a factor of 3.
+  ``proxy="absolute"`` keeps E(dW).
 
 Candidates that are skipped for the weight (per_block on a 1-D weight) or not smaller than
 it are left out; ``keep`` (the weight as it is, distortion 0) is always one. Then
@@ -47,7 +55,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace as dc_replace
-from typing import Mapping, Optional
+from typing import Literal, Mapping, Optional
 
 import numpy as np
 from pyrsistent import freeze, pmap
@@ -90,6 +98,7 @@ CANDIDATES = {
 # per 590k elements here, and on all-MiniLM-L6-v2 it gives int8_channel's error at int8_channel's
 # bytes (mse 2.3e-7 at 590848 bytes against 2.4e-7 at 595968)
 DEFAULT_CANDIDATES = tuple(name for name in CANDIDATES if name != "palettize_8")
+PROXIES = ("relative", "absolute")
 
 
 # ---- the fp16 form (constexpr_cast) ---------------------------------------------------------
@@ -171,10 +180,14 @@ def _data_free_sum(st: Mapping, view) -> Optional[float]:
 
 def _measure(task):
     """[(candidate, bytes or None, distortion, reason)] for one weight; module level (process pools)."""
-    view, names, candidates, stats = task
+    view, names, candidates, stats, proxy = task
     start = time.perf_counter()
     original = const_nbytes([view.producer])
     table, in_axis = _is_table(view), _input_axis(view)
+    scale = 1.0
+    if proxy == "relative":  # E(W): the signal the error is measured against
+        signal = distortion(np.asarray(view.value, np.float64), stats, in_axis, table)
+        scale = 1.0 / signal if signal > 0 else 1.0
     rows = []
     for name in candidates:
         method, params, _ = CANDIDATES[name]
@@ -195,7 +208,7 @@ def _measure(task):
         else:
             recon = evaluate_ops(rep.ops, rep.ops[-1].outputs[0])
             d = distortion(np.asarray(recon, np.float64) - np.asarray(view.value, np.float64), stats, in_axis, table)
-        rows.append((name, size, d, None))
+        rows.append((name, size, d * scale, None))
     return rows, time.perf_counter() - start
 
 
@@ -277,6 +290,8 @@ def check_mixed(params: dict) -> None:
         unknown = [c for c in cands if c not in CANDIDATES]
         if unknown or not cands:
             raise ParameterError(f"candidates={list(cands)!r}: expected a non-empty list of {list(CANDIDATES)}")
+    if params.get("proxy") is not None and params["proxy"] not in PROXIES:
+        raise ParameterError(f"proxy={params['proxy']!r} is not supported; expected one of {list(PROXIES)}")
     nl = params.get("node_limit")
     if nl is not None and (isinstance(nl, bool) or not isinstance(nl, int) or nl < 0):
         raise ParameterError(f"node_limit={nl!r} must be an integer >= 0")
@@ -308,17 +323,19 @@ def _apply(view, params, names):
 
 @compression_stage("mixed_precision", check_mixed, version="1", contract=lossy(mixed_bound))
 def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size: Optional[int] = None,
-                    candidates: tuple = DEFAULT_CANDIDATES, node_limit: int = 100_000, op_selector=None,
-                    context=DEFAULT_CONTEXT):
+                    candidates: tuple = DEFAULT_CANDIDATES, proxy: Literal[PROXIES] = "relative",
+                    node_limit: int = 100_000, op_selector=None, context=DEFAULT_CONTEXT):
     """Choose a form per weight under the budget (see the module docstring)."""
-    params = dict(target_bpw=target_bpw, target_size=target_size, candidates=candidates, node_limit=node_limit)
+    params = dict(target_bpw=target_bpw, target_size=target_size, candidates=candidates, node_limit=node_limit,
+                  proxy=proxy)
     _full_check(params)
     candidates = tuple(dict.fromkeys(tuple(candidates) + ("keep",)))
     selected = _selected(program, op_selector)
     if not selected:
         return transform_weights(program, _apply, {"choices": pmap()}, context, None, op_selector,
                                  kinds=("dense",), desc="mixed_precision")
-    tasks = [(view, frozenset(taken), candidates, calibration_stats(program, key)) for key, view, taken in selected]
+    tasks = [(view, frozenset(taken), candidates, calibration_stats(program, key), proxy)
+             for key, view, taken in selected]
     measured = tracked_map(context, _measure, tasks, "mixed_precision: candidates")
     keys = [key for key, _, _ in selected]
     views = [view for _, view, _ in selected]
@@ -352,7 +369,7 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         "distortion": alloc.distortion, "dual_bound": alloc.dual_bound, "gap": alloc.gap,
         "relative_gap": alloc.relative_gap, "proved": alloc.proved, "optimal": alloc.optimal,
         "multiplier": alloc.multiplier, "nodes": alloc.nodes,
-        "proxy": "calibrated" if any(t[3] is not None for t in tasks) else "data-free",
+        "proxy": ("calibrated" if any(t[3] is not None for t in tasks) else "data-free") + f", {proxy}",
         "table": table,
         "candidates": {key: [{"candidate": r[0], "bytes": r[1], "distortion": r[2], "skipped": r[3]}
                              for r in rows] for key, (rows, _) in zip(keys, measured)},

@@ -40,7 +40,7 @@ def run(prog, **params):
 
 def test_budget_respected_and_the_louder_weight_gets_more_bits():
     prog = two_weights()
-    stage, res = run(prog, target_bpw=5.5)
+    stage, res = run(prog, target_bpw=5.5, proxy="absolute")
     a = res.stats["allocation"]
     table = chosen(res.stats)
     assert a["size_bytes"] <= a["budget_bytes"] == int(5.5 * 2 * 64 * 64 / 8)
@@ -61,17 +61,39 @@ def test_budget_respected_and_the_louder_weight_gets_more_bits():
     assert check_step(prog, res.program, stage, res.stats, inputs=[{"x": x}]) == []
 
 
-def test_distortion_reported_is_the_proxy_of_the_written_weight():
+@pytest.mark.parametrize("proxy", ["absolute", "relative"])
+def test_distortion_reported_is_the_proxy_of_the_written_weight(proxy):
     prog = two_weights()
-    _, res = run(prog, target_bpw=4.0)
+    _, res = run(prog, target_bpw=4.0, proxy=proxy)
     table = chosen(res.stats)
+    values = {op.name: op.outputs[0].val for op in prog.main.ops if op.op_type == "const"}
     for name in ("loud", "quiet"):
         row = table[name]
         if row["candidate"] == "keep":
             continue
         st = res.stats["weights"][name]
-        # data-free proxy: |dW|^2 = mse * elements (64 x 64)
-        assert row["distortion"] == pytest.approx(st["mse"] * 64 * 64, rel=1e-9)
+        # data-free proxy: |dW|^2 = mse * elements (64 x 64); relative: over |W|^2
+        signal = float(np.sum(values[name].astype(np.float64) ** 2)) if proxy == "relative" else 1.0
+        assert row["distortion"] == pytest.approx(st["mse"] * 64 * 64 / signal, rel=1e-9)
+
+
+def test_relative_proxy_ignores_the_scale_of_a_weight():
+    # the loud weight is the quiet one's pattern times 100: relative, both cost the same per byte,
+    # so the two get the same form; absolute, the loud one takes the bytes
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 0.01, (64, 64)).astype(np.float32)
+
+    @program(inputs={"x": TensorSpec((2, 64), "fp32")})
+    def net(b, x):
+        h = b.linear(x=x, weight=b.const(base * 100, name="loud"))
+        return b.linear(x=h, weight=b.const(base, name="quiet"))
+
+    _, rel = run(net, target_bpw=5.5, proxy="relative")
+    t = chosen(rel.stats)
+    assert t["loud"]["distortion"] == pytest.approx(t["quiet"]["distortion"], rel=1e-3)
+    _, ab = run(net, target_bpw=5.5, proxy="absolute")
+    t = chosen(ab.stats)
+    assert t["loud"]["bytes"] > t["quiet"]["bytes"]
 
 
 def test_generous_budget_keeps_everything_and_returns_the_input():
@@ -112,6 +134,7 @@ def test_target_size_counts_every_stored_constant():
     (dict(target_bpw=0), r"\(0, 64\]"),
     (dict(target_size=-3), "positive number of bytes"),
     (dict(target_bpw=4, candidates=("palettize_5",)), "candidates"),
+    (dict(target_bpw=4, proxy="sqnr"), "proxy"),
 ])
 def test_bad_parameters_are_named_at_bind_time(params, match):
     with pytest.raises(ParameterError, match=match):
