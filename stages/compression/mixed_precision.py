@@ -370,9 +370,10 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         "relative_gap": alloc.relative_gap, "proved": alloc.proved, "optimal": alloc.optimal,
         "multiplier": alloc.multiplier, "nodes": alloc.nodes,
         "proxy": ("calibrated" if any(t[3] is not None for t in tasks) else "data-free") + f", {proxy}",
-        "table": table,
-        "candidates": {key: [{"candidate": r[0], "bytes": r[1], "distortion": r[2], "skipped": r[3]}
-                             for r in rows] for key, (rows, _) in zip(keys, measured)},
-        "frontier": [list(p) for p in frontier(sizes, dists)],
+        # tuples, not lists: freeze keeps them tuples, which the caches' stats encoding takes
+        "table": tuple(table),
+        "candidates": {key: tuple({"candidate": r[0], "bytes": r[1], "distortion": r[2], "skipped": r[3]}
+                                  for r in rows) for key, (rows, _) in zip(keys, measured)},
+        "frontier": tuple(tuple(p) for p in frontier(sizes, dists)),
     }
     return StageResult(result.program, result.stats.set("allocation", freeze(summary)))

@@ -220,3 +220,15 @@ def test_real_small_model_within_budget(tmp_path):
     out = next(iter(ref))
     r, g = ref[out].ravel(), got[out].ravel()
     assert float(r @ g / np.linalg.norm(r) / np.linalg.norm(g)) > 0.95
+
+
+def test_the_allocation_survives_the_disk_cache(tmp_path):
+    from pipeline import DiskCache, Pipeline
+
+    pipe = Pipeline([mixed_precision(target_bpw=4.5, candidates=FAST)])
+    first = pipe.run(two_weights(), cache=DiskCache(str(tmp_path)))
+    again = pipe.run(two_weights(), cache=DiskCache(str(tmp_path)))
+    assert again.steps[0].cached and again.result.digest == first.result.digest
+    a, b = first.steps[0].stats["allocation"], again.steps[0].stats["allocation"]
+    assert [r["candidate"] for r in b["table"]] == [r["candidate"] for r in a["table"]]
+    assert b["gap"] == a["gap"] and len(b["frontier"]) == len(a["frontier"])
