@@ -58,8 +58,8 @@ OURS = (
      lambda s: [s("affine_quantize_weights")(**INT4_BLOCK)], None),
     ("--target-bpw 4.5 (data-free proxy)", ("mixed_precision",), False,
      lambda s: [s("mixed_precision")(target_bpw=4.5)], (0.99, 0.15)),
-    ("--target-bpw 4.5 (data-free proxy, absolute)", ("mixed_precision",), False,
-     lambda s: [s("mixed_precision")(target_bpw=4.5, proxy="absolute")], (0.99, 0.15)),
+    ("--target-bpw 4.5 (data-free proxy, relative)", ("mixed_precision",), False,
+     lambda s: [s("mixed_precision")(target_bpw=4.5, proxy="relative")], (0.99, 0.15)),
     ("calibrated palettize 4-bit (GPTQ LUT, weighted k-means)",
      ("gptq_palettize_weights", "weighted_palettize_weights"), True,
      lambda s: [s("gptq_palettize_weights")(**GROUPED4), s("weighted_palettize_weights")(**GROUPED4),
@@ -69,8 +69,8 @@ OURS = (
                 s("affine_quantize_weights")(**INT4_BLOCK)], (0.98, 0.20)),
     ("calibrated --target-bpw 4.5 (calibrated proxy)", ("mixed_precision",), True,
      lambda s: [s("mixed_precision")(target_bpw=4.5)], (0.99, 0.15)),
-    ("calibrated --target-bpw 4.5 (calibrated proxy, absolute)", ("mixed_precision",), True,
-     lambda s: [s("mixed_precision")(target_bpw=4.5, proxy="absolute")], (0.99, 0.15)),
+    ("calibrated --target-bpw 4.5 (calibrated proxy, relative)", ("mixed_precision",), True,
+     lambda s: [s("mixed_precision")(target_bpw=4.5, proxy="relative")], (0.99, 0.15)),
 )
 
 
