@@ -24,6 +24,7 @@ imports nothing heavy before main() has installed its handler
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -80,6 +81,32 @@ def _percent(text: str) -> float:
     return value
 
 
+def _bpw(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"bits per weight must be a number in (0, 64], got {text}")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10 ** 3, "kb": 10 ** 3, "kib": 2 ** 10, "m": 10 ** 6, "mb": 10 ** 6,
+               "mib": 2 ** 20, "g": 10 ** 9, "gb": 10 ** 9, "gib": 2 ** 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "5MB" (10^6), "4.5MiB" (2^20), "800KB", "123456"; a unit table, case-insensitive."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS or float(m.group(1)) * _SIZE_UNITS[unit] < 1:
+        raise argparse.ArgumentTypeError(f"a size is a positive number of bytes with an optional unit "
+                                         f"(KB, MB, GB, KiB, MiB, GiB), e.g. 5MB; got {text!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
 STAGE_OPTIONS = (
     ("--sparsify", "PCT", dict(type=_percent), "prune PCT%% of each weight (smallest magnitudes)",
      "sparsify_weights", lambda pct: {"target_sparsity": pct / 100.0}),
@@ -89,6 +116,13 @@ STAGE_OPTIONS = (
     ("--quantize", "DTYPE", dict(choices_of="dtype"),
      "affine-quantize each weight per channel",
      "affine_quantize_weights", lambda dtype: {"dtype": dtype}),
+    ("--target-bpw", "B", dict(type=_bpw),
+     "mixed precision: each weight in the form (k-means LUT of 2-6 bits, int4 per block, int8, fp16, or "
+     "as it is) that gives the least estimated error with B bits per weight on average",
+     "mixed_precision", lambda bpw: {"target_bpw": bpw}),
+    ("--target-size", "SIZE", dict(type=parse_size),
+     "mixed precision under a size: the stored constants take at most SIZE (e.g. 5MB, 4.5MiB)",
+     "mixed_precision", lambda size: {"target_size": size}),
 )
 
 
@@ -116,9 +150,11 @@ def build_pipeline(args):
     given = [name for name, present in (("--preset", args.preset), ("--recipe", args.recipe),
                                         ("--pipeline", args.pipeline_spec), ("stage options", stage_opts))
              if present]
+    if getattr(args, "target_bpw", None) is not None and getattr(args, "target_size", None) is not None:
+        raise UsageError("--target-bpw and --target-size are two budgets for the same thing: give one")
     if len(given) != 1:
         raise UsageError("compress needs exactly one of --preset, --recipe, --pipeline or stage options "
-                         "(--sparsify/--palettize/--quantize)" + (f"; got {' and '.join(given)}" if given else ""))
+                         "(--sparsify/--palettize/--quantize/--target-bpw/--target-size)" + (f"; got {' and '.join(given)}" if given else ""))
     if args.preset:
         return Pipeline.preset(args.preset)
     if args.recipe:
@@ -253,13 +289,17 @@ def cmd_compress(args) -> int:
     save_model(result, out, check=_output_check(args, out, result), **options)
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
+    allocations = rep.allocations_of(trace)
     if not args.quiet:
         print(rep.format_table(headers, rows))
         print(files)
+        for allocation in allocations:
+            print(rep.allocation_line(allocation))
+            print(rep.format_table(*rep.allocation_rows(allocation)))
     if args.report:
         notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s", files)
         write_text_atomic(args.report, rep.render_report(args.report, f"weightpress: {model.name}",
-                                                         changes, seconds, notes))
+                                                         changes, seconds, notes, allocations))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
     return EXIT_OK
 

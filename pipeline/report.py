@@ -649,6 +649,132 @@ def report_kind(path) -> str:
     return suffix
 
 
-def render_report(path, title, changes, total_seconds=None, notes=()) -> str:
+def render_report(path, title, changes, total_seconds=None, notes=(), allocations=()) -> str:
     headers, rows = summary_rows(changes, total_seconds)
-    return REPORT_RENDERERS[report_kind(path)](title, headers, rows, changes, notes)
+    kind = report_kind(path)
+    text = REPORT_RENDERERS[kind](title, headers, rows, changes, notes)
+    if not allocations:
+        return text
+    section = ALLOCATION_RENDERERS[kind](allocations)
+    if kind in (".html", ".htm"):  # the allocation before the per-weight histograms
+        return text.replace("<h2>Weights</h2>", section + "<h2>Weights</h2>", 1)
+    return text.replace("\n## Weights\n", "\n" + section + "\n## Weights\n", 1)
+
+
+# ---- mixed precision: the allocation a mixed_precision step chose ------------------------------
+
+def allocations_of(trace) -> list:
+    """The "allocation" stats of every step that has one (stages.compression.mixed_precision)."""
+    found = []
+    for step in getattr(trace, "steps", ()):
+        stats = getattr(step, "stats", None) or {}
+        a = stats.get("allocation") if hasattr(stats, "get") else None
+        if a is not None:
+            found.append(a)
+    return found
+
+
+def allocation_line(a) -> str:
+    """One line: the budget, what was used, the distortion and how far from optimal it can be."""
+    budget = f"target {a['target_bpw']:g} bits per weight" if a.get("target_bpw") is not None \
+        else f"target size {human_bytes(a['target_size'])}"
+    proof = ("optimal (gap 0)" if a["gap"] == 0 else
+             f"optimal (branch and bound, {a['nodes']} nodes; LP gap {a['gap']:.4g})" if a["proved"] else
+             f"within {a['gap']:.4g} ({a['relative_gap']:.2%}) of optimal")
+    return (f"mixed precision ({budget}, {a['proxy']} proxy): {a['bpw']:.3f} bits per weight, "
+            f"{human_bytes(a['size_bytes'])} of {human_bytes(a['budget_bytes'])} for {len(a['table'])} weights; "
+            f"distortion {a['distortion']:.4g}, dual bound {a['dual_bound']:.4g}: {proof}")
+
+
+def allocation_rows(a) -> tuple:
+    headers = ("weight", "candidate", "method", "bits", "bits/weight", "before", "after", "distortion")
+    rows = [(r["weight"], r["candidate"], r["method"], "" if r["bits"] is None else str(r["bits"]),
+             f"{r['bpw']:.2f}", human_bytes(r["original_bytes"]), human_bytes(r["bytes"]), f"{r['distortion']:.4g}")
+            for r in a["table"]]
+    return headers, rows
+
+
+def frontier_svg(a, width: int = 520, height: int = 220) -> str:
+    """The allocation's rate-distortion curve (total bytes against total distortion over the
+    candidates' convex hulls) with the chosen point and the budget."""
+    pts = [(float(x), float(y)) for x, y in a["frontier"]]
+    chosen = (float(a["size_bytes"]), float(a["distortion"]))
+    xs = [p[0] for p in pts] + [chosen[0], float(a["budget_bytes"])]
+    ys = [p[1] for p in pts] + [chosen[1]]
+    floor = min((y for y in ys if y > 0), default=1.0)
+    ly = lambda y: math.log10(max(y, floor / 10))  # noqa: E731 - distortion spans decades: log scale
+    x0, x1, y0, y1 = min(xs), max(xs), min(map(ly, ys)), max(map(ly, ys))
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    left, right, top, bottom = 50, width - 10, 22, height - 30
+    sx = lambda x: left + (x - x0) / (x1 - x0) * (right - left)  # noqa: E731
+    sy = lambda y: bottom - (ly(y) - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
+    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    bx = sx(float(a["budget_bytes"]))
+    return "".join([
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'font-family="sans-serif" font-size="11">',
+        '<text x="50" y="14">rate-distortion: total bytes vs distortion (log), chosen point in red</text>',
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#333"/>',
+        f'<polyline points="{path}" fill="none" stroke="#7aa6d6" stroke-width="1.5"/>',
+        f'<line x1="{bx:.1f}" y1="{top}" x2="{bx:.1f}" y2="{bottom}" stroke="#999" stroke-dasharray="4 3"/>',
+        f'<circle cx="{sx(chosen[0]):.1f}" cy="{sy(chosen[1]):.1f}" r="4" fill="#d62728"/>',
+        f'<text x="{left}" y="{height - 8}">{human_bytes(x0)}</text>',
+        f'<text x="{right}" y="{height - 8}" text-anchor="end">{human_bytes(x1)}</text>',
+        f'<text x="{bx + 3:.1f}" y="{top + 10}" fill="#777">budget</text>',
+        "</svg>"])
+
+
+def allocation_bars_svg(a, width: int = 640, bar: int = 12) -> str:
+    """Per weight, bytes before (grey) and after (blue) on one scale, labelled with the
+    candidate chosen and its distortion: where the budget went."""
+    rows = list(a["table"])
+    top, label_w, right = 22, 190, 170
+    height = top + len(rows) * (bar + 6) + 10
+    peak = max((float(r["original_bytes"]) for r in rows), default=1.0) or 1.0
+    span = width - label_w - right
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+             '<text x="4" y="14">bytes per weight: before (grey), after (blue); candidate and distortion</text>']
+    for i, r in enumerate(rows):
+        y = top + i * (bar + 6)
+        before = span * float(r["original_bytes"]) / peak
+        after = span * float(r["bytes"]) / peak
+        name = str(r["weight"])
+        name = name if len(name) <= 30 else "\u2026" + name[-29:]
+        parts.append(f'<text x="{label_w - 4}" y="{y + bar - 2}" text-anchor="end">{html.escape(name)}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{before:.1f}" height="{bar}" fill="#ddd"/>')
+        parts.append(f'<rect x="{label_w}" y="{y + 2}" width="{max(after, 0.5):.1f}" height="{bar - 4}" fill="#4a7fc1"/>')
+        parts.append(f'<text x="{label_w + span + 4}" y="{y + bar - 2}">{html.escape(str(r["candidate"]))} '
+                     f'({r["bpw"]:.2f} b/w), d {r["distortion"]:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _allocation_markdown(allocations) -> str:
+    out = ["## Mixed precision", ""]
+    for a in allocations:
+        headers, rows = allocation_rows(a)
+        out += [allocation_line(a), "", "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+        for what, svg in (("rate-distortion curve", frontier_svg(a)), ("bytes per weight", allocation_bars_svg(a))):
+            data = base64.b64encode(svg.encode()).decode()
+            out += ["", f"![{what}](data:image/svg+xml;base64,{data})", ""]
+    return "\n".join(out)
+
+
+def _allocation_html(allocations) -> str:
+    esc = html.escape
+    out = ["<h2>Mixed precision</h2>"]
+    for a in allocations:
+        headers, rows = allocation_rows(a)
+        out.append(f"<p>{esc(allocation_line(a))}</p><figure>{frontier_svg(a)}</figure>"
+                   f"<figure>{allocation_bars_svg(a)}</figure>")
+        out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+        out.append("</table>")
+    return "".join(out)
+
+
+ALLOCATION_RENDERERS = {".md": _allocation_markdown, ".markdown": _allocation_markdown,
+                        ".html": _allocation_html, ".htm": _allocation_html}

@@ -1,8 +1,9 @@
 """Models the corpus exports itself, deterministically, into a cache directory.
 
-Nothing here downloads anything. No package on the registry ships pretrained
-BERT-style weights inside its wheel small enough for a test corpus, so the
-encoder is randomly initialised with a fixed seed (torch.manual_seed(0)); its
+Nothing here downloads anything. The small test encoder (bert_tiny) is
+randomly initialised with a fixed seed (torch.manual_seed(0)); the pretrained
+sentence encoder (all_minilm_l6_v2, 90 MB: too large for the unit tests) takes
+the same module and loads the weights a wheel ships (build_minilm). Their
 structure is that of Hugging Face's BertModel (word + position + token-type
 embeddings, post-LayerNorm blocks, erf GELU, additive attention mask from an
 int64 mask, a tanh pooler), exported by torch's TorchScript exporter
@@ -16,6 +17,7 @@ version so a change to a builder never reuses a stale file.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -137,6 +139,104 @@ def build_bert(cache_dir: str) -> str:
         return onnx.load_from_string(buf.getvalue())
 
     return _cached(cache_dir, "bert_tiny", build)
+
+
+# ---- a pretrained sentence encoder: all-MiniLM-L6-v2's weights from a wheel --------------
+
+MINILM = dict(vocab=30522, hidden=384, layers=6, heads=12, intermediate=1536, max_positions=512,
+              type_vocab=2, opset=17)
+
+# Hugging Face BertModel's parameter names -> _bert_module's
+_HF_NAMES = ((r"^embeddings\.word_embeddings\.", "word."), (r"^embeddings\.position_embeddings\.", "position."),
+             (r"^embeddings\.token_type_embeddings\.", "token_type."), (r"^embeddings\.LayerNorm\.", "norm."),
+             (r"^encoder\.layer\.(\d+)\.attention\.self\.", r"layers.\1.attention."),
+             (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attention.out."),
+             (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attention.norm."),
+             (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.up."),
+             (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.down."),
+             (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.norm."),
+             (r"^pooler\.dense\.", "pooler."))
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+def read_safetensors(path: str) -> dict:
+    """name -> numpy array from a .safetensors file (an 8-byte little-endian header length,
+    a JSON header of dtype / shape / byte offsets, then the raw data), without the package."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = meta["data_offsets"]
+        out[name] = np.frombuffer(data[start:end], _SAFETENSORS_DTYPES[meta["dtype"]]).reshape(meta["shape"])
+    return out
+
+
+def _renamed(name: str):
+    for pattern, repl in _HF_NAMES:
+        if re.match(pattern, name):
+            return re.sub(pattern, repl, name)
+    return None
+
+
+def build_minilm(cache_dir: str, weights_path: str, name: str = "all_minilm_l6_v2") -> str:
+    """all-MiniLM-L6-v2 (sentence-transformers, 22.7M parameters) as ONNX: the BertModel of
+    `_bert_module` with the pretrained weights of `weights_path` (model.safetensors), opset 17,
+    dynamic batch and sequence; outputs last_hidden_state and sentence_embedding (the mean of
+    the token states under the attention mask: the model's own pooling, 1_Pooling/config.json;
+    its final L2 normalisation is left out, cosines do not see it). The BERT pooler, which the
+    sentence model never reads, is not exported."""
+
+    def build():
+        import io
+        import warnings
+
+        import onnx
+        import torch
+        from torch import nn
+
+        encoder = _bert_module(MINILM)
+        state = {}
+        for key, value in read_safetensors(weights_path).items():
+            target = _renamed(key)
+            if target is not None:
+                state[target] = torch.from_numpy(value.copy())
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
+        if [m for m in missing if m != "position_ids"] or unexpected:
+            raise ValueError(f"{weights_path}: weights do not fit the encoder (missing {missing}, "
+                             f"unexpected {unexpected})")
+
+        class Sentence(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                states, _ = self.encoder(input_ids, attention_mask, token_type_ids)
+                m = attention_mask.unsqueeze(-1).to(states.dtype)
+                return states, (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+        ids = torch.zeros((2, 8), dtype=torch.int64)
+        buf = io.BytesIO()
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        axes = {n: {0: "batch", 1: "sequence"} for n in names}
+        axes.update(last_hidden_state={0: "batch", 1: "sequence"}, sentence_embedding={0: "batch"})
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
+            torch.onnx.export(Sentence().eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), buf,
+                              input_names=names, output_names=["last_hidden_state", "sentence_embedding"],
+                              dynamic_axes=axes, opset_version=MINILM["opset"], dynamo=False,
+                              do_constant_folding=True)
+        return onnx.load_from_string(buf.getvalue())
+
+    return _cached(cache_dir, name, build)
 
 
 def bert_inputs(rng, batch: int = 2, seq: int = 16) -> dict:

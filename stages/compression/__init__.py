@@ -17,7 +17,8 @@ from stages.compression.palettize import palettize_weights
 from stages.compression.sparsify import sparsify_weights
 from stages.compression.decompress import decompress_weights
 from stages.compression.target import set_target
+from stages.compression.mixed_precision import mixed_precision
 
-__all__ = ["affine_quantize_weights", "palettize_weights", "sparsify_weights", "decompress_weights", "set_target",
+__all__ = ["affine_quantize_weights", "palettize_weights", "sparsify_weights", "decompress_weights", "set_target", "mixed_precision",
            "OptimizationConfig", "ConfigError", "ParameterError",
            "CompressionError", "NotCompressible", "WeightView", "default_selector"]

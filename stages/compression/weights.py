@@ -293,7 +293,7 @@ class Names:
     parallel jobs never pick the same name). ``names("lut")`` -> e.g. "w_lut"."""
 
     ROLES = ("q", "scale", "offset", "indices", "lut", "mask", "nonzero", "sparse", "dense", "pcs",
-             "lut_q", "lut_scale", "lut_offset", "palettized", "axis", "shape")
+             "lut_q", "lut_scale", "lut_offset", "palettized", "axis", "shape", "fp16", "dtype")
 
     def __init__(self, base: str, taken: set):
         self.base = base
