@@ -39,7 +39,7 @@ class CalibrationDataError(PipelineError):
 def _items_of(source) -> tuple:
     """(list of {name: array} sample sets, a description for messages)."""
     if isinstance(source, CalibrationData):
-        return list(source.items), source.source
+        return list(source.sample_sets), source.source
     if isinstance(source, Mapping):
         return [dict(source)], "calibration arrays"
     if isinstance(source, (list, tuple)):
@@ -86,15 +86,15 @@ class CalibrationData:
                 arr = np.asarray(arr)
                 if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
                     raise CalibrationDataError(f"calibration data {source}: input {name!r} has NaN or Inf values")
-        self.items, self.source = tuple(items), source
-        self.digest = _digest(self.items)
+        self.sample_sets, self.source = tuple(items), source
+        self.digest = _digest(self.sample_sets)
         self._feeds = {}
 
     def feeds(self, fn) -> list:
         key = tuple((v.name, str(v.type)) for v in fn.inputs)
         if key not in self._feeds:
             try:
-                self._feeds[key] = batches(fn, list(self.items))
+                self._feeds[key] = batches(fn, list(self.sample_sets))
             except VerifyError as e:
                 raise CalibrationDataError(f"calibration data {self.source}: {e}") from None
         return self._feeds[key]
