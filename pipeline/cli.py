@@ -263,7 +263,9 @@ def cmd_compress(args) -> int:
     started = time.perf_counter()
     trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress), calibration=calibration)
     seconds = time.perf_counter() - started
-    result = trace.result
+    from stages.calibration import without_calibration
+
+    result = without_calibration(trace.result)  # the statistics are for the stages, not the written model
     save_model(result, out, check=_output_check(args, out, result), **options)
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)

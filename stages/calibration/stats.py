@@ -73,6 +73,15 @@ def with_calibration(program, table: Mapping, info: Mapping):
     return Program(program.functions, attrs)
 
 
+def without_calibration(program):
+    """The program without the statistics (what a written model holds); the input itself when it has none."""
+    if ATTR not in program.attrs and INFO_ATTR not in program.attrs:
+        return program
+    from ir.core import Program
+
+    return Program(program.functions, program.attrs.discard(ATTR).discard(INFO_ATTR))
+
+
 def importance(stats: Optional[Mapping], floor: float = 1e-6) -> Optional[np.ndarray]:
     """Per input channel, the weight an error there carries (E[x_c^2]), floored at `floor` times
     the mean so that a channel never seen non-zero still counts a little (k-means needs
