@@ -26,7 +26,8 @@ def test_statistics_are_numpys(evaluator):
     w = calibration_stats(out.program, "w")
     assert w["count"] == want["count"] == 18
     np.testing.assert_allclose(w["input_moment"], want["input_moment"], rtol=1e-6)
-    np.testing.assert_allclose(w["gram"], want["gram"], rtol=1e-6, atol=1e-9)
+    # products in float32 per batch (collect.py): within ~1e-6 of the largest entry
+    np.testing.assert_allclose(w["gram"], want["gram"], rtol=1e-5, atol=1e-6 * np.abs(want["gram"]).max())
     assert np.array_equal(w["gram"], w["gram"].T)
     t = calibration_stats(out.program, "table")
     assert np.array_equal(t["token_counts"], want["token_counts"]) and t["count"] == 24
