@@ -7,7 +7,8 @@ What they do promise, checked here on the decoded weights (ir.oracle) and the em
 
 - gptq_quantize_weights: codes inside the mode's integer range; the grid (each block's scale
   and zero point) exactly the data-free one of the mode (as affine_quantize_weights: the
-  scale (max - min) / (hi - lo) of the block up to one ulp, the zero point of the mode);
+  scale (max - min) / (hi - lo) of the block up to one ulp, the zero point of the mode), or
+  with clip_search each scale that one times a ratio in [0.5, 1], the zero point unchanged;
   the reported error figures are the actual ones.
 - gptq_palettize_weights / weighted_palettize_weights: LUTs finite and sorted, every entry
   within [min, max] of the values its LUT serves (a weighted mean, or a grid point inside the
@@ -52,8 +53,47 @@ def gptq_affine_bound(case) -> list:
     if bad.any():
         problems.append(f"{where}: {int(bad.sum())} code(s) outside [{lo}, {hi}] ({dtype} {mode})")
     w64 = np.asarray(case.original, np.float64)
-    problems += _scale_problems(w64, scale, zp, lo, hi, mode, dtype, where)
+    if case.params.get("clip_search"):
+        problems += _clipped_grid_problems(w64, scale, zp, lo, hi, mode, where)
+    else:
+        problems += _scale_problems(w64, scale, zp, lo, hi, mode, dtype, where)
     return problems + figure_problems(case)
+
+
+def _block_range(w64, shape):
+    blocked = []
+    for d, p in zip(w64.shape, shape):
+        blocked += [p, d // p]
+    b = w64.reshape(blocked)
+    axes = tuple(range(1, b.ndim, 2))
+    return np.minimum(b.min(axis=axes), 0.0), np.maximum(b.max(axis=axes), 0.0)
+
+
+def _clipped_grid_problems(w64, scale, zp, lo, hi, mode, where) -> list:
+    """clip_search: each block's scale is the data-free one times a ratio in [0.5, 1] (rounded
+    to the scale's dtype), its zero point the data-free one."""
+    if scale.ndim != w64.ndim or any(d % p for d, p in zip(w64.shape, scale.shape)):
+        return [f"{where}: scale of shape {scale.shape} does not divide the weight's shape {w64.shape}"]
+    a, b = _block_range(w64, scale.shape)
+    if mode == "linear_symmetric":
+        r = np.maximum(-a, b)
+        a, b = -r, r
+        want_z = np.full(scale.shape, 0 if lo < 0 else (hi - lo) // 2)
+        z_ok = zp == want_z
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want_z = np.clip((lo * b - hi * a) / np.where(b > a, b - a, 1.0), lo, hi)
+        z_ok = np.abs(zp - want_z) <= 0.5 + 1e-9
+    exact = (b - a) / (hi - lo)
+    s = scale.astype(np.float64)
+    slack = np.spacing(np.abs(s).astype(scale.dtype)).astype(np.float64) * 2
+    ok = ((s >= 0.5 * exact - slack) & (s <= exact + slack)) | ((exact == 0) & (s == 1.0))
+    problems = []
+    if not ok.all():
+        problems.append(f"{where}: {int((~ok).sum())} block scale(s) outside [0.5, 1] x the data-free scale")
+    if not np.all(z_ok | (exact == 0)):
+        problems.append(f"{where}: zero points differ from the data-free ones ({mode})")
+    return problems
 
 
 def _lut_problems(case, where, nearest: bool) -> list:

@@ -40,6 +40,7 @@ from stages.compression.forms import Emitter, require_ios18
 from stages.compression.numeric.affine import (GRANULARITIES, MODES, QUANT_DTYPES, _code_limits, affine_quantize,
                                                expand_blocks, quant_range)
 from stages.compression.numeric.errors import NotCompressible
+from stages.compression.numeric.clip_search import search_scales
 from stages.compression.numeric.gptq import affine_quantizer, gptq, lut_quantizer
 from stages.compression.numeric.weighted import weighted_luts
 from stages.compression.weights import Replacement, Skip, transform_weights
@@ -125,6 +126,11 @@ def compress_gptq_affine(table, view, params, names):
         return grid
     q, chosen = grid
     lo, hi = quant_range(q.dtype, q.mode)
+    if params["clip_search"]:
+        imp = from_matrix(np.broadcast_to(np.diagonal(h)[None, :], m.shape), axes)
+        scale, ratio = search_scales(w, q.scale, q.zero_point, lo, hi, imp)
+        q = q._replace(scale=scale)
+        chosen["clipped_blocks"] = int(np.sum(ratio < 1))
     lo, hi = _code_limits(q.scale, q.zero_point.astype(np.float64), lo, hi)
     full = lambda a: as_matrix(expand_blocks(np.asarray(a), w.shape), axes)  # noqa: E731
     quantize = affine_quantizer(full(q.scale), full(q.zero_point), lo if np.isscalar(lo) else full(lo),
@@ -140,7 +146,7 @@ def compress_gptq_affine(table, view, params, names):
     offset = em.const("offset", q.zero_point, q.dtype) if has_offset else None
     em.op("constexpr_blockwise_shift_scale", final, data=codes, scale=scale, offset=offset)
     figures = dequantized_figures(w, data, q.scale, q.zero_point if has_offset else None)
-    baseline = as_matrix(_dequantized(q), axes)
+    baseline = as_matrix(_nearest_on_grid(w, q.scale, q.zero_point, lo, hi), axes)
     stats = record(params["mode"], const_nbytes([view.sources["weight"]]), const_nbytes(em.ops),
                    figures=figures, dtype=q.dtype, nbits=QUANT_DTYPES[q.dtype][0],
                    granularity=params["granularity"], max_scale=float(np.max(q.scale)), kind=view.kind,
@@ -148,20 +154,23 @@ def compress_gptq_affine(table, view, params, names):
     return Replacement(tuple(em.ops), stats)
 
 
-def _dequantized(q) -> np.ndarray:
-    s = expand_blocks(q.scale.astype(np.float64), q.data.shape)
-    z = expand_blocks(q.zero_point.astype(np.float64), q.data.shape)
-    return (q.data.astype(np.float64) - z) * s
+def _nearest_on_grid(w, scale, zero_point, lo, hi) -> np.ndarray:
+    """The reconstruction of plain rounding to the grid (what GPTQ is compared with)."""
+    s = expand_blocks(scale.astype(np.float64), w.shape)
+    z = expand_blocks(zero_point.astype(np.float64), w.shape)
+    lo = lo if np.isscalar(lo) else expand_blocks(np.asarray(lo), w.shape)
+    hi = hi if np.isscalar(hi) else expand_blocks(np.asarray(hi), w.shape)
+    return (np.clip(np.rint(w.astype(np.float64) / s) + z, lo, hi) - z) * s
 
 
 @compression_stage("gptq_quantize_weights", check_gptq_affine, version="1", contract=lossy(gptq_affine_bound))
 def gptq_quantize_weights(program, *, mode: Literal[MODES] = "linear_symmetric",
                           dtype: Literal[DTYPE_NAMES] = "int8", granularity: Literal[GRANULARITIES] = "per_channel",
-                          block_size=32, block_columns=128, damp=0.01, act_order=True, op_selector=None,
-                          config=None, context=DEFAULT_CONTEXT):
+                          block_size=32, block_columns=128, damp=0.01, act_order=True, clip_search=False,
+                          op_selector=None, config=None, context=DEFAULT_CONTEXT):
     """GPTQ onto the affine grid of every selected linear / matmul weight (module docstring)."""
     params = {"mode": mode, "dtype": dtype, "granularity": granularity, "block_size": block_size,
-              "block_columns": block_columns, "damp": damp, "act_order": act_order}
+              "block_columns": block_columns, "damp": damp, "act_order": act_order, "clip_search": clip_search}
     check_gptq_affine(params)
     return transform_weights(program, with_table(compress_gptq_affine, program), params, context, config,
                              op_selector, kinds=("dense",), desc="gptq_quantize_weights", check=check_gptq_affine)

@@ -122,3 +122,27 @@ def test_bad_parameters_name_themselves():
         weighted_palettize_weights(token_prior=-1)
     with pytest.raises(ParameterError, match="block_columns"):
         gptq_palettize_weights(block_columns=0)
+
+
+def test_clip_search_shrinks_scales_within_its_bounds_and_lowers_the_weighted_error():
+    from stages.compression.numeric.clip_search import search_scales
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 32)).astype(np.float32)
+    w[0, 3] = 12.0  # an outlier stretches block 0's step
+    scale = (np.abs(w).max(axis=1, keepdims=True) / 7).astype(np.float32)
+    zp = np.zeros_like(scale, dtype=np.int8)
+    imp = np.ones((1, 32))
+    imp[0, 3] = 1e-4  # ... in a channel that hardly matters
+    s, ratio = search_scales(w, scale, zp, -7, 7, imp)
+    assert ratio[0, 0] < 1 and np.all((ratio >= 0.5) & (ratio <= 1))
+    assert np.all(s <= scale) and np.all(s >= 0.5 * scale * (1 - 1e-6))
+
+    def cost(sc):
+        q = np.clip(np.rint(w / sc), -7, 7) * sc
+        return float(np.sum(imp * (w - q) ** 2))
+
+    assert cost(s) < cost(scale)
+    trace = Pipeline([gptq_quantize_weights(dtype="int4", granularity="per_block", block_size=16, clip_search=True)]
+                     ).run(tiny_model(), calibration=tiny_data(), verify="each")
+    assert trace.steps[1].changed
