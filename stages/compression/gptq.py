@@ -136,7 +136,7 @@ def compress_gptq_affine(table, view, params, names):
     quantize = affine_quantizer(full(q.scale), full(q.zero_point), lo if np.isscalar(lo) else full(lo),
                                 hi if np.isscalar(hi) else full(hi), w.dtype)
     result = gptq(m, h, quantize, block=params["block_columns"], damp=params["damp"],
-                  act_order=params["act_order"])
+                  act_order=params["act_order"], with_loss=False)
     data = from_matrix(result.codes, axes).astype(q.data.dtype)
     em = Emitter(names)
     final = view.name if view.producer.name == view.name else names("dense")
@@ -201,7 +201,7 @@ def compress_gptq_lut(table, view, params, names):
     luts, base_idx = weighted_luts(m, params["nbits"], groups, moment, w.dtype)
     row_lut = np.arange(m.shape[0]) // per
     result = gptq(m, h, lut_quantizer(luts, row_lut), block=params["block_columns"], damp=params["damp"],
-                  act_order=params["act_order"])
+                  act_order=params["act_order"], with_loss=False)
     em = Emitter(names)
     final = view.name if view.producer.name == view.name else names("dense")
     out_axis = axes[0]

@@ -39,7 +39,7 @@ import numpy as np
 class GptqResult(NamedTuple):
     reconstruction: np.ndarray  # [rows, cols] float64
     codes: np.ndarray           # [rows, cols], the quantizer's codes
-    loss: float                 # tr((W - Q) H (W - Q)^T) with the undamped H
+    loss: float                 # tr((W - Q) H (W - Q)^T) with the undamped H (nan: not asked for)
 
 
 def prepared_hessian(h: np.ndarray, damp: float) -> np.ndarray:
@@ -56,12 +56,13 @@ def prepared_hessian(h: np.ndarray, damp: float) -> np.ndarray:
 
 
 def inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
-    """U upper triangular with U^T U = H^-1."""
+    """U upper triangular with U^T U = H^-1, from one Cholesky factorisation: with P the
+    order reversal and P H P = L L^T, H^-1 = P L^-T L^-1 P = U^T U for U = P L^-1 P, which is
+    upper triangular (reversing rows and columns of the lower triangular L^-1)."""
     n = h.shape[0]
-    lower = np.linalg.cholesky(h)
-    inv_lower = np.linalg.solve(lower, np.eye(n))       # L^-1, H^-1 = L^-T L^-1
-    h_inv = inv_lower.T @ inv_lower
-    return np.linalg.cholesky((h_inv + h_inv.T) / 2).T
+    lower = np.linalg.cholesky(h[::-1, ::-1])
+    inv_lower = np.linalg.solve(lower, np.eye(n))
+    return np.ascontiguousarray(inv_lower[::-1, ::-1])
 
 
 def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
@@ -71,7 +72,7 @@ def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
 
 
 def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, damp: float = 0.01,
-         act_order: bool = True, code_dtype=np.int64) -> GptqResult:
+         act_order: bool = True, code_dtype=np.int64, with_loss: bool = True) -> GptqResult:
     """Quantize W [rows, cols] against H [cols, cols] (module docstring)."""
     w = np.asarray(w, np.float64)
     rows, cols = w.shape
@@ -96,7 +97,7 @@ def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, 
         work[:, i2:] -= errors @ u[i1:i2, i2:]
     back = np.argsort(order)
     recon, codes = recon[:, back], codes[:, back]
-    return GptqResult(recon, codes, output_loss(w, recon, h))
+    return GptqResult(recon, codes, output_loss(w, recon, h) if with_loss else float("nan"))
 
 
 # ---- quantizers -------------------------------------------------------------------------
