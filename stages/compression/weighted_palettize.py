@@ -21,7 +21,7 @@ per-tensor LUTs of 1/2/4/6/8 bits take the flat iOS16 form.
 A weight without statistics is skipped with that reason (chain palettize_weights after it
 for the rest). Stats per weight, besides sizes and figures: ``weighting`` (input_moment /
 token_counts), and for linear / matmul weights ``output_error`` = tr(dW H dW^T) / tr(W H W^T)
-with ``output_error_data_free`` for the unweighted k-means LUT of the same size.
+(the output error on the calibration rows relative to the output's energy).
 """
 from __future__ import annotations
 
@@ -137,9 +137,7 @@ def compress_weighted(table, view, params, names):
     extra = {}
     h = gram_of(stats, m.shape[1]) if axes is not None else None
     if h is not None:
-        plain, plain_idx = weighted_luts(m, nbits, groups, None, w.dtype)
-        baseline = np.asarray(plain, np.float64)[(np.arange(m.shape[0]) // per)[:, None], plain_idx]
-        extra = proxy_stats(m, as_matrix(recon, axes), h, baseline)
+        extra = proxy_stats(m, as_matrix(recon, axes), h)
     out = record("weighted_kmeans", const_nbytes([view.sources["weight"]]), const_nbytes(em.ops), w, recon,
                  nbits=nbits, granularity=params["granularity"], kind=view.kind, weighting=weighting,
                  **extra, **chosen)
