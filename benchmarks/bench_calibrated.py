@@ -92,6 +92,8 @@ RUNS = (
     ("data-free uint4 per-block 32", False, lambda: [affine_quantize_weights(**INT4)]),
     ("calibrated uint4 per-block 32 (GPTQ; tables 4-bit weighted LUT)", True,
      lambda: [gptq_quantize_weights(**INT4)] + _embeddings()),
+    ("calibrated uint4 per-block 32 (GPTQ; tables 6-bit weighted LUT)", True,
+     lambda: [gptq_quantize_weights(**INT4)] + _embeddings(nbits=6)),
     ("data-free int8 per-channel", False, lambda: [affine_quantize_weights(dtype="int8")]),
 )
 
