@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     calibrated = calibrate(data=calibration_data(cal)).run(program)
     cal_seconds = time.perf_counter() - t0
-    print(f"calibrate: {cal_seconds:.1f} s ({calibrated.stats['evaluator']}, {calibrated.stats['weights']} weights)")
+    print(f"calibrate: {cal_seconds:.1f} s ({calibrated.stats['evaluator']}, {calibrated.stats['calibrated_weights']} weights)")
     print(f"{'run':64s} {'min cos':>8s} {'mean cos':>8s} {'size':>6s} {'seconds':>8s}")
     with tempfile.TemporaryDirectory() as tmp:
         for label, needs_data, make in RUNS:

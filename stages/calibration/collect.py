@@ -36,6 +36,7 @@ import numpy as np
 from ir.core import Program
 from stages.base import DEFAULT_CONTEXT, StageError, StageResult, stage
 from stages.calibration.stats import with_calibration
+from stages.contracts import exact
 from stages.compression.weights import weight_views
 
 EVALUATORS = ("auto", "onnxruntime", "interpreter")
@@ -246,7 +247,7 @@ def _accumulate(sums: dict, ws: list, values: Mapping, batch: int) -> None:
             s.add_channels(x)
 
 
-@stage("calibrate", version="1")
+@stage("calibrate", version="1", contract=exact(why="attaches statistics to the program; the graph is untouched"))
 def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gram: bool = True,
               context=DEFAULT_CONTEXT):
     """Attach calibration statistics collected by running `data` through function main."""
@@ -281,6 +282,6 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
     table = {name: _total([sums[k] for k in keys], kinds[name]) for name, keys in reads.items()}
     info = {"data_digest": str(data.to_dict().get("calibration_data", "")), "batches": len(feeds),
             "evaluator": used, "weights": len(table)}
-    stats = {"weights": len(table), "batches": len(feeds), "evaluator": used,
+    stats = {"calibrated_weights": len(table), "batches": len(feeds), "evaluator": used,
              "rows": {name: int(t["count"]) for name, t in table.items()}}
     return StageResult(with_calibration(program, table, info), stats)
