@@ -38,3 +38,20 @@ def tiny_data(batches: int = 6, seed: int = 2) -> dict:
     ids = np.where(rng.random((batches, 4)) < 0.8, rng.integers(0, 10, (batches, 4)),
                    rng.integers(0, ROWS, (batches, 4))).astype(np.int32)
     return {"ids": ids, "x": x}
+
+
+class GeneratedData:
+    """Calibration data for any program: two batches drawn inside its inputs' domains (token ids
+    below the tables they index, masks of 0/1), as verify draws them. For the property tests
+    that run every registered stage on generated programs."""
+
+    def feeds(self, fn) -> list:
+        from ir.core import Program
+        from pipeline.strategies.domain import input_domains
+        from pipeline.strategies.inputs import example
+
+        domains = input_domains(Program.make([fn]), fn.name)
+        return [example(fn, {}, domains, seed=s) for s in range(2)]
+
+    def to_dict(self) -> dict:
+        return {"calibration_data": "generated"}

@@ -132,10 +132,13 @@ def test_the_patterns_are_rewritten_often():
 
 # ---- every registered stage: pure, valid output ------------------------------------------------------
 
+from tests.calibration.models import GeneratedData  # noqa: E402
+
 STAGE_PARAMS = {"palettize_weights": {"nbits": 2, "op_selector": every_weight},
                 "affine_quantize_weights": {"op_selector": every_weight},
                 "sparsify_weights": {"op_selector": every_weight, "threshold": 0.3},
-                "set_target": {"target": "iOS18"}}
+                "set_target": {"target": "iOS18"},
+                "calibrate": {"data": GeneratedData()}}  # calibrate needs samples: drawn per program
 
 
 @pytest.mark.parametrize("name", stages.names())
