@@ -34,7 +34,7 @@ from stages.compression.affine import DTYPE_NAMES, _block_size, check_affine, de
 from stages.compression.calibrated import (NO_STATS, as_matrix, from_matrix, gram_of, matrix_axes, proxy_stats,
                                            stats_for, with_table)
 from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
-from stages.compression.contracts_calibrated import gptq_affine_bound, gptq_lut_bound
+from stages.contracts.calibrated import gptq_affine_bound, gptq_lut_bound
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_ios18
 from stages.compression.numeric.affine import (GRANULARITIES, MODES, QUANT_DTYPES, _code_limits, affine_quantize,

@@ -35,7 +35,7 @@ from stages.calibration.stats import importance
 from stages.compression.calibrated import (NO_STATS, as_matrix, from_matrix, gram_of, matrix_axes, proxy_stats,
                                            stats_for, with_table)
 from stages.compression.checked import ParameterError, compression_stage, one_of
-from stages.compression.contracts_calibrated import weighted_lut_bound
+from stages.contracts.calibrated import weighted_lut_bound
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
 from stages.compression.numeric.weighted import weighted_luts

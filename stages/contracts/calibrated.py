@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.contracts import code_range, figure_problems, find_form
-
-try:  # the grid rule lives with the affine contract (one module per concern after the split)
-    from stages.contracts.affine import _scale_problems
-except ImportError:  # pragma: no cover - the single-module layout
-    from stages.contracts import _scale_problems
+from stages.contracts.affine import _scale_problems, code_range
+from stages.contracts.graph import find_form
+from stages.contracts.weights import figure_problems
 
 _AFFINE_OPS = ("constexpr_blockwise_shift_scale",)
 _LUT_OPS = ("constexpr_lut_to_dense",)
