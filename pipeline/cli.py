@@ -166,7 +166,16 @@ def build_pipeline(args):
         return Pipeline.from_spec(args.pipeline_spec)
     from pipeline.spec import format_step
 
+    if getattr(args, "calibration", None) is not None:
+        stage_opts = [(flag, name, params) for flag, stage, params in stage_opts
+                      for name in CALIBRATED.get(stage, (stage,))]
     return Pipeline.from_spec(",".join(format_step(stage, params) for _, stage, params in stage_opts))
+
+
+# with --calibration, a stage option runs its calibrated stage first; the data-free stage after
+# it takes the weights the calibrated one has no statistics for (embeddings under GPTQ, convs)
+CALIBRATED = {"palettize_weights": ("gptq_palettize_weights", "palettize_weights"),
+              "affine_quantize_weights": ("gptq_quantize_weights", "affine_quantize_weights")}
 
 
 def with_target(pipe, target, out: Path):
@@ -276,6 +285,11 @@ def cmd_compress(args) -> int:
     _check_paths(model, out, args.report)
     options = _writer_options(args, out)
     pipe = with_target(build_pipeline(args), args.target, out)
+    calibration = None
+    if args.calibration is not None:
+        from pipeline.calibration import calibration_data
+
+        calibration = calibration_data(args.calibration)  # a bad file: one line, before the model loads
     program = load_model(model)
     cache = None
     if args.cache:
@@ -283,9 +297,11 @@ def cmd_compress(args) -> int:
 
         cache = DiskCache(args.cache)
     started = time.perf_counter()
-    trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress))
+    trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress), calibration=calibration)
     seconds = time.perf_counter() - started
-    result = trace.result
+    from stages.calibration import without_calibration
+
+    result = without_calibration(trace.result)  # the statistics are for the stages, not the written model
     save_model(result, out, check=_output_check(args, out, result), **options)
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
@@ -494,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Core ML deployment target of the output, e.g. iOS18 (default: the input model's; "
                         "raising it allows the newer compressed forms: 4-bit, per-block, grouped LUTs, joint)")
     c.add_argument("--report", metavar="FILE", help="also write a report (.html or .md) with weight histograms")
+    c.add_argument("--calibration", metavar="FILE.npz",
+                   help="calibration samples (.npz named like the model's inputs, samples along the leading "
+                        "axis; or a directory of .npz): statistics are collected first, and --palettize / "
+                        "--quantize use GPTQ on the weights they cover (recipes and --pipeline get a "
+                        "calibrate step first and choose their calibrated stages themselves)")
     onnx_out = c.add_argument_group("ONNX output")
     onnx_out.add_argument("--onnx-matmul-nbits", action="store_true",
                           help="write int4/uint4 per-block weights of MatMul / linear as com.microsoft MatMulNBits "

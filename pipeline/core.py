@@ -17,6 +17,7 @@ import stages as stage_registry
 from ir import Program
 from pipeline import presets as preset_table
 from pipeline import spec as spec_text
+from pipeline.calibration import bind_paths, calibrate_stage, check_against
 from pipeline.combinators import COMBINATORS, FIXED_POINT
 from pipeline.errors import PipelineError, PresetError, SpecError
 from pipeline.params import check_params
@@ -55,7 +56,7 @@ def resolve_step(name: str, params: dict, fail=None) -> tuple:
         raise SpecError(f"pipeline spec: unknown stage {name!r}; known stages: "
                         f"{', '.join(stage_registry.names())}; presets: {', '.join(preset_table.names())}") from None
     check_params(st, params, fail)
-    return (st.bind(**params),)
+    return (st.bind(**bind_paths(name, params)),)
 
 
 def _flatten(item) -> tuple:
@@ -166,8 +167,18 @@ class Pipeline:
         return self.apply(program)
 
     def run(self, program: Program, cache=None, verify=None, progress: bool = False,
-            executor=None, instruments: Iterable = (), validate=True) -> Trace:
-        """Run every stage, recording a Trace (see pipeline.run for the options)."""
+            executor=None, instruments: Iterable = (), validate=True, calibration=None) -> Trace:
+        """Run every stage, recording a Trace (see pipeline.run for the options).
+
+        calibration: a .npz path, a directory of them, arrays or CalibrationData
+        (pipeline.calibration): a `calibrate` step on that data runs first, so the
+        calibrated stages after it find their statistics; the trace records it as step 0."""
+        if calibration is not None:
+            return (Pipeline([calibrate_stage(calibration)]) + self).run(
+                program, cache=cache, verify=verify, progress=progress, executor=executor,
+                instruments=instruments, validate=validate)
+        if isinstance(program, Program):
+            check_against(program, self._stages)
         return run_pipeline(self, program, cache=cache, verify=verify, progress=progress,
                             executor=executor, instruments=tuple(instruments), validate=validate)
 

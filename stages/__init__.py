@@ -4,6 +4,7 @@ from stages.base import (REGISTRY, Option, Stage, StageContext, StageError, Stag
 
 def _load_all():
     # importing the stage packages registers their stages
+    import stages.calibration  # noqa: F401
     import stages.cleanup  # noqa: F401
     import stages.compression  # noqa: F401
     import stages.quantization  # noqa: F401

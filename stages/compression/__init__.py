@@ -22,3 +22,9 @@ from stages.compression.mixed_precision import mixed_precision
 __all__ = ["affine_quantize_weights", "palettize_weights", "sparsify_weights", "decompress_weights", "set_target", "mixed_precision",
            "OptimizationConfig", "ConfigError", "ParameterError",
            "CompressionError", "NotCompressible", "WeightView", "default_selector"]
+
+# the calibrated stages (they read the statistics stages.calibration.calibrate attaches)
+from stages.compression.gptq import gptq_palettize_weights, gptq_quantize_weights  # noqa: E402
+from stages.compression.weighted_palettize import weighted_palettize_weights  # noqa: E402
+
+__all__ += ["gptq_quantize_weights", "gptq_palettize_weights", "weighted_palettize_weights"]

@@ -76,12 +76,7 @@ from stages.compression.weights import (Names, Replacement, Skip, resolve_params
                                         transform_weights, weight_views)
 from stages.contracts import affine_bound, lossy, palettize_bound
 
-try:  # helper `calib`'s accessor (stages/calibration/stats.py); until it is merged, no statistics
-    from stages.calibration.stats import calibration_stats
-except ImportError:  # pragma: no cover - depends on the tree
-    def calibration_stats(program, weight_name: str) -> Optional[Mapping]:
-        """No calibration statistics in this tree: every distortion is the data-free proxy."""
-        return None
+from stages.calibration.stats import calibration_stats
 
 _PALETTIZE = dict(mode="kmeans", lut_function=None, granularity="per_grouped_channel", group_size=16,
                   channel_axis=None, enable_per_channel_scale=False, cluster_dim=1, kmeans_method="auto")

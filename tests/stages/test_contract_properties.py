@@ -132,13 +132,16 @@ def test_the_patterns_are_rewritten_often():
 
 # ---- every registered stage: pure, valid output ------------------------------------------------------
 
+from tests.calibration.models import GeneratedData  # noqa: E402
+
 STAGE_PARAMS = {"palettize_weights": {"nbits": 2, "op_selector": every_weight},
                 "affine_quantize_weights": {"op_selector": every_weight},
                 "sparsify_weights": {"op_selector": every_weight, "threshold": 0.3},
                 "set_target": {"target": "iOS18"},
                 # 16 bits per weight: every fp32 weight fits as fp16 at worst, so no budget is infeasible
                 "mixed_precision": {"target_bpw": 16.0, "op_selector": every_weight,
-                                    "candidates": ("palettize_2", "palettize_4", "int8_channel", "fp16", "keep")}}
+                                    "candidates": ("palettize_2", "palettize_4", "int8_channel", "fp16", "keep")},
+                "calibrate": {"data": GeneratedData()}}  # calibrate needs samples: drawn per program
 
 
 @pytest.mark.parametrize("name", stages.names())

@@ -1,0 +1,145 @@
+"""Calibration data: the samples `calibrate` runs through the model, loaded, checked and
+content-addressed.
+
+    data = calibration_data("calib.npz")          # or a directory of .npz, {name: array}, [dicts]
+    Pipeline([calibrate(data=data), gptq_quantize_weights(dtype="int4")]).run(prog)
+    Pipeline([...]).run(prog, calibration="calib.npz")      # the same: calibrate runs first
+    weightpress compress M -o OUT --calibration calib.npz --palettize 4
+    recipe / spec:  calibrate{data="calib.npz"}   (a path is loaded when the spec is read)
+
+The arrays follow verify's input rules (pipeline/samples.py, the one loader): one array per
+model input, named like it, samples along the leading axis, cut into the batches the model
+accepts (a model exported with a fixed batch of B gets them B at a time). A directory
+contributes every ``*.npz`` in it, in name order, each file a set of samples. Wrong names,
+shapes or dtypes are a CalibrationDataError naming the input, raised when the data is first
+checked against the program (``Pipeline.run`` does that before any stage runs).
+
+The data's identity is the sha256 of its names, dtypes, shapes and bytes, in order
+(``digest``); it is all the cache key of ``calibrate`` holds of it, so the same samples
+from another path hit the cache and changed samples never do.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ir.digest import tensor_digest
+from pipeline.errors import PipelineError, VerifyError
+from pipeline.samples import batches, load_npz
+
+
+class CalibrationDataError(PipelineError):
+    """Calibration data that cannot be read or does not fit the model; the message names the input."""
+
+
+def _items_of(source) -> tuple:
+    """(list of {name: array} sample sets, a description for messages)."""
+    if isinstance(source, CalibrationData):
+        return list(source.sample_sets), source.source
+    if isinstance(source, Mapping):
+        return [dict(source)], "calibration arrays"
+    if isinstance(source, (list, tuple)):
+        if not all(isinstance(x, Mapping) for x in source):
+            raise CalibrationDataError("calibration data: a list must hold dicts of input name -> array")
+        return [dict(x) for x in source], "calibration arrays"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix == ".npz")
+            if not files:
+                raise CalibrationDataError(f"calibration data {path}: a directory with no .npz file")
+            return [_load(p) for p in files], str(path)
+        return [_load(path)], str(path)
+    raise CalibrationDataError(f"calibration data: expected a .npz path, a directory, or arrays, "
+                               f"got {type(source).__name__}")
+
+
+def _load(path: Path) -> dict:
+    try:
+        return load_npz(path)
+    except VerifyError as e:
+        raise CalibrationDataError(f"calibration data {e}") from None
+
+
+def _digest(items) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        h.update(b"{")
+        for name in sorted(item):
+            arr = np.asarray(item[name])
+            h.update(name.encode() + b"=" + tensor_digest(arr).encode() + b";")
+        h.update(b"}")
+    return h.hexdigest()
+
+
+class CalibrationData:
+    """Loaded calibration samples: ``feeds(function)`` cuts them into batches the function
+    accepts (checked: CalibrationDataError naming the input); ``digest`` identifies them."""
+
+    def __init__(self, items, source: str):
+        for item in items:
+            for name, arr in item.items():
+                arr = np.asarray(arr)
+                if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                    raise CalibrationDataError(f"calibration data {source}: input {name!r} has NaN or Inf values")
+        self.sample_sets, self.source = tuple(items), source
+        self.digest = _digest(self.sample_sets)
+        self._feeds = {}
+
+    def feeds(self, fn) -> list:
+        key = tuple((v.name, str(v.type)) for v in fn.inputs)
+        if key not in self._feeds:
+            try:
+                self._feeds[key] = batches(fn, list(self.sample_sets))
+            except VerifyError as e:
+                raise CalibrationDataError(f"calibration data {self.source}: {e}") from None
+        return self._feeds[key]
+
+    def samples(self, fn) -> int:
+        """How many batches the function gets."""
+        return len(self.feeds(fn))
+
+    def to_dict(self) -> dict:
+        # the cache key: the content only (the same samples from another path are the same data)
+        return {"calibration_data": self.digest}
+
+    def __repr__(self) -> str:
+        return f"<CalibrationData {self.source} {self.digest[:12]}>"
+
+
+def calibration_data(source) -> CalibrationData:
+    """CalibrationData from a .npz path, a directory of .npz files, {name: array}, a list of
+    such dicts, or CalibrationData (returned as it is)."""
+    if isinstance(source, CalibrationData):
+        return source
+    items, where = _items_of(source)
+    return CalibrationData(items, where)
+
+
+def calibrate_stage(source, **options):
+    """The `calibrate` stage bound to the data of `source` (calibration_data)."""
+    from stages.calibration import calibrate
+
+    return calibrate(data=calibration_data(source), **options)
+
+
+def bind_paths(name: str, params: dict) -> dict:
+    """Spec / recipe parameters with a calibration path loaded: `calibrate{data="x.npz"}`."""
+    if name == "calibrate" and isinstance(params.get("data"), str):
+        return {**params, "data": calibration_data(params["data"])}
+    return params
+
+
+def check_against(program, stages_) -> None:
+    """Check every calibrate stage's data against the program's main inputs before anything runs."""
+    for st in stages_:
+        data = st.params.get("data") if getattr(st, "name", None) == "calibrate" else None
+        if isinstance(data, CalibrationData):
+            data.feeds(program.main)
+
+
+__all__ = ["CalibrationData", "CalibrationDataError", "calibration_data", "calibrate_stage"]

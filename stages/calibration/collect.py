@@ -1,0 +1,287 @@
+"""calibrate: run the model on calibration data and record, per weight, the statistics of
+what it multiplies (stats.py says what and where).
+
+    calibrate(data=pipeline.calibration.calibration_data("calib.npz"))
+
+``data`` is any object with ``feeds(function) -> list of {input name: array}`` (the
+batches to run, each in a shape the function accepts) and ``to_dict()`` (its content
+digest: the stage's cache key holds it, so other data is another key). The pipeline layer
+builds it (pipeline/calibration.py: .npz files, a directory of them, arrays in memory),
+batched by the loader verify uses; this module never reads files.
+
+Which weights: every dense float const of function "main" read through one of the slots
+below (and only through those: a weight also read elsewhere gets no statistics, since
+they would describe only part of its use):
+
+    linear.weight [out, in]            rows of x, feature axis -1
+    matmul.y (2-D)                     rows of x, feature axis -1 (-2 with transpose_x)
+    onnx.MatMul.in1 (2-D)              rows of in0, feature axis -1
+    conv.weight [out, in/g, k...]      channels of x (axis 1); per pixel
+    gather.x / onnx.Gather.in0, axis 0 token counts of the indices
+
+How it runs: the activations those ops read are added to the function's outputs (a probe
+program, never returned) and the probe is run batch by batch, by onnxruntime on the program
+exported to ONNX in memory (fast), or by the reference interpreter when the program does not
+export or ``evaluator="interpreter"``. The sums are accumulated in float64 over all rows
+and divided by the row count at the end, so the batch split does not change the result
+beyond float rounding. A NaN or Inf activation is a CalibrationError naming it and the batch.
+The result is the input program with the statistics attached: nothing else changes.
+"""
+from __future__ import annotations
+
+from typing import Literal, Mapping, Optional
+
+import numpy as np
+
+from ir.core import Program
+from stages.base import DEFAULT_CONTEXT, StageError, StageResult, stage
+from stages.calibration.stats import with_calibration
+from stages.contracts import exact
+from stages.compression.weights import weight_views
+
+EVALUATORS = ("auto", "onnxruntime", "interpreter")
+
+
+class CalibrationError(StageError):
+    """Calibration data the model cannot use (non-finite activations, an unusable source)."""
+
+
+# (consumer op type, weight slot) -> (activation slot, what is recorded)
+_LINEAR_SLOTS = {("linear", "weight"): "x", ("matmul", "y"): "x", ("onnx.MatMul", "in1"): "in0"}
+_GATHER_SLOTS = {("gather", "x"): "indices", ("onnx.Gather", "in0"): "in1"}
+_CONV_SLOTS = {("conv", "weight"): "x"}
+
+
+class _Watch:
+    """One (weight, consumer) pair: where its activation is, how to reduce it."""
+
+    __slots__ = ("weight", "op", "kind", "var", "feature_axis", "rows")
+
+    def __init__(self, weight, op, kind, var, feature_axis=-1, rows=0):
+        self.weight, self.op, self.kind, self.var = weight, op, kind, var
+        self.feature_axis, self.rows = feature_axis, rows
+
+
+def _flag(op, name) -> bool:
+    v = op.get(name)
+    return bool(v is not None and v.val is not None and np.asarray(v.val).reshape(-1)[0])
+
+
+def _gather_axis(op) -> int:
+    if op.op_type == "gather":
+        v = op.get("axis")
+        return 0 if v is None or v.val is None else int(v.val)
+    return int(op.attrs.get("axis", 0))
+
+
+def _watch_of(view, op, slot) -> Optional[_Watch]:
+    key = (op.op_type, slot)
+    if key in _LINEAR_SLOTS:
+        if op.op_type != "linear" and len(view.shape) != 2:
+            return None
+        axis = -2 if op.op_type == "matmul" and _flag(op, "transpose_x") else -1
+        return _Watch(view.name, op, "linear", op.inputs[_LINEAR_SLOTS[key]], axis)
+    if key in _GATHER_SLOTS and _gather_axis(op) == 0:
+        return _Watch(view.name, op, "gather", op.inputs[_GATHER_SLOTS[key]], rows=view.shape[0])
+    if key in _CONV_SLOTS:
+        return _Watch(view.name, op, "conv", op.inputs["x"], 1)
+    return None
+
+
+def watches(fn) -> list:
+    """Every (weight, consumer) pair of `fn` that statistics are recorded for (module docstring)."""
+    found = []
+    for view in weight_views(fn):
+        if not view.shape:
+            continue
+        pairs = [(op, slot) for op in view.consumers for slot, v in op.inputs.items()
+                 if not isinstance(v, tuple) and v.name == view.name]
+        mine = [_watch_of(view, op, slot) for op, slot in pairs]
+        if mine and all(w is not None for w in mine) and len({w.kind for w in mine}) == 1:
+            found += mine
+    return found
+
+
+# ---- running the probe ---------------------------------------------------------------------
+
+def _probe(program: Program, fn, vars_) -> Program:
+    """The program with `vars_` appended to main's outputs (only for running it)."""
+    have = {v.name for v in fn.outputs}
+    extra = tuple(v for v in vars_ if v.name not in have)
+    block = fn.block.replace(outputs=fn.outputs + extra)
+    return Program(program.functions.set(fn.name, fn.replace(block=block)), program.attrs)
+
+
+class _OrtRunner:
+    def __init__(self, probe: Program, fn, names):
+        import onnxruntime as ort
+
+        from ir.formats.onnx.exporter import to_onnx_model
+
+        model = to_onnx_model(probe, None, fn.name).SerializeToString()
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        wanted = [i.name for i in self.session.get_inputs()]
+        ours = [v.name for v in fn.inputs]
+        self.feed_names = dict(zip(ours, wanted)) if set(wanted) != set(ours) else {n: n for n in wanted}
+        self.out_names = [v.name for v in probe.functions[fn.name].outputs]
+        self.names = names
+
+    def __call__(self, feeds: Mapping) -> dict:
+        got = self.session.run(None, {self.feed_names[k]: v for k, v in feeds.items() if k in self.feed_names})
+        out = dict(zip(self.out_names, got))
+        return {n: out[n] for n in self.names}
+
+
+class _InterpreterRunner:
+    def __init__(self, probe: Program, fn, names):
+        self.probe, self.function, self.names = probe, fn.name, names
+
+    def __call__(self, feeds: Mapping) -> dict:
+        from ir.interpret import evaluate
+
+        out = evaluate(self.probe, feeds, self.function)
+        return {n: out[n] for n in self.names}
+
+
+def _runner(program, fn, internal, evaluator: str):
+    probe = _probe(program, fn, internal)
+    names = [v.name for v in internal]
+    if evaluator in ("auto", "onnxruntime"):
+        try:
+            return _OrtRunner(probe, fn, names), "onnxruntime"
+        except Exception as e:  # noqa: BLE001 - export or onnxruntime refusing the program
+            if evaluator == "onnxruntime":
+                raise CalibrationError(f"calibrate: evaluator='onnxruntime' cannot run this program "
+                                       f"({' '.join(str(e).split())[:200]}); use evaluator='interpreter'") from None
+    return _InterpreterRunner(probe, fn, names), "interpreter"
+
+
+# ---- accumulating ------------------------------------------------------------------------
+
+class _Sums:
+    """float64 sums over every batch for one activation (weights reading the same activation
+    the same way, as a layer's query / key / value projections do, share one)."""
+
+    def __init__(self, kind: str, gram: bool, rows: int = 0):
+        self.kind, self.want_gram, self.rows = kind, gram, rows
+        self.sq = self.gram = self.counts = None
+        self.n = 0
+
+    def add_rows(self, x: np.ndarray) -> None:
+        # products in float32 per batch (a few hundred rows: relative error ~1e-6), summed in
+        # float64 across batches: half the time of float64 products, where GPTQ needs no more
+        x = np.ascontiguousarray(x, np.float32 if x.dtype != np.float64 else np.float64)
+        self.n += x.shape[0]
+        sq = np.einsum("ij,ij->j", x, x, dtype=np.float64)
+        self.sq = sq if self.sq is None else self.sq + sq
+        if self.want_gram:
+            g = (x.T @ x).astype(np.float64)
+            self.gram = g if self.gram is None else self.gram + g
+
+    def add_channels(self, x: np.ndarray) -> None:  # conv input [N, C, spatial...]
+        x = np.moveaxis(x.astype(np.float64, copy=False), 1, -1).reshape(-1, x.shape[1])
+        self.n += x.shape[0]
+        sq = np.einsum("ij,ij->j", x, x)
+        self.sq = sq if self.sq is None else self.sq + sq
+
+    def add_indices(self, idx: np.ndarray) -> None:
+        rows = self.rows
+        i = idx.astype(np.int64).reshape(-1)
+        i = np.where(i < 0, i + rows, i)
+        c = np.bincount(i[(i >= 0) & (i < rows)], minlength=rows).astype(np.float64)
+        self.n += i.size
+        self.counts = c if self.counts is None else self.counts + c
+
+
+def _total(parts: list, kind: str) -> dict:
+    """One weight's statistics from the sums of the activations it reads (usually one)."""
+    n = sum(p.n for p in parts)
+    if kind == "gather":
+        return {"token_counts": _frozen(sum(p.counts for p in parts if p.counts is not None)), "count": n}
+    out = {"input_moment": _frozen(sum(p.sq for p in parts) / max(n, 1)), "count": n}
+    grams = [p.gram for p in parts if p.gram is not None]
+    if grams and len(grams) == len(parts):
+        g = sum(grams) / max(n, 1)
+        out["gram"] = _frozen((g + g.T) / 2)  # exactly symmetric
+    return out
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    a.flags.writeable = False  # a fresh array of ours: read-only without a copy
+    return a
+
+
+def _rows(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis]) if x.ndim else x.reshape(1, 1)
+
+
+def _finite(name: str, weight: str, x: np.ndarray, batch: int) -> None:
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise CalibrationError(f"calibration batch {batch}: activation {name!r} (read by weight {weight!r}) "
+                               "has NaN or Inf values")
+
+
+def _key(w: _Watch) -> tuple:
+    return (w.var.name, w.kind, w.feature_axis, w.rows)
+
+
+def _accumulate(sums: dict, ws: list, values: Mapping, batch: int) -> None:
+    done = set()
+    for w in ws:
+        key = _key(w)
+        if key in done:
+            continue
+        done.add(key)
+        x = np.asarray(values[w.var.name])
+        s = sums[key]
+        if w.kind == "gather":
+            s.add_indices(x)
+            continue
+        _finite(w.var.name, w.weight, x, batch)
+        if w.kind == "linear":
+            s.add_rows(_rows(x, w.feature_axis))
+        else:
+            s.add_channels(x)
+
+
+@stage("calibrate", version="1", contract=exact(why="attaches statistics to the program; the graph is untouched"))
+def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gram: bool = True,
+              context=DEFAULT_CONTEXT):
+    """Attach calibration statistics collected by running `data` through function main."""
+    if data is None or not callable(getattr(data, "feeds", None)):
+        raise CalibrationError("calibrate: data= must be calibration data (pipeline.calibration."
+                               "calibration_data(path or arrays)), got "
+                               f"{'nothing' if data is None else type(data).__name__}")
+    fn = program.main
+    ws = watches(fn)
+    feeds = list(data.feeds(fn))
+    inputs = {v.name for v in fn.inputs}
+    internal = {}
+    for w in ws:
+        if w.var.name not in inputs and w.var.val is None:
+            internal.setdefault(w.var.name, w.var)
+    kinds, reads = {}, {}
+    for w in ws:
+        kinds.setdefault(w.weight, w.kind)
+        reads.setdefault(w.weight, [])
+        if _key(w) not in reads[w.weight]:
+            reads[w.weight].append(_key(w))
+    sums = {_key(w): _Sums(w.kind, gram and w.kind == "linear", w.rows) for w in ws}
+    runner, used = _runner(program, fn, list(internal.values()), evaluator) if internal else (None, "inputs")
+    for i, batch in enumerate(context.track(feeds, desc="calibrate", total=len(feeds))):
+        values = dict(batch)
+        if runner is not None:
+            values.update(runner(batch))
+        for w in ws:
+            if w.var.val is not None:
+                values[w.var.name] = w.var.val
+        _accumulate(sums, ws, values, i)
+    table = {name: _total([sums[k] for k in keys], kinds[name]) for name, keys in reads.items()}
+    info = {"data_digest": str(data.to_dict().get("calibration_data", "")), "batches": len(feeds),
+            "evaluator": used, "weights": len(table)}
+    stats = {"calibrated_weights": len(table), "batches": len(feeds), "evaluator": used,
+             "rows": {name: int(t["count"]) for name, t in table.items()}}
+    return StageResult(with_calibration(program, table, info), stats)

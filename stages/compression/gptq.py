@@ -1,0 +1,236 @@
+"""gptq_quantize_weights / gptq_palettize_weights: GPTQ (numeric/gptq.py) on the weights of
+linear / matmul ops, with the calibration statistics `calibrate` attached (the Gram matrix
+H = X^T X / n of each weight's inputs).
+
+gptq_quantize_weights: the grid is exactly the one affine_quantize_weights would choose for
+the same parameters (mode, dtype, granularity per_channel / per_block with its block size
+rule, per_tensor), computed from the original weight; GPTQ only chooses the codes, column by
+column, so that the layer's output error on the calibration rows is small rather than each
+weight's own error. The emitted form is the affine stage's iOS18 form:
+``constexpr_blockwise_shift_scale`` (codes as int8 / uint8 / int4 / uint4 data, the scale,
+an offset const when a zero point is nonzero).
+
+gptq_palettize_weights: a fixed LUT per tensor or per group of output channels (the
+activation-weighted k-means LUT of weighted_palettize_weights, or plain k-means with
+``lut="kmeans"``), then GPTQ assigns each element an index, compensating as it goes. The
+emitted form is palettize_weights's iOS18 ``constexpr_lut_to_dense``.
+
+Both need iOS18 for Core ML programs (IR and ONNX programs take them as they are), skip a
+weight with no Gram matrix (convolutions, embeddings, weights calibrate did not see) with
+the reason in the stats, and record per weight, besides the usual sizes and figures,
+``output_error`` = tr(dW H dW^T) / tr(W H W^T) and ``output_error_data_free`` (the same for
+the data-free rounding to the same grid / LUT): the proxy GPTQ minimizes, and what it bought.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from ir.fold import evaluate_ops
+from stages.base import DEFAULT_CONTEXT
+from stages.calibration.stats import importance
+from stages.compression.affine import DTYPE_NAMES, _block_size, check_affine, dequantized_figures
+from stages.compression.calibrated import (NO_STATS, as_matrix, from_matrix, gram_of, matrix_axes, proxy_stats,
+                                           stats_for, with_table)
+from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
+from stages.contracts.calibrated import gptq_affine_bound, gptq_lut_bound
+from stages.compression.figures import const_nbytes, record
+from stages.compression.forms import Emitter, require_ios18
+from stages.compression.numeric.affine import (GRANULARITIES, MODES, QUANT_DTYPES, _code_limits, affine_quantize,
+                                               expand_blocks, quant_range)
+from stages.compression.numeric.errors import NotCompressible
+from stages.compression.numeric.clip_search import search_scales
+from stages.compression.numeric.gptq import affine_quantizer, gptq, lut_quantizer
+from stages.compression.numeric.weighted import weighted_luts
+from stages.compression.weights import Replacement, Skip, transform_weights
+from stages.contracts import lossy
+
+LUT_SOURCES = ("weighted", "kmeans")
+LUT_GRANULARITIES = ("per_tensor", "per_grouped_channel")
+
+
+def _positive_int(params, key):
+    v = params.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
+        raise ParameterError(f"{key}={v!r} must be a positive integer")
+
+
+def _check_gptq(params: dict) -> None:
+    _positive_int(params, "block_columns")
+    d = params.get("damp")
+    if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1):
+        raise ParameterError(f"damp={d!r} must be a number in [0, 1]")
+
+
+def check_gptq_affine(params: dict) -> None:
+    check_affine(params)
+    _check_gptq(params)
+
+
+def check_gptq_lut(params: dict) -> None:
+    one_of(params, "nbits", (1, 2, 3, 4, 6, 8))
+    one_of(params, "granularity", LUT_GRANULARITIES)
+    one_of(params, "lut", LUT_SOURCES)
+    _positive_int(params, "group_size")
+    _check_gptq(params)
+
+
+def _prepare(view, table):
+    """(weight, axes, matrix, H) or a Skip."""
+    w = view.value
+    if w.size == 0:
+        return Skip("empty weight")
+    axes = matrix_axes(view)
+    if axes is None:
+        return Skip("GPTQ takes 2-D weights of linear / matmul ops only")
+    m = as_matrix(w, axes)
+    h = gram_of(stats_for(table, view), m.shape[1])
+    if h is None:
+        return Skip(NO_STATS if stats_for(table, view) is None else "no input Gram matrix recorded for this weight")
+    return w, axes, m, h
+
+
+# ---- affine ----------------------------------------------------------------------------
+
+def _grid(view, w, axes, params):
+    """The affine stage's grid for this weight: (AffineParams, block stats) or a Skip."""
+    dt = dtype_name(params["dtype"])
+    out_axis, in_axis = axes
+    block_size, chosen = params["block_size"], {}
+    if params["granularity"] == "per_block":
+        block_size = _block_size(w, params, in_axis)
+        if isinstance(block_size, Skip):
+            return block_size
+        chosen = {"block_size": block_size}
+        if block_size != params["block_size"]:
+            chosen["block_size_requested"] = params["block_size"]
+    q = affine_quantize(w, mode=params["mode"], dtype=dt, granularity=params["granularity"], axis=out_axis,
+                        block_size=block_size, input_axis=in_axis, name=view.name)
+    return q, chosen
+
+
+def compress_gptq_affine(table, view, params, names):
+    if view.kind != "dense":
+        return Skip("GPTQ takes dense weights")
+    found = _prepare(view, table)
+    if isinstance(found, Skip):
+        return found
+    w, axes, m, h = found
+    require_ios18(view, "GPTQ quantization")
+    try:
+        grid = _grid(view, w, axes, params)
+    except NotCompressible as e:
+        return Skip(str(e))
+    if isinstance(grid, Skip):
+        return grid
+    q, chosen = grid
+    lo, hi = quant_range(q.dtype, q.mode)
+    if params["clip_search"]:
+        imp = from_matrix(np.broadcast_to(np.diagonal(h)[None, :], m.shape), axes)
+        scale, ratio = search_scales(w, q.scale, q.zero_point, lo, hi, imp)
+        q = q._replace(scale=scale)
+        chosen["clipped_blocks"] = int(np.sum(ratio < 1))
+    lo, hi = _code_limits(q.scale, q.zero_point.astype(np.float64), lo, hi)
+    full = lambda a: as_matrix(expand_blocks(np.asarray(a), w.shape), axes)  # noqa: E731
+    quantize = affine_quantizer(full(q.scale), full(q.zero_point), lo if np.isscalar(lo) else full(lo),
+                                hi if np.isscalar(hi) else full(hi), w.dtype)
+    result = gptq(m, h, quantize, block=params["block_columns"], damp=params["damp"],
+                  act_order=params["act_order"], with_loss=False)
+    data = from_matrix(result.codes, axes).astype(q.data.dtype)
+    em = Emitter(names)
+    final = view.name if view.producer.name == view.name else names("dense")
+    codes = em.const("q", data, q.dtype)
+    scale = em.const("scale", q.scale)
+    has_offset = bool(np.any(q.zero_point != 0))
+    offset = em.const("offset", q.zero_point, q.dtype) if has_offset else None
+    em.op("constexpr_blockwise_shift_scale", final, data=codes, scale=scale, offset=offset)
+    figures = dequantized_figures(w, data, q.scale, q.zero_point if has_offset else None)
+    baseline = as_matrix(_nearest_on_grid(w, q.scale, q.zero_point, lo, hi), axes)
+    stats = record(params["mode"], const_nbytes([view.sources["weight"]]), const_nbytes(em.ops),
+                   figures=figures, dtype=q.dtype, nbits=QUANT_DTYPES[q.dtype][0],
+                   granularity=params["granularity"], max_scale=float(np.max(q.scale)), kind=view.kind,
+                   method="gptq", **proxy_stats(m, result.reconstruction, h, baseline), **chosen)
+    return Replacement(tuple(em.ops), stats)
+
+
+def _nearest_on_grid(w, scale, zero_point, lo, hi) -> np.ndarray:
+    """The reconstruction of plain rounding to the grid (what GPTQ is compared with)."""
+    s = expand_blocks(scale.astype(np.float64), w.shape)
+    z = expand_blocks(zero_point.astype(np.float64), w.shape)
+    lo = lo if np.isscalar(lo) else expand_blocks(np.asarray(lo), w.shape)
+    hi = hi if np.isscalar(hi) else expand_blocks(np.asarray(hi), w.shape)
+    return (np.clip(np.rint(w.astype(np.float64) / s) + z, lo, hi) - z) * s
+
+
+@compression_stage("gptq_quantize_weights", check_gptq_affine, version="1", contract=lossy(gptq_affine_bound))
+def gptq_quantize_weights(program, *, mode: Literal[MODES] = "linear_symmetric",
+                          dtype: Literal[DTYPE_NAMES] = "int8", granularity: Literal[GRANULARITIES] = "per_channel",
+                          block_size=32, block_columns=128, damp=0.01, act_order=True, clip_search=False,
+                          op_selector=None, config=None, context=DEFAULT_CONTEXT):
+    """GPTQ onto the affine grid of every selected linear / matmul weight (module docstring)."""
+    params = {"mode": mode, "dtype": dtype, "granularity": granularity, "block_size": block_size,
+              "block_columns": block_columns, "damp": damp, "act_order": act_order, "clip_search": clip_search}
+    check_gptq_affine(params)
+    return transform_weights(program, with_table(compress_gptq_affine, program), params, context, config,
+                             op_selector, kinds=("dense",), desc="gptq_quantize_weights", check=check_gptq_affine)
+
+
+# ---- LUT --------------------------------------------------------------------------------
+
+def _group_rows(rows: int, params):
+    """(groups, rows per group) or a Skip: palettize_weights's group size rule."""
+    if params["granularity"] == "per_tensor":
+        return 1, rows
+    wanted = params["group_size"]
+    g = next((g for g in range(min(wanted, rows), 0, -1) if rows % g == 0), None)
+    return rows // g, g
+
+
+def compress_gptq_lut(table, view, params, names):
+    if view.kind != "dense":
+        return Skip("GPTQ takes dense weights")
+    found = _prepare(view, table)
+    if isinstance(found, Skip):
+        return found
+    w, axes, m, h = found
+    require_ios18(view, "GPTQ palettization")
+    groups, per = _group_rows(m.shape[0], params)
+    stats = stats_for(table, view)
+    moment = None if params["lut"] == "kmeans" else importance(stats)[None, :]
+    luts, base_idx = weighted_luts(m, params["nbits"], groups, moment, w.dtype)
+    row_lut = np.arange(m.shape[0]) // per
+    result = gptq(m, h, lut_quantizer(luts, row_lut), block=params["block_columns"], damp=params["damp"],
+                  act_order=params["act_order"], with_loss=False)
+    em = Emitter(names)
+    final = view.name if view.producer.name == view.name else names("dense")
+    out_axis = axes[0]
+    indices = from_matrix(result.codes, axes).astype(np.uint8)
+    lut_shape = [1, 1, 1 << params["nbits"], 1]
+    lut_shape[out_axis] = groups
+    lut = luts.reshape(lut_shape)
+    op = em.op("constexpr_lut_to_dense", final, indices=em.const("indices", indices, f"uint{params['nbits']}"),
+               lut=em.const("lut", lut))
+    recon = evaluate_ops(em.ops, op.outputs[0])
+    baseline = np.asarray(luts, np.float64)[row_lut[:, None], base_idx]
+    chosen = {"group_size": per} if params["granularity"] == "per_grouped_channel" else {}
+    if chosen and per != params["group_size"]:
+        chosen["group_size_requested"] = params["group_size"]
+    out = record("gptq", const_nbytes([view.sources["weight"]]), const_nbytes(em.ops), w, recon,
+                 nbits=params["nbits"], granularity=params["granularity"], kind=view.kind, method="gptq",
+                 lut=params["lut"], calibrated=stats is not None,
+                 **proxy_stats(m, result.reconstruction, h, baseline), **chosen)
+    return Replacement(tuple(em.ops), out)
+
+
+@compression_stage("gptq_palettize_weights", check_gptq_lut, version="1", contract=lossy(gptq_lut_bound))
+def gptq_palettize_weights(program, *, nbits: Literal[1, 2, 3, 4, 6, 8] = 4,
+                           granularity: Literal[LUT_GRANULARITIES] = "per_tensor", group_size=32,
+                           lut: Literal[LUT_SOURCES] = "weighted", block_columns=128, damp=0.01, act_order=True,
+                           op_selector=None, config=None, context=DEFAULT_CONTEXT):
+    """A fixed LUT per tensor / group of output channels, indices chosen by GPTQ (module docstring)."""
+    params = {"nbits": nbits, "granularity": granularity, "group_size": group_size, "lut": lut,
+              "block_columns": block_columns, "damp": damp, "act_order": act_order}
+    check_gptq_lut(params)
+    return transform_weights(program, with_table(compress_gptq_lut, program), params, context, config,
+                             op_selector, kinds=("dense",), desc="gptq_palettize_weights", check=check_gptq_lut)

@@ -1,0 +1,140 @@
+"""GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative
+Pre-trained Transformers"): quantize a weight column by column, each time moving the
+columns not yet quantized to the least-squares optimum given the ones that are.
+
+The weight is a matrix W [rows, cols]: rows are output channels (independent), cols the input
+channels the calibration rows X [n, cols] multiply. The loss is the output error
+
+    L(Q) = || (W - Q) X^T ||^2 / n = tr((W - Q) H (W - Q)^T),   H = X^T X / n.
+
+Quantizing column j to q_j (the quantizer's choice for the current, already updated column)
+leaves the error e_j = (w_j - q_j); the optimal change of the remaining columns F given it is
+-e_j / [H_F^-1]_jj * [H_F^-1]_j,F (the Optimal Brain Surgeon update), and the inverse of
+H restricted to the remaining columns is read off the upper Cholesky factor U of H^-1 (row j
+of U, divided by U_jj, is that update for every j at once: the paper's "Cholesky
+reformulation"). Columns are processed in blocks of ``block`` (the "lazy batch" update: the
+columns right of a block are updated once per block by a matrix product).
+
+Damping: H + damp * mean(diag H) * I (GPTQ's default damp 0.01), so H^-1 exists and is
+well-conditioned; an input channel that is always 0 (diag 0) gets 1 on the diagonal first
+(its column is then quantized on its own, its error moved nowhere).
+
+``act_order``: columns in order of decreasing diag(H) (the paper's repository's "desc_act"):
+the channels with most energy are quantized first, while the most columns remain to absorb
+their error. The quantizer is given original column indices, so per-block grids
+(fixed before GPTQ runs: "static groups") are unaffected by the order.
+
+The quantizer is ``quantize(j, column) -> (reconstruction, codes)``: the affine grid of a
+column (scale and zero point per row) or the nearest entry of each row's LUT. GPTQ changes
+which code each element gets, never the grid: codes are always in range, the grid is the
+data-free one.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+
+class GptqResult(NamedTuple):
+    reconstruction: np.ndarray  # [rows, cols] float64
+    codes: np.ndarray           # [rows, cols], the quantizer's codes
+    loss: float                 # tr((W - Q) H (W - Q)^T) with the undamped H (nan: not asked for)
+
+
+def prepared_hessian(h: np.ndarray, damp: float) -> np.ndarray:
+    """H with dead channels set to 1 on the diagonal and the damping added (a fresh array)."""
+    h = np.array(h, np.float64, copy=True)
+    d = np.diagonal(h).copy()
+    dead = d <= 0
+    h[dead, :] = 0.0
+    h[:, dead] = 0.0
+    h[dead, dead] = 1.0
+    mean = float(np.mean(np.diagonal(h))) if h.size else 0.0
+    h[np.diag_indices_from(h)] += damp * mean
+    return h
+
+
+def inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
+    """U upper triangular with U^T U = H^-1, from one Cholesky factorisation: with P the
+    order reversal and P H P = L L^T, H^-1 = P L^-T L^-1 P = U^T U for U = P L^-1 P, which is
+    upper triangular (reversing rows and columns of the lower triangular L^-1)."""
+    n = h.shape[0]
+    lower = np.linalg.cholesky(h[::-1, ::-1])
+    inv_lower = np.linalg.solve(lower, np.eye(n))
+    return np.ascontiguousarray(inv_lower[::-1, ::-1])
+
+
+def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
+    """tr((W - Q) H (W - Q)^T)."""
+    d = np.asarray(w, np.float64) - np.asarray(q, np.float64)
+    return float(np.einsum("ij,ij->", d @ h, d))
+
+
+def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, damp: float = 0.01,
+         act_order: bool = True, code_dtype=np.int64, with_loss: bool = True) -> GptqResult:
+    """Quantize W [rows, cols] against H [cols, cols] (module docstring)."""
+    w = np.asarray(w, np.float64)
+    rows, cols = w.shape
+    order = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(cols)
+    hp = prepared_hessian(h, damp)[np.ix_(order, order)]
+    u = inverse_cholesky_upper(hp)
+    work = w[:, order].copy()
+    recon = np.empty_like(work)
+    codes = np.empty((rows, cols), code_dtype)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        part = work[:, i1:i2].copy()
+        errors = np.empty_like(part)
+        ub = u[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = part[:, i]
+            q, c = quantize(int(order[i1 + i]), col)
+            recon[:, i1 + i], codes[:, i1 + i] = q, c
+            e = (col - q) / ub[i, i]
+            part[:, i:] -= np.outer(e, ub[i, i:])
+            errors[:, i] = e
+        work[:, i2:] -= errors @ u[i1:i2, i2:]
+    back = np.argsort(order)
+    recon, codes = recon[:, back], codes[:, back]
+    return GptqResult(recon, codes, output_loss(w, recon, h) if with_loss else float("nan"))
+
+
+# ---- quantizers -------------------------------------------------------------------------
+
+def affine_quantizer(scale: np.ndarray, zero_point: np.ndarray, lo, hi, out_dtype) -> Callable:
+    """Column j on the grid scale[:, j] * (code - zero_point[:, j]), codes in [lo, hi]
+    (scalars, or [rows, cols] arrays where the dtype's edge limits a block); the
+    reconstruction as the emitted op computes it (fp32, rounded once to out_dtype)."""
+    s64 = np.asarray(scale, np.float64)
+    z64 = np.asarray(zero_point, np.float64)
+    lo_a, hi_a = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+
+    def at(a, j):
+        return a if a.ndim == 0 else a[:, j]
+
+    def quantize(j, col):
+        s, z = s64[:, j], z64[:, j]
+        c = np.clip(np.rint(col / s) + z, at(lo_a, j), at(hi_a, j))
+        r = ((c - z).astype(np.float32) * s.astype(np.float32)).astype(out_dtype).astype(np.float64)
+        return r, c
+
+    return quantize
+
+
+def lut_quantizer(luts: np.ndarray, row_lut: np.ndarray) -> Callable:
+    """Each row's element to the nearest entry of its LUT: luts [groups, entries] (float, in the
+    weight's dtype), row_lut [rows] the LUT of each row. Ties go to the lower index."""
+    luts64 = np.asarray(luts, np.float64)
+    per_row = luts64[row_lut]                      # [rows, entries]
+    order = np.argsort(per_row, axis=1, kind="stable")
+    sorted_vals = np.take_along_axis(per_row, order, axis=1)
+    mids = (sorted_vals[:, 1:] + sorted_vals[:, :-1]) / 2
+    rows = np.arange(per_row.shape[0])
+
+    def quantize(j, col):
+        pos = (col[:, None] > mids).sum(axis=1)     # cell of each element among the sorted entries
+        idx = order[rows, pos]
+        return per_row[rows, idx], idx
+
+    return quantize
