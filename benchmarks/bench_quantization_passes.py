@@ -5,28 +5,36 @@
     python benchmarks/bench_quantization_passes.py --no-coremltools
     python benchmarks/bench_quantization_passes.py --only dead_code_elimination,canonicalize_quantization
 
-Every figure is CPU time (time.process_time) of the pass alone; graphs are built first.
+Every figure is CPU time (time.process_time) of the pass alone; graphs are built first,
+and each tool runs once on a small graph (untimed warm-up) before anything is timed.
+Each measurement is repeated --runs times (default 3) and the MEDIAN is reported, the
+same number of runs at every size and for both tools (the machine is shared: one run
+varies by up to 2-3x with the load, so a best-of-N at small sizes against a single run
+at 1M would itself make a row look steeper).
 
 (1) For each of the eight seed passes, dead_code_elimination and the
     canonicalize_quantization preset, a chain repeating a unit the pass rewrites
     (the preset: a mixed unit where every seed pass finds work) at ~1k, 10k,
-    100k (and 1M) ops: microseconds per op, and max/min across sizes (target: the
-    incremental driver keeps it within 1.3x, i.e. flat). On a shared machine the
-    CPU time of one run varies by up to 2-3x with the load (caches, clocks): the
-    best of several runs is kept, and a row is only as steady as the machine.
+    100k (and 1M) ops: microseconds per op, and max/min across sizes (target:
+    within 1.3x, i.e. flat). Below ~20k ops one measurement times several calls
+    on the same input (their outputs freed after the clock stops) so that a
+    short call is not timed alone. A control row rebuilds every op once
+    (Op.replace: the allocation a pass does per op, no matching): its growth is
+    the machine's (caches, allocator), not any pass's.
 (2) At ~30k ops, the same units built twice, with our builder and with
     coremltools' MIL builder (mb.program), and each pass timed on both; the preset
     against coremltools running the same eight passes + dead_code_elimination in the
     preset's order, once (one round reaches the same op counts, checked below).
     coremltools' passes mutate their program, so each of its runs gets a freshly
-    built one; both tools get the same number of runs (--runs, best kept), except
-    that a coremltools pass taking over 20 s is not repeated (a second run could
-    only lower its time, i.e. lower our ratio). Target: ratio >= 3 everywhere.
-    "work" compares the non-const op counts per op type after the pass.
+    built one (building is not timed); a coremltools pass taking over 20 s is run
+    once (more runs could only lower its time, i.e. lower our ratio). Target:
+    ratio >= 3 everywhere. "work" compares the non-const op counts per op type
+    after the pass. coremltools' builder adds linear's default bias as a const, so
+    its graphs hold more consts in the rows using linear (same non-const ops).
 
 Every unit reads the previous unit's float output, so the chain is one long
 dependency path; consts are counted as ops (they are ops in both IRs).
-The machine is shared: figures are noisy, run twice.
+The machine is shared: figures are noisy; the script prints the load average it started with.
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ir.builder import Builder, TensorSpec  # noqa: E402
-from ir.core import Program  # noqa: E402
+from ir.core import Block, Program, gc_paused  # noqa: E402
 from stages.cleanup import dead_code_elimination  # noqa: E402
 from stages.quantization import (SEED_PASS_ORDER, canonicalize_quantization,  # noqa: E402
                                  canonicalize_quantized_lut_pattern, dequantize_quantize_pair_elimination,
@@ -212,25 +220,57 @@ def cpu_timed(fn):
 
 # ---- (1) scaling ------------------------------------------------------------------------
 
-def scaling(sizes, passes, runs: int):
-    print(f"(1) CPU time per op (us/op), best of {runs} below 1M ops, one run at 1M; "
-          f"sizes = ops incl. consts")
+MIN_OPS_PER_MEASUREMENT = 20_000  # below this, one measurement times several calls
+
+
+def measured(fn, n_ops: int):
+    """CPU seconds of one call of fn, timing ceil(MIN_OPS_PER_MEASUREMENT / n_ops) calls
+    together (their results are kept until the clock stops, then freed untimed)."""
+    calls = max(1, -(-MIN_OPS_PER_MEASUREMENT // n_ops))
+    outs = []
+    t = time.process_time()
+    for _ in range(calls):
+        outs.append(fn())
+    secs = (time.process_time() - t) / calls
+    return secs, outs[0]
+
+
+def median(xs):
+    return float(np.median(xs))
+
+
+def rebuild_every_op(prog: Program) -> Program:
+    """The control: every op rebuilt once (what a pass allocates per op), nothing matched."""
+    with gc_paused():
+        fns = {n: f.replace(block=Block.make(f.block.inputs, [op.replace() for op in f.block.ops],
+                                             f.block.outputs)) for n, f in prog.functions.items()}
+        return Program.make(fns, prog.attrs)
+
+
+def scaling(sizes, passes, runs: int, control: bool = True):
+    print(f"(1) CPU time per op (us/op), median of {runs} runs at every size; sizes = ops incl. consts")
     print(f"{'stage':56s}" + "".join(f"{s:>11,d}" for s in sizes) + "   max/min")
     rows = {}
-    for st, (unit, opset) in passes.items():
+    todo = [(st.name, st, unit, opset) for st, (unit, opset) in passes.items()]
+    if control:
+        todo.append(("(control: rebuild every op once)", rebuild_every_op, unit_pair, "iOS18"))
+    for name, st, unit, opset in todo:
         per_unit = ops_per_unit(unit)
+        st(build_ours(unit, 2, opset))  # warm-up
         row = []
         for size in sizes:
             prog = build_ours(unit, max(1, size // per_unit), opset)
-            best = float("inf")
-            for _ in range(runs if size < 1_000_000 else 1):
-                secs, out = cpu_timed(lambda: st(prog))
-                best = min(best, secs)
-            assert out is not prog, f"{st.name} found nothing to do"
-            row.append(best / n_ops(prog) * 1e6)
-            del prog, out
-        rows[st.name] = row
-        print(f"{st.name:56s}" + "".join(f"{r:11.2f}" for r in row) + f"   {max(row) / min(row):7.2f}", flush=True)
+            n = n_ops(prog)
+            times = []
+            for _ in range(runs):
+                secs, out = measured(lambda: st(prog), n)
+                times.append(secs)
+                assert out is not prog, f"{name} found nothing to do"
+                del out
+            row.append(median(times) / n * 1e6)
+            del prog
+        rows[name] = row
+        print(f"{name:56s}" + "".join(f"{r:11.2f}" for r in row) + f"   {max(row) / min(row):7.2f}", flush=True)
     return rows
 
 
@@ -262,26 +302,33 @@ def _kinds_theirs(prog) -> Counter:
 
 def versus_coremltools(size: int, passes, runs: int):
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    print(f"\n(2) each pass at ~{size:,d} ops, CPU seconds (best of {runs} each), ours vs coremltools 9.0")
+    print(f"\n(2) each pass at ~{size:,d} ops, CPU seconds (median of {runs} runs each), ours vs coremltools 9.0")
     print(f"{'stage':56s}{'ops ours':>9s}{'theirs':>8s}{'ours s':>9s}{'theirs s':>10s}{'ratio':>8s}  work")
     ratios = {}
     for st, (unit, opset) in passes.items():
         n_units = max(1, size // ops_per_unit(unit))
-        ours = build_ours(unit, n_units, opset)
-        t_ours, after = min((cpu_timed(lambda: st(ours)) for _ in range(runs)), key=lambda r: r[0])
         run_theirs = their_passes if st is canonicalize_quantization else their_pass(st.name)
-        t_theirs, n_theirs, kinds_theirs = float("inf"), 0, None
+        st(build_ours(unit, 2, opset))  # warm-up, both tools
+        run_theirs(build_theirs(unit, 2, opset))
+        ours = build_ours(unit, n_units, opset)
+        t_ours = []
+        for _ in range(runs):
+            secs, after = cpu_timed(lambda: st(ours))
+            t_ours.append(secs)
+        t_theirs, n_theirs, kinds_theirs = [], 0, None
         for i in range(runs):
             prog = build_theirs(unit, n_units, opset)
             n_theirs = their_op_count(prog)
             secs, _ = cpu_timed(lambda: run_theirs(prog))
-            t_theirs, kinds_theirs = min(t_theirs, secs), _kinds_theirs(prog)
+            t_theirs.append(secs)
+            kinds_theirs = _kinds_theirs(prog)
             del prog
             if secs > 20:
                 break
         same = _kinds_ours(after) == kinds_theirs
-        ratios[st.name] = t_theirs / t_ours
-        print(f"{st.name:56s}{n_ops(ours):9,d}{n_theirs:8,d}{t_ours:9.3f}{t_theirs:10.3f}{t_theirs / t_ours:7.2f}x"
+        t_o, t_t = median(t_ours), median(t_theirs)
+        ratios[st.name] = t_t / t_o
+        print(f"{st.name:56s}{n_ops(ours):9,d}{n_theirs:8,d}{t_o:9.3f}{t_t:10.3f}{t_t / t_o:7.2f}x"
               f"  {'same' if same else 'DIFFERENT'}", flush=True)
         if not same:
             print(f"{'':8s}ours {dict(sorted(_kinds_ours(after).items()))}\n"
@@ -296,14 +343,21 @@ def main():
     ap.add_argument("--no-coremltools", action="store_true")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--versus-size", type=int, default=30_000)
-    ap.add_argument("--runs", type=int, default=2, help="runs per measurement (best kept), both tools")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (median reported), both tools")
+    ap.add_argument("--no-control", action="store_true", help="skip the control row of the scaling table")
+    ap.add_argument("--sizes", default="", help="comma-separated op counts for (1) instead of 1k,10k,100k[,1M]")
     ap.add_argument("--only", default="", help="comma-separated stage names (default: every pass and the preset)")
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     passes = {st: v for st, v in PASSES.items() if not wanted or st.name in wanted}
     sizes = [1_000, 10_000, 100_000] + ([1_000_000] if args.full else [])
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
+          f"python {sys.version.split()[0]}")
     if not args.no_scaling:
-        rows = scaling(sizes, passes, runs=max(args.runs, 3))
+        rows = scaling(sizes, passes, runs=args.runs, control=not args.no_control)
+        rows = {n: r for n, r in rows.items() if not n.startswith("(control")}
         flat = [n for n, r in rows.items() if max(r) / min(r) > 1.3]
         print(f"    flat within 1.3x: {len(rows) - len(flat)}/{len(rows)}" + (f"; not: {', '.join(flat)}" if flat else ""))
     if not args.no_coremltools:

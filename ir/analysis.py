@@ -78,31 +78,56 @@ def use_def(fn: Function) -> UseDef:
 
 # ---- liveness -------------------------------------------------------------------
 
-def _dead_in(block, dead: set) -> set:
-    """Walk a block last op to first; record dead ops in `dead`; return the names the
-    kept ops (and the block's outputs) read. Ops inside a dead op are not visited:
-    they go with it."""
+def _dead_in(block, dead: list, kept: Optional[list] = None) -> set:
+    """Walk a block last op to first; append the dead ops to `dead` (and the live
+    ops, last first, to `kept` when given); return the names the block reads from its
+    surroundings (its own inputs included). Ops inside a dead op are not visited: they go
+    with it. A value is dropped from `needed` at its producer (SSA: nothing before it
+    reads it), so the set holds only the values live across the current op: its size
+    follows the graph's width, not its length, and large graphs stay as cheap per op."""
     needed = {v.name for v in block.outputs}
+    discard, add = needed.discard, needed.add
     for op in reversed(block.ops):
         outs = op.outputs
         # (single-output ops, the common case, without a generator per op)
-        live = outs[0].name in needed if len(outs) == 1 else any(v.name in needed for v in outs)
-        if not live:
-            dead.add(id(op))
+        if len(outs) == 1:
+            name = outs[0].name
+            if name not in needed:
+                dead.append(op)
+                continue
+            discard(name)
+        elif any(v.name in needed for v in outs):
+            for v in outs:
+                discard(v.name)
+        else:
+            dead.append(op)
             continue
+        if kept is not None:
+            kept.append(op)
         for b in op.blocks:
             needed |= _dead_in(b, dead)
         for v in op.inputs.values():
             if v.__class__ is tuple:
                 needed.update(x.name for x in v)
             else:
-                needed.add(v.name)
+                add(v.name)
     return needed
 
 
 def dead_ops(fn: Function) -> frozenset:
     """ids of the ops whose results nothing live reads (liveness flows backwards, so one
     reverse pass decides a dead chain of any length)."""
-    dead: set = set()
+    dead: list = []
     _dead_in(fn.block, dead)
-    return frozenset(dead)
+    return frozenset(map(id, dead))
+
+
+def live_ops(block) -> tuple:
+    """(the ops of `block` that stay after removing its dead ones, in block order; how many
+    were dead). The same reverse pass as `dead_ops`, for a block without nested blocks:
+    its ops are listed directly instead of going through a set of dead ids."""
+    dead: list = []
+    kept: list = []
+    _dead_in(block, dead, kept)
+    kept.reverse()
+    return kept, len(dead)

@@ -46,7 +46,7 @@ import heapq
 from bisect import bisect_left, insort
 from typing import Callable, Iterable, Mapping, NamedTuple, Optional
 
-from pyrsistent import freeze
+from pyrsistent import PMap, pmap
 
 from ir.analysis import use_def
 from ir.core import EMPTY_MAP, Block, Function, InvalidProgram, Op, Program, Var, gc_paused
@@ -251,11 +251,15 @@ def _new_counts(patterns) -> dict:
 
 
 def _frozen_counts(counts: dict):
-    return freeze({name: {"matched": m, "rewritten": r} for name, (m, r) in counts.items()})
+    # (pmaps built directly: pyrsistent's recursive freeze was a fixed cost per stage call
+    # large enough to show in the per-op figures of small graphs)
+    return pmap({name: pmap({"matched": m, "rewritten": r}) for name, (m, r) in counts.items()})
 
 
 def merge_counts(*many):
     """Per-pattern counts summed (what a stage reports when it runs the driver several times)."""
+    if len(many) == 1 and isinstance(many[0], PMap):
+        return many[0]  # already frozen counts: their sum is themselves
     total: dict = {}
     for counts in many:
         for name, c in counts.items():

@@ -230,3 +230,28 @@ def test_same_result_as_coremltools():
     out = dce(dedup(ours))
     mine = [(op.op_type, tuple(op.output.shape)) for op in out.main.ops]
     assert sorted(theirs) == sorted(mine)  # the same ops survive (their consts are ordered differently)
+
+
+@given(data=st.data())
+def test_dce_direct_path_is_the_drivers_result(data):
+    # a flat function skips the per-op offering (ir.analysis.live_ops): same ops (the same
+    # objects, in the same order) and the same counts as the sweep that claims each dead op
+    from stages.cleanup.dead_code_elimination import eliminate_dead_code_by_sweep, eliminate_dead_code_counted
+    fn = data.draw(random_programs()).main
+    direct, by_sweep = eliminate_dead_code_counted(fn), eliminate_dead_code_by_sweep(fn)
+    assert direct[1] == by_sweep[1]
+    assert Program.make([direct[0]]).digest == Program.make([by_sweep[0]]).digest
+    # ops without nested blocks are kept as they are (a cond whose branch lost dead ops is
+    # rebuilt: a new object in each run)
+    assert [id(o) for o in direct[0].block.ops if not o.blocks] == \
+        [id(o) for o in by_sweep[0].block.ops if not o.blocks]
+    assert (direct[0] is fn) == (by_sweep[0] is fn)
+
+
+def test_dce_counts_each_dead_op_once():
+    out = dce.run(with_dead_chain)
+    # 30 relus, the dead const and the add that reads them
+    assert dict(out.stats["patterns"]["dead_op"]) == {"matched": 32, "rewritten": 32}
+    again = dce.run(out.program)
+    assert again.program is out.program
+    assert dict(again.stats["patterns"]["dead_op"]) == {"matched": 0, "rewritten": 0}
