@@ -94,10 +94,10 @@ def _block_size(w, params, in_axis):
     return next(b for b in range(min(wanted, dim), 0, -1) if dim % b == 0)  # dim > 0: empty weights are skipped
 
 
-def _quantize(view, w, params):
-    """(AffineParams, output axis, stats recording the block size chosen) or a Skip."""
-    dt = dtype_name(params["dtype"])
-    axis, in_axis = _axes(view, w)
+def affine_grid(view, w, axes, params):
+    """(AffineParams, stats recording the block size chosen) or a Skip: the grid this stage
+    puts w on, given its (output, input) axes. GPTQ rounds onto the same grid."""
+    axis, in_axis = axes
     block_size, chosen = params["block_size"], {}
     if params["granularity"] == "per_block":
         block_size = _block_size(w, params, in_axis)
@@ -106,9 +106,16 @@ def _quantize(view, w, params):
         chosen = {"block_size": block_size}
         if block_size != params["block_size"]:
             chosen["block_size_requested"] = params["block_size"]
-    q = affine_quantize(w, mode=params["mode"], dtype=dt, granularity=params["granularity"],
+    q = affine_quantize(w, mode=params["mode"], dtype=dtype_name(params["dtype"]), granularity=params["granularity"],
                         axis=axis, block_size=block_size, input_axis=in_axis, name=view.name)
-    return q, axis, chosen
+    return q, chosen
+
+
+def _quantize(view, w, params):
+    """(AffineParams, output axis, stats recording the block size chosen) or a Skip."""
+    axes = _axes(view, w)
+    found = affine_grid(view, w, axes, params)
+    return found if isinstance(found, Skip) else (found[0], axes[0], found[1])
 
 
 def _shift_scale_consts(em, q, prefix=""):

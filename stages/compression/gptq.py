@@ -30,14 +30,14 @@ import numpy as np
 from ir.fold import evaluate_ops
 from stages.base import DEFAULT_CONTEXT
 from stages.calibration.stats import importance
-from stages.compression.affine import DTYPE_NAMES, _block_size, check_affine, dequantized_figures
+from stages.compression.affine import DTYPE_NAMES, affine_grid, check_affine, dequantized_figures
 from stages.compression.calibrated import (NO_STATS, as_matrix, from_matrix, gram_of, matrix_axes, proxy_stats,
                                            stats_for, with_table)
-from stages.compression.checked import ParameterError, compression_stage, dtype_name, one_of
+from stages.compression.checked import ParameterError, compression_stage, one_of
 from stages.contracts.calibrated import gptq_affine_bound, gptq_lut_bound
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_ios18
-from stages.compression.numeric.affine import (GRANULARITIES, MODES, QUANT_DTYPES, _code_limits, affine_quantize,
+from stages.compression.numeric.affine import (GRANULARITIES, MODES, QUANT_DTYPES, _code_limits,
                                                expand_blocks, quant_range)
 from stages.compression.numeric.errors import NotCompressible
 from stages.compression.numeric.clip_search import search_scales
@@ -93,23 +93,6 @@ def _prepare(view, table):
 
 # ---- affine ----------------------------------------------------------------------------
 
-def _grid(view, w, axes, params):
-    """The affine stage's grid for this weight: (AffineParams, block stats) or a Skip."""
-    dt = dtype_name(params["dtype"])
-    out_axis, in_axis = axes
-    block_size, chosen = params["block_size"], {}
-    if params["granularity"] == "per_block":
-        block_size = _block_size(w, params, in_axis)
-        if isinstance(block_size, Skip):
-            return block_size
-        chosen = {"block_size": block_size}
-        if block_size != params["block_size"]:
-            chosen["block_size_requested"] = params["block_size"]
-    q = affine_quantize(w, mode=params["mode"], dtype=dt, granularity=params["granularity"], axis=out_axis,
-                        block_size=block_size, input_axis=in_axis, name=view.name)
-    return q, chosen
-
-
 def compress_gptq_affine(table, view, params, names):
     if view.kind != "dense":
         return Skip("GPTQ takes dense weights")
@@ -119,7 +102,7 @@ def compress_gptq_affine(table, view, params, names):
     w, axes, m, h = found
     require_ios18(view, "GPTQ quantization")
     try:
-        grid = _grid(view, w, axes, params)
+        grid = affine_grid(view, w, axes, params)
     except NotCompressible as e:
         return Skip(str(e))
     if isinstance(grid, Skip):
