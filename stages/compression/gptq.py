@@ -76,8 +76,10 @@ def check_gptq_lut(params: dict) -> None:
     _check_gptq(params)
 
 
-def _prepare(view, table):
-    """(weight, axes, matrix, H) or a Skip."""
+def _prepare(view, table, what: str):
+    """(weight, axes, matrix, H) or a Skip; `what` names the form for the iOS18 requirement."""
+    if view.kind != "dense":
+        return Skip("GPTQ takes dense weights")
     w = view.value
     if w.size == 0:
         return Skip("empty weight")
@@ -88,19 +90,17 @@ def _prepare(view, table):
     h = gram_of(stats_for(table, view), m.shape[1])
     if h is None:
         return Skip(NO_STATS if stats_for(table, view) is None else "no input Gram matrix recorded for this weight")
+    require_ios18(view, what)
     return w, axes, m, h
 
 
 # ---- affine ----------------------------------------------------------------------------
 
 def compress_gptq_affine(table, view, params, names):
-    if view.kind != "dense":
-        return Skip("GPTQ takes dense weights")
-    found = _prepare(view, table)
+    found = _prepare(view, table, "GPTQ quantization")
     if isinstance(found, Skip):
         return found
     w, axes, m, h = found
-    require_ios18(view, "GPTQ quantization")
     try:
         grid = affine_grid(view, w, axes, params)
     except NotCompressible as e:
@@ -171,13 +171,10 @@ def _group_rows(rows: int, params):
 
 
 def compress_gptq_lut(table, view, params, names):
-    if view.kind != "dense":
-        return Skip("GPTQ takes dense weights")
-    found = _prepare(view, table)
+    found = _prepare(view, table, "GPTQ palettization")
     if isinstance(found, Skip):
         return found
     w, axes, m, h = found
-    require_ios18(view, "GPTQ palettization")
     groups, per = _group_rows(m.shape[0], params)
     stats = stats_for(table, view)
     moment = None if params["lut"] == "kmeans" else importance(stats)[None, :]
