@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.compression.numeric.affine import expand_blocks
+
 RATIOS = tuple(np.round(np.arange(1.0, 0.499, -0.05), 2))
 
 
@@ -24,14 +26,6 @@ def _block_sum(e: np.ndarray, block_shape) -> np.ndarray:
     return e.reshape(shape).sum(axis=tuple(range(1, 2 * e.ndim, 2)))
 
 
-def _expand(p: np.ndarray, shape) -> np.ndarray:
-    out = p
-    for ax, (n, full) in enumerate(zip(p.shape, shape)):
-        if n != full:
-            out = np.repeat(out, full // n, axis=ax)
-    return out
-
-
 def search_scales(w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, lo: int, hi: int,
                   importance: np.ndarray, ratios=RATIOS) -> tuple:
     """(scales in the block layout of `scale` and its dtype, the ratio chosen per block).
@@ -39,13 +33,13 @@ def search_scales(w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, lo: 
     w: the weight; scale / zero_point: the data-free grid (block layout: the weight's rank,
     blocks per axis); importance: per-element weights broadcastable to w."""
     w64 = np.asarray(w, np.float64)
-    z = _expand(np.asarray(zero_point, np.float64), w.shape)
+    z = expand_blocks(np.asarray(zero_point, np.float64), w.shape)
     a = np.broadcast_to(np.asarray(importance, np.float64), w.shape)
     best_err = best_scale = best_ratio = None
     for r in ratios:
         s_blocks = (np.asarray(scale, np.float64) * r).astype(scale.dtype)
         s_blocks = np.where(s_blocks > 0, s_blocks, scale)  # never a zero step
-        s = _expand(s_blocks.astype(np.float64), w.shape)
+        s = expand_blocks(s_blocks.astype(np.float64), w.shape)
         q = np.clip(np.rint(w64 / s) + z, lo, hi)
         err = _block_sum(a * (w64 - (q - z) * s) ** 2, scale.shape)
         if best_err is None:
