@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 from pyrsistent import freeze, pmap
 
+from ir import lazy
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
 from ir.fold import fold_value, is_constexpr
@@ -457,6 +458,12 @@ def _run_job(task):
     compress, view, params, names = task
     start = time.perf_counter()
     rep = compress(view, params, names)
+    # a file-backed weight (ir.lazy): check its file did not change under us, and give back
+    # the pages reading it touched, so only the weights in flight stay resident
+    source = view.var.val
+    if source is not None:
+        lazy.verify(source)
+        lazy.release(source)
     return rep, time.perf_counter() - start
 
 

@@ -1,0 +1,203 @@
+"""File-backed tensors: a const's value that is a region of a file, read on demand.
+
+`file_array(path, offset, dtype, shape)` is a read-only numpy array over a
+memory map of the file (one map per file, shared by its tensors): to every
+consumer it is an ordinary read-only ndarray, but nothing is read until a
+consumer touches its elements, and an importer that makes one reads only the
+model's headers. What the module remembers per array (keyed by id, dropped
+when the array dies) is its `Region`: the file, the byte range, and the file's
+stamp (size, mtime, inode) when it was mapped.
+
+Invariants:
+* The IR stays immutable: the map is read-only (ACCESS_READ), so the array
+  cannot be made writeable; a stage that writes into it fails loudly.
+* `region_digest` is the digest `ir.digest.tensor_digest` would compute from
+  the bytes (same header, same bytes), computed by reading the file in chunks
+  with pread, never through the map, so hashing a 6 GB model never holds more
+  than one chunk; ir.digest remembers it once computed.
+* `release(arr)` gives the pages a consumer touched back (madvise DONTNEED on
+  the read-only map: the next touch reads them again from the page cache), so
+  resident memory stays bounded by what is in flight, not by what was read.
+* `verify(arr)` checks the file still has the stamp it had when it was mapped;
+  a file changed while a run is in progress is a `WeightFileChanged` naming it
+  (a ValueError). A digest computed again from the file that disagrees with
+  the remembered one is the same error.
+* A file shorter than the region a model declares is `WeightFileTruncated`.
+
+Page-cache pages are not this process's memory; pages of the map count in the
+resident set only while they are mapped in, hence `release`.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import weakref
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+CHUNK = 16 << 20  # bytes per pread when hashing or copying: bounded, and large enough to be fast
+_PAGE = mmap.PAGESIZE
+
+
+class WeightFileError(ValueError):
+    """A weight file that does not hold what the model says, or changed under a run."""
+
+
+class WeightFileTruncated(WeightFileError):
+    pass
+
+
+class WeightFileChanged(WeightFileError):
+    pass
+
+
+class Stamp(NamedTuple):
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+class Region(NamedTuple):
+    path: str
+    offset: int
+    length: int
+    dtype: str  # numpy dtype.str
+    shape: tuple
+    stamp: Stamp
+
+
+def _stamp(path: str) -> Stamp:
+    st = os.stat(path)
+    return Stamp(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+# path -> (Stamp, mmap): one map per file while any of its arrays lives
+_MAPS: dict = {}
+# id(array) -> (weakref to the array, Region)
+_REGIONS: dict = {}
+# counters the tests read: how many bytes were hashed / copied from files
+READS = {"digest_bytes": 0, "copy_bytes": 0}
+
+
+def _map_of(path: str, stamp: Stamp) -> mmap.mmap:
+    got = _MAPS.get(path)
+    if got is not None and got[0] == stamp:
+        return got[1]
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    _MAPS[path] = (stamp, mm)
+    return mm
+
+
+def file_array(path, offset: int, dtype, shape, length: Optional[int] = None) -> np.ndarray:
+    """A read-only array of `shape` / `dtype` over bytes [offset, offset + nbytes) of `path`.
+    `length`, when the model states it, must equal the array's byte size."""
+    path = os.path.abspath(os.fspath(path))
+    dt = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    if length is not None and int(length) != nbytes:
+        raise WeightFileError(f"{path}: region of {length} bytes at offset {offset} cannot hold "
+                              f"{dt.name}{list(shape)} ({nbytes} bytes)")
+    try:
+        stamp = _stamp(path)
+    except OSError as e:
+        raise WeightFileError(f"{path}: cannot read the weight file ({e.strerror})") from None
+    if offset < 0 or offset + nbytes > stamp.size:
+        raise WeightFileTruncated(f"{path}: the file is {stamp.size} bytes, shorter than the "
+                                  f"{nbytes} bytes at offset {offset} the model says it holds")
+    if nbytes == 0:
+        arr = np.zeros(shape, dt)
+        arr.flags.writeable = False
+        return arr
+    arr = np.frombuffer(_map_of(path, stamp), dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+    key = id(arr)
+    _REGIONS[key] = (weakref.ref(arr, lambda _r, k=key: _REGIONS.pop(k, None)),
+                     Region(path, int(offset), nbytes, dt.str, shape, stamp))
+    return arr
+
+
+def region_of(arr) -> Optional[Region]:
+    """The file region behind `arr`, when `arr` is one file_array made (not a view of one)."""
+    hit = _REGIONS.get(id(arr))
+    if hit is None or hit[0]() is not arr:
+        return None
+    return hit[1]
+
+
+def verify(arr) -> None:
+    """WeightFileChanged when the file behind `arr` is no longer the one that was mapped."""
+    r = region_of(arr)
+    if r is None:
+        return
+    try:
+        now = _stamp(r.path)
+    except OSError:
+        raise WeightFileChanged(f"{r.path}: the weight file disappeared during the run") from None
+    if now != r.stamp:
+        raise WeightFileChanged(f"{r.path}: the weight file changed on disk during the run "
+                                f"(size {r.stamp.size} -> {now.size}, modified again)")
+
+
+def chunks(r: Region):
+    """The region's bytes in chunks of at most CHUNK, read with preadv into one reused buffer
+    (not through the map, and no fresh pages per chunk): each memoryview is valid only until
+    the next one is asked for."""
+    buf = bytearray(min(CHUNK, r.length))
+    view = memoryview(buf)
+    with open(r.path, "rb") as f:
+        fd, pos, end = f.fileno(), r.offset, r.offset + r.length
+        while pos < end:
+            want = min(len(buf), end - pos)
+            got = os.preadv(fd, [view[:want]], pos)
+            if got <= 0:
+                raise WeightFileTruncated(f"{r.path}: the file ended at byte {pos}, before the "
+                                          f"{r.length} bytes at offset {r.offset} the model says it holds")
+            pos += got
+            yield view[:got]
+
+
+def region_digest(arr, header: bytes) -> Optional[str]:
+    """sha256 of `header` + the array's bytes, read from its file in chunks; None when `arr`
+    is not file-backed. The file is checked before and after (WeightFileChanged)."""
+    r = region_of(arr)
+    if r is None:
+        return None
+    verify(arr)
+    h = hashlib.sha256(header)
+    for data in chunks(r):
+        h.update(data)
+        READS["digest_bytes"] += len(data)
+    verify(arr)
+    return h.hexdigest()
+
+
+def release(arr) -> None:
+    """Give back the resident pages of a file-backed array (a no-op for any other array)."""
+    r = region_of(arr)
+    if r is None:
+        return
+    got = _MAPS.get(r.path)
+    if got is None or got[0] != r.stamp:
+        return
+    start = r.offset - r.offset % _PAGE
+    end = min(r.offset + r.length, got[0].size)
+    try:
+        got[1].madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (AttributeError, OSError, ValueError):  # no madvise here: the kernel reclaims them itself
+        pass
+
+
+def copy_to(arr, out) -> int:
+    """Write the bytes of a file-backed array to the binary file `out` chunk by chunk (no
+    more than one chunk in memory); the number of bytes written. The file's stamp is
+    checked before and after (WeightFileChanged)."""
+    r = region_of(arr)
+    verify(arr)
+    for data in chunks(r):
+        out.write(data)
+        READS["copy_bytes"] += len(data)
+    verify(arr)
+    return r.length
