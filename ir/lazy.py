@@ -29,6 +29,7 @@ resident set only while they are mapped in, hence `release`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -141,22 +142,43 @@ def verify(arr) -> None:
                                 f"(size {r.stamp.size} -> {now.size}, modified again)")
 
 
+def _read_range(r: Region, fd: int, pos: int, end: int, buf: memoryview):
+    while pos < end:
+        want = min(len(buf), end - pos)
+        got = os.preadv(fd, [buf[:want]], pos)
+        if got <= 0:
+            raise WeightFileTruncated(f"{r.path}: the file ended at byte {pos}, before the "
+                                      f"{r.length} bytes at offset {r.offset} the model says it holds")
+        pos += got
+        yield buf[:got]
+
+
 def chunks(r: Region):
     """The region's bytes in chunks of at most CHUNK, read with preadv into one reused buffer
     (not through the map, and no fresh pages per chunk): each memoryview is valid only until
     the next one is asked for."""
-    buf = bytearray(min(CHUNK, r.length))
-    view = memoryview(buf)
+    buf = memoryview(bytearray(min(CHUNK, r.length)))
     with open(r.path, "rb") as f:
-        fd, pos, end = f.fileno(), r.offset, r.offset + r.length
-        while pos < end:
-            want = min(len(buf), end - pos)
-            got = os.preadv(fd, [view[:want]], pos)
-            if got <= 0:
-                raise WeightFileTruncated(f"{r.path}: the file ended at byte {pos}, before the "
-                                          f"{r.length} bytes at offset {r.offset} the model says it holds")
-            pos += got
-            yield view[:got]
+        yield from _read_range(r, f.fileno(), r.offset, r.offset + r.length, buf)
+
+
+def _data_segments(fd: int, start: int, end: int):
+    """The parts of [start, end) of a file that hold data; holes of a sparse file (which read
+    as zeros) are left out. The whole range where the system cannot tell."""
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except (AttributeError, OSError) as e:
+            if getattr(e, "errno", None) == errno.ENXIO:  # no data after pos: all hole
+                return
+            yield pos, end
+            return
+        if data >= end:
+            return
+        yield data, min(hole, end)
+        pos = hole
 
 
 def region_digest(arr, header: bytes) -> Optional[str]:
@@ -196,8 +218,24 @@ def copy_to(arr, out) -> int:
     checked before and after (WeightFileChanged)."""
     r = region_of(arr)
     verify(arr)
-    for data in chunks(r):
-        out.write(data)
-        READS["copy_bytes"] += len(data)
+    base = out.tell()
+    end = base + r.length
+    buf = memoryview(bytearray(min(CHUNK, r.length)))
+    with open(r.path, "rb") as f:
+        for start, stop in _data_segments(f.fileno(), r.offset, r.offset + r.length):
+            out.seek(base + start - r.offset)  # a hole stays a hole (sparse files): seek past it
+            for data in _read_range(r, f.fileno(), start, stop, buf):
+                if _zeros(data):
+                    out.seek(len(data), os.SEEK_CUR)
+                else:
+                    out.write(data)
+                READS["copy_bytes"] += len(data)
+    out.seek(end)
+    if os.fstat(out.fileno()).st_size < end:
+        out.truncate(end)  # the region ended in a hole: the file must still reach its end
     verify(arr)
     return r.length
+
+
+def _zeros(data) -> bool:
+    return not any(data[:64]) and not np.frombuffer(data, np.uint8).any()
