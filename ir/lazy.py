@@ -201,15 +201,24 @@ def release(arr) -> None:
     r = region_of(arr)
     if r is None:
         return
-    got = _MAPS.get(r.path)
-    if got is None or got[0] != r.stamp:
+    mm = _mmap_behind(arr)
+    if mm is None:
         return
     start = r.offset - r.offset % _PAGE
-    end = min(r.offset + r.length, got[0].size)
+    end = min(r.offset + r.length, len(mm))
     try:
-        got[1].madvise(mmap.MADV_DONTNEED, start, end - start)
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
     except (AttributeError, OSError, ValueError):  # no madvise here: the kernel reclaims them itself
         pass
+
+
+def _mmap_behind(arr) -> Optional[mmap.mmap]:
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer keeps a memoryview of the map
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
 
 
 def copy_to(arr, out) -> int:
@@ -239,3 +248,55 @@ def copy_to(arr, out) -> int:
 
 def _zeros(data) -> bool:
     return not any(data[:64]) and not np.frombuffer(data, np.uint8).any()
+
+
+# ---- spilling: big results of a run kept in files, not in memory -------------------------
+
+SPILL_MIN_BYTES = 1 << 20  # smaller arrays stay in memory: a file per array would cost more
+
+
+class Spill:
+    """Where a run puts the big arrays it makes (compressed weights) so that memory holds
+    only the ones in flight: `put(arr)` writes the bytes to a new file and returns a
+    file-backed array equal to `arr` (same dtype, shape, bytes, digest). Each file is
+    removed when its array is collected; the directory (under the system's temporary
+    directory, or `directory`) when the process ends."""
+
+    def __init__(self, directory: Optional[str] = None):
+        self._parent = directory
+        self._dir: Optional[str] = None
+
+    def wants(self, arr) -> bool:
+        return (isinstance(arr, np.ndarray) and arr.nbytes >= SPILL_MIN_BYTES and arr.dtype.kind in "biuf"
+                and region_of(arr) is None)
+
+    def put(self, arr: np.ndarray) -> np.ndarray:
+        if not self.wants(arr):
+            return arr
+        import tempfile
+
+        if self._dir is None:
+            import atexit
+            import shutil
+
+            self._dir = tempfile.mkdtemp(prefix="weightpress-spill-", dir=self._parent)
+            atexit.register(shutil.rmtree, self._dir, True)
+        fd, path = tempfile.mkstemp(dir=self._dir, suffix=".bin")
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B"))
+        stamp = _stamp(path)
+        with open(path, "rb") as f:  # a map of its own (not shared in _MAPS): it dies with the array
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        out = np.frombuffer(mm, dtype=arr.dtype, count=arr.size).reshape(arr.shape)
+        key = id(out)
+        _REGIONS[key] = (weakref.ref(out, lambda _r, k=key: _REGIONS.pop(k, None)),
+                         Region(path, 0, arr.nbytes, arr.dtype.str, tuple(arr.shape), stamp))
+        weakref.finalize(out, _remove, path)
+        return out
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -288,3 +288,28 @@ def test_model_over_2gb_round_trips(tmp_path):
         w = back[f"w{i}"]
         assert w.shape == (dim, dim) and lazy.region_of(w) is not None
         assert w[0, 0] == i + 1 and w[-1, -1] == -(i + 1) and w[1, 1] == 0
+
+
+@pytest.mark.parametrize("preset", ["int8", "int4-block32"])
+def test_a_run_on_a_file_backed_model_spills_its_results_and_equals_the_in_memory_run(tmp_path, monkeypatch, preset):
+    from pipeline import Pipeline
+
+    monkeypatch.setattr(lazy, "SPILL_MIN_BYTES", 1024)
+    path = _external_model(tmp_path, _weights(n=3, dim=128))
+    mapped = import_onnx(path)
+    inline = onnx.load(path)
+    onnx.external_data_helper.convert_model_from_external_data(inline)
+    in_memory = import_onnx(inline)
+    assert mapped.digest == in_memory.digest
+    a = Pipeline.preset(preset).run(mapped).result
+    b = Pipeline.preset(preset).run(in_memory).result
+    assert a.digest == b.digest
+    spilled = [v for v in _const_vals(a).values() if lazy.region_of(v) is not None and v.dtype.kind in "iu"]
+    assert len(spilled) == 3  # each weight's codes live in a spill file
+    assert not any(lazy.region_of(v) is not None for v in _const_vals(b).values())
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    out_a.mkdir()
+    out_b.mkdir()
+    export_onnx(a, out_a / "m.onnx")
+    export_onnx(b, out_b / "m.onnx")
+    assert (out_a / "m.onnx").read_bytes() == (out_b / "m.onnx").read_bytes()
