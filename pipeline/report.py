@@ -138,6 +138,9 @@ class _Constants(Mapping):
         var = self.vars[name]
         return var.val if var.val is not None else fold_value(var, self.ud.producer, {})
 
+    def __contains__(self, name):  # without computing the value (Mapping's would)
+        return name in self.vars
+
     def thunk(self, name):
         var = self.vars[name]
         return var.val if var.val is not None else (lambda: self[name])
