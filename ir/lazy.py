@@ -74,7 +74,8 @@ def _stamp(path: str) -> Stamp:
     return Stamp(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-# path -> (Stamp, mmap): one map per file while any of its arrays lives
+# path -> (Stamp, weakref to the mmap): one map per file while any of its arrays lives (the
+# arrays hold the map; when the last one dies the map, and its file descriptor, go too)
 _MAPS: dict = {}
 # id(array) -> (weakref to the array, Region)
 _REGIONS: dict = {}
@@ -84,11 +85,12 @@ READS = {"digest_bytes": 0, "copy_bytes": 0}
 
 def _map_of(path: str, stamp: Stamp) -> mmap.mmap:
     got = _MAPS.get(path)
-    if got is not None and got[0] == stamp:
-        return got[1]
+    mm = got[1]() if got is not None and got[0] == stamp else None
+    if mm is not None:
+        return mm
     with open(path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    _MAPS[path] = (stamp, mm)
+    _MAPS[path] = (stamp, weakref.ref(mm))
     return mm
 
 
