@@ -170,12 +170,18 @@ def test_streaming_export_equals_in_memory_export_byte_for_byte(tmp_path, extern
     import stages
 
     ws = _weights(n=3, dim=64) + [np.arange(10 * 64, dtype=np.float32).reshape(64, 10) / 7]
-    p = import_onnx(_external_model(tmp_path, ws))
+    path = _external_model(tmp_path, ws)
+    p = import_onnx(path)
     q = stages.get("affine_quantize_weights")(p, dtype="int4", granularity="per_block", block_size=32)
-    for prog in (p, q):
-        streamed, memory = _export_both(prog, tmp_path / f"{external}_{prog.digest[:8]}", external_data=external)
+    inline = onnx.load(path)
+    onnx.external_data_helper.convert_model_from_external_data(inline)
+    r = import_onnx(inline)  # the same weights in memory
+    s = stages.get("affine_quantize_weights")(r, dtype="int8")
+    for i, (prog, file_backed) in enumerate(((p, True), (q, True), (r, False), (s, False))):
+        streamed, memory = _export_both(prog, tmp_path / f"{external}_{i}", external_data=external)
         assert streamed == memory
-        assert ("m.onnx.data" in streamed) == bool(external)
+        # a model whose weights came from a file goes out with external data, as it came
+        assert ("m.onnx.data" in streamed) == bool(external or file_backed)
 
 
 def test_streamed_export_copies_a_file_backed_weight_from_its_file(tmp_path):
@@ -310,6 +316,7 @@ def test_a_run_on_a_file_backed_model_spills_its_results_and_equals_the_in_memor
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     out_a.mkdir()
     out_b.mkdir()
-    export_onnx(a, out_a / "m.onnx")
-    export_onnx(b, out_b / "m.onnx")
-    assert (out_a / "m.onnx").read_bytes() == (out_b / "m.onnx").read_bytes()
+    export_onnx(a, out_a / "m.onnx")  # spilled results: external data, as the model came
+    export_onnx(b, out_b / "m.onnx", external_data=True)
+    for name in ("m.onnx", "m.onnx.data"):
+        assert (out_a / name).read_bytes() == (out_b / name).read_bytes()

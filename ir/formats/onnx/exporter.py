@@ -965,6 +965,14 @@ def _const_bytes(fn) -> int:
                for v in op.outputs if isinstance(v.val, np.ndarray))
 
 
+def _file_backed(fn) -> bool:
+    """Whether any constant of the function is a region of a file (ir.lazy): a model imported
+    from external data, or results a run spilled. Such a model is written with external data
+    whatever its size, as it came: putting it back inline costs two copies of every weight."""
+    return any(lazy.region_of(v.val) is not None for op in fn.block.walk() if op.op_type == "const"
+               for v in op.outputs)
+
+
 def _rest_external(model, sink: DataSink) -> None:
     """Initializers of subgraphs (the main graph's are streamed already) go external the way
     onnx's writer does it, after the main graph's, in onnx's order."""
@@ -984,6 +992,8 @@ def export_onnx(program: Program, path, opset: Optional[int] = None, external_da
     string = that data file name. matmul_nbits: write 4-bit per-block weights of
     MatMul / linear as com.microsoft MatMulNBits (onnxruntime's fused kernels; see
     nbits.py for which weights qualify); import gives the original ops back.
+    external_data None and a program whose weights are file-backed (ir.lazy: imported from
+    external data, or spilled by a run): external data, as the model came.
 
     A program with many constant bytes (STREAM_THRESHOLD) is written tensor by tensor into
     the data file as the graph is built (DataSink): no proto ever holds the weights, so
@@ -997,6 +1007,8 @@ def export_onnx(program: Program, path, opset: Optional[int] = None, external_da
     directory = os.path.dirname(os.path.abspath(path))
     location = external_data if isinstance(external_data, str) else os.path.basename(path) + ".data"
     fn = program.functions.get(function)
+    if external_data is None and fn is not None and _file_backed(fn):
+        external_data = True  # weights that came in a file (or were spilled to one) go out in one
     stream = external_data is not False and fn is not None and \
         (bool(external_data) or _const_bytes(fn) > STREAM_THRESHOLD)
     with scratch(directory) as tmp:  # the data file goes first, then the model that reads it
