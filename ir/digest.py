@@ -14,6 +14,7 @@ import weakref
 import numpy as np
 
 from ir.gcpause import gc_paused
+from ir.lazy import region_digest
 
 _TENSOR_MEMO: dict[int, tuple] = {}
 
@@ -28,7 +29,8 @@ _MEMO_MIN_BYTES = 4096
 
 
 def tensor_digest(arr: np.ndarray) -> str:
-    """sha256 over numpy dtype, shape and bytes; memoized per large (read-only) array."""
+    """sha256 over numpy dtype, shape and bytes; memoized per large (read-only) array.
+    A file-backed array (ir.lazy) is hashed from its file in chunks, to the same digest."""
     big = arr.nbytes >= _MEMO_MIN_BYTES
     if big:
         key = id(arr)
@@ -36,12 +38,15 @@ def tensor_digest(arr: np.ndarray) -> str:
         if hit is not None and hit[0]() is arr:
             return hit[1]
     dt = arr.dtype
-    h = hashlib.sha256(f"{dt.str}|{arr.shape}|".encode())
-    if dt.kind == "O":
-        h.update(repr(arr.tolist()).encode())
-    else:
-        h.update(arr.data if arr.flags.c_contiguous else np.ascontiguousarray(arr).data)
-    d = h.hexdigest()
+    header = f"{dt.str}|{arr.shape}|".encode()
+    d = region_digest(arr, header) if big else None  # a file-backed array: hashed from its file
+    if d is None:
+        h = hashlib.sha256(header)
+        if dt.kind == "O":
+            h.update(repr(arr.tolist()).encode())
+        else:
+            h.update(arr.data if arr.flags.c_contiguous else np.ascontiguousarray(arr).data)
+        d = h.hexdigest()
     if big and not arr.flags.writeable:  # only immutable arrays may be remembered
         try:
             _TENSOR_MEMO[key] = (weakref.ref(arr, _forget(key)), d)

@@ -41,23 +41,33 @@ def pack(values, ir_dtype) -> bytes:
     if flat.dtype.kind not in "iub":
         raise PackingError(f"cannot pack {flat.dtype} values as {dt.name}")
     _check_range(flat, dt)
-    codes = (flat.astype(np.int16) & ((1 << dt.bits) - 1)).astype(np.uint8)  # two's complement for int4
     if 8 % dt.bits == 0:
-        return _pack_aligned(codes, dt.bits)
+        return _pack_aligned(flat, dt.bits)
+    codes = (flat.astype(np.int16) & ((1 << dt.bits) - 1)).astype(np.uint8)  # two's complement for int4
     # general widths (3, 6): one bit plane per element bit, then packbits LSB-first
     planes = (codes[:, None] >> np.arange(dt.bits, dtype=np.uint8)) & 1
     return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
 
 
-def _pack_aligned(codes: np.ndarray, bits: int) -> bytes:
-    """Widths 1, 2, 4: a whole number of elements per byte, so shift and OR lanes."""
+_PACK_CHUNK = 1 << 20  # elements per pass: temporaries stay small, no fresh pages per weight
+
+
+def _pack_aligned(flat: np.ndarray, bits: int) -> bytes:
+    """Widths 1, 2, 4: a whole number of elements per byte, so shift and OR lanes, a chunk
+    at a time into one output. The low `bits` bits of each (range-checked) value are its
+    code: an integer cast to uint8 keeps the low byte, two's complement for int4."""
     per = 8 // bits
-    padded = np.zeros(-(-codes.size // per) * per, np.uint8)
-    padded[:codes.size] = codes
-    lanes = padded.reshape(-1, per)
-    out = np.zeros(lanes.shape[0], np.uint8)
-    for i in range(per):
-        out |= lanes[:, i] << np.uint8(i * bits)
+    mask = np.uint8((1 << bits) - 1)
+    out = np.empty(-(-flat.size // per), np.uint8)
+    for start in range(0, flat.size, _PACK_CHUNK):
+        codes = flat[start:start + _PACK_CHUNK].astype(np.uint8) & mask
+        if codes.size % per:  # the last byte is zero-padded
+            codes = np.concatenate([codes, np.zeros(per - codes.size % per, np.uint8)])
+        lanes = codes.reshape(-1, per)
+        dst = out[start // per:start // per + lanes.shape[0]]
+        np.copyto(dst, lanes[:, 0])
+        for i in range(1, per):
+            dst |= lanes[:, i] << np.uint8(i * bits)
     return out.tobytes()
 
 

@@ -52,7 +52,7 @@ def map_function(executor, stack: ExitStack) -> Callable:
                         "an object with .map, or a callable")
 
 
-def make_context(executor, stack: ExitStack, progress: Optional[Callable] = None) -> StageContext:
+def make_context(executor, stack: ExitStack, progress: Optional[Callable] = None, spill=None) -> StageContext:
     if isinstance(executor, StageContext):
         return executor
-    return StageContext(map=map_function(executor, stack), progress=progress)
+    return StageContext(map=map_function(executor, stack), progress=progress, spill=spill)

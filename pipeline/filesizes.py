@@ -29,10 +29,18 @@ class FileSizes(NamedTuple):
 
 
 def file_bytes(path) -> int:
-    """Bytes on disk of a model: a file, or a directory (an .mlpackage) summed."""
+    """Bytes on disk of a model: a file, or a directory (an .mlpackage) summed; an ONNX
+    model with its external data files (headers read only)."""
     path = Path(path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        try:
+            return path.stat().st_size + _sidecars(onnx.load(str(path), load_external_data=False), path)
+        except Exception:  # noqa: BLE001 - not readable as ONNX: its own size is what there is
+            pass
     return path.stat().st_size
 
 

@@ -101,6 +101,10 @@ def _session(path):
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # fatal only: its errors come back as exceptions, said once by us
+    # no graph optimizations: the check asks whether the file loads and runs, and constant
+    # folding would decompress every weight at load (4-bit blocks back to fp32: the time and
+    # the peak memory of the whole compress on a big model)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -23,12 +23,14 @@ import base64
 import html
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from ir.fold import constant_values
+from ir.analysis import use_def
+from ir.fold import fold_value, is_constexpr, is_foldable
 from stages.compression.numeric import metrics
 
 CONSTEXPR = "constexpr_"
@@ -42,7 +44,7 @@ class Weight:
     shape: tuple
     dtype: str  # dtype of the dense value
     stored_bytes: int  # what the stored form takes (sub-byte data counted packed)
-    value: np.ndarray  # the dense value
+    source: object  # the dense value, or a function computing it (see `value`)
     compression: str  # "plain", or the constexpr chain, outermost first
     consumers: tuple  # ((op name, input name), ...)
     marks: Optional[np.ndarray] = None  # LUT entries / quantization grid of the first block
@@ -50,12 +52,27 @@ class Weight:
     users: tuple = ()  # Use: the layers that read the (decompressed) weight
 
     @property
+    def value(self) -> np.ndarray:
+        """The dense value, computed each time it is asked for when the weight is compressed
+        (not kept: a report over a big model holds one decompressed weight at a time)."""
+        return self.source() if callable(self.source) else self.source
+
+    @property
+    def in_file(self) -> bool:
+        """Whether the value is a region of a file not read yet (ir.lazy): reading it costs I/O."""
+        from ir.lazy import region_of
+
+        return not callable(self.source) and region_of(self.source) is not None
+
+    @property
     def size(self) -> int:
-        return int(self.value.size)
+        return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def dense_bytes(self) -> int:
-        return self.value.size * self.value.dtype.itemsize
+        from ir.dtypes import dtype as lookup_dtype
+
+        return self.size * lookup_dtype(self.dtype).storage.itemsize
 
     @property
     def sparsity(self) -> float:
@@ -103,9 +120,41 @@ def _const_bytes(var) -> int:
     return (int(np.prod(var.shape, dtype=np.int64)) * var.type.dt.bits + 7) // 8
 
 
+class _Constants(Mapping):
+    """name -> value of every const and const-only constexpr output of a function, each
+    computed when asked for and not kept (constant_values would decompress every weight of
+    the model at once); a const's value is its own array, read from its file only if used."""
+
+    def __init__(self, fn):
+        self.ud = use_def(fn)
+        self.vars = {}
+        for op in fn.block.walk():
+            if op.op_type == "const" or is_constexpr(op):
+                for out in op.outputs:
+                    if is_foldable(out, self.ud.producer):
+                        self.vars[out.name] = out
+
+    def __getitem__(self, name):
+        var = self.vars[name]
+        return var.val if var.val is not None else fold_value(var, self.ud.producer, {})
+
+    def __contains__(self, name):  # without computing the value (Mapping's would)
+        return name in self.vars
+
+    def thunk(self, name):
+        var = self.vars[name]
+        return var.val if var.val is not None else (lambda: self[name])
+
+    def __iter__(self):
+        return iter(self.vars)
+
+    def __len__(self):
+        return len(self.vars)
+
+
 def _evaluate_constants(fn):
     """Values of every const and const-only constexpr output, their producers and consumers."""
-    env, producer, consumers = constant_values(fn), {}, {}
+    env, producer, consumers = _Constants(fn), {}, {}
     for op in fn.block.walk():
         for key, v in op.inputs.items():
             for var in v if isinstance(v, tuple) else (v,):
@@ -188,13 +237,13 @@ def weights_of(program, min_size: int = 2) -> list:
                     if not c.op_type.startswith(CONSTEXPR) and c.op_type != "const"]
             if not uses and name not in block_outputs:
                 continue  # an ingredient of a compressed weight, or dead
-            val = env[name]
             var = next(v for v in op.outputs if v.name == name)
-            if not var.type.dt.is_float or val.size < min_size:
+            shape = tuple(var.shape)
+            if not var.type.dt.is_float or int(np.prod(shape, dtype=np.int64)) < min_size:
                 continue
             marks, label = _marks(name, producer, env)
-            out.append(Weight(f"{fname}/{name}" if multi else name, tuple(val.shape), var.dtype,
-                              _stored_bytes(name, producer), val, _describe(name, producer),
+            out.append(Weight(f"{fname}/{name}" if multi else name, shape, var.dtype,
+                              _stored_bytes(name, producer), env.thunk(name), _describe(name, producer),
                               tuple(uses), marks, label, tuple(_users(name, consumers))))
     return out
 
@@ -209,8 +258,11 @@ def _used_by(w: Weight, shown: int = 2) -> str:
 
 def inspect_rows(weights) -> tuple:
     headers = ("weight", "shape", "dtype", "size", "sparsity", "unique", "compression", "used by")
+    # a weight still in its file (ONNX external data, ir.lazy) is not read to fill two columns:
+    # inspecting a 100 GB model reads its headers only
     rows = [(w.name, "x".join(map(str, w.shape)), w.dtype, human_bytes(w.stored_bytes),
-             f"{w.sparsity:.1%}", str(w.unique_values), w.compression, _used_by(w)) for w in weights]
+             "in file" if w.in_file else f"{w.sparsity:.1%}", "in file" if w.in_file else str(w.unique_values),
+             w.compression, _used_by(w)) for w in weights]
     total = sum(w.stored_bytes for w in weights)
     rows.append((f"total ({len(weights)} weights)", "", "", human_bytes(total), "", "", "", ""))
     return headers, rows

@@ -222,13 +222,24 @@ def run_steps(run: _Run, stages: tuple, offset: int, before: tuple = ()) -> tupl
 
 
 def _start(pipeline, program_or_store, input_digest, cache, verify, progress, executor, instruments,
-           stack: ExitStack, n_steps: int, validate=True) -> _Run:
+           stack: ExitStack, n_steps: int, validate=True, spill=None) -> _Run:
     from pipeline.executors import make_context
 
     instruments = tuple(instruments) + ((ProgressBar(n_steps),) if progress else ())
-    context = make_context(executor, stack, weight_progress if progress else None)
+    context = make_context(executor, stack, weight_progress if progress else None, spill)
     return _Run(pipeline.spec(), program_or_store, cache, context, _verify_options(verify), instruments,
                 input_digest, _validate_option(validate))
+
+
+def _spill_for(program):
+    """A spill store (ir.lazy.Spill) when the input's weights are file-backed: a model too
+    big to be read in memory gets results too big to be kept there."""
+    from ir import lazy
+
+    for _, op in program.walk():
+        if op.op_type == "const" and lazy.region_of(op.attrs.get("val")) is not None:
+            return lazy.Spill()
+    return None
 
 
 def _finish(run: _Run, pipeline, steps: tuple) -> Trace:
@@ -247,7 +258,7 @@ def run_pipeline(pipeline, program: Program, cache=None, verify=None, progress=F
         raise PipelineError(f"Pipeline.run: expected a Program, got {type(program).__name__}")
     with ExitStack() as stack:
         run = _start(pipeline, ProgramStore(cache, [program]), program.digest, cache, verify, progress,
-                     executor, instruments, stack, len(pipeline), validate)
+                     executor, instruments, stack, len(pipeline), validate, _spill_for(program))
         return _finish(run, pipeline, run_steps(run, pipeline.stages, 0))
 
 
@@ -264,7 +275,7 @@ def replay(trace: Trace, pipeline, from_step: int, options: dict) -> Trace:
         run = _start(pipeline, store, trace.input_digest, cache, options.pop("verify", None),
                      options.pop("progress", False), options.pop("executor", None),
                      options.pop("instruments", ()), stack, len(stages) - from_step,
-                     options.pop("validate", True))
+                     options.pop("validate", True), _spill_for(trace.program_at(0)))
         if options:
             raise PipelineError(f"replay: unknown option(s) {sorted(options)}")
         return _finish(run, pipeline, run_steps(run, stages[from_step:], from_step,

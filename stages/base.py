@@ -50,6 +50,9 @@ class StageContext:
     # backend can (so a progress bar follows the work); an executor's .map fits here
     map: Callable = _serial_map
     progress: Optional[Callable] = None  # progress(iterable, desc=..., total=...) -> iterable
+    # where big results go so that only the weights in flight are in memory (ir.lazy.Spill:
+    # .put(array) -> an equal, file-backed array); None: results stay in memory
+    spill: Optional[object] = None
 
     def track(self, items, desc: str = "", total: Optional[int] = None):
         return items if self.progress is None else self.progress(items, desc=desc, total=total)

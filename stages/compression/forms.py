@@ -87,7 +87,13 @@ class Emitter:
         self.ops = []
 
     def const(self, role: str, value, dt=None):
-        op = const_op(self.names(role), np.asarray(value), dt)
+        value = np.asarray(value)
+        if value.flags.writeable and value.flags.owndata and value.base is None:
+            # a compressor's fresh result (quantized codes, scales, a LUT): made read-only
+            # where it is rather than copied by const_op (a copy of every compressed weight
+            # was a third of int4's stage time and as many page faults)
+            value.flags.writeable = False
+        op = const_op(self.names(role), value, dt)
         self.ops.append(op)
         return op.outputs[0]
 

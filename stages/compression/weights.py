@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 from pyrsistent import freeze, pmap
 
+from ir import lazy
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
 from ir.fold import fold_value, is_constexpr
@@ -348,7 +349,7 @@ def transform_weights(program: Program, compress: Callable, stage_params: Mappin
         for name, reason in unclaimed_weights(fn, views, desc):
             stats[_key(fn, name)] = pmap({"skipped": reason})
         tasks = [(compress, view, params, names) for view, params, names in jobs]
-        results = tracked_map(context, _run_job, tasks, desc)
+        results = tracked_map(context, _run_job, tasks, desc, after=_spiller(getattr(context, "spill", None)))
         chosen = {}
         for (view, _, _), (rep, seconds) in zip(jobs, results):
             key = _key(fn, view.name)
@@ -423,11 +424,14 @@ def _not_smaller(rep: Replacement) -> Skip:
                 f"{st['compressed_bytes']} bytes against the weight's {st['original_bytes']}")
 
 
-def tracked_map(context: StageContext, fn: Callable, tasks: list, desc: str) -> list:
+def tracked_map(context: StageContext, fn: Callable, tasks: list, desc: str,
+                after: Optional[Callable] = None) -> list:
     """context.map(fn, tasks) as a list; the progress bar (if any) advances as each result
-    comes back, since the runner's map yields results in order as they are ready."""
+    comes back, since the runner's map yields results in order as they are ready.
+    `after(result)`, when given, runs on each result as it arrives (before the next is asked for)."""
     def results():  # the map starts when the bar first asks, so the bar is there from the start
-        yield from context.map(fn, tasks)
+        for r in context.map(fn, tasks):
+            yield r if after is None else after(r)
 
     return list(context.track(results(), desc=desc, total=len(tasks)))
 
@@ -457,7 +461,51 @@ def _run_job(task):
     compress, view, params, names = task
     start = time.perf_counter()
     rep = compress(view, params, names)
+    # a file-backed weight (ir.lazy): check its file did not change under us, and give back
+    # the pages reading it touched, so only the weights in flight stay resident
+    source = view.var.val
+    if source is not None:
+        lazy.verify(source)
+        lazy.release(source)
     return rep, time.perf_counter() - start
+
+
+def _spiller(spill) -> Optional[Callable]:
+    """With a spill store (the runner lends one when the model's weights are file-backed),
+    each job's result has its big constants moved to files as it arrives, so a stage holds
+    the weights in flight, not every compressed weight of the model."""
+    if spill is None:
+        return None
+
+    def after(result):
+        rep, seconds = result
+        return (_spilled(rep, spill) if isinstance(rep, Replacement) else rep), seconds
+
+    return after
+
+
+def _spilled(rep: Replacement, spill) -> Replacement:
+    """rep with each big const's value replaced by an equal file-backed array, and the ops
+    that read those consts pointing at the new Vars (the old arrays are then unreferenced)."""
+    swap: dict = {}
+    ops = []
+    for op in rep.ops:
+        if op.op_type == "const" and spill.wants(op.attrs.get("val")):
+            old = op.outputs[0]
+            val = spill.put(op.attrs["val"])
+            new = Var(old.name, old.type, val)
+            swap[id(old)] = new
+            ops.append(Op.make("const", op.name, outputs=(new,), attrs=op.attrs.set("val", val)))
+            continue
+        if swap and any(id(v) in swap for v in op.input_vars()):
+            ins = {k: (tuple(swap.get(id(x), x) for x in v) if isinstance(v, tuple) else swap.get(id(v), v))
+                   for k, v in op.inputs.items()}
+            op = op.replace(inputs=ins)
+        ops.append(op)
+    if not swap:
+        return rep
+    replace = None if rep.replace is None else {k: swap.get(id(v), v) for k, v in rep.replace.items()}
+    return Replacement(tuple(ops), rep.stats, rep.claims, replace)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 element-type table, attribute conversion and the format's errors."""
 from __future__ import annotations
 
+import os
 import re
+from typing import Optional
 
 import numpy as np
 import onnx
@@ -46,10 +48,56 @@ def elem_type(ir_name: str) -> int:
     return IR_TO_ELEM[lookup_dtype(ir_name).name]
 
 
-def tensor_to_array(t: TensorProto) -> tuple:
-    """(read-only array in the IR's storage dtype, IR dtype name) of an ONNX tensor."""
+# element types whose bytes in a file are the IR's storage array as it is (little-endian,
+# one element per item): an external-data tensor of these is mapped, not read
+_MAPPABLE = {TensorProto.FLOAT: "<f4", TensorProto.FLOAT16: "<f2", TensorProto.DOUBLE: "<f8",
+             TensorProto.INT8: "i1", TensorProto.UINT8: "u1", TensorProto.INT16: "<i2",
+             TensorProto.UINT16: "<u2", TensorProto.INT32: "<i4", TensorProto.UINT32: "<u4",
+             TensorProto.INT64: "<i8", TensorProto.UINT64: "<u8", TensorProto.BOOL: "|b1"}
+
+
+def is_external(t: TensorProto) -> bool:
+    return t.data_location == TensorProto.EXTERNAL
+
+
+def external_info(t: TensorProto) -> dict:
+    """location / offset / length of an external-data tensor (offset 0, length None when absent)."""
+    info = {e.key: e.value for e in t.external_data}
+    location = info.get("location", "")
+    parts = location.replace("\\", "/").split("/")
+    if not location or os.path.isabs(location) or ".." in parts:
+        raise OnnxFormatError(f"tensor {t.name!r}: external data location {location!r} is not a "
+                              "file name relative to the model")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise OnnxFormatError(f"tensor {t.name!r}: external data offset / length are not integers") from None
+    return {"location": location, "offset": offset, "length": length}
+
+
+def _mapped(t: TensorProto, base_dir: str) -> np.ndarray:
+    from ir.lazy import WeightFileError, file_array
+
+    info = external_info(t)
+    try:
+        return file_array(os.path.join(base_dir, info["location"]), info["offset"], _MAPPABLE[t.data_type],
+                          tuple(t.dims), info["length"])
+    except WeightFileError as e:
+        raise OnnxFormatError(f"tensor {t.name!r}: {e}") from None
+
+
+def tensor_to_array(t: TensorProto, base_dir: Optional[str] = None) -> tuple:
+    """(read-only array in the IR's storage dtype, IR dtype name) of an ONNX tensor.
+    An external-data tensor read from `base_dir` is file-backed (ir.lazy) when its bytes
+    are the array as it is; others are read whole."""
     dt = ir_dtype(t.data_type, f"tensor {t.name!r}")
-    arr = numpy_helper.to_array(t)
+    if base_dir is not None and is_external(t):
+        if t.data_type in _MAPPABLE and np.dtype(_MAPPABLE[t.data_type]) == lookup_dtype(dt).storage:
+            return _mapped(t, base_dir), dt
+        arr = numpy_helper.to_array(t, base_dir)
+    else:
+        arr = numpy_helper.to_array(t)
     storage = lookup_dtype(dt).storage
     if arr.dtype != storage:  # int4 / uint4 come back as ml_dtypes types
         arr = arr.astype(storage)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Optional
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ir import lazy
 from ir.atomic import replace, scratch
 from ir.core import Program, Var
-from ir.dtypes import from_numpy
+from ir.dtypes import dtype as lookup_dtype, from_numpy
 from ir.formats.onnx.common import (OnnxExportError, array_to_tensor, attr_from_ir, elem_type,
                                     onnx_attrs)
 from ir.formats.onnx import model_meta
@@ -63,6 +65,7 @@ class Writer:
         self.sources: dict = {}  # IR var name -> where its value lies in the file (import record)
         self.records: list = []  # one per compressed-weight op, written as model metadata
         self.record_of: dict = {}  # IR var name -> (record index, output index)
+        self.sink: Optional[DataSink] = None  # the root writer's external data file, when streaming
 
     # -- names ------------------------------------------------------------------
     def child(self, block) -> "Writer":
@@ -154,8 +157,15 @@ class Writer:
             ir_dtype = "uint8"
         self.used.add(name)
         self.init_names.add(name)
-        self.inits.append(array_to_tensor(arr, ir_dtype, name))
+        if self.sink is not None and _direct(arr, ir_dtype):
+            self.inits.append(self.sink.put_array(arr, ir_dtype, name))
+        else:
+            self.add_tensor(array_to_tensor(arr, ir_dtype, name))
         return name
+
+    def add_tensor(self, t: TensorProto) -> None:
+        """An initializer of this graph; its bytes go straight to the data file when streaming."""
+        self.inits.append(self.sink.put_tensor(t) if self.sink is not None else t)
 
     def const(self, hint: str, arr, ir_dtype: Optional[str] = None) -> str:
         arr = np.asarray(arr)
@@ -592,7 +602,7 @@ def _write_upgraded(nd, op, w):
         if t.name not in known:
             renames[t.name] = w.fresh(f"{op.name}_{t.name}")
             t.name = renames[t.name]
-            w.inits.append(t)
+            w.add_tensor(t)
             w.init_names.add(t.name)
     for n in converted.graph.node:
         for i, name in enumerate(n.output):
@@ -761,12 +771,16 @@ def _io_names(program, fn) -> dict:
     return {k: v for k, v in pairs.items() if k in present and v not in taken}
 
 
-def to_onnx_model(program: Program, opset: Optional[int] = None, function: str = "main") -> onnx.ModelProto:
-    """The ModelProto for one function of a program (nothing written)."""
+def to_onnx_model(program: Program, opset: Optional[int] = None, function: str = "main",
+                  sink: Optional["DataSink"] = None) -> onnx.ModelProto:
+    """The ModelProto for one function of a program (nothing written). With a `sink`, the
+    main graph's initializers are written to its data file as they are made and the
+    model only refers to them (external data), so no tensor is copied into the proto."""
     if function not in program.functions:
         raise OnnxExportError(f"no function {function!r} (have {sorted(program.functions)})")
     fn = program.functions[function]
     w = Writer(fn, choose_opset(program, opset, fn), _io_names(program, fn))
+    w.sink = sink
     declared = model_meta.declared_io(program.attrs.get(MODEL_META))
     inputs = []
     for v in fn.inputs:
@@ -858,6 +872,115 @@ def _extra_domains(fn) -> list:
 
 
 EXTERNAL_THRESHOLD = 1 << 30  # above this many weight bytes a single protobuf gets risky (2 GiB cap)
+# above this many bytes of constants the exporter streams them to the data file as it goes
+# (and puts them back inline at the end when they come to EXTERNAL_THRESHOLD or less)
+STREAM_THRESHOLD = 64 << 20
+ONNX_SIZE_THRESHOLD = 1024  # onnx's own: a tensor whose raw data (sys.getsizeof) is this or more goes external
+_DIRECT = {np.dtype(d) for d in ("<f4", "<f2", "<f8", "i1", "u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "|b1")}
+
+
+def _direct(arr, ir_dtype: str) -> bool:
+    """An array whose ONNX raw data is its own bytes (so the sink writes it without a copy)."""
+    return ir_dtype not in ("int4", "uint4", "bf16") and np.asarray(arr).dtype in _DIRECT \
+        and lookup_dtype(ir_dtype).storage == np.asarray(arr).dtype
+
+
+def _raw_size(nbytes: int) -> int:
+    return sys.getsizeof(b"") + nbytes  # what onnx's threshold measures
+
+
+class DataSink:
+    """The external data file, written tensor by tensor in onnx's own layout (one file,
+    tensors back to back in initializer order, no padding; the same location / offset /
+    length entries), so a streamed export is byte for byte the in-memory one. At most one
+    tensor's bytes are in memory at a time; a file-backed weight (ir.lazy) is copied from
+    its file in chunks."""
+
+    def __init__(self, path: str, location: str):
+        self.path, self.location = path, location
+        self.file = open(path, "wb")
+        self.streamed = 0  # how many tensors point into the file
+
+    @property
+    def size(self) -> int:
+        return self.file.tell() if not self.file.closed else os.path.getsize(self.path)
+
+    def _refer(self, t: TensorProto, offset: int) -> TensorProto:
+        del t.external_data[:]
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.location), ("offset", offset), ("length", self.file.tell() - offset)):
+            entry = t.external_data.add()
+            entry.key, entry.value = k, str(v)
+        self.streamed += 1
+        return t
+
+    def put_array(self, arr, ir_dtype: str, name: str) -> TensorProto:
+        arr = np.asarray(arr)
+        if _raw_size(arr.nbytes) < ONNX_SIZE_THRESHOLD:
+            return array_to_tensor(arr, ir_dtype, name)
+        t = TensorProto(name=name, data_type=elem_type(ir_dtype), dims=list(arr.shape))
+        offset = self.file.tell()
+        if lazy.region_of(arr) is not None:
+            lazy.copy_to(arr, self.file)
+            lazy.release(arr)
+        else:
+            self.file.write(memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B"))
+        return self._refer(t, offset)
+
+    def put_tensor(self, t: TensorProto) -> TensorProto:
+        if not t.HasField("raw_data") or _raw_size(len(t.raw_data)) < ONNX_SIZE_THRESHOLD:
+            return t
+        offset = self.file.tell()
+        self.file.write(t.raw_data)
+        t.ClearField("raw_data")
+        return self._refer(t, offset)
+
+    def inline(self, model) -> None:
+        """Every streamed tensor's bytes back into the model's protos (the model is small
+        after all; make_graph copied the protos, so they are found in the model)."""
+        from onnx.external_data_helper import _get_initializer_tensors
+
+        self.file.flush()
+        with open(self.path, "rb") as f:
+            for t in _get_initializer_tensors(model):
+                if t.data_location != TensorProto.EXTERNAL:
+                    continue
+                info = {e.key: e.value for e in t.external_data}
+                if info.get("location") != self.location:
+                    continue
+                f.seek(int(info["offset"]))
+                t.raw_data = f.read(int(info["length"]))
+                del t.external_data[:]
+                t.ClearField("data_location")
+        self.streamed = 0
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+def _const_bytes(fn) -> int:
+    """What the function's constants take in memory: the exporter's cue to stream (no data read)."""
+    return sum(v.val.nbytes for op in fn.block.walk() if op.op_type == "const"
+               for v in op.outputs if isinstance(v.val, np.ndarray))
+
+
+def _file_backed(fn) -> bool:
+    """Whether any constant of the function is a region of a file (ir.lazy): a model imported
+    from external data, or results a run spilled. Such a model is written with external data
+    whatever its size, as it came: putting it back inline costs two copies of every weight."""
+    return any(lazy.region_of(v.val) is not None for op in fn.block.walk() if op.op_type == "const"
+               for v in op.outputs)
+
+
+def _rest_external(model, sink: DataSink) -> None:
+    """Initializers of subgraphs (the main graph's are streamed already) go external the way
+    onnx's writer does it, after the main graph's, in onnx's order."""
+    from onnx.external_data_helper import _get_initializer_tensors
+
+    for t in _get_initializer_tensors(model):
+        if t.data_location != TensorProto.EXTERNAL:
+            sink.put_tensor(t)
 
 
 def export_onnx(program: Program, path, opset: Optional[int] = None, external_data=None,
@@ -868,25 +991,59 @@ def export_onnx(program: Program, path, opset: Optional[int] = None, external_da
     when the weights are large; True = always (into `<file>.data` beside it); a
     string = that data file name. matmul_nbits: write 4-bit per-block weights of
     MatMul / linear as com.microsoft MatMulNBits (onnxruntime's fused kernels; see
-    nbits.py for which weights qualify); import gives the original ops back."""
+    nbits.py for which weights qualify); import gives the original ops back.
+    external_data None and a program whose weights are file-backed (ir.lazy: imported from
+    external data, or spilled by a run): external data, as the model came.
+
+    A program with many constant bytes (STREAM_THRESHOLD) is written tensor by tensor into
+    the data file as the graph is built (DataSink): no proto ever holds the weights, so
+    models past protobuf's 2 GB go out, and memory holds one tensor's bytes at a time; the
+    files are byte for byte what the in-memory path writes."""
     if matmul_nbits:
         from ir.formats.onnx.nbits import rewrite
 
         program = rewrite(program, function)
-    model = to_onnx_model(program, opset, function)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    size = sum(len(t.raw_data) for t in model.graph.initializer)
-    use_external = bool(external_data) or (external_data is None and size > EXTERNAL_THRESHOLD)
     location = external_data if isinstance(external_data, str) else os.path.basename(path) + ".data"
+    fn = program.functions.get(function)
+    if external_data is None and fn is not None and _file_backed(fn):
+        external_data = True  # weights that came in a file (or were spilled to one) go out in one
+    stream = external_data is not False and fn is not None and \
+        (bool(external_data) or _const_bytes(fn) > STREAM_THRESHOLD)
     with scratch(directory) as tmp:  # the data file goes first, then the model that reads it
-        tmp_model = os.path.join(tmp, os.path.basename(path))
-        if use_external:
-            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=location, size_threshold=1024)
-            if os.path.exists(os.path.join(tmp, location)):
-                replace(os.path.join(tmp, location), os.path.join(directory, location))
+        tmp_model, tmp_data = os.path.join(tmp, os.path.basename(path)), os.path.join(tmp, location)
+        if stream:
+            _write_streamed(program, opset, function, tmp_model, tmp_data, location, external_data)
         else:
-            onnx.save_model(model, tmp_model)
+            _write_in_memory(program, opset, function, tmp_model, location, external_data)
+        if os.path.exists(tmp_data):
+            replace(tmp_data, os.path.join(directory, location))
         replace(tmp_model, path)
     return path
+
+
+def _write_streamed(program, opset, function, tmp_model, tmp_data, location, external_data) -> None:
+    sink = DataSink(tmp_data, location)
+    try:
+        model = to_onnx_model(program, opset, function, sink=sink)
+        size = sink.size + sum(len(t.raw_data) for t in model.graph.initializer if t.HasField("raw_data"))
+        if not external_data and size <= EXTERNAL_THRESHOLD:
+            sink.inline(model)
+        else:
+            _rest_external(model, sink)
+    finally:
+        sink.close()
+    if not sink.streamed or sink.size == 0:
+        os.remove(tmp_data)
+    onnx.save_model(model, tmp_model)
+
+
+def _write_in_memory(program, opset, function, tmp_model, location, external_data) -> None:
+    model = to_onnx_model(program, opset, function)
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if bool(external_data) or (external_data is None and size > EXTERNAL_THRESHOLD):
+        onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=location, size_threshold=ONNX_SIZE_THRESHOLD)
+    else:
+        onnx.save_model(model, tmp_model)

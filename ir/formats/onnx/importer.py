@@ -21,7 +21,7 @@ from ir.formats.onnx import foreign  # noqa: F401  (registers the onnx.* evaluat
 from ir.formats.onnx import model_meta, records
 from ir.formats.onnx.control import BLOCK_ATTRS  # also registers the If / Loop / Scan kernels
 from ir.formats.onnx.model_meta import MODEL_META
-from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype, opset_of,
+from ir.formats.onnx.common import (Names, OnnxFormatError, attr_to_ir, ir_dtype, is_external, opset_of,
                                     safe_name, tensor_to_array)
 from ir.dtypes import dtype as lookup_dtype, from_numpy  # noqa: F401
 from ir.ops import OpError
@@ -38,23 +38,35 @@ class NotCore(Exception):
 # ---- loading -------------------------------------------------------------------
 
 def _read(src, base_dir) -> tuple:
-    """(ModelProto, label for messages); never mutates a ModelProto it is given."""
+    """(ModelProto, label for messages, directory of its external data or None); never
+    mutates a ModelProto it is given. External-data initializers are left in their file
+    (the importer maps them, see ir.lazy); external tensors inside attributes are read."""
     if isinstance(src, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(src)
-        if base_dir is not None:
-            external_data_helper.load_external_data_for_model(model, os.fspath(base_dir))
-        return model, "<ModelProto>"
+        base = os.fspath(base_dir) if base_dir is not None else None
+        if base is not None:
+            _load_attribute_tensors(model, base)
+        return model, "<ModelProto>", base
     path = os.fspath(src)
     if not os.path.isfile(path):
         raise OnnxFormatError(f"{path}: no such file")
+    base = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path))
     try:
         model = onnx.load(path, load_external_data=False)
-        external_data_helper.load_external_data_for_model(
-            model, os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path)))
+        _load_attribute_tensors(model, base)
     except Exception as e:  # protobuf / io errors come in many types
         raise OnnxFormatError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    return model, path
+    return model, path, base
+
+
+def _load_attribute_tensors(model, base: str) -> None:
+    # rare (a Constant node's value kept in a file) and small: read, as onnx would
+    for t in external_data_helper._get_attribute_tensors(model):
+        if is_external(t):
+            external_data_helper.load_external_data_for_tensor(t, base)
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
 
 
 def _check(model, label):
@@ -62,9 +74,28 @@ def _check(model, label):
         raise OnnxFormatError(f"{label}: not an ONNX model (no graph)")
     if model.ByteSize() < 2 ** 31 - 1:
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(_without_external(model))
         except Exception as e:
             raise OnnxFormatError(f"{label}: invalid ONNX model ({str(e).splitlines()[0]})") from None
+
+
+def _without_external(model):
+    """The model for onnx's checker: external-data tensors stand in as empty tensors of their
+    rank (the checker would look for their files relative to the working directory; the
+    importer checks each file itself when it maps the tensor, ir.lazy)."""
+    tensors = [t for t in external_data_helper._get_all_tensors(model) if is_external(t)]
+    if not tensors:
+        return model
+    stub = onnx.ModelProto()
+    stub.CopyFrom(model)  # headers only: the data is not in the proto
+    for t in external_data_helper._get_all_tensors(stub):
+        if is_external(t):
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+            rank = len(t.dims)
+            del t.dims[:]
+            t.dims.extend([0] * rank)
+    return stub
 
 
 def _type_of(type_proto, label=""):
@@ -131,6 +162,7 @@ class Ctx:
         self.names = parent.names if parent is not None else Names()
         self.renamed: dict = parent.renamed if parent is not None else {}  # IR name -> ONNX name
         self.root = parent.root if parent is not None else self
+        self.base_dir: Optional[str] = None  # where external data lives (the root's is used)
         self.node_notes: list = []  # (first output, doc_string, metadata_props) of annotated nodes
         self.model = model
         self.ops: list = []
@@ -162,11 +194,15 @@ class Ctx:
 
     def initializer(self, onnx_name: str) -> Var:
         """A const op for an initializer of this scope, made where it is first read."""
-        arr, dt = tensor_to_array(self.initializers[onnx_name])
+        arr, dt = self.tensor_array(self.initializers[onnx_name])
         op = const_op(self.name_for(onnx_name), arr, dt)
         self.ops.append(op)
         v = self.env[onnx_name] = op.outputs[0]
         return v
+
+    def tensor_array(self, t) -> tuple:
+        """(array, IR dtype) of a tensor of the model; external data stays in its file."""
+        return tensor_to_array(t, self.root.base_dir)
 
     def inp(self, node, i: int) -> Optional[Var]:
         return self.var(node.input[i]) if i < len(node.input) else None
@@ -725,10 +761,11 @@ def import_onnx(src, base_dir=None) -> Program:
     functions, value_info) is kept in the program's attrs for export.
     External-data initializers load from the file's directory (or base_dir).
     Raises OnnxFormatError (a ValueError) naming the file and the reason."""
-    model, label = _read(src, base_dir)
+    model, label, base = _read(src, base_dir)
     _check(model, label)
     typed = _inferred(_inlined(model, label))
     c = Ctx(typed, typed.graph)
+    c.base_dir = base
     g = typed.graph
     decoded = records.plan(model)  # compressed weights this package exported
     built: dict = {}

@@ -108,9 +108,7 @@ def _input(c, records, src: dict, built: dict, hint: str):
 
 
 def _from_initializer(c, src: dict, dt, shape) -> np.ndarray:
-    from ir.formats.onnx.common import tensor_to_array
-
-    arr = np.asarray(tensor_to_array(c.initializers[src["init"]])[0])
+    arr = np.asarray(c.tensor_array(c.initializers[src["init"]])[0])
     if src.get("layout"):
         arr = _unlayout(arr, src)
     elif src.get("nbits"):  # bit-packed bytes; int4 as two's complement nibbles
