@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.corpus import builders, models  # noqa: E402
+from benchmarks.bench_quality import cosines, embeddings, samples as quality_samples  # noqa: E402
+from benchmarks.corpus import models  # noqa: E402
 from ir.formats.onnx import import_onnx  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 from pipeline.calibration import calibration_data  # noqa: E402
@@ -35,43 +36,9 @@ from stages.compression import (affine_quantize_weights, gptq_palettize_weights,
                                 palettize_weights, weighted_palettize_weights)
 
 
-def _batches(batch_of, sentences, size):
-    return [batch_of(sentences[i:i + size]) for i in range(0, len(sentences), size)]
-
-
 def samples(name: str, n_cal: int, n_eval: int, batch: int):
-    """(calibration batches, evaluation batches): lists of feed dicts, disjoint."""
-    if name == "bert_tiny":
-        rng = np.random.default_rng(0)
-        make = lambda n: [builders.bert_inputs(rng, batch, 32) for _ in range(max(1, n // batch))]  # noqa: E731
-        return make(n_cal), make(n_eval)
-    from benchmarks.corpus.text import sentence_split
-
-    tok = models.minilm_tokenizer()
-    cal, ev = sentence_split(n_cal, n_eval, seed=0)
-    return _batches(tok.batch, cal, batch), _batches(tok.batch, ev, batch)
-
-
-def embeddings(path: str, feeds) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    s = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    out = []
-    for f in feeds:
-        got = dict(zip(names, s.run(None, f)))
-        if "sentence_embedding" in got:
-            out.append(got["sentence_embedding"])
-        else:
-            m = f["attention_mask"][..., None].astype(np.float64)
-            out.append((got[names[0]] * m).sum(1) / np.maximum(m.sum(1), 1e-9))
-    return np.concatenate(out).astype(np.float64)
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    """(calibration batches, evaluation batches): bench_quality's samples, disjoint."""
+    return quality_samples(name, n_cal, n_eval, batch)[:2]
 
 
 def _embeddings(nbits=4, **grouping):
