@@ -77,14 +77,14 @@ from stages.contracts.outputs import check_outputs
 from stages.contracts.palettize import _optimum_problems, palettize_bound  # noqa: F401 (tests read the DP)
 from stages.contracts.postconditions import (constexpr_forms_fit_opset, int_ops_fit_opset, no_cancelling_pairs,
                                              no_new_bad_scales, no_unnormalized_binary_ops,
-                                             no_unreordered_lut_scales)
+                                             no_unreordered_lut_scales, same_interface)
 from stages.contracts.report import check_report
 from stages.contracts.sparsify import sparsify_bound
 from stages.contracts.step import check_step
 from stages.contracts.weights import WeightCase, check_weights, figure_problems, weight_cases
 
 __all__ = ["no_cancelling_pairs", "no_unnormalized_binary_ops", "constexpr_forms_fit_opset", "int_ops_fit_opset",
-           "no_unreordered_lut_scales", "no_new_bad_scales", "Contract", "Violation", "WeightCase", "exact",
+           "no_unreordered_lut_scales", "no_new_bad_scales", "same_interface", "Contract", "Violation", "WeightCase", "exact",
            "within", "lossy", "composed", "effective", "contract_of", "check_step", "check_weights",
            "check_outputs", "check_report", "affine_bound", "palettize_bound", "sparsify_bound",
            "decompress_bound", "affine_tensor_problems", "code_range", "find_form", "figure_problems",

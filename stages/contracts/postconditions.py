@@ -266,3 +266,31 @@ def no_new_bad_scales(after: Program, before: Program) -> list:
     inherited = {value for value, _ in old.values()}  # carried over, maybe into a new op
     return [f"{fn}: {why}" for (fn, name), (value, why) in _bad_scales(after).items()
             if (fn, name) not in old and value not in inherited]
+
+
+def _interface(fn) -> tuple:
+    """What a caller of the function sees: its input names and types, its output names and types
+    (an exported model's signature is made of them)."""
+    return (tuple((v.name, v.type) for v in fn.inputs), tuple((v.name, v.type) for v in fn.outputs))
+
+
+def same_interface(after: Program, before: Program) -> list:
+    """A step keeps every function and its signature: no stage may rename, retype, add or drop
+    an input or an output (a renamed output breaks every caller that fetches it by name, even
+    when its values are right)."""
+    problems = []
+    for name, fn in before.functions.items():
+        new = after.functions.get(name)
+        if new is None:
+            problems.append(f"function {name!r} is gone")
+            continue
+        (ins, outs), (new_ins, new_outs) = _interface(fn), _interface(new)
+        if new_ins != ins:
+            problems.append(f"function {name!r}: inputs {_names(ins)} became {_names(new_ins)}")
+        if new_outs != outs:
+            problems.append(f"function {name!r}: outputs {_names(outs)} became {_names(new_outs)}")
+    return problems
+
+
+def _names(signature) -> str:
+    return ", ".join(f"{n}: {t}" for n, t in signature) or "(none)"

@@ -6,7 +6,7 @@ import inspect
 from ir.core import Program
 from stages.contracts.kinds import Violation, contract_of, effective
 from stages.contracts.outputs import check_outputs
-from stages.contracts.postconditions import no_new_bad_scales
+from stages.contracts.postconditions import no_new_bad_scales, same_interface
 from stages.contracts.report import check_report
 from stages.contracts.weights import check_weights, weight_cases
 
@@ -24,6 +24,7 @@ def check_step(before: Program, after: Program, stage, stats=None, inputs=(), re
     if contract is None or after is before:
         return problems
     problems += [Violation("finite positive scales", name, p) for p in no_new_bad_scales(after, before)]
+    problems += [Violation("same interface", name, p) for p in same_interface(after, before)]
     caches: dict = {}
     found = weight_cases(before, after, stage, stats, caches) if contract.kind == "lossy" else None
     problems += check_weights(before, after, stage, stats, contract, found)
