@@ -12,7 +12,8 @@ tree (never the real one: one copy per job, the file restored after each mutant)
 measured two ways:
 
 - tests: `python -m pytest -x -q -p no:cacheprovider <the test files of the mutated
-  module>` (TESTS_FOR below, plus tests/stages/test_contract_properties.py), cwd and
+  module>` (TESTS_FOR below, the module's own files first, then
+  tests/stages/test_contract_properties.py, then the broad directories), cwd and
   PYTHONPATH in the copy; killed when a test fails (or the run times out).
 - verify: tools/mutation/verify_harness.py in the copy (verify="each" at default
   settings over fixed generated programs and models; the cases that can reach the
@@ -52,11 +53,13 @@ QUANT_COMMON = ["tests/stages/test_preset.py", "tests/pipeline/test_presets.py"]
 COMPRESSION = ["tests/stages/compression", "tests/compression_numeric", "tests/adversarial/test_degenerate_weights.py",
                "tests/pipeline/test_presets.py"]
 KERNELS = ["tests/ir/test_ops_quant.py", "tests/ir/test_ops_constexpr.py", "tests/ir/test_ops_quant_fast_paths.py",
-           "tests/ir/test_interpret.py", "tests/stages/compression/test_figures.py",
+           "tests/ir/test_oracle.py", "tests/ir/test_interpret.py", "tests/stages/compression/test_figures.py",
            "tests/stages/test_dequantize_to_constexpr.py", "tests/stages/test_canonicalize_lut_pattern.py",
            "tests/formats/test_onnx_compressed_export.py"]
 
-# the test files that exercise each mutated module (a directory or file prefix -> files)
+# the test files that exercise each mutated module (the longest matching path prefix wins), the
+# most specific first: every mutant so far is killed by some test, and with -x the run stops at
+# the first failure, so the order decides the time (the broad directories come last)
 TESTS_FOR = {
     "stages/quantization/dequantize_quantize_pair.py": ["tests/stages/test_dequantize_quantize_pair.py"],
     "stages/quantization/int_op_canonicalization.py": ["tests/stages/test_int_op_canonicalization.py"],
@@ -68,14 +71,27 @@ TESTS_FOR = {
     "stages/quantization/reorder_lut_per_channel_scale.py": ["tests/stages/test_reorder_lut_per_channel_scale.py"],
     "stages/quantization/canonicalize_lut_pattern.py": ["tests/stages/test_canonicalize_lut_pattern.py"],
     "stages/compression/": COMPRESSION,
+    "stages/compression/numeric/affine.py": ["tests/compression_numeric/test_affine.py",
+                                             "tests/stages/compression/test_seed_examples_and_bounds.py"] + COMPRESSION,
+    "stages/compression/numeric/palettize.py": ["tests/compression_numeric/test_palettize.py",
+                                                "tests/compression_numeric/test_kmeans.py"] + COMPRESSION,
+    "stages/compression/numeric/sparse.py": ["tests/compression_numeric/test_sparse.py"] + COMPRESSION,
+    "stages/compression/affine.py": ["tests/stages/compression/test_affine_stage.py",
+                                     "tests/stages/compression/test_selection_axes_and_zero_points.py"] + COMPRESSION,
+    "stages/compression/sparsify.py": ["tests/stages/compression/test_selection_axes_and_zero_points.py"]
+                                      + COMPRESSION,
+    "stages/compression/weights.py": ["tests/stages/compression/test_selection_axes_and_zero_points.py"]
+                                     + COMPRESSION,
+    "stages/compression/palettize.py": ["tests/stages/compression/test_palettize_sparsify_joint.py",
+                                        "tests/stages/compression/test_layout_fallback.py"] + COMPRESSION,
     "ir/ops/quant.py": KERNELS,
     "ir/packing.py": ["tests/ir/test_packing.py", "tests/ir/test_serialize.py"],
     "ir/fold.py": ["tests/ir/test_fold.py", "tests/stages/compression"],
 }
 # the harness cases that can reach each mutated module (a quantization pass never runs in a
 # compression pipeline and the reverse; the op kernels and the IR run everywhere)
-CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/"),
-             "ir/": ("quant/", "comp/", "decomp/")}
+CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/", "io/"),
+             "ir/packing.py": ("io/",), "ir/": ("quant/", "comp/", "decomp/", "io/")}
 TEST_TIMEOUT = 900
 HARNESS_TIMEOUT = 900
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", "wp-cache")
@@ -85,13 +101,20 @@ class TableError(ValueError):
     """The mutant table does not match the tree."""
 
 
+def _longest_prefix(table: dict, path: str):
+    found = [prefix for prefix in table if path.startswith(prefix)]
+    return table[max(found, key=len)] if found else None
+
+
 def test_files(path: str) -> list:
-    own = next((files for prefix, files in TESTS_FOR.items() if path.startswith(prefix)), None)
+    own = _longest_prefix(TESTS_FOR, path)
     if own is None:
         raise TableError(f"no test files mapped for {path} (add it to TESTS_FOR)")
     if path.startswith("stages/quantization/"):
         own = own + QUANT_COMMON
-    return list(dict.fromkeys([CONTRACT_TESTS] + own))  # the fast contract properties first (-x stops early)
+    # the module's own test files, then the contract properties, then the broad rest (-x stops early)
+    specific = [f for f in own if f.endswith(".py") and f not in COMPRESSION + QUANT_COMMON][:2]
+    return list(dict.fromkeys(specific + [CONTRACT_TESTS] + own))
 
 
 def check_table(mutants: list, root: Path = ROOT) -> None:
@@ -170,7 +193,7 @@ def run_tests(slot: Path, files: list) -> tuple:
 
 
 def harness_prefixes(path: str) -> tuple:
-    found = next((p for prefix, p in CASES_FOR.items() if path.startswith(prefix)), None)
+    found = _longest_prefix(CASES_FOR, path)
     if found is None:
         raise TableError(f"no harness cases mapped for {path} (add it to CASES_FOR)")
     return found
