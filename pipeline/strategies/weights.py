@@ -32,7 +32,8 @@ deleted it and crashed), an already sparse weight (joint compression), a vector 
 with several blocks (cluster_dim > 1, per-group LUTs), an already jointly compressed
 weight whose nonzero values are a vector LUT (constexpr_lut_to_sparse with vectors), a
 conv weight and a matmul weight (different output axes), and (large models) weights of
-exactly and one past the default selection's 2048 elements.
+exactly and one past the default selection's 2048 elements, and one past the op kernels'
+chunk size (65536 elements: the chunked loops and fast lookup paths).
 
 Every choice that makes a case is named with c.tag (e.g. "fc1_w:zero_channel",
 "shared_const", "vector_lut:blocks:2"), so a fixed harness can pick seeds that cover
@@ -255,6 +256,13 @@ def weight_model(c, large: bool = False, opset: str = "iOS18") -> Program:
         z = b.input("z", TensorSpec((d["batch"], 683), fname))
         wb = b.const(weight_array(c, (3, 683), fname, name="edge1_w"), name="edge1_w")  # 2049 elements
         outs.append(b.linear(x=z, weight=wb, name="edge1_fc"))
+    if large and c.integer(0, 3) == 0:
+        # one weight past the op kernels' chunk size (65536 elements, not a multiple of it): the
+        # chunked loops and the fast lookup paths for long weights run
+        c.tag("chunked_weight")
+        wide = b.input("wide", TensorSpec((d["batch"], 256), fname))
+        wc = b.const(weight_array(c, (257, 256), fname, name="big_w"), name="big_w")
+        outs.append(b.linear(x=wide, weight=wc, name="big_fc"))
     return Program.make([b.function("main", outs, opset)])
 
 

@@ -1,68 +1,99 @@
-"""Which harness cases execute each mutant's snippet (on the unmutated tree)?
+"""Which harness cases execute each mutant's code (on the unmutated tree)?
 
-    PYTHONPATH=. python tools/mutation/reach.py                 # every mutant
-    PYTHONPATH=. python tools/mutation/reach.py --only Q08,P01 --show 3
+    python tools/mutation/reach.py                      # every mutant
+    python tools/mutation/reach.py --only Q08,P01 --show 3
 
 A mutant that no case of verify_harness.py executes cannot be killed by verify, whatever
 the contracts check: this tells a harness gap (no generated program reaches the code)
-from a contract gap (the code runs, the bug goes unnoticed). Each case runs once under a
-line tracer limited to the mutated files; a mutant counts as reached by a case when any
-line of its snippet ran. A snippet at module level (a table or constant, indentation 0)
-runs at import, so it is reported as "module level" with the cases that ran any other
-line of its file.
+from a contract gap (the code runs, the bug goes unnoticed).
+
+How: in a temporary copy of the tree, a probe call is put before the innermost statement
+holding each mutant's snippet (the statement of an `elif` / `else` test is its whole `if`,
+a slight over-approximation); the harness cases then run once in that copy, each probe
+recording the case it ran in. A snippet in a module-level statement (a table, a constant)
+runs at import: it is reported as "module level" (in effect in every case that imports it).
 """
 from __future__ import annotations
 
 import argparse
-import os
+import ast
+import json
+import shutil
+import subprocess
 import sys
-import threading
-import warnings
-from collections import defaultdict
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from mutants import MUTANTS  # noqa: E402
-from run import ROOT, harness_prefixes  # noqa: E402
+from run import IGNORE, ROOT, _env, harness_prefixes  # noqa: E402
+
+PROBE = '__import__("builtins")._wp_reach({!r})'
 
 
-def snippet_lines(m: dict, root: Path = ROOT) -> tuple:
-    """(first line, last line, module level?) of the mutant's snippet in its file."""
-    text = (root / m["file"]).read_text()
-    start = text[:text.index(m["snippet"])].count("\n") + 1
-    body = m["snippet"].rstrip("\n")
-    first = body.split("\n")[0]
-    module_level = not first.startswith((" ", "\t")) and text[:text.index(m["snippet"])].endswith("\n")
-    return start, start + body.count("\n"), module_level
+def _statement(tree: ast.AST, line: int, source_lines: list):
+    """The innermost statement whose lines hold `line`, and whether it is at module level."""
+    best, depth_best, in_def = None, -1, False
+
+    def visit(node, depth, inside_def):
+        nonlocal best, depth_best, in_def
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt) and child.lineno <= line <= child.end_lineno:
+                text = source_lines[child.lineno - 1].lstrip()
+                usable = not text.startswith(("elif", "else"))  # no statement can go before an elif
+                if usable and depth > depth_best:
+                    best, depth_best, in_def = child, depth, inside_def
+                visit(child, depth + 1, inside_def or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            else:
+                visit(child, depth, inside_def)
+
+    visit(tree, 0, False)
+    return best, not in_def and not isinstance(best, (ast.FunctionDef, ast.AsyncFunctionDef))
 
 
-class LineTracer:
-    """Lines executed in a fixed set of files (sys.settrace, local tracing only there)."""
+def instrument(root: Path, mutants: list) -> dict:
+    """Insert the probes in the copy at root; {mutant id: "probe" | "module level"}."""
+    kinds, by_file = {}, {}
+    for m in mutants:
+        by_file.setdefault(m["file"], []).append(m)
+    for rel, ms in by_file.items():
+        path = root / rel
+        text = path.read_text()
+        lines = text.split("\n")
+        tree = ast.parse(text)
+        inserts = []
+        for m in ms:
+            line = text[:text.index(m["snippet"])].count("\n") + 1
+            stmt, module_level = _statement(tree, line, lines)
+            if stmt is None or module_level:
+                kinds[m["id"]] = "module level"
+                continue
+            kinds[m["id"]] = "probe"
+            inserts.append((stmt.lineno, stmt.col_offset, m["id"]))
+        for lineno, col, mid in sorted(inserts, reverse=True):
+            lines.insert(lineno - 1, " " * col + PROBE.format(mid))
+        path.write_text("\n".join(lines))
+    return kinds
 
-    def __init__(self, files):
-        self.files = {os.path.realpath(f) for f in files}
-        self.hits = defaultdict(set)
 
-    def _global(self, frame, event, arg):
-        if os.path.realpath(frame.f_code.co_filename) in self.files:
-            return self._local
-        return None
-
-    def _local(self, frame, event, arg):
-        if event == "line":
-            self.hits[os.path.realpath(frame.f_code.co_filename)].add(frame.f_lineno)
-        return self._local
-
-    def __enter__(self):
-        self.hits = defaultdict(set)
-        threading.settrace(self._global)
-        sys.settrace(self._global)
-        return self
-
-    def __exit__(self, *exc):
-        sys.settrace(None)
-        threading.settrace(None)
+_RUNNER = '''
+import builtins, json, sys, warnings
+sys.path.insert(0, "tools/mutation")
+warnings.simplefilter("ignore")
+import numpy as np
+np.seterr(all="ignore")
+hits, current = {}, [None]
+builtins._wp_reach = lambda mid: hits.setdefault(mid, set()).add(current[0])
+import verify_harness
+prefixes = tuple(sys.argv[2].split(","))
+for name, fn in verify_harness.cases().items():
+    if name.startswith(prefixes):
+        current[0] = name
+        verify_harness._run(fn)
+hits.pop(None, None)
+json.dump({k: sorted(v - {None}) for k, v in hits.items()}, open(sys.argv[1], "w"))
+'''
 
 
 def main(argv=None) -> int:
@@ -70,34 +101,28 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated mutant ids")
     ap.add_argument("--show", type=int, default=2, help="case names shown per mutant")
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore")
-    import numpy as np
-    np.seterr(all="ignore")
-    import verify_harness
-
     chosen = [m for m in MUTANTS if not args.only or m["id"] in set(args.only.split(","))]
-    files = {m["file"] for m in chosen}
-    prefixes = tuple({p for m in chosen for p in harness_prefixes(m["file"])})
-    cases = {k: fn for k, fn in verify_harness.cases().items() if k.startswith(prefixes)}
-    per_case = {}
-    for name, fn in cases.items():
-        with LineTracer([ROOT / f for f in files]) as tr:
-            verify_harness._run(fn)
-        per_case[name] = {f: frozenset(tr.hits.get(os.path.realpath(ROOT / f), ())) for f in files}
+    prefixes = sorted({p for m in chosen for p in harness_prefixes(m["file"])})
+    with tempfile.TemporaryDirectory(prefix="wp-reach-") as tmp:
+        copy = Path(tmp) / "tree"
+        shutil.copytree(ROOT, copy, ignore=IGNORE)
+        kinds = instrument(copy, chosen)
+        out = Path(tmp) / "hits.json"
+        p = subprocess.run([sys.executable, "-c", _RUNNER, str(out), ",".join(prefixes)], cwd=copy,
+                           env=_env(copy), capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"the instrumented harness failed:\n{p.stderr[-2000:]}")
+        hits = json.loads(out.read_text())
     unreached = []
     for m in chosen:
-        first, last, module_level = snippet_lines(m)
         own = harness_prefixes(m["file"])
-        mine = [k for k in per_case if k.startswith(own)]
-        if module_level:
-            hit = [k for k in mine if per_case[k][m["file"]]]
-            where = "module level; file ran in"
-        else:
-            hit = [k for k in mine if any(first <= ln <= last for ln in per_case[k][m["file"]])]
-            where = "reached by"
-        if not hit:
+        cases = [c for c in hits.get(m["id"], []) if c.startswith(own)]
+        if kinds[m["id"]] == "module level":
+            print(f"{m['id']:4} module level (in effect wherever its module is used)")
+            continue
+        if not cases:
             unreached.append(m["id"])
-        print(f"{m['id']:4} {where} {len(hit):4}/{len(mine)} cases  {', '.join(hit[:args.show])}", flush=True)
+        print(f"{m['id']:4} reached by {len(cases):4} cases  {', '.join(cases[:args.show])}", flush=True)
     print(f"unreached: {', '.join(unreached) or 'none'}")
     return 0
 

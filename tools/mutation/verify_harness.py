@@ -72,7 +72,8 @@ PATTERN_TAG_TIMES = 2  # programs per tag of a pattern generator (a tag's case i
 # model tags left out of the cover: which weight holds which case (the weights of a model share
 # their compression path; "case:<case>" still requires every case somewhere) -- each kept tag
 # costs a model, and a model costs a case per configuration
-MODEL_TAG_SKIP = re.compile(r"^(shared_w|conv_w|edge_w|edge1_w|sparse_w):")
+MODEL_TAG_SKIP = re.compile(r"^(shared_w|conv_w|edge_w|edge1_w|sparse_w|big_w):")
+MODEL_COST = {True: 4.0}  # a model with the 65K-element weight takes ~4x as long to compress (k-means)
 IOS16_TAGS = re.compile(r"^(case:|dtype:|shared_const$|conv$|bias$)")  # what differs on iOS16 forms
 
 # configurations beyond the presets: each mode / form a preset does not run
@@ -113,15 +114,16 @@ NEEDS_IOS18 = {"int4-block32", "palettize-4bit-grouped", "palettize-pcs", "palet
                "sparse+palettize", "sparse+palettize-grouped"}
 
 
-def tag_cover(gen, search: int = SEARCH, keep=None, times: int = 1) -> list:
+def tag_cover(gen, search: int = SEARCH, keep=None, times: int = 1, cost=None) -> list:
     """The seeds (sorted) of a greedy cover of every tag gen's first `search` examples carry
     (kept by `keep`), each tag by `times` seeds (or all that carry it): repeatedly the seed
-    that covers the most tags still short, lowest first."""
+    that covers the most tags still short per unit of cost(all its tags), lowest first."""
     from pipeline.strategies.choices import tagged_example
 
-    tags = {}
+    tags, price = {}, {}
     for seed in range(search):
         found = tagged_example(gen, seed)[1]
+        price[seed] = 1.0 if cost is None else cost(found)
         tags[seed] = frozenset(t for t in found if keep is None or keep(t))
     need = {}
     for found in tags.values():
@@ -129,7 +131,8 @@ def tag_cover(gen, search: int = SEARCH, keep=None, times: int = 1) -> list:
             need[t] = min(times, need.get(t, 0) + 1)
     chosen = []
     while any(need.values()):
-        best = max((s for s in tags if s not in chosen), key=lambda s: (sum(need[t] > 0 for t in tags[s]), -s))
+        best = max((s for s in tags if s not in chosen),
+                   key=lambda s: (sum(need[t] > 0 for t in tags[s]) / price[s], -s))
         chosen.append(best)
         for t in tags[best]:
             need[t] = max(0, need[t] - 1)
@@ -149,10 +152,12 @@ def model_seeds() -> dict:
     from pipeline.strategies.weights import weight_model
 
     keep18 = lambda t: not MODEL_TAG_SKIP.match(t)  # noqa: E731
-    out = {f"m{s}": (s, "iOS18") for s in tag_cover(lambda c: weight_model(c, True, "iOS18"), keep=keep18)}
+    cost = lambda tags: MODEL_COST.get("chunked_weight" in tags, 1.0)  # noqa: E731
+    out = {f"m{s}": (s, "iOS18")
+           for s in tag_cover(lambda c: weight_model(c, True, "iOS18"), keep=keep18, cost=cost)}
     keep16 = lambda t: bool(IOS16_TAGS.match(t))  # noqa: E731
     out.update({f"m{s}_ios16": (s, "iOS16")
-                for s in tag_cover(lambda c: weight_model(c, True, "iOS16"), keep=keep16)})
+                for s in tag_cover(lambda c: weight_model(c, True, "iOS16"), keep=keep16, cost=cost)})
     return out
 
 
