@@ -83,17 +83,36 @@ sys.path.insert(0, "tools/mutation")
 warnings.simplefilter("ignore")
 import numpy as np
 np.seterr(all="ignore")
-hits, current = {}, [None]
+hits, current, outcomes = {}, [None], {}
 builtins._wp_reach = lambda mid: hits.setdefault(mid, set()).add(current[0])
 import verify_harness
 prefixes = tuple(sys.argv[2].split(","))
 for name, fn in verify_harness.cases().items():
     if name.startswith(prefixes):
         current[0] = name
-        verify_harness._run(fn)
-hits.pop(None, None)
-json.dump({k: sorted(v - {None}) for k, v in hits.items()}, open(sys.argv[1], "w"))
+        outcomes[name] = verify_harness._run(fn)
+json.dump({"hits": {k: sorted(v - {None}) for k, v in hits.items()}, "outcomes": outcomes},
+          open(sys.argv[1], "w"))
 '''
+
+
+def measure(chosen: list, prefixes=None, timeout: int = 3600) -> tuple:
+    """({mutant id: [cases that ran its statement]}, {case: [outcome, detail]} of every case
+    run, {mutant id: "probe" | "module level"}), from one run of the harness (the cases
+    under `prefixes`, by default those the chosen mutants can reach) in an instrumented copy.
+    The probes only record: the outcomes are the unmutated tree's."""
+    prefixes = prefixes or sorted({p for m in chosen for p in harness_prefixes(m["file"])})
+    with tempfile.TemporaryDirectory(prefix="wp-reach-") as tmp:
+        copy = Path(tmp) / "tree"
+        shutil.copytree(ROOT, copy, ignore=IGNORE)
+        kinds = instrument(copy, chosen)
+        out = Path(tmp) / "hits.json"
+        p = subprocess.run([sys.executable, "-c", _RUNNER, str(out), ",".join(prefixes)], cwd=copy,
+                           env=_env(copy), capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"the instrumented harness failed:\n{p.stderr[-2000:]}")
+        found = json.loads(out.read_text())
+    return found["hits"], found["outcomes"], kinds
 
 
 def main(argv=None) -> int:
@@ -102,17 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--show", type=int, default=2, help="case names shown per mutant")
     args = ap.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.only or m["id"] in set(args.only.split(","))]
-    prefixes = sorted({p for m in chosen for p in harness_prefixes(m["file"])})
-    with tempfile.TemporaryDirectory(prefix="wp-reach-") as tmp:
-        copy = Path(tmp) / "tree"
-        shutil.copytree(ROOT, copy, ignore=IGNORE)
-        kinds = instrument(copy, chosen)
-        out = Path(tmp) / "hits.json"
-        p = subprocess.run([sys.executable, "-c", _RUNNER, str(out), ",".join(prefixes)], cwd=copy,
-                           env=_env(copy), capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"the instrumented harness failed:\n{p.stderr[-2000:]}")
-        hits = json.loads(out.read_text())
+    hits, _, kinds = measure(chosen)
     unreached = []
     for m in chosen:
         own = harness_prefixes(m["file"])

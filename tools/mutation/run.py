@@ -17,9 +17,13 @@ measured two ways:
   PYTHONPATH in the copy; killed when a test fails (or the run times out).
 - verify: tools/mutation/verify_harness.py in the copy (verify="each" at default
   settings over fixed generated programs and models; the cases that can reach the
-  mutated module, CASES_FOR below); compared case by case with the unmutated tree:
-  killed when a case that passes on the unmutated tree now reports a failure; crashed
-  when such a case now raises anything else (and none failed); survived otherwise.
+  mutated module, CASES_FOR below, and of those only the ones that execute the mutated
+  statement on the unmutated tree: tools/mutation/reach.py, one instrumented run that
+  also gives the unmutated outcomes; a case that never runs the mutated code behaves as
+  unmutated, so skipping it changes no verdict; --no-reach runs them all); compared case
+  by case with the unmutated tree: killed when a case that passes on the unmutated tree
+  now reports a failure; crashed when such a case now raises anything else (and none
+  failed); survived otherwise.
 
 Before the mutants, the driver checks that the copy's packages are the ones imported
 (by pytest too), that the test subsets pass on the unmutated copy, and records the
@@ -199,11 +203,15 @@ def harness_prefixes(path: str) -> tuple:
     return found
 
 
-def run_harness(slot: Path, baseline: dict | None = None, prefixes: tuple = ()) -> dict:
+def run_harness(slot: Path, baseline: dict | None = None, prefixes: tuple = (), cases=None) -> dict:
     out = slot / "harness.json"
     cmd = [sys.executable, "tools/mutation/verify_harness.py", "--json", str(out)]
     if prefixes:
         cmd += ["--prefixes", ",".join(prefixes)]
+    if cases is not None:
+        listed = slot / "harness_cases.json"
+        listed.write_text(json.dumps(sorted(cases)))
+        cmd += ["--cases", str(listed)]
     if baseline is not None:
         base = slot / "harness_baseline.json"
         base.write_text(json.dumps(baseline))
@@ -239,7 +247,9 @@ def apply(slot: Path, m: dict) -> str:
     return original
 
 
-def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool) -> dict:
+def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool, reached=None) -> dict:
+    """One mutant's row. reached: the harness cases that run the mutated statement (None:
+    every case under the file's prefixes); a case that never runs it behaves as unmutated."""
     path = slot / m["file"]
     original = apply(slot, m)
     try:
@@ -254,8 +264,13 @@ def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool
                 row["tests_detail"] = f"pytest exit {code}: " + out[-300:]
         if do_verify:
             t0 = time.perf_counter()
-            verdict, cases = verify_verdict(baseline, run_harness(slot, baseline, harness_prefixes(m["file"])))
+            if reached is not None and not reached:
+                verdict, cases = "survived", ["no harness case runs the mutated code"]
+            else:
+                verdict, cases = verify_verdict(baseline, run_harness(slot, baseline, harness_prefixes(m["file"]),
+                                                                      reached))
             row["verify"], row["verify_cases"] = verdict, cases[:5]
+            row["reached_cases"] = None if reached is None else len(reached)
             row["verify_seconds"] = round(time.perf_counter() - t0, 1)
         return row
     finally:
@@ -303,6 +318,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tests", action="store_true", help="skip the test measurement")
     ap.add_argument("--no-verify", action="store_true", help="skip the verify measurement")
     ap.add_argument("--no-baseline-tests", action="store_true", help="skip running the test subsets unmutated")
+    ap.add_argument("--no-reach", action="store_true", help="run every harness case of the mutated file's prefixes "
+                                                            "(default: only the cases that run the mutated code)")
     ap.add_argument("--json", help="write every row and the scores here")
     ap.add_argument("--markdown", help="write the table here")
     args = ap.parse_args(argv)
@@ -323,9 +340,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="wp-mutation-") as tmp:
         slots = [make_slot(Path(tmp), i) for i in range(max(1, args.jobs))]
         print(f"{len(slots)} copies of {ROOT} in {tmp}; the copies' packages are the ones imported", flush=True)
-        baseline, false_alarms = {}, []
-        if do_verify:
+        baseline, false_alarms, hits, kinds = {}, [], {}, {}
+        if do_verify and args.no_reach:
             baseline = run_harness(slots[0])
+        elif do_verify:
+            # one run of the harness with a probe before each mutated statement: the unmutated
+            # outcomes, and which cases run which mutant's code (tools/mutation/reach.py)
+            import reach
+            hits, baseline, kinds = reach.measure(chosen)
+            print(f"reach: {sum(bool(hits.get(m['id'])) or kinds[m['id']] != 'probe' for m in chosen)} of "
+                  f"{len(chosen)} mutants run in some harness case", flush=True)
+        if do_verify:
             if "__harness__" in baseline:
                 raise RuntimeError(f"the harness fails on the unmutated tree: {baseline['__harness__']}")
             false_alarms = sorted(k for k, v in baseline.items() if v[0] != "ok")
@@ -341,10 +366,18 @@ def main(argv=None) -> int:
         for s in slots:
             free.put(s)
 
+        def reached(m):
+            if not hits and not kinds:
+                return None  # --no-reach
+            if kinds[m["id"]] != "probe":
+                return None  # module level: in effect in every case of its prefixes
+            own = harness_prefixes(m["file"])
+            return [c for c in hits.get(m["id"], ()) if c.startswith(own)]
+
         def job(m):
             slot = free.get()
             try:
-                return measure(slot, m, baseline, do_tests, do_verify)
+                return measure(slot, m, baseline, do_tests, do_verify, reached(m))
             finally:
                 free.put(slot)
 
