@@ -390,10 +390,11 @@ def lut_per_channel_scale(c) -> Program:
         wshape, axis, xshape = (n_out, n_in, k), 0, (1, n_in, k + c.integer(0, 3))
     else:
         ty = c.boolean()
-        batch = c.integer(1, 3)
+        batch = n_out if c.boolean() else c.integer(1, 3)
         c.tag(f"matmul:transpose_y:{ty}")
-        if batch == n_out:  # a square output: a per-channel factor on the wrong axis still broadcasts
+        if batch == n_out > 1:  # a square output: a per-channel factor on the wrong axis still broadcasts
             c.tag("matmul:square_output")
+            c.tag(f"matmul:square_output:transpose_y:{ty}")
         wshape, axis, xshape = ((n_out, n_in), 0, (batch, n_in)) if ty else ((n_in, n_out), 1, (batch, n_in))
     x = b.input("x", TensorSpec(xshape, fname))
     dense = _lut_dense(c, b, wshape, fdt)

@@ -64,7 +64,7 @@ PATTERN_SEEDS = {
     "quantized_binary": (3, 4, 7, 10, 13, 15, 17, 20, 23, 24, 0, 1),
     "const_dequantize": (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     "affine_dequantize_layout": (0, 2, 4, 5, 6, 7, 8, 9, 11, 12, 1, 3),
-    "lut_per_channel_scale": (1, 3, 4, 6, 8, 10, 11, 12, 14, 15, 0, 2),
+    "lut_per_channel_scale": (0, 1, 3, 4, 8, 10, 11, 12, 14, 15, 2, 5),
     "quantized_lut": (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
 }
 SEARCH = 200  # seeds searched for the tag cover
