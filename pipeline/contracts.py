@@ -1,4 +1,4 @@
-"""verify="each": every step checked by its stage's own contract (stages/contracts.py).
+"""verify="each": every step checked by its stage's own contract (stages/contracts/).
 
     report = check_step(before, after, stage, stats, samples=8)   # a ContractReport
     report.passed, report.violations, report.summary()
@@ -17,6 +17,12 @@ pipeline.strategies.inputs_for (seeded, so a run is reproducible). A stage witho
 contract (one a user wrote) is checked by verify() with the run's options instead, as
 before contracts existed; so is every step when the options name a tolerance (rtol, atol,
 snr_db) together with "contracts": False.
+
+Checking never raises for what it finds: a check that fails while reading the new program (an
+oracle or interpreter error, a layout no check expected) is a violation ("checkable") naming the
+stage and the error; a step whose output breaks an IR rule (ir.validate between steps) fails as
+BrokenContractOutput, both an InvalidStepOutput and an EquivalenceError naming the step. A stage
+that raises is still the stage's error (StageFailed).
 
 require_change (default False): True, or the names of stages / step indices that must
 change the program. Off by default because a pipeline legitimately holds stages that do
@@ -103,8 +109,12 @@ def check_step(before: Program, after: Program, stage, stats=None, *, samples: i
     if needs_inputs:
         given = _as_list(before, inputs)
         drawn = given if given is not None else draw_inputs(before, samples, seed, dims=dims)
-    violations = check_stage_step(before, after, stage, stats, drawn,
-                                  require_change=requires_change(require_change, stage, index))
+    try:
+        violations = check_stage_step(before, after, stage, stats, drawn,
+                                      require_change=requires_change(require_change, stage, index))
+    except Exception as e:  # noqa: BLE001 - checking the new program failed: that is the finding
+        violations = [Violation("checkable", f"stage {getattr(stage, 'name', 'stage')!r}",
+                                f"checking its output raised {type(e).__name__}: {e}")]
     what = contract.describe() if contract is not None else "no contract"
     return ContractReport(not violations, len(drawn), what, tuple(violations), stats or {},
                           "; ".join(map(str, violations[:2])))

@@ -42,6 +42,16 @@ class EquivalenceError(PipelineError):
         self.step, self.stage, self.report = step, stage, report
 
 
+class BrokenContractOutput(InvalidStepOutput, EquivalenceError):
+    """verify="each": a stage returned a program that breaks an IR rule, so its step broke its
+    contract (every contract promises a valid program). Both an InvalidStepOutput (as without
+    verify) and an EquivalenceError (a failed check of verify="each", naming the step)."""
+
+    def __init__(self, message: str, step: int, stage, report):
+        PipelineError.__init__(self, message)
+        self.step, self.stage, self.report = step, stage, report
+
+
 class VerifyError(PipelineError):
     """verify() got options it cannot use (samples < 1, a negative tolerance) or programs it
     cannot sample (inputs larger than pipeline.verify.MAX_SAMPLE_ELEMENTS)."""

@@ -38,7 +38,8 @@ from toolz import reduce
 
 from ir import InvalidProgram, Program
 from ir.validate import validate as validate_program
-from pipeline.errors import EquivalenceError, InvalidStepOutput, PipelineError, StageFailed, UncacheableWarning
+from pipeline.errors import (BrokenContractOutput, EquivalenceError, InvalidStepOutput, PipelineError,
+                             StageFailed, UncacheableWarning)
 from pipeline.instruments import CrashReproducer, ProgressBar, StepEvent, call_hook, weight_progress
 from pipeline.trace import ProgramStore, Step, Trace, find_or_recompute
 
@@ -161,9 +162,24 @@ def _validated(run: _Run, st, index: int, event: StepEvent, before: Program, aft
     except InvalidProgram as e:
         repro = _reproduce(run, event, e)  # a stage that breaks the IR is a failing stage
         where = f"; reproducer saved to {repro}" if repro else ""
+        if run.verify is not None and run.verify["mode"] == "each":
+            raise _broken_contract(st, index, event.spec, e, where) from None
         raise InvalidStepOutput(f"step {index} ({event.spec}) returned an invalid program: {e}{where}",
                                 index, st) from None
     return time.perf_counter() - t0
+
+
+def _broken_contract(st, index: int, spec: str, error: InvalidProgram, where: str) -> BrokenContractOutput:
+    """verify="each": an invalid step output is a failed check of the step's contract."""
+    from pipeline.contracts import ContractReport
+    from stages.contracts import Violation, contract_of
+
+    contract = contract_of(st)
+    violation = Violation("a valid program (ir.validate)", f"stage {st.name!r}", str(error))
+    report = ContractReport(False, 0, contract.describe() if contract is not None else "no contract",
+                            (violation,), {}, str(violation))
+    return BrokenContractOutput(f"step {index} ({spec}), stage {st.name!r}, broke its contract: returned an "
+                                f"invalid program: {error}{where}", index, st, report)
 
 
 def _one_step(run: _Run, steps: tuple, indexed) -> tuple:

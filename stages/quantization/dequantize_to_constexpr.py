@@ -29,6 +29,7 @@ from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
 from stages.contracts import exact
+from stages.contracts.postconditions import constexpr_forms_fit_opset
 
 _NARROW = {"int8": "int4", "uint8": "uint4"}  # data dtype -> the 4-bit dtype it may shrink to
 
@@ -123,7 +124,7 @@ def to_constexpr(m: ConstDequantize, ctx) -> Rewrite:
 PATTERN = Pattern("dequantize_to_constexpr", match_const_dequantize, to_constexpr, frozenset({"dequantize"}))
 
 
-@stage("dequantize_to_constexpr", version="1", contract=exact())
+@stage("dequantize_to_constexpr", version="1", contract=exact(leaves=constexpr_forms_fit_opset))
 def dequantize_to_constexpr(program, *, context=DEFAULT_CONTEXT):
     """Every dequantize of constant data becomes its constexpr equivalent."""
     return rewrite_stage(program, (PATTERN,))

@@ -27,6 +27,7 @@ from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
 from stages.contracts import exact
+from stages.contracts.postconditions import int_ops_fit_opset
 from stages.quantization._match import only_reader, rebuilt_as
 
 # the opsets in which each op was (re)defined, oldest first
@@ -83,6 +84,6 @@ PATTERNS = (Pattern("int_op_canonicalization", match, rewrite, frozenset(INT_OP_
 ASSUMES = "exact when the quantize re-quantizes with the dequantize's parameters (the seed's assumption)"
 
 
-@stage("int_op_canonicalization", contract=exact(ASSUMES))
+@stage("int_op_canonicalization", contract=exact(ASSUMES, leaves=int_ops_fit_opset))
 def int_op_canonicalization(program, *, context=DEFAULT_CONTEXT):
     return rewrite_stage(program, PATTERNS)

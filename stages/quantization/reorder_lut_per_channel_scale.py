@@ -35,6 +35,7 @@ from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
 from stages.contracts import within
+from stages.contracts.postconditions import no_unreordered_lut_scales
 
 OPS_SUPPORT_MOVE_SCALE = frozenset({"linear", "matmul", "conv"})
 
@@ -185,7 +186,8 @@ REASSOCIATION = "the per-channel scale applied after the sum: float rounding of 
 
 
 @stage("reorder_lut_per_channel_scale", version="1",
-       contract=within(1, rtol=REASSOCIATION_RTOL, eps=REASSOCIATION_EPS, why=REASSOCIATION))
+       contract=within(1, rtol=REASSOCIATION_RTOL, eps=REASSOCIATION_EPS, why=REASSOCIATION,
+                       leaves=no_unreordered_lut_scales))
 def reorder_lut_per_channel_scale(program, *, context=DEFAULT_CONTEXT):
     """LUT -> per-channel scale -> linear/matmul/conv becomes LUT -> layer -> mul(scale)."""
     return rewrite_stage(program, (PATTERN,))

@@ -299,7 +299,7 @@ def test_decompress_is_bit_identical_after_every_compression(spec):
     run()
 
 
-# ---- every registered stage by its own declared contract (stages/contracts.py) ------------------
+# ---- every registered stage by its own declared contract (stages/contracts/) ------------------
 
 @pytest.mark.parametrize("name", stages.names())
 def test_every_registered_stage_keeps_its_declared_contract(name):
