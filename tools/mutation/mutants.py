@@ -68,11 +68,9 @@ MUTANTS = [
     dict(id="Q13", file=Q + "distributive_scale_normalization.py", category="no_op",
          snippet="    if any(ctx.is_block_output(o.outputs[0]) for o in inner if o is not None):",
          replacement="    if False:",
-         why="a chain whose intermediate values are block outputs is rewritten (they change)",
-         equivalent="redundant check: the add / relu outputs reach it only through only_reader, which returns "
-                    "None for a block output (ir/rewrite.py single_consumer), so match_chain already refused; "
-                    "and the dequantizes are never claimed (the rewrite makes new ones, the old ones and their "
-                    "values stay): checked on a chain whose dequantizes are block outputs"),
+         why="a chain whose dequantizes are block outputs is rewritten anyway (a second pair of dequantizes; "
+             "no output changes: the add / relu outputs never get here as block outputs, only_reader refuses "
+             "them first, and the old dequantizes stay for their block outputs)"),
     dict(id="Q14", file=Q + "distributive_scale_normalization.py", category="no_op",
          snippet="    return bool(np.all(np.asarray(dq_y.scale.val) == 1))",
          replacement="    return bool(np.all(np.asarray(dq_y.scale.val) <= 1))",
