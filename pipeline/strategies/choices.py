@@ -2,7 +2,8 @@
 
 A generator is a plain function `gen(c) -> Program` (or array) that asks a chooser `c`
 for everything it varies: `c.pick(seq)`, `c.integer(lo, hi)`, `c.boolean()`,
-`c.seed()`, `c.floats(shape, ...)`. The same generator then serves
+`c.seed()`, `c.floats(shape, ...)`, and names the structural cases it chose with
+`c.tag("zp:near_flip")` (recorded, never a choice). The same generator then serves
 
 - hypothesis (`HypothesisChooser(draw)`, through `strategy_of(gen)`): every choice is
   drawn, so failures shrink towards the first entries and small numbers;
@@ -10,6 +11,9 @@ for everything it varies: `c.pick(seq)`, `c.integer(lo, hi)`, `c.boolean()`,
   Generator makes the same program for the same seed in every process, which is what
   a harness that must not change between runs needs (hypothesis' `.example()` is
   neither deterministic nor meant for that).
+
+The tags let a fixed harness pick seeds that cover every case a generator can make
+(`tagged_example(gen, seed) -> (value, tags)`), instead of whichever seeds come first.
 
 Large arrays are drawn from a seeded numpy Generator in both engines: drawing hundreds
 of floats one by one through hypothesis is slow and shrinks poorly.
@@ -27,6 +31,10 @@ class RngChooser:
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
+        self.tags: set = set()
+
+    def tag(self, name: str) -> None:
+        self.tags.add(name)
 
     def pick(self, seq: Sequence):
         return seq[int(self.rng.integers(len(seq)))]
@@ -46,6 +54,10 @@ class HypothesisChooser:
 
     def __init__(self, draw):
         self.draw = draw
+        self.tags: set = set()
+
+    def tag(self, name: str) -> None:
+        self.tags.add(name)
 
     def pick(self, seq: Sequence):
         return self.draw(st.sampled_from(list(seq)))
@@ -82,3 +94,9 @@ def strategy_of(gen: Callable):
 def example_of(gen: Callable, seed: int):
     """gen's deterministic example for seed."""
     return gen(RngChooser(seed))
+
+
+def tagged_example(gen: Callable, seed: int) -> tuple:
+    """(gen's deterministic example for seed, the frozenset of tags it chose)."""
+    c = RngChooser(seed)
+    return gen(c), frozenset(c.tags)

@@ -12,13 +12,18 @@ tree (never the real one: one copy per job, the file restored after each mutant)
 measured two ways:
 
 - tests: `python -m pytest -x -q -p no:cacheprovider <the test files of the mutated
-  module>` (TESTS_FOR below, plus tests/stages/test_contract_properties.py), cwd and
+  module>` (TESTS_FOR below, the module's own files first, then
+  tests/stages/test_contract_properties.py, then the broad directories), cwd and
   PYTHONPATH in the copy; killed when a test fails (or the run times out).
 - verify: tools/mutation/verify_harness.py in the copy (verify="each" at default
   settings over fixed generated programs and models; the cases that can reach the
-  mutated module, CASES_FOR below); compared case by case with the unmutated tree:
-  killed when a case that passes on the unmutated tree now reports a failure; crashed
-  when such a case now raises anything else (and none failed); survived otherwise.
+  mutated module, CASES_FOR below, and of those only the ones that execute the mutated
+  statement on the unmutated tree: tools/mutation/reach.py, one instrumented run that
+  also gives the unmutated outcomes; a case that never runs the mutated code behaves as
+  unmutated, so skipping it changes no verdict; --no-reach runs them all); compared case
+  by case with the unmutated tree: killed when a case that passes on the unmutated tree
+  now reports a failure; crashed when such a case now raises anything else (and none
+  failed); survived otherwise.
 
 Before the mutants, the driver checks that the copy's packages are the ones imported
 (by pytest too), that the test subsets pass on the unmutated copy, and records the
@@ -52,11 +57,13 @@ QUANT_COMMON = ["tests/stages/test_preset.py", "tests/pipeline/test_presets.py"]
 COMPRESSION = ["tests/stages/compression", "tests/compression_numeric", "tests/adversarial/test_degenerate_weights.py",
                "tests/pipeline/test_presets.py"]
 KERNELS = ["tests/ir/test_ops_quant.py", "tests/ir/test_ops_constexpr.py", "tests/ir/test_ops_quant_fast_paths.py",
-           "tests/ir/test_interpret.py", "tests/stages/compression/test_figures.py",
+           "tests/ir/test_oracle.py", "tests/ir/test_interpret.py", "tests/stages/compression/test_figures.py",
            "tests/stages/test_dequantize_to_constexpr.py", "tests/stages/test_canonicalize_lut_pattern.py",
            "tests/formats/test_onnx_compressed_export.py"]
 
-# the test files that exercise each mutated module (a directory or file prefix -> files)
+# the test files that exercise each mutated module (the longest matching path prefix wins), the
+# most specific first: every mutant so far is killed by some test, and with -x the run stops at
+# the first failure, so the order decides the time (the broad directories come last)
 TESTS_FOR = {
     "stages/quantization/dequantize_quantize_pair.py": ["tests/stages/test_dequantize_quantize_pair.py"],
     "stages/quantization/int_op_canonicalization.py": ["tests/stages/test_int_op_canonicalization.py"],
@@ -68,14 +75,27 @@ TESTS_FOR = {
     "stages/quantization/reorder_lut_per_channel_scale.py": ["tests/stages/test_reorder_lut_per_channel_scale.py"],
     "stages/quantization/canonicalize_lut_pattern.py": ["tests/stages/test_canonicalize_lut_pattern.py"],
     "stages/compression/": COMPRESSION,
+    "stages/compression/numeric/affine.py": ["tests/compression_numeric/test_affine.py",
+                                             "tests/stages/compression/test_seed_examples_and_bounds.py"] + COMPRESSION,
+    "stages/compression/numeric/palettize.py": ["tests/compression_numeric/test_palettize.py",
+                                                "tests/compression_numeric/test_kmeans.py"] + COMPRESSION,
+    "stages/compression/numeric/sparse.py": ["tests/compression_numeric/test_sparse.py"] + COMPRESSION,
+    "stages/compression/affine.py": ["tests/stages/compression/test_affine_stage.py",
+                                     "tests/stages/compression/test_selection_axes_and_zero_points.py"] + COMPRESSION,
+    "stages/compression/sparsify.py": ["tests/stages/compression/test_selection_axes_and_zero_points.py"]
+                                      + COMPRESSION,
+    "stages/compression/weights.py": ["tests/stages/compression/test_selection_axes_and_zero_points.py"]
+                                     + COMPRESSION,
+    "stages/compression/palettize.py": ["tests/stages/compression/test_palettize_sparsify_joint.py",
+                                        "tests/stages/compression/test_layout_fallback.py"] + COMPRESSION,
     "ir/ops/quant.py": KERNELS,
     "ir/packing.py": ["tests/ir/test_packing.py", "tests/ir/test_serialize.py"],
     "ir/fold.py": ["tests/ir/test_fold.py", "tests/stages/compression"],
 }
 # the harness cases that can reach each mutated module (a quantization pass never runs in a
 # compression pipeline and the reverse; the op kernels and the IR run everywhere)
-CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/"),
-             "ir/": ("quant/", "comp/", "decomp/")}
+CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/", "io/"),
+             "ir/packing.py": ("io/",), "ir/": ("quant/", "comp/", "decomp/", "io/")}
 TEST_TIMEOUT = 900
 HARNESS_TIMEOUT = 900
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", "wp-cache")
@@ -85,13 +105,20 @@ class TableError(ValueError):
     """The mutant table does not match the tree."""
 
 
+def _longest_prefix(table: dict, path: str):
+    found = [prefix for prefix in table if path.startswith(prefix)]
+    return table[max(found, key=len)] if found else None
+
+
 def test_files(path: str) -> list:
-    own = next((files for prefix, files in TESTS_FOR.items() if path.startswith(prefix)), None)
+    own = _longest_prefix(TESTS_FOR, path)
     if own is None:
         raise TableError(f"no test files mapped for {path} (add it to TESTS_FOR)")
     if path.startswith("stages/quantization/"):
         own = own + QUANT_COMMON
-    return list(dict.fromkeys([CONTRACT_TESTS] + own))  # the fast contract properties first (-x stops early)
+    # the module's own test files, then the contract properties, then the broad rest (-x stops early)
+    specific = [f for f in own if f.endswith(".py") and f not in COMPRESSION + QUANT_COMMON][:2]
+    return list(dict.fromkeys(specific + [CONTRACT_TESTS] + own))
 
 
 def check_table(mutants: list, root: Path = ROOT) -> None:
@@ -170,17 +197,21 @@ def run_tests(slot: Path, files: list) -> tuple:
 
 
 def harness_prefixes(path: str) -> tuple:
-    found = next((p for prefix, p in CASES_FOR.items() if path.startswith(prefix)), None)
+    found = _longest_prefix(CASES_FOR, path)
     if found is None:
         raise TableError(f"no harness cases mapped for {path} (add it to CASES_FOR)")
     return found
 
 
-def run_harness(slot: Path, baseline: dict | None = None, prefixes: tuple = ()) -> dict:
+def run_harness(slot: Path, baseline: dict | None = None, prefixes: tuple = (), cases=None) -> dict:
     out = slot / "harness.json"
     cmd = [sys.executable, "tools/mutation/verify_harness.py", "--json", str(out)]
     if prefixes:
         cmd += ["--prefixes", ",".join(prefixes)]
+    if cases is not None:
+        listed = slot / "harness_cases.json"
+        listed.write_text(json.dumps(sorted(cases)))
+        cmd += ["--cases", str(listed)]
     if baseline is not None:
         base = slot / "harness_baseline.json"
         base.write_text(json.dumps(baseline))
@@ -216,7 +247,9 @@ def apply(slot: Path, m: dict) -> str:
     return original
 
 
-def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool) -> dict:
+def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool, reached=None) -> dict:
+    """One mutant's row. reached: the harness cases that run the mutated statement (None:
+    every case under the file's prefixes); a case that never runs it behaves as unmutated."""
     path = slot / m["file"]
     original = apply(slot, m)
     try:
@@ -231,8 +264,13 @@ def measure(slot: Path, m: dict, baseline: dict, do_tests: bool, do_verify: bool
                 row["tests_detail"] = f"pytest exit {code}: " + out[-300:]
         if do_verify:
             t0 = time.perf_counter()
-            verdict, cases = verify_verdict(baseline, run_harness(slot, baseline, harness_prefixes(m["file"])))
+            if reached is not None and not reached:
+                verdict, cases = "survived", ["no harness case runs the mutated code"]
+            else:
+                verdict, cases = verify_verdict(baseline, run_harness(slot, baseline, harness_prefixes(m["file"]),
+                                                                      reached))
             row["verify"], row["verify_cases"] = verdict, cases[:5]
+            row["reached_cases"] = None if reached is None else len(reached)
             row["verify_seconds"] = round(time.perf_counter() - t0, 1)
         return row
     finally:
@@ -280,6 +318,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tests", action="store_true", help="skip the test measurement")
     ap.add_argument("--no-verify", action="store_true", help="skip the verify measurement")
     ap.add_argument("--no-baseline-tests", action="store_true", help="skip running the test subsets unmutated")
+    ap.add_argument("--no-reach", action="store_true", help="run every harness case of the mutated file's prefixes "
+                                                            "(default: only the cases that run the mutated code)")
     ap.add_argument("--json", help="write every row and the scores here")
     ap.add_argument("--markdown", help="write the table here")
     args = ap.parse_args(argv)
@@ -300,9 +340,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="wp-mutation-") as tmp:
         slots = [make_slot(Path(tmp), i) for i in range(max(1, args.jobs))]
         print(f"{len(slots)} copies of {ROOT} in {tmp}; the copies' packages are the ones imported", flush=True)
-        baseline, false_alarms = {}, []
-        if do_verify:
+        baseline, false_alarms, hits, kinds = {}, [], {}, {}
+        if do_verify and args.no_reach:
             baseline = run_harness(slots[0])
+        elif do_verify:
+            # one run of the harness with a probe before each mutated statement: the unmutated
+            # outcomes, and which cases run which mutant's code (tools/mutation/reach.py)
+            import reach
+            hits, baseline, kinds = reach.measure(chosen)
+            print(f"reach: {sum(bool(hits.get(m['id'])) or kinds[m['id']] != 'probe' for m in chosen)} of "
+                  f"{len(chosen)} mutants run in some harness case", flush=True)
+        if do_verify:
             if "__harness__" in baseline:
                 raise RuntimeError(f"the harness fails on the unmutated tree: {baseline['__harness__']}")
             false_alarms = sorted(k for k, v in baseline.items() if v[0] != "ok")
@@ -318,10 +366,18 @@ def main(argv=None) -> int:
         for s in slots:
             free.put(s)
 
+        def reached(m):
+            if not hits and not kinds:
+                return None  # --no-reach
+            if kinds[m["id"]] != "probe":
+                return None  # module level: in effect in every case of its prefixes
+            own = harness_prefixes(m["file"])
+            return [c for c in hits.get(m["id"], ()) if c.startswith(own)]
+
         def job(m):
             slot = free.get()
             try:
-                return measure(slot, m, baseline, do_tests, do_verify)
+                return measure(slot, m, baseline, do_tests, do_verify, reached(m))
             finally:
                 free.put(slot)
 
