@@ -12,7 +12,8 @@ Since both ops distribute over a positive factor,
 dividing every scale by a scalar s_y gives the same quantized result with
 s_y = 1, which a backend can skip. When only s_x is a scalar, x and y swap
 roles. The stage refuses when s_y is a vector (broadcasting the division is
-not worth it), when s_x/s_y or s_z/s_y would overflow or underflow fp16,
+not worth it), when s_x/s_y or s_z/s_y would overflow or underflow fp16, or
+when an fp16 chain's normalized operands (or their sum) could overflow it,
 and when any value of the chain but z (dequantizes included) is a block output.
 
 The replaced dequantizes are new ops used only by the binary op; the old
@@ -29,6 +30,7 @@ import numpy as np
 
 from ir.construct import const_op, new_op
 from ir.core import Op
+from ir.dtypes import dtype
 from ir.rewrite import Pattern, Rewrite
 from stages.base import DEFAULT_CONTEXT, stage
 from stages.rewriting import rewrite_stage
@@ -79,9 +81,25 @@ def divide_by_y(dq_x: Op, dq_y: Op, quantize: Op) -> Optional[tuple]:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         new_s_x = np.asarray(dq_x.scale.val, np.float32) / s_y
         new_s_z = np.asarray(quantize.scale.val, np.float32) / s_y
-    if _fp16_unsafe(new_s_x) or _fp16_unsafe(new_s_z):
+    if _fp16_unsafe(new_s_x) or _fp16_unsafe(new_s_z) or _fp16_sum_overflows(dq_x, dq_y, new_s_x):
         return None
     return new_s_x, new_s_z
+
+
+def _code_span(dq: Op) -> int:
+    """The largest |q - zero_point| the dequantize's integer input can hold (its dtype's width)."""
+    dt = dtype(dq.input.dtype)
+    return dt.max - dt.min
+
+
+def _fp16_sum_overflows(dq_x: Op, dq_y: Op, new_s_x: np.ndarray) -> bool:
+    """An fp16 chain whose normalized operands or their sum could leave fp16's range: the
+    scales fit, yet x * s_x/s_y may not (x = 100, s_x/s_y = 6144 is inf in fp16), and an inf
+    operand turns z into a clipped code where the original was exact."""
+    if np.asarray(dq_x.scale.val).dtype != np.float16:
+        return False
+    biggest = _code_span(dq_x) * float(np.max(np.abs(new_s_x))) + _code_span(dq_y)
+    return biggest > FP16_MAX
 
 
 def plan(chain: Chain) -> Optional[tuple]:

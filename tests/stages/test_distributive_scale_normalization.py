@@ -83,6 +83,32 @@ def test_fp16_scales_stay_fp16():
     assert _ops(after)["z"].scale.dtype == "fp16" and _ops(after)["z"].scale.val == np.float16(2.0)
 
 
+def _fp16_net(s_x, s_y, s_z):
+    @program(inputs=INPUTS)
+    def net(b, x, y):
+        return _chain(b, x, y, s_x=np.float16(s_x), s_y=np.float16(s_y), s_z=np.float16(s_z))
+    return net
+
+
+def test_fp16_values_that_would_overflow_take_the_other_direction():
+    # dividing by s_y = 2^-13 gives s_x' = 0.75 * 8192 = 6144, an fp16 scale, but x = 100
+    # then dequantizes to 614400: inf in fp16. Dividing by s_x instead keeps every value finite.
+    net = _fp16_net(0.75, 2.0 ** -13, 4.0)
+    x = np.full(SHAPE, 100, np.int8)
+    y = np.zeros(SHAPE, np.int8)
+    (z,) = evaluate(net, {"x": x, "y": y}).values()
+    assert np.all(z == 19)  # 100 * 0.75 / 4 = 18.75 -> 19, by hand
+    after = assert_equivalent(net, normalize, {"x": x, "y": y})
+    assert _ops(after)["dx_normalized"].scale.val == np.float16(1.0)
+    assert _ops(after)["dy_normalized"].scale.val == np.float16(2.0 ** -13 / 0.75)
+
+
+def test_fp16_values_that_would_overflow_either_way_are_refused():
+    # by s_y: x * 32768 overflows fp16; by s_x: s_z / s_x = 2^-25 underflows it
+    net = _fp16_net(4.0, 2.0 ** -13, 2.0 ** -23)
+    assert normalize(net) is net
+
+
 # ---- refusals: output `is` input ------------------------------------------------------
 
 VEC = np.array([0.5, 0.25, 0.125], F32)
