@@ -81,6 +81,33 @@ def draw_inputs(program: Program, samples: int = DEFAULT_SAMPLES, seed: int = 0,
     return drawn[:samples]
 
 
+def runnable_dims(program: Program, samples: int, seed: int, dims=None, function: str = "main") -> dict:
+    """`dims`, plus sizes for the free symbolic dims when the program fails on every input drawn
+    without them (an STFT front end needs more samples than the small drawn sizes): found by
+    verify's probe, so verify() and verify="each" run a model on the same sizes."""
+    from ir.interpret import evaluate
+    from pipeline.strategies import symbols_of
+    from pipeline.verify import _probe_dims, _RunFailed
+
+    dims = dict(dims or {})
+    free = [s for s in symbols_of(program.functions[function]) if s not in dims]
+    if not free or any(_runs(evaluate, program, one) for one in draw_inputs(program, samples, seed, dims=dims)):
+        return dims
+
+    def reference(inputs):
+        if not _runs(evaluate, program, inputs):
+            raise _RunFailed("the program fails on this input")
+    return {**dims, **(_probe_dims(reference, program, function, dims, free) or {})}
+
+
+def _runs(evaluate, program: Program, inputs) -> bool:
+    try:
+        evaluate(program, inputs)
+    except Exception:  # noqa: BLE001 - any failure on an input: try other sizes
+        return False
+    return True
+
+
 def _as_list(program: Program, inputs, function: str = "main") -> Optional[list]:
     """The feeds of each evaluation, read as verify() reads `inputs` (pipeline.samples)."""
     if inputs is None:
@@ -108,7 +135,8 @@ def check_step(before: Program, after: Program, stage, stats=None, *, samples: i
     drawn = []
     if needs_inputs:
         given = _as_list(before, inputs)
-        drawn = given if given is not None else draw_inputs(before, samples, seed, dims=dims)
+        drawn = given if given is not None else draw_inputs(before, samples, seed,
+                                                            dims=runnable_dims(before, samples, seed, dims))
     try:
         violations = check_stage_step(before, after, stage, stats, drawn,
                                       require_change=requires_change(require_change, stage, index))
