@@ -19,7 +19,8 @@ The hard cases (WEIGHT_CASES) are the ones that broke or would break a compresso
 - ``few_values``: fewer distinct values than a 4-bit LUT has entries (k-means must not
   invent entries or leave them unsorted);
 - ``k_values``: exactly 2, 4 or 16 distinct values, as many as a 1-, 2- or 4-bit LUT has
-  entries (the boundary between "the values themselves" and k-means);
+  entries (the boundary between "the values themselves" and k-means), sometimes spread over
+  many decades (where k-means' means would miss the values by rounding);
 - ``fp16_extremes``: +-65504 and subnormals next to ordinary values (scale rounding at the
   edge of the range, reconstruction overflow);
 - ``ties``: values on a coarse grid (equal magnitudes: percentile and n:m tie breaking,
@@ -88,7 +89,13 @@ def _case_few_values(c, shape, dt):
 def _case_k_values(c, shape, dt):
     k = c.pick((2, 4, 16))
     c.tag(f"k_values:{k}")
-    values = np.unique(normal(c, (k,), np.float64).astype(FLOAT_DTYPES[dt]))
+    if c.boolean():  # magnitudes over many decades: k-means' prefix-sum means miss tiny values
+        c.tag("k_values_wide")
+        decades = 4 if FLOAT_DTYPES[dt] == np.float16 else 8
+        r = rng_of(c)
+        values = np.unique((r.choice([-1.0, 1.0], k) * 10.0 ** r.uniform(-decades, decades, k)).astype(FLOAT_DTYPES[dt]))
+    else:
+        values = np.unique(normal(c, (k,), np.float64).astype(FLOAT_DTYPES[dt]))
     while values.size < k:  # normal draws that collide in fp16: top up with distinct ones
         values = np.unique(np.concatenate([values, values.max() + np.arange(1, k - values.size + 1) / 8]))
     w = rng_of(c).choice(values.astype(np.float64), size=shape)

@@ -189,3 +189,18 @@ def test_batches_of_groups_give_the_same_luts_as_one_batch(monkeypatch):
     np.testing.assert_array_equal(batched.indices, whole.indices)
     for g in (0, 11):  # and each group's LUT is its own optimum
         np.testing.assert_array_equal(batched.lut[g, 0, :, 0], kmeans_1d(w[2 * g:2 * g + 2].astype(np.float64), 8)[0].astype(np.float16))
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 3])
+def test_exactly_k_values_over_sixteen_decades_come_back_exactly(nbits):
+    # k-means' centroids are means taken from prefix sums: with values of very different
+    # magnitudes, the difference of two large prefix sums misses a tiny value by rounding. A
+    # group with no more distinct values than entries must keep them as they are.
+    k = 2 ** nbits
+    rng = np.random.default_rng(nbits)
+    for _ in range(20):
+        values = (rng.choice([-1.0, 1.0], k) * 10.0 ** rng.uniform(-8, 8, k)).astype(np.float32)
+        if len(np.unique(values)) < k:
+            continue
+        w = np.concatenate([values, rng.choice(values, 8 * 64 - k)]).reshape(8, 64)
+        np.testing.assert_array_equal(lut_to_dense(palettize(w, nbits)), w)
