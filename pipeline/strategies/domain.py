@@ -155,10 +155,10 @@ def input_domains(program: Program, function: str = "main") -> dict:
         sizes, condition, compared = _uses(fn, consumers, var.name)
         if dt.is_integer and sizes:
             found[var.name] = Domain("index", max(1, min(sizes)))
+        elif condition or MASK_NAME.search(var.name):  # before choice: `mask == 0` is a mask
+            found[var.name] = Domain("mask")
         elif dt.is_integer and compared:
             found[var.name] = Domain("choice", values=tuple(sorted(compared)))
-        elif condition or MASK_NAME.search(var.name):
-            found[var.name] = Domain("mask")
     return found
 
 
