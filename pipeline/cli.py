@@ -306,18 +306,36 @@ def cmd_compress(args) -> int:
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
     allocations = rep.allocations_of(trace)
+    errors = _output_errors(program, result, calibration)
     if not args.quiet:
         print(rep.format_table(headers, rows))
         print(files)
         for allocation in allocations:
             print(rep.allocation_line(allocation))
             print(rep.format_table(*rep.allocation_rows(allocation)))
+        if errors:
+            from pipeline.output_error import output_error_line
+
+            print(output_error_line(errors))
     if args.report:
         notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s", files)
         write_text_atomic(args.report, rep.render_report(args.report, f"weightpress: {model.name}",
-                                                         changes, seconds, notes, allocations))
+                                                         changes, seconds, notes, allocations, errors))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
     return EXIT_OK
+
+
+OUTPUT_ERROR_BATCHES = 8  # calibration batches run through both models for the summary's output error
+
+
+def _output_errors(program, result, calibration) -> list:
+    """The end-to-end output error on the first calibration batches (pipeline.output_error),
+    when calibration samples were given; [] otherwise."""
+    if calibration is None:
+        return []
+    from pipeline.output_error import output_errors
+
+    return output_errors(program, result, calibration.feeds(program.main), OUTPUT_ERROR_BATCHES)
 
 
 def _output_check(args, out: Path, result):
