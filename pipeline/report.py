@@ -709,7 +709,8 @@ def _output_error_markdown(errors) -> str:
         return "\n".join(out + ["not measured: no calibration samples were given "
                                  "(compress --calibration FILE.npz measures it)", ""])
     out += [f"both models run by {errors[0].evaluator} on the calibration samples", "",
-            "| output | samples | min cosine | mean cosine | SNR | max abs err / max \\|ref\\| |", "|---|---|---|---|---|---|"]
+            "| output | samples | min cosine | mean cosine | SNR | max abs err / max \\|ref\\| |",
+            "|---|---|---|---|---|---|"]
     for e in errors:
         if e.equal is not None:
             out.append(f"| {e.output} | {e.samples} | {e.equal:.2%} equal | | | |")

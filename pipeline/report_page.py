@@ -131,7 +131,8 @@ def layers_svg(changes, width: int = 960, bar: int = 14) -> str:
     x_size, x_snr = label_w, label_w + size_w + gap
     p = [f'<svg xmlns="http://www.w3.org/2000/svg" class="layers" width="{width}" height="{height}" '
          f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-         f'<text x="{x_size}" y="14" font-weight="bold">bytes: before (grey), after (colour: bits of the codes); bits per weight on disk, ratio</text>',
+         f'<text x="{x_size}" y="14" font-weight="bold">bytes: before (grey), after (colour: bits of the codes); '
+         'bits per weight on disk, ratio</text>',
          f'<text x="{x_snr}" y="14" font-weight="bold">weight SNR (0-{SNR_SCALE:.0f} dB)</text>',
          f'<line x1="{x_snr}" y1="{top - 6}" x2="{x_snr}" y2="{height - 6}" stroke="#bbb"/>']
     for tick in (20, 40):
@@ -150,14 +151,15 @@ def layers_svg(changes, width: int = 960, bar: int = 14) -> str:
                  f', {bpw:.2f} bits/weight, {esc(c.after.compression)}, SNR {esc(rep.fmt_db(c.snr))}</title>'
                  f'<text x="{label_w - 6}" y="{y + bar - 3}" text-anchor="end">{esc(name)}</text>'
                  f'<rect x="{x_size}" y="{y}" width="{wb:.1f}" height="{bar}" fill="#e3e3e3"/>'
-                 f'<rect x="{x_size}" y="{y + 2}" width="{wa:.1f}" height="{bar - 4}" fill="{bits_colour(nominal_bits(c))}"/>'
+                 f'<rect class="after" x="{x_size}" y="{y + 2}" width="{wa:.1f}" height="{bar - 4}" '
+                 f'fill="{bits_colour(nominal_bits(c))}"/>'
                  f'<text x="{x_size + wb + 4:.1f}" y="{y + bar - 3}" fill="#444">{bpw:.2f} b/w, '
                  f'{c.ratio:.1f}x</text>')
         snr = c.snr
         if snr is not None and not math.isnan(snr):
             frac = 1.0 if snr == math.inf else max(0.0, min(snr / SNR_SCALE, 1.0))
             tone = {"bad": "#d7191c", "warn": "#fdae61", "good": "#4dac26"}[_tone_snr(snr)]
-            p.append(f'<rect x="{x_snr}" y="{y + 2}" width="{max(snr_w * frac, 1):.1f}" height="{bar - 4}" '
+            p.append(f'<rect class="snr" x="{x_snr}" y="{y + 2}" width="{max(snr_w * frac, 1):.1f}" height="{bar - 4}" '
                      f'fill="{tone}"/><text x="{x_snr + snr_w + 4}" y="{y + bar - 3}" fill="#444">'
                      f'{esc(rep.fmt_db(snr))}</text>')
         p.append("</g>")
@@ -312,15 +314,38 @@ figure{display:inline-block;margin:6px;vertical-align:top}figcaption{font-size:.
 # sorts a table.sortable by the clicked column (data-v: the number behind a cell, else its
 # text); `#sort=KEY` or `#sort=-KEY` in the URL sorts the weight table on load
 SCRIPT = """
-(function(){
-function key(row,i){var c=row.cells[i],v=c.getAttribute('data-v');return v===null?c.textContent.trim().toLowerCase():parseFloat(v);}
-function cmp(x,y){if(typeof x==='number'&&typeof y==='number'){if(isNaN(x))return isNaN(y)?0:-1;if(isNaN(y))return 1;return x===y?0:(x<y?-1:1);}return String(x).localeCompare(String(y));}
-function sortBy(th,dir){var t=th.closest('table'),b=t.tBodies[0],i=Array.prototype.indexOf.call(th.parentNode.children,th);
-var rows=Array.prototype.slice.call(b.rows);rows.sort(function(a,c){var r=cmp(key(a,i),key(c,i));return dir==='asc'?r:-r;});
-rows.forEach(function(r){b.appendChild(r);});t.querySelectorAll('th').forEach(function(h){h.removeAttribute('data-dir');});th.setAttribute('data-dir',dir);}
-document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){sortBy(th,th.getAttribute('data-dir')==='asc'?'desc':'asc');});});
-var m=/sort=(-?)([\\w]+)/.exec(location.hash);
-if(m){var th=document.querySelector("#weights th[data-key='"+m[2]+"']");if(th)sortBy(th,m[1]?'desc':'asc');}
+(function () {
+  function key(row, i) {
+    var c = row.cells[i], v = c.getAttribute('data-v');
+    return v === null ? c.textContent.trim().toLowerCase() : parseFloat(v);
+  }
+  function cmp(x, y) {
+    if (typeof x === 'number' && typeof y === 'number') {
+      if (isNaN(x)) return isNaN(y) ? 0 : -1;
+      if (isNaN(y)) return 1;
+      return x === y ? 0 : (x < y ? -1 : 1);
+    }
+    return String(x).localeCompare(String(y));
+  }
+  function sortBy(th, dir) {
+    var t = th.closest('table'), body = t.tBodies[0];
+    var i = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) { var r = cmp(key(a, i), key(b, i)); return dir === 'asc' ? r : -r; });
+    rows.forEach(function (r) { body.appendChild(r); });
+    t.querySelectorAll('th').forEach(function (h) { h.removeAttribute('data-dir'); });
+    th.setAttribute('data-dir', dir);
+  }
+  document.querySelectorAll('table.sortable th').forEach(function (th) {
+    th.addEventListener('click', function () {
+      sortBy(th, th.getAttribute('data-dir') === 'asc' ? 'desc' : 'asc');
+    });
+  });
+  var m = /sort=(-?)(\\w+)/.exec(location.hash);
+  if (m) {
+    var th = document.querySelector("#weights th[data-key='" + m[2] + "']");
+    if (th) sortBy(th, m[1] ? 'desc' : 'asc');
+  }
 })();
 """
 
