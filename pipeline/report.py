@@ -698,7 +698,12 @@ def render_report(path, title, changes, total_seconds=None, notes=(), allocation
     if kind in (".html", ".htm"):
         return render_html(title, headers, rows, changes, notes, total_seconds, allocations, output_errors)
     text = render_markdown(title, headers, rows, changes, notes)
-    extra = [_allocation_markdown(allocations)] if allocations else []
+    from pipeline.report_page import layers_svg
+
+    layers = base64.b64encode(layers_svg(changes).encode()).decode()
+    extra = [f"## Layers\n\n![bytes before / after and SNR per compressed weight]"
+             f"(data:image/svg+xml;base64,{layers})\n"]
+    extra += [_allocation_markdown(allocations)] if allocations else []
     extra.append(_output_error_markdown(output_errors))
     return text.replace("\n## Weights\n", "\n" + "\n".join(extra) + "\n## Weights\n", 1)
 

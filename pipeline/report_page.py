@@ -282,7 +282,10 @@ def _reason_group(note: str) -> str:
     "below the size threshold"): one group per kind of reason."""
     if not note:
         return "not selected by any stage"
-    return note.split(":")[0].split(";")[0].strip()
+    first = note.split(";")[0].split(": ")
+    if len(first) > 1 and " " not in first[0]:  # "palettize_weights: below ...": the stage's name first
+        first = first[1:]
+    return first[0].strip()
 
 
 # ---- the page ------------------------------------------------------------------------------

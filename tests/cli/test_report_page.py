@@ -122,3 +122,13 @@ def test_report_with_output_errors_in_both_kinds():
     md = render_report("r.md", "t", changes, output_errors=errors)
     assert "## End-to-end output error" in md and f"{errors[0].min_cosine:.5f}" in md
     assert "not measured" in render_report("r.md", "t", changes)
+
+
+def test_reasons_are_grouped_without_their_figures_or_stage_name():
+    from pipeline.report_page import _reason_group
+
+    assert _reason_group("below the size threshold: 64 elements, compressed when more than 2048") == \
+        "below the size threshold"
+    assert _reason_group("palettize_weights: below the size threshold: 8 elements; affine: x") == \
+        "below the size threshold"
+    assert _reason_group("") == "not selected by any stage"
