@@ -670,11 +670,11 @@ def render_markdown(title: str, headers, rows, changes, notes=()) -> str:
 
 
 def render_html(title: str, headers, rows, changes, notes=(), total_seconds=None, allocations=(),
-                output_errors=()) -> str:
+                output_errors=(), output_note: str = "") -> str:
     """The HTML page: a model-level view first (pipeline.report_page)."""
     from pipeline.report_page import render_page
 
-    return render_page(title, changes, total_seconds, notes, allocations, output_errors)
+    return render_page(title, changes, total_seconds, notes, allocations, output_errors, output_note)
 
 
 REPORT_RENDERERS = {".md": render_markdown, ".markdown": render_markdown,
@@ -690,13 +690,16 @@ def report_kind(path) -> str:
     return suffix
 
 
-def render_report(path, title, changes, total_seconds=None, notes=(), allocations=(), output_errors=()) -> str:
+def render_report(path, title, changes, total_seconds=None, notes=(), allocations=(), output_errors=(),
+                  output_note: str = "") -> str:
     """The report for `path`'s kind. allocations: mixed_precision's summaries (allocations_of);
-    output_errors: pipeline.output_error.output_errors on the calibration samples, if measured."""
+    output_errors: pipeline.output_error.output_errors on the calibration samples, if measured;
+    output_note: why they were not (default: no calibration samples given)."""
     headers, rows = summary_rows(changes, total_seconds)
     kind = report_kind(path)
     if kind in (".html", ".htm"):
-        return render_html(title, headers, rows, changes, notes, total_seconds, allocations, output_errors)
+        return render_html(title, headers, rows, changes, notes, total_seconds, allocations, output_errors,
+                           output_note)
     text = render_markdown(title, headers, rows, changes, notes)
     from pipeline.report_page import layers_svg
 
@@ -704,14 +707,14 @@ def render_report(path, title, changes, total_seconds=None, notes=(), allocation
     extra = [f"## Layers\n\n![bytes before / after and SNR per compressed weight]"
              f"(data:image/svg+xml;base64,{layers})\n"]
     extra += [_allocation_markdown(allocations)] if allocations else []
-    extra.append(_output_error_markdown(output_errors))
+    extra.append(_output_error_markdown(output_errors, output_note))
     return text.replace("\n## Weights\n", "\n" + "\n".join(extra) + "\n## Weights\n", 1)
 
 
-def _output_error_markdown(errors) -> str:
+def _output_error_markdown(errors, note: str = "") -> str:
     out = ["## End-to-end output error", ""]
     if not errors:
-        return "\n".join(out + ["not measured: no calibration samples were given "
+        return "\n".join(out + [note or "not measured: no calibration samples were given "
                                  "(compress --calibration FILE.npz measures it)", ""])
     out += [f"both models run by {errors[0].evaluator} on the calibration samples", "",
             "| output | samples | min cosine | mean cosine | SNR | max abs err / max \\|ref\\| |",

@@ -132,3 +132,34 @@ def test_reasons_are_grouped_without_their_figures_or_stage_name():
     assert _reason_group("palettize_weights: below the size threshold: 8 elements; affine: x") == \
         "below the size threshold"
     assert _reason_group("") == "not selected by any stage"
+
+
+def test_compress_with_calibration_prints_and_reports_the_output_error(demo_model, tmp_path):
+    from pipeline import demo
+    from tests.cli.conftest import run_cli
+
+    np.savez(tmp_path / "calib.npz", image=demo.held_out()[0][:32])
+    out, report = tmp_path / "out.wpz", tmp_path / "r.html"
+    proc = run_cli("compress", demo_model, "-o", out, "--palettize", "4", "--calibration", tmp_path / "calib.npz",
+                   "--report", report, "--no-progress", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("output error on 32 of the calibration"))
+    worst = float(line.split("cosine min ")[1].split(" ")[0])
+    assert 0.9 < worst <= 1.0
+    assert f"{worst:.4f}" in report.read_text()
+
+
+def test_an_output_error_that_cannot_be_measured_is_a_note_not_a_failure():
+    from pipeline.calibration import calibration_data
+    from pipeline.cli import _output_errors
+
+    @program(inputs={"x": TensorSpec((2, 64))})
+    def other(b, x):  # another output shape: nothing to compare with
+        return b.linear(x=x, weight=b.const(W_BIG[:8], name="big"), name="fc")
+
+    data = calibration_data({"x": np.ones((4, 64), np.float32)})
+    errors, note = _output_errors(net, other, data)
+    assert errors == [] and note.startswith("not measured: the models could not be run")
+    assert "changed shape" in note
+    page = render_report("r.html", "t", _changes(), output_note=note)
+    assert "changed shape" in page
