@@ -295,6 +295,34 @@ def table(results, markdown: bool = False) -> str:
     return "\n".join([fmt(heads), fmt(["-" * w for w in widths])] + [fmt(ln) for ln in lines])
 
 
+SHORT = {"int8 per-channel": "int8", "palettize 6-bit": "LUT 6-bit", "palettize 4-bit": "LUT 4-bit",
+         "int4 per-block 32": "int4 b32", "--target-bpw 4.5 (data-free)": "bpw 4.5",
+         "calibrated int4 per-block 32 (GPTQ)": "cal. int4 b32 (GPTQ)", "calibrated --target-bpw 4.5": "cal. bpw 4.5"}
+
+
+def matrix(results) -> str:
+    """One Markdown row per model, one column per run: "task figure (accuracy) @ size"; the
+    min cosine where the model has no task figure."""
+    runs = [label for label, _, _ in RUNS if any(label == r for _, rows in results for r, _ in rows)]
+    out = ["| model (figure) | fp32 | " + " | ".join(SHORT.get(r, r) for r in runs) + " |",
+           "|---|---|" + "---|" * len(runs)]
+    for spec, rows in results:
+        got = dict(rows)
+
+        def cell(r):
+            if not isinstance(r, dict):
+                return "failed" if r is not None else ""
+            main = r["agree"] if r["agree"] is not None else r["cos"]
+            acc = f" ({r['acc']:.3f})" if r["acc"] is not None else ""
+            return f"{main:.3f}{acc} @ {r['size']:.3f}"
+
+        figure = spec.agree_name or "min cos"
+        fp32 = got.get("fp32")
+        head = f"acc {fp32['acc']:.3f}" if isinstance(fp32, dict) and fp32["acc"] is not None else "1"
+        out.append(f"| {spec.name} ({figure}) | {head} | " + " | ".join(cell(got.get(r)) for r in runs) + " |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", action="append", default=[], help="models to run (default: all)")
@@ -319,6 +347,8 @@ def main(argv=None) -> int:
     if args.markdown:
         print()
         print(table(results, markdown=True))
+        print()
+        print(matrix(results))
     return 0
 
 

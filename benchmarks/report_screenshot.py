@@ -201,8 +201,15 @@ def calibration_file(model_name: str, path, batches: int = 4) -> Path:
     model = models.get(model_name)
     cases = [c for seed in range(batches) for c in model.inputs(seed)]
     names = [k for k, v in cases[0].items() if np.ndim(v) >= 1]
-    np.savez(path, **{k: np.concatenate([c[k] for c in cases]) for k in names})
+    np.savez(path, **{k: np.concatenate(_padded([c[k] for c in cases])) for k in names})
     return Path(path)
+
+
+def _padded(arrays) -> list:
+    """Arrays padded with zeros to the largest of each axis after the first (token batches of
+    different lengths: a zero attention mask makes the padding inert)."""
+    shape = np.max([a.shape[1:] for a in arrays], axis=0)
+    return [np.pad(a, [(0, 0)] + [(0, int(m - n)) for m, n in zip(shape, a.shape[1:])]) for a in arrays]
 
 
 def build_report(model_path, out_dir, calibration=None, how=("--target-bpw", "4.5"), timeout: float = 600) -> Path:
