@@ -15,7 +15,9 @@
 - `diff_models(a, b)`: weights added / removed / changed and op counts changed.
 - `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
   reports draw each weight's histogram with its LUT or quantization grid as
-  inline SVG made here (no plotting dependency).
+  inline SVG made here (no plotting dependency). The HTML page, a model-level
+  view first (layer chart, allocation, output error, sortable table), is laid
+  out in pipeline.report_page; the output error is measured in pipeline.output_error.
 """
 from __future__ import annotations
 
