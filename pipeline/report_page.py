@@ -127,7 +127,7 @@ def layers_svg(changes, width: int = 960, bar: int = 14) -> str:
     label_w, size_w, gap, snr_w = 220, 400, 100, 170
     top, pitch = 34, bar + 6
     height = top + max(len(rows), 1) * pitch + 8
-    peak = max((c.before_bytes for c in rows), default=1) or 1
+    peak = _bar_scale([c.before_bytes for c in rows])
     x_size, x_snr = label_w, label_w + size_w + gap
     p = [f'<svg xmlns="http://www.w3.org/2000/svg" class="layers" width="{width}" height="{height}" '
          f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
@@ -145,16 +145,20 @@ def layers_svg(changes, width: int = 960, bar: int = 14) -> str:
         y = top + i * pitch
         bpw = _bpw(c)
         name = c.name if len(c.name) <= 34 else "\u2026" + c.name[-33:]
-        wb = size_w * c.before_bytes / peak
-        wa = max(size_w * c.after_bytes / peak, 1.0)
+        cut = c.before_bytes > peak  # wider than the scale (one table that dwarfs the rest): drawn cut,
+        # with its own before / after proportion, room left for its figures
+        wb = 0.72 * size_w if cut else size_w * c.before_bytes / peak
+        wa = max(wb * c.after_bytes / c.before_bytes if c.before_bytes else 0.0, 1.0)
         p.append(f'<g><title>{esc(c.name)}: {rep.human_bytes(c.before_bytes)} \u2192 {rep.human_bytes(c.after_bytes)}'
                  f', {bpw:.2f} bits/weight, {esc(c.after.compression)}, SNR {esc(rep.fmt_db(c.snr))}</title>'
                  f'<text x="{label_w - 6}" y="{y + bar - 3}" text-anchor="end">{esc(name)}</text>'
                  f'<rect x="{x_size}" y="{y}" width="{wb:.1f}" height="{bar}" fill="#e3e3e3"/>'
                  f'<rect class="after" x="{x_size}" y="{y + 2}" width="{wa:.1f}" height="{bar - 4}" '
                  f'fill="{bits_colour(nominal_bits(c))}"/>'
-                 f'<text x="{x_size + wb + 4:.1f}" y="{y + bar - 3}" fill="#444">{bpw:.2f} b/w, '
-                 f'{c.ratio:.1f}x</text>')
+                 + (f'<path class="cut" d="M{x_size + wb - 14:.1f},{y + bar + 1} l6,{-bar - 2} m4,0 l-6,{bar + 2}" '
+                    f'stroke="#fff" stroke-width="2.5"/>' if cut else "")
+                 + f'<text x="{x_size + wb + 4:.1f}" y="{y + bar - 3}" fill="#444">{bpw:.2f} b/w, '
+                 f'{c.ratio:.1f}x{f", {rep.human_bytes(c.before_bytes)}, cut" if cut else ""}</text>')
         snr = c.snr
         if snr is not None and not math.isnan(snr):
             frac = 1.0 if snr == math.inf else max(0.0, min(snr / SNR_SCALE, 1.0))
@@ -165,6 +169,21 @@ def layers_svg(changes, width: int = 960, bar: int = 14) -> str:
         p.append("</g>")
     p.append("</svg>")
     return "".join(p)
+
+
+CUT = 3  # a weight this many times bigger than every other is drawn cut (the scale follows the rest)
+
+
+def _bar_scale(sizes) -> float:
+    """The bytes that fill the bar width: the largest weight's, unless it is more than CUT times
+    the second largest (a word-embedding table beside 384x384 matmuls): then 1.5 times the
+    second, so the other rows stay readable and the giant one is drawn cut with its bytes."""
+    ordered = sorted(sizes)
+    if not ordered:
+        return 1.0
+    if len(ordered) > 1 and ordered[-2] and ordered[-1] > CUT * ordered[-2]:
+        return 1.5 * ordered[-2]
+    return float(ordered[-1]) or 1.0
 
 
 def legend() -> str:

@@ -163,3 +163,11 @@ def test_an_output_error_that_cannot_be_measured_is_a_note_not_a_failure():
     assert "changed shape" in note
     page = render_report("r.html", "t", _changes(), output_note=note)
     assert "changed shape" in page
+
+
+def test_one_giant_weight_is_drawn_cut_and_the_rest_keep_the_scale():
+    from pipeline.report_page import _bar_scale
+
+    assert _bar_scale([100, 90, 10]) == 100  # no outlier: the largest fills the width
+    assert _bar_scale([1000, 100, 10]) == 150  # 10x the second: the scale follows the second
+    assert _bar_scale([]) == 1.0
