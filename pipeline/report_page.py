@@ -57,9 +57,11 @@ def _bpw(c) -> float:
 
 
 def compressed(changes) -> list:
-    """The weights a stage changed (smaller, or in another form)."""
+    """The weights a stage changed: another stored form, dtype or stored size (the program's
+    own figures, not the files': a plain weight written by another format is not compressed)."""
     return [c for c in changes if c.after is not None and
-            (c.after.compression != c.before.compression or c.after_bytes != c.before_bytes)]
+            (c.after.compression != c.before.compression or c.after.dtype != c.before.dtype
+             or c.after.stored_bytes != c.before.stored_bytes)]
 
 
 def left_alone(changes) -> list:
