@@ -184,11 +184,17 @@ def _data_segments(fd: int, start: int, end: int):
 
 
 def region_digest(arr, header: bytes) -> Optional[str]:
-    """sha256 of `header` + the array's bytes, read from its file in chunks; None when `arr`
-    is not file-backed. The file is checked before and after (WeightFileChanged)."""
+    """sha256 of `header` + the array's bytes, read from its file in chunks (or, for a
+    computed() stand-in, made chunk by chunk); None when `arr` is neither. The file is
+    checked before and after (WeightFileChanged)."""
     r = region_of(arr)
     if r is None:
-        return None
+        if producer_of(arr) is None:
+            return None
+        h = hashlib.sha256(header)
+        for data in produced_bytes(arr):
+            h.update(data)
+        return h.hexdigest()
     verify(arr)
     h = hashlib.sha256(header)
     for data in chunks(r):
@@ -250,6 +256,60 @@ def copy_to(arr, out) -> int:
 
 def _zeros(data) -> bool:
     return not any(data[:64]) and not np.frombuffer(data, np.uint8).any()
+
+
+# ---- computed tensors: bytes made on demand, chunk by chunk --------------------------------
+
+# id(stand-in) -> (weakref to it, produce): see computed()
+_COMPUTED: dict = {}
+
+
+def computed(shape, dtype, produce) -> np.ndarray:
+    """A read-only stand-in of `shape` / `dtype` for a tensor whose bytes are made only when
+    they are written: `produce()` yields the tensor as C-ordered arrays, consecutive slices
+    along axis 0 (it may be called more than once, and gives the same bytes each time). The
+    stand-in takes no memory (one element broadcast), and its own elements mean nothing: it
+    exists for an exporter's derived forms (ir.formats.onnx.nbits), where DataSink writes
+    the chunks as they come, so a model's packed weights are never all in memory at once;
+    whatever else may meet one reads it through materialize(). Its digest is the digest of
+    the produced bytes (region_digest)."""
+    dt = np.dtype(dtype)
+    arr = np.broadcast_to(np.zeros((), dt), tuple(int(d) for d in shape))
+    key = id(arr)
+    _COMPUTED[key] = (weakref.ref(arr, lambda _r, k=key: _COMPUTED.pop(k, None)), produce)
+    return arr
+
+
+def producer_of(arr):
+    """The produce function behind a computed() stand-in; None for any other array."""
+    hit = _COMPUTED.get(id(arr))
+    if hit is None or hit[0]() is not arr:
+        return None
+    return hit[1]
+
+
+def materialize(arr):
+    """The real array of a computed() stand-in (made now, whole, read-only); `arr` itself
+    for any other value."""
+    produce = producer_of(arr)
+    if produce is None:
+        return arr
+    out = np.empty(arr.shape, arr.dtype)
+    flat, pos = out.reshape(-1), 0
+    for chunk in produce():
+        chunk = np.ascontiguousarray(chunk).reshape(-1)
+        flat[pos:pos + chunk.size] = chunk
+        pos += chunk.size
+    if pos != out.size:
+        raise ValueError(f"a computed tensor {arr.dtype}{list(arr.shape)} produced {pos} of its {out.size} elements")
+    out.flags.writeable = False
+    return out
+
+
+def produced_bytes(arr):
+    """The bytes of a computed() stand-in, chunk by chunk (memoryviews of C-ordered chunks)."""
+    for chunk in producer_of(arr)():
+        yield memoryview(np.ascontiguousarray(chunk).reshape(-1)).cast("B")
 
 
 # ---- spilling: big results of a run kept in files, not in memory -------------------------
