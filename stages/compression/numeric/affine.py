@@ -236,23 +236,26 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
     rows = blocked.shape[0]
     step = max(1, _CHUNK // max(1, blocked.size // rows))
     chunks = [slice(r, r + step) for r in range(0, rows, step)]
-    # Two passes: every block's range (min / max are exact in the weight's own dtype, so
-    # they read the weight where it is, no working copy), the parameters of all blocks at
-    # once (elementwise per block: the same figures as block by block, without a few dozen
-    # small numpy calls per chunk), then the codes chunk by chunk.
-    mins, maxs = [], []
-    for sl in chunks:
-        mins.append(np.min(blocked[sl], axis=reduce_axes, keepdims=True))
-        maxs.append(np.max(blocked[sl], axis=reduce_axes, keepdims=True))
-    if 0 in reduce_axes:  # axis 0 is reduced: the chunks are parts of the same blocks
-        w_min, w_max = np.minimum.reduce(mins), np.maximum.reduce(maxs)
+    if 0 in reduce_axes:
+        w_min = w_max = None
+        for sl in chunks:
+            x = _as_work(blocked[sl], work)
+            lo_c, hi_c = np.min(x, axis=reduce_axes, keepdims=True), np.max(x, axis=reduce_axes, keepdims=True)
+            w_min = lo_c if w_min is None else np.minimum(w_min, lo_c)
+            w_max = hi_c if w_max is None else np.maximum(w_max, hi_c)
+        scale, zp, limits = _block_params(w_min, w_max, mode, lo, hi, w.dtype)
+        for sl in chunks:
+            _quantize_chunk(out[sl], _as_work(blocked[sl], work), scale, zp, *limits)
     else:
-        w_min, w_max = np.concatenate(mins), np.concatenate(maxs)
-    scale, zp, limits = _block_params(w_min, w_max, mode, lo, hi, w.dtype)
-    for sl in chunks:
-        at = slice(None) if 0 in reduce_axes else sl  # the chunk's own blocks
-        _quantize_chunk(out[sl], _as_work(blocked[sl], work), scale[at], zp[at],
-                        *(lim if np.isscalar(lim) else lim[at] for lim in limits))
+        scales, zps = [], []
+        for sl in chunks:
+            x = _as_work(blocked[sl], work)
+            s, z, limits = _block_params(np.min(x, axis=reduce_axes, keepdims=True),
+                                         np.max(x, axis=reduce_axes, keepdims=True), mode, lo, hi, w.dtype)
+            _quantize_chunk(out[sl], x, s, z, *limits)
+            scales.append(s)
+            zps.append(z)
+        scale, zp = np.concatenate(scales), np.concatenate(zps)
     return AffineParams(codes, scale.reshape(scale_shape),
                         zp.astype(storage).reshape(scale_shape), dtype, mode)
 
