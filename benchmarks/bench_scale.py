@@ -89,7 +89,7 @@ def measured(cmd: list, env=None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
     return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "sys": ru.ru_stime,
-            "rss": ru.ru_maxrss * 1024, "faults": ru.ru_minflt}
+            "rss": ru.ru_maxrss * 1024, "faults": ru.ru_minflt, "load": os.getloadavg()[0]}
 
 
 def output_bytes(path: str) -> int:
@@ -98,8 +98,24 @@ def output_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith(stem))
 
 
-def ours(model: str, out: str, args: list, check: bool) -> dict:
+def child_env() -> dict:
+    """The children's environment: this checkout first on the path, and bytecode written
+    (PYTHONDONTWRITEBYTECODE, set on some machines, would make every run compile weightpress'
+    sources again, about a second; an installed package has its bytecode)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def load() -> str:
+    try:
+        return "load average " + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:
+        return "load average unknown"
+
+
+def ours(model: str, out: str, args: list, check: bool) -> dict:
+    env = child_env()
     cmd = [sys.executable, "-m", "pipeline.cli", "compress", model, "-o", out, "-q",
            *args, *([] if check else ["--no-check"])]
     return measured(cmd, env) | {"out": out}
@@ -124,14 +140,14 @@ def in_memory_model(directory: str, size: float) -> str:
 def row(name, r, weights, ref=None, peer_r=None) -> list:
     per_gb = r["wall"] / (weights / GB)
     cells = [name, f"{r['wall']:.1f}", f"{r['cpu']:.1f}", f"{r['sys']:.1f}", f"{r['rss'] / 1e6:.0f}",
-             f"{r['faults'] / 1e6:.2f}", f"{output_bytes(r['out']) / 1e6:.0f}", f"{per_gb:.1f}"]
+             f"{r['faults'] / 1e6:.2f}", f"{output_bytes(r['out']) / 1e6:.0f}", f"{per_gb:.1f}", f"{r['load']:.1f}"]
     cells.append(f"{per_gb / ref:.2f}x" if ref else "")
     cells.append(f"{r['wall'] / peer_r['wall']:.2f}x / {r['rss'] / peer_r['rss']:.2f}x" if peer_r else "")
     return cells
 
 
 def table(rows) -> str:
-    headers = ["run", "wall s", "cpu s", "sys s", "peak RSS MB", "Mfaults", "out MB", "s/GB",
+    headers = ["run", "wall s", "cpu s", "sys s", "peak RSS MB", "Mfaults", "out MB", "s/GB", "load",
                "s/GB vs in-memory", "vs peer: wall / RSS"]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -156,7 +172,7 @@ def main(argv=None) -> int:
         layers, dim = shape_for(args.size)
         weights = layers * dim * dim * 4
         print(f"model: {layers} MatMul layers of {dim}x{dim} fp32 = {weights / GB:.2f} GB in external data; "
-              f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
+              f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; {load()}", flush=True)
         model = generate(os.path.join(work, "big"), layers, dim)
         ref = {}
         rows = []
@@ -182,6 +198,7 @@ def main(argv=None) -> int:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         print()
         print(table(rows))
+        print(f"at the end: {load()}")
     finally:
         if args.keep:
             print(f"kept {work}")
