@@ -165,3 +165,39 @@ def test_a_killed_runs_spill_directory_is_removed_by_the_next_spill(tmp_path):
     lazy.Spill(str(tmp_path)).put(np.ones(1 << 20, np.int8))
     assert not os.path.exists(where)
     assert alive.is_dir() and other.is_dir()
+
+
+# ---- .wpz: big members mapped from the file ---------------------------------------------------
+
+def test_wpz_maps_its_big_members_and_checks_their_digest_streamed(tmp_path):
+    from ir.interpret import evaluate
+    from ir.serialize import LAZY_MIN_BYTES, SerializationError, load, save
+
+    w = RNG.standard_normal((1024, 512)).astype(np.float32)  # 2 MB: mapped
+    bias = RNG.standard_normal(1024).astype(np.float32)  # 4 KB: read
+
+    @program(inputs={"x": TensorSpec((1, 512))})
+    def net(b, x):
+        return b.linear(x=x, weight=w, bias=bias)
+
+    save(net, tmp_path / "m.wpz")
+    before = lazy.READS["digest_bytes"]
+    back = load(tmp_path / "m.wpz")
+    vals = {op.outputs[0].shape: op.attrs["val"] for op in back.main.ops if op.op_type == "const"}
+    big, small = vals[(1024, 512)], vals[(1024,)]
+    r = lazy.region_of(big)
+    assert r is not None and r.offset % 64 == 0 and w.nbytes >= LAZY_MIN_BYTES
+    assert lazy.region_of(small) is None
+    assert lazy.READS["digest_bytes"] - before == w.nbytes  # hashed from the file once, in chunks
+    assert back.digest == net.digest
+    x = RNG.standard_normal((1, 512)).astype(np.float32)
+    (got,), (want,) = evaluate(back, {"x": x}).values(), evaluate(net, {"x": x}).values()
+    np.testing.assert_array_equal(got, want)
+    save(back, tmp_path / "again.wpz")  # a mapped member streams back out
+    assert load(tmp_path / "again.wpz").digest == net.digest
+    # a byte changed inside the mapped member: refused by its digest, naming the member
+    data = bytearray((tmp_path / "m.wpz").read_bytes())
+    data[r.offset + 100] ^= 0xFF
+    (tmp_path / "bad.wpz").write_bytes(bytes(data))
+    with pytest.raises(SerializationError, match="does not match its digest"):
+        load(tmp_path / "bad.wpz")
