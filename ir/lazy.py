@@ -377,6 +377,9 @@ class Spill:
         from ir.digest import tensor_digest
 
         digest = tensor_digest(arr)  # the bytes are here now; reading them back would cost a pass
+        # the range of integer codes too: validation checks sub-byte values fit their dtype,
+        # and would otherwise read every spilled code back from its file to learn it
+        span = (int(arr.min()), int(arr.max())) if arr.dtype.kind in "iu" and arr.size else None
         fd, path = tempfile.mkstemp(dir=self._directory(), suffix=".bin")
         os.close(fd)
         _write_file(path, memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B"))
@@ -387,7 +390,7 @@ class Spill:
         key = id(out)
         _REGIONS[key] = (weakref.ref(out, lambda _r, k=key: _REGIONS.pop(k, None)),
                          Region(path, 0, arr.nbytes, arr.dtype.str, tuple(arr.shape), stamp))
-        _DIGESTS[key] = (weakref.ref(out, lambda _r, k=key: _DIGESTS.pop(k, None)), digest)
+        _DIGESTS[key] = (weakref.ref(out, lambda _r, k=key: _DIGESTS.pop(k, None)), digest, span)
         _SPILL_PATHS.add(path)
         weakref.finalize(out, _remove, path)
         return out
@@ -497,6 +500,12 @@ def known_digest(arr) -> Optional[str]:
     """The digest remembered for a spilled array (computed before it went to its file)."""
     hit = _DIGESTS.get(id(arr))
     return hit[1] if hit is not None and hit[0]() is arr else None
+
+
+def known_range(arr) -> Optional[tuple]:
+    """(min, max) remembered for a spilled integer array; None when not known."""
+    hit = _DIGESTS.get(id(arr))
+    return hit[2] if hit is not None and hit[0]() is arr else None
 
 
 def _drop_cached(r: Region) -> None:

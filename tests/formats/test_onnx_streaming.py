@@ -201,3 +201,29 @@ def test_wpz_maps_its_big_members_and_checks_their_digest_streamed(tmp_path):
     (tmp_path / "bad.wpz").write_bytes(bytes(data))
     with pytest.raises(SerializationError, match="does not match its digest"):
         load(tmp_path / "bad.wpz")
+
+
+def test_validation_reads_no_spilled_code_back(tmp_path, monkeypatch):
+    """A run on a file-backed model spills its int4 codes; checking they fit int4 between
+    steps uses the range the spill remembered, so no code is read back from its file."""
+    import ir.validate as validate_module
+    from ir.validate import validate
+
+    spill = lazy.Spill(str(tmp_path))
+    codes = RNG.integers(-8, 8, (1024, 1024)).astype(np.int8)
+    codes.flags.writeable = False
+    spilled = spill.put(codes)
+    assert lazy.known_range(spilled) == (int(codes.min()), int(codes.max()))
+    scale = np.full((32, 1024), 0.01, np.float32)
+
+    @program(inputs={"x": TensorSpec((2, 1024))})
+    def net(b, x):
+        w = b.constexpr_blockwise_shift_scale(data=b.const(spilled, dtype="int4"), scale=scale)
+        return b.matmul(x=x, y=w, name="y")
+
+    def no_reading(values, dt):
+        raise AssertionError("the spilled codes were read to check their range")
+
+    monkeypatch.setattr(validate_module, "fits", no_reading)
+    assert validate(net) is net
+    assert lazy.known_range(codes) is None  # only spills remember a range
