@@ -363,6 +363,7 @@ class Spill:
             import tempfile
 
             parent = self._parent or tempfile.gettempdir()
+            os.makedirs(parent, exist_ok=True)
             remove_stale_spills(parent)
             self._dir = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{_host()}-{os.getpid()}-", dir=parent)
             atexit.register(shutil.rmtree, self._dir, True)

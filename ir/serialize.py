@@ -88,6 +88,25 @@ def _is_object(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "OUS"
 
 
+def write_tensor(out, arr: np.ndarray, ir_dtype) -> int:
+    """Write encode_tensor's bytes of `arr` to the binary file `out` without building them
+    whole when they are the array's own bytes (numbers, little-endian): chunk by chunk from
+    the array (a file-backed one's pages given back after). The number of bytes written."""
+    from ir import lazy
+
+    arr = np.asarray(arr)
+    dt = lookup_dtype(ir_dtype)
+    if dt.is_subbyte or dt.kind == "string" or _is_object(arr) or arr.dtype.byteorder == ">":
+        data = encode_tensor(arr, ir_dtype)
+        out.write(data)
+        return len(data)
+    data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
+    for at in range(0, len(data), lazy.CHUNK):
+        out.write(data[at:at + lazy.CHUNK])
+    lazy.release(arr)
+    return len(data)
+
+
 def encode_tensor(arr: np.ndarray, ir_dtype) -> bytes:
     """Bytes of one tensor: packed for sub-byte dtypes, JSON for strings, raw little-endian else."""
     dt = lookup_dtype(ir_dtype)
@@ -477,7 +496,7 @@ def save(program: Program, path) -> None:
             for d, arr in tensors.items():
                 ir_dtype = graph["tensors"][d]["dtype"]
                 if _raw_member(arr, ir_dtype):
-                    _write_raw_member(zf, tensor_member(d), arr)
+                    _write_raw_member(zf, tensor_member(d), arr, ir_dtype)
                 else:
                     zf.writestr(tensor_member(d), encode_tensor(arr, ir_dtype))
 
@@ -498,22 +517,16 @@ def _raw_member(arr, ir_dtype) -> bool:
             and not _is_object(arr) and arr.dtype.byteorder in ("<", "=", "|"))
 
 
-def _write_raw_member(zf: zipfile.ZipFile, member: str, arr: np.ndarray) -> None:
+def _write_raw_member(zf: zipfile.ZipFile, member: str, arr: np.ndarray, ir_dtype) -> None:
     """One tensor's bytes into the archive chunk by chunk: no copy of the whole tensor (a
     file-backed one is read through its map and its pages given back after)."""
-    from ir import lazy
-
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    data = memoryview(flat).cast("B")
     info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
-    info.file_size = len(data)
-    zip64 = len(data) > zipfile.ZIP64_LIMIT
+    info.file_size = np.asarray(arr).nbytes
+    zip64 = info.file_size > zipfile.ZIP64_LIMIT
     info.extra = _alignment_extra(zf, member, zip64)
     with zf.open(info, "w", force_zip64=zip64) as out:
-        for at in range(0, len(data), lazy.CHUNK):
-            out.write(data[at:at + lazy.CHUNK])
-    lazy.release(arr)
+        write_tensor(out, arr, ir_dtype)
 
 
 _ALIGN = 64  # a mapped member starts at a multiple of this: numpy reads aligned arrays faster

@@ -227,3 +227,28 @@ def test_validation_reads_no_spilled_code_back(tmp_path, monkeypatch):
     monkeypatch.setattr(validate_module, "fits", no_reading)
     assert validate(net) is net
     assert lazy.known_range(codes) is None  # only spills remember a range
+
+
+def test_disk_cache_streams_a_tensor_in_and_reads_it_mapped(tmp_path):
+    """The cache file of a tensor is encode_tensor's bytes (written chunk by chunk, also for
+    a file-backed tensor); read back it is mapped, checked against its digest, and its pages
+    given back: the values are still all there."""
+    from ir.serialize import encode_tensor
+    from pipeline import DiskCache
+
+    w = RNG.standard_normal((1024, 512)).astype(np.float32)
+    spilled = lazy.Spill(str(tmp_path / "spill")).put(w)  # a file-backed weight goes in from its file
+
+    @program(inputs={"x": TensorSpec((1, 512))})
+    def net(b, x):
+        return b.linear(x=x, weight=spilled)
+
+    cache = DiskCache(tmp_path / "cache")
+    cache.put_program(net)
+    (path,) = (tmp_path / "cache" / "tensors").rglob("*.bin")
+    assert path.read_bytes() == encode_tensor(w, "fp32")
+    back = DiskCache(tmp_path / "cache").get_program(net.digest)
+    assert back is not None and back.digest == net.digest
+    (val,) = [op.attrs["val"] for op in back.main.ops if op.op_type == "const" and op.attrs["val"].size > 1000]
+    assert not val.flags.writeable
+    np.testing.assert_array_equal(val, w)
