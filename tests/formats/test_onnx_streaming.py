@@ -252,3 +252,30 @@ def test_disk_cache_streams_a_tensor_in_and_reads_it_mapped(tmp_path):
     (val,) = [op.attrs["val"] for op in back.main.ops if op.op_type == "const" and op.attrs["val"].size > 1000]
     assert not val.flags.writeable
     np.testing.assert_array_equal(val, w)
+
+
+def test_coreml_weight_file_values_are_file_backed(tmp_path):
+    """A package's big raw weights stay in weight.bin (mapped, read on demand); sub-byte and
+    small ones are read; exporting the imported program copies the mapped ones back out."""
+    from ir.formats.coreml import export_coreml, import_coreml
+
+    w = RNG.standard_normal((1024, 512)).astype(np.float32)
+    codes = RNG.integers(-8, 8, (256, 1024)).astype(np.int8)
+
+    @program(inputs={"x": TensorSpec((1, 512))})
+    def net(b, x):
+        q = b.constexpr_blockwise_shift_scale(data=b.const(codes, dtype="int4"),
+                                              scale=np.full((256, 32), 0.01, np.float32))
+        return b.linear(x=b.linear(x=x, weight=w), weight=q)
+
+    export_coreml(net, tmp_path / "m.mlpackage", target="iOS18")
+    back = import_coreml(tmp_path / "m.mlpackage")
+    vals = {v.shape: v for v in (op.attrs["val"] for op in back.main.ops if op.op_type == "const")}
+    assert lazy.region_of(vals[(1024, 512)]) is not None
+    assert lazy.region_of(vals[(256, 1024)]) is None  # int4: unpacked into memory
+    np.testing.assert_array_equal(vals[(1024, 512)], w)
+    np.testing.assert_array_equal(vals[(256, 1024)], codes)
+    assert back.digest == import_coreml(tmp_path / "m.mlpackage").digest
+    export_coreml(back, tmp_path / "again.mlpackage", target="iOS18")
+    again = import_coreml(tmp_path / "again.mlpackage")
+    assert again.digest == back.digest
