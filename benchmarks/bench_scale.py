@@ -35,7 +35,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from scale_model import generate  # noqa: E402
 
 GB = 1e9
 
@@ -125,6 +124,30 @@ def peer(model: str, out: str, script: str) -> dict:
     return measured([sys.executable, "-c", script, model, out]) | {"out": out}
 
 
+def generate(*args, **kw):
+    from scale_model import generate as make  # numpy and onnx: imported by the children only
+
+    return make(*args, **kw)
+
+
+def in_child(fn, *args):
+    """fn(*args) run in a child process (its result printed back): the models are made
+    there, so this process stays small. It matters: a child's peak RSS as the system reports
+    it (os.wait4) starts at its parent's peak, because the child is started by vfork and
+    exec records the shared memory's high-water mark (loading the in-memory model here once
+    made every run below report 858 MB)."""
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import bench_scale as b; "
+            f"print(b.{fn.__name__}(*{args!r}))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def own_peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def in_memory_model(directory: str, size: float) -> str:
     """The same kind of model with its weights inside the proto (no external data)."""
     import onnx
@@ -173,11 +196,11 @@ def main(argv=None) -> int:
         weights = layers * dim * dim * 4
         print(f"model: {layers} MatMul layers of {dim}x{dim} fp32 = {weights / GB:.2f} GB in external data; "
               f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; {load()}", flush=True)
-        model = generate(os.path.join(work, "big"), layers, dim)
+        model = in_child(generate, os.path.join(work, "big"), layers, dim)
         ref = {}
         rows = []
         if args.in_memory_size:
-            small = in_memory_model(os.path.join(work, "small"), args.in_memory_size)
+            small = in_child(in_memory_model, os.path.join(work, "small"), args.in_memory_size)
             sl, sd = shape_for(args.in_memory_size)
             small_weights = sl * sd * sd * 4
             for p in presets:
@@ -198,7 +221,8 @@ def main(argv=None) -> int:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         print()
         print(table(rows))
-        print(f"at the end: {load()}")
+        print(f"at the end: {load()}; this script's own peak RSS {own_peak_mb():.0f} MB (no child's "
+              "figure can be below it, see in_child)")
     finally:
         if args.keep:
             print(f"kept {work}")
