@@ -58,6 +58,8 @@ OURS = {
     "int8": (["--preset", "int8"], "ort quantize_dynamic int8"),
     "int4-block32": (["--preset", "int4-block32", "--onnx-matmul-nbits"], "ort MatMulNBits int4 b32"),
     "palettize-4bit": (["--preset", "palettize-4bit"], None),
+    # the default ONNX form of 4-bit weights (packed nibbles decoded in the graph): no peer
+    "int4-block32-packed": (["--preset", "int4-block32"], None),
 }
 PEERS = {"ort quantize_dynamic int8": ORT_INT8, "ort MatMulNBits int4 b32": ORT_NBITS}
 
@@ -181,7 +183,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=parse_size, default=parse_size("1.6G"),
                     help="weights of the generated model (default 1.6G: 24 layers 4096x4096 fp32)")
-    ap.add_argument("--presets", default=",".join(OURS), help=f"weightpress runs (default {','.join(OURS)})")
+    ap.add_argument("--presets", default="int8,int4-block32,palettize-4bit",
+                    help=f"weightpress runs, of {', '.join(OURS)} (default int8,int4-block32,palettize-4bit)")
     ap.add_argument("--no-peers", dest="peers", action="store_false", help="skip onnxruntime's quantizers")
     ap.add_argument("--in-memory-size", type=parse_size, default=parse_size("256M"),
                     help="weights of the in-memory reference model (default 256M; 0: none)")

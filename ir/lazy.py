@@ -370,14 +370,13 @@ class Spill:
             _exit_on_sigterm()
         return self._dir
 
-    def put(self, arr: np.ndarray) -> np.ndarray:
+    def put(self, arr: np.ndarray, digest: Optional[str] = None) -> np.ndarray:
+        """`digest`: arr's ir.digest.tensor_digest when the caller has it (computed while the
+        bytes are in memory: the run's digest of its result then reads nothing back)."""
         if not self.wants(arr):
             return arr
         import tempfile
 
-        from ir.digest import tensor_digest
-
-        digest = tensor_digest(arr)  # the bytes are here now; reading them back would cost a pass
         # the range of integer codes too: validation checks sub-byte values fit their dtype,
         # and would otherwise read every spilled code back from its file to learn it
         span = (int(arr.min()), int(arr.max())) if arr.dtype.kind in "iu" and arr.size else None
@@ -391,7 +390,7 @@ class Spill:
         key = id(out)
         _REGIONS[key] = (weakref.ref(out, lambda _r, k=key: _REGIONS.pop(k, None)),
                          Region(path, 0, arr.nbytes, arr.dtype.str, tuple(arr.shape), stamp))
-        _DIGESTS[key] = (weakref.ref(out, lambda _r, k=key: _DIGESTS.pop(k, None)), digest, span)
+        _DIGESTS[key] = (weakref.ref(out, lambda _r, k=key: _DIGESTS.pop(k, None)), digest, span)  # digest may be None
         _SPILL_PATHS.add(path)
         weakref.finalize(out, _remove, path)
         return out

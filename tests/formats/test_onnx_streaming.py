@@ -115,12 +115,15 @@ def test_a_spilled_array_has_the_bytes_and_the_digest_without_reading_its_file(t
     arr = RNG.integers(-128, 128, nbytes, dtype=np.int8)
     arr.flags.writeable = False
     spill = lazy.Spill(str(tmp_path))
-    out = spill.put(arr)
+    digest = tensor_digest(arr)
+    out = spill.put(arr, digest)  # the digest the caller computed while the bytes were in memory
     r = lazy.region_of(out)
     assert r is not None and os.path.getsize(r.path) == nbytes  # the padded last block cut back
     before = lazy.READS["digest_bytes"]
-    assert tensor_digest(out) == tensor_digest(arr.copy())
+    assert tensor_digest(out) == digest
     assert lazy.READS["digest_bytes"] == before  # known from the bytes it was made from
+    unknown = spill.put(arr.copy())  # without one: hashed from its file when first asked
+    assert tensor_digest(unknown) == digest and lazy.READS["digest_bytes"] == before + nbytes
     np.testing.assert_array_equal(out, arr)
     lazy.release(out)  # its cached pages dropped: the bytes are still there, read from the file
     np.testing.assert_array_equal(out[-5:], arr[-5:])
