@@ -110,8 +110,12 @@ def test_a_computed_tensor_is_made_from_its_slabs_each_time():
         lazy.materialize(lazy.computed((3, 3), np.int32, short))
 
 
+@pytest.mark.parametrize("direct", [True, False])  # False: a system without O_DIRECT writes normally
 @pytest.mark.parametrize("nbytes", [(1 << 20) + 13, (lazy.CHUNK * 2) + 4096 + 5])
-def test_a_spilled_array_has_the_bytes_and_the_digest_without_reading_its_file(tmp_path, nbytes):
+def test_a_spilled_array_has_the_bytes_and_the_digest_without_reading_its_file(tmp_path, monkeypatch, nbytes,
+                                                                               direct):
+    if not direct:
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
     arr = RNG.integers(-128, 128, nbytes, dtype=np.int8)
     arr.flags.writeable = False
     spill = lazy.Spill(str(tmp_path))
