@@ -222,10 +222,10 @@ def main(argv=None) -> int:
             r = ours(model, os.path.join(work, "big", f"out-{p}.onnx"), OURS[p][0], args.check)
             rows.append(row(f"weightpress {p}", r, weights, ref.get(p), peer_runs.get(OURS[p][1])))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-        print()
-        print(table(rows))
         print(f"at the end: {load()}; this script's own peak RSS {own_peak_mb():.0f} MB (no child's "
               "figure can be below it, see in_child)")
+        print()
+        print(table(rows))
     finally:
         if args.keep:
             print(f"kept {work}")
