@@ -52,7 +52,11 @@ def _initializers(path):
 @pytest.mark.parametrize("rows_first", [False, True])
 @pytest.mark.parametrize("dt", ["int4", "uint4"])
 def test_matmul_nbits_streamed_equals_in_memory_byte_for_byte(tmp_path, rows_first, dt):
-    prog, codes, scale = _nbits_program(rows_first=rows_first, dt=dt)
+    k, n = 1024, 512  # B 256 KB and the scales 64 KB: both made slab by slab when streamed
+    prog, codes, scale = _nbits_program(k=k, n=n, rows_first=rows_first, dt=dt)
+    fused = {op.name: op.attrs["val"] for op in nbits.rewrite(prog).main.ops if op.op_type == "const"}
+    computed = sorted(name.rsplit("_", 1)[-1] for name, v in fused.items() if lazy.producer_of(v) is not None)
+    assert computed == (["B"] if rows_first else ["B", "scales"])  # [N, K] scales need no transposing
     streamed, inline = tmp_path / "s", tmp_path / "i"
     streamed.mkdir()
     inline.mkdir()
@@ -67,7 +71,7 @@ def test_matmul_nbits_streamed_equals_in_memory_byte_for_byte(tmp_path, rows_fir
     (node,) = [nd for nd in m_s.graph.node if nd.op_type == "MatMulNBits"]
     rows = codes if rows_first else codes.T
     shift = 8 if dt == "int4" else 0
-    want = np.frombuffer(pack(rows.astype(np.int16) + shift, "uint4"), np.uint8).reshape(256, 512 // 32, 16)
+    want = np.frombuffer(pack(rows.astype(np.int16) + shift, "uint4"), np.uint8).reshape(n, k // 32, 16)
     np.testing.assert_array_equal(init_s[node.input[1]], want)
     np.testing.assert_array_equal(init_s[node.input[2]], scale if rows_first else scale.T)
     # the streamed model refers to its data file; the in-memory one holds every byte itself
