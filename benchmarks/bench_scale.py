@@ -35,7 +35,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from scale_model import generate  # noqa: E402
 
 GB = 1e9
 
@@ -59,6 +58,8 @@ OURS = {
     "int8": (["--preset", "int8"], "ort quantize_dynamic int8"),
     "int4-block32": (["--preset", "int4-block32", "--onnx-matmul-nbits"], "ort MatMulNBits int4 b32"),
     "palettize-4bit": (["--preset", "palettize-4bit"], None),
+    # the default ONNX form of 4-bit weights (packed nibbles decoded in the graph): no peer
+    "int4-block32-packed": (["--preset", "int4-block32"], None),
 }
 PEERS = {"ort quantize_dynamic int8": ORT_INT8, "ort MatMulNBits int4 b32": ORT_NBITS}
 
@@ -89,7 +90,7 @@ def measured(cmd: list, env=None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
     return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "sys": ru.ru_stime,
-            "rss": ru.ru_maxrss * 1024, "faults": ru.ru_minflt}
+            "rss": ru.ru_maxrss * 1024, "faults": ru.ru_minflt, "load": os.getloadavg()[0]}
 
 
 def output_bytes(path: str) -> int:
@@ -98,8 +99,24 @@ def output_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith(stem))
 
 
-def ours(model: str, out: str, args: list, check: bool) -> dict:
+def child_env() -> dict:
+    """The children's environment: this checkout first on the path, and bytecode written
+    (PYTHONDONTWRITEBYTECODE, set on some machines, would make every run compile weightpress'
+    sources again, about a second; an installed package has its bytecode)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def load() -> str:
+    try:
+        return "load average " + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:
+        return "load average unknown"
+
+
+def ours(model: str, out: str, args: list, check: bool) -> dict:
+    env = child_env()
     cmd = [sys.executable, "-m", "pipeline.cli", "compress", model, "-o", out, "-q",
            *args, *([] if check else ["--no-check"])]
     return measured(cmd, env) | {"out": out}
@@ -107,6 +124,30 @@ def ours(model: str, out: str, args: list, check: bool) -> dict:
 
 def peer(model: str, out: str, script: str) -> dict:
     return measured([sys.executable, "-c", script, model, out]) | {"out": out}
+
+
+def generate(*args, **kw):
+    from scale_model import generate as make  # numpy and onnx: imported by the children only
+
+    return make(*args, **kw)
+
+
+def in_child(fn, *args):
+    """fn(*args) run in a child process (its result printed back): the models are made
+    there, so this process stays small. It matters: a child's peak RSS as the system reports
+    it (os.wait4) starts at its parent's peak, because the child is started by vfork and
+    exec records the shared memory's high-water mark (loading the in-memory model here once
+    made every run below report 858 MB)."""
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import bench_scale as b; "
+            f"print(b.{fn.__name__}(*{args!r}))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def own_peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def in_memory_model(directory: str, size: float) -> str:
@@ -124,14 +165,14 @@ def in_memory_model(directory: str, size: float) -> str:
 def row(name, r, weights, ref=None, peer_r=None) -> list:
     per_gb = r["wall"] / (weights / GB)
     cells = [name, f"{r['wall']:.1f}", f"{r['cpu']:.1f}", f"{r['sys']:.1f}", f"{r['rss'] / 1e6:.0f}",
-             f"{r['faults'] / 1e6:.2f}", f"{output_bytes(r['out']) / 1e6:.0f}", f"{per_gb:.1f}"]
+             f"{r['faults'] / 1e6:.2f}", f"{output_bytes(r['out']) / 1e6:.0f}", f"{per_gb:.1f}", f"{r['load']:.1f}"]
     cells.append(f"{per_gb / ref:.2f}x" if ref else "")
     cells.append(f"{r['wall'] / peer_r['wall']:.2f}x / {r['rss'] / peer_r['rss']:.2f}x" if peer_r else "")
     return cells
 
 
 def table(rows) -> str:
-    headers = ["run", "wall s", "cpu s", "sys s", "peak RSS MB", "Mfaults", "out MB", "s/GB",
+    headers = ["run", "wall s", "cpu s", "sys s", "peak RSS MB", "Mfaults", "out MB", "s/GB", "load",
                "s/GB vs in-memory", "vs peer: wall / RSS"]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -142,7 +183,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=parse_size, default=parse_size("1.6G"),
                     help="weights of the generated model (default 1.6G: 24 layers 4096x4096 fp32)")
-    ap.add_argument("--presets", default=",".join(OURS), help=f"weightpress runs (default {','.join(OURS)})")
+    ap.add_argument("--presets", default="int8,int4-block32,palettize-4bit",
+                    help=f"weightpress runs, of {', '.join(OURS)} (default int8,int4-block32,palettize-4bit)")
     ap.add_argument("--no-peers", dest="peers", action="store_false", help="skip onnxruntime's quantizers")
     ap.add_argument("--in-memory-size", type=parse_size, default=parse_size("256M"),
                     help="weights of the in-memory reference model (default 256M; 0: none)")
@@ -156,12 +198,12 @@ def main(argv=None) -> int:
         layers, dim = shape_for(args.size)
         weights = layers * dim * dim * 4
         print(f"model: {layers} MatMul layers of {dim}x{dim} fp32 = {weights / GB:.2f} GB in external data; "
-              f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
-        model = generate(os.path.join(work, "big"), layers, dim)
+              f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; {load()}", flush=True)
+        model = in_child(generate, os.path.join(work, "big"), layers, dim)
         ref = {}
         rows = []
         if args.in_memory_size:
-            small = in_memory_model(os.path.join(work, "small"), args.in_memory_size)
+            small = in_child(in_memory_model, os.path.join(work, "small"), args.in_memory_size)
             sl, sd = shape_for(args.in_memory_size)
             small_weights = sl * sd * sd * 4
             for p in presets:
@@ -180,6 +222,8 @@ def main(argv=None) -> int:
             r = ours(model, os.path.join(work, "big", f"out-{p}.onnx"), OURS[p][0], args.check)
             rows.append(row(f"weightpress {p}", r, weights, ref.get(p), peer_runs.get(OURS[p][1])))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
+        print(f"at the end: {load()}; this script's own peak RSS {own_peak_mb():.0f} MB (no child's "
+              "figure can be below it, see in_child)")
         print()
         print(table(rows))
     finally:

@@ -88,6 +88,25 @@ def _is_object(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "OUS"
 
 
+def write_tensor(out, arr: np.ndarray, ir_dtype) -> int:
+    """Write encode_tensor's bytes of `arr` to the binary file `out` without building them
+    whole when they are the array's own bytes (numbers, little-endian): chunk by chunk from
+    the array (a file-backed one's pages given back after). The number of bytes written."""
+    from ir import lazy
+
+    arr = np.asarray(arr)
+    dt = lookup_dtype(ir_dtype)
+    if dt.is_subbyte or dt.kind == "string" or _is_object(arr) or arr.dtype.byteorder == ">":
+        data = encode_tensor(arr, ir_dtype)
+        out.write(data)
+        return len(data)
+    data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
+    for at in range(0, len(data), lazy.CHUNK):
+        out.write(data[at:at + lazy.CHUNK])
+    lazy.release(arr)
+    return len(data)
+
+
 def encode_tensor(arr: np.ndarray, ir_dtype) -> bytes:
     """Bytes of one tensor: packed for sub-byte dtypes, JSON for strings, raw little-endian else."""
     dt = lookup_dtype(ir_dtype)
@@ -475,9 +494,88 @@ def save(program: Program, path) -> None:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr(GRAPH_MEMBER, json.dumps(graph, sort_keys=True, separators=(",", ":")))
             for d, arr in tensors.items():
-                zf.writestr(tensor_member(d), encode_tensor(arr, graph["tensors"][d]["dtype"]))
+                ir_dtype = graph["tensors"][d]["dtype"]
+                if _raw_member(arr, ir_dtype):
+                    _write_raw_member(zf, tensor_member(d), arr, ir_dtype)
+                else:
+                    zf.writestr(tensor_member(d), encode_tensor(arr, ir_dtype))
 
     write_file(path, fill, fsync=True, suffix=".wpz")
+
+
+# Tensors of at least this many bytes whose encoding is their own bytes (numbers stored as
+# they are in memory, little-endian) are written in chunks and, on load, mapped from the file
+# (ir.lazy) rather than read: members are stored uncompressed, so a member is a region of
+# the file. Smaller ones are read: a map per tensor would cost more than the bytes.
+LAZY_MIN_BYTES = 1 << 20
+
+
+def _raw_member(arr, ir_dtype) -> bool:
+    arr = np.asarray(arr)
+    dt = lookup_dtype(ir_dtype)
+    return (arr.nbytes >= LAZY_MIN_BYTES and not dt.is_subbyte and dt.kind != "string"
+            and not _is_object(arr) and arr.dtype.byteorder in ("<", "=", "|"))
+
+
+def _write_raw_member(zf: zipfile.ZipFile, member: str, arr: np.ndarray, ir_dtype) -> None:
+    """One tensor's bytes into the archive chunk by chunk: no copy of the whole tensor (a
+    file-backed one is read through its map and its pages given back after)."""
+    info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    info.file_size = np.asarray(arr).nbytes
+    zip64 = info.file_size > zipfile.ZIP64_LIMIT
+    info.extra = _alignment_extra(zf, member, zip64)
+    with zf.open(info, "w", force_zip64=zip64) as out:
+        write_tensor(out, arr, ir_dtype)
+
+
+_ALIGN = 64  # a mapped member starts at a multiple of this: numpy reads aligned arrays faster
+_PAD_ID = 0xD935  # the extra field id zip aligners use for padding (readers skip unknown ids)
+
+
+def _alignment_extra(zf: zipfile.ZipFile, member: str, zip64: bool) -> bytes:
+    """A padding extra field that makes the member's data start at a multiple of _ALIGN
+    (b"" where the position is unknown: the reader finds the data wherever it starts)."""
+    try:
+        at = zf.fp.tell()
+    except (AttributeError, OSError):
+        return b""
+    header = 30 + len(member.encode("utf-8")) + (20 if zip64 else 0)
+    pad = (-(at + header + 4)) % _ALIGN
+    return _PAD_ID.to_bytes(2, "little") + pad.to_bytes(2, "little") + bytes(pad)
+
+
+def _member_offset(fh, info: zipfile.ZipInfo) -> int:
+    """Where a stored member's bytes start in the file: after its local header (whose name
+    and extra field lengths may differ from the central directory's)."""
+    fh.seek(info.header_offset)
+    head = fh.read(30)
+    if len(head) != 30 or head[:4] != b"PK\x03\x04":
+        raise SerializationError(f"member {info.filename}: no local header at offset {info.header_offset}")
+    name_len = int.from_bytes(head[26:28], "little")
+    extra_len = int.from_bytes(head[28:30], "little")
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def _mappable(info: zipfile.ZipInfo, layout) -> bool:
+    """Whether a member can be a file-backed array (ir.lazy): stored, raw little-endian
+    numbers (big-endian in memory is converted on decoding, a map cannot), LAZY_MIN_BYTES
+    or more."""
+    return (info.compress_type == zipfile.ZIP_STORED and layout.encoded_size is not None
+            and not layout.dtype.is_subbyte and layout.encoded_size >= LAZY_MIN_BYTES
+            and layout.target.kind not in "OUS" and layout.target.byteorder != ">")
+
+
+def _mapped_member(fh, path: str, info: zipfile.ZipInfo, layout) -> np.ndarray:
+    """The (mappable, checked) member as a file-backed array; the caller checks its digest,
+    hashed from the file in chunks."""
+    from ir import lazy
+
+    offset = _member_offset(fh, info)
+    try:
+        return lazy.file_array(path, offset, layout.target, layout.shape, length=info.file_size)
+    except lazy.WeightFileError as e:
+        raise SerializationError(f"member {info.filename}: {e}") from None
 
 
 def _member_info(zf: zipfile.ZipFile, member: str) -> zipfile.ZipInfo:
@@ -524,7 +622,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     return buf
 
 
-def _read_tensors(zf: zipfile.ZipFile, table: dict) -> dict:
+def _read_tensors(zf: zipfile.ZipFile, table: dict, fh=None, path: Optional[str] = None) -> dict:
+    """{digest: array}; with the open file and its path, big raw members are mapped, not
+    read (their digests are still checked, hashed from the file in chunks)."""
     tensors = {}
     for d, info in table.items():
         if not is_digest(d):
@@ -537,7 +637,14 @@ def _read_tensors(zf: zipfile.ZipFile, table: dict) -> dict:
         except SerializationError as e:
             raise SerializationError(f"{member}: {e}") from None
         zinfo = _member_info(zf, member)
-        _check_member(zinfo, layout.encoded_size, MAX_JSON_BYTES)
+        mappable = path is not None and _mappable(zinfo, layout)
+        _check_member(zinfo, layout.encoded_size, zinfo.file_size if mappable else MAX_JSON_BYTES)
+        if mappable:
+            mapped = _mapped_member(fh, path, zinfo, layout)
+            if tensor_digest(mapped) != d:
+                raise SerializationError(f"{member}: content does not match its digest")
+            tensors[d] = mapped
+            continue
         data = _read_member(zf, zinfo)
         try:
             arr = decode_tensor(data, info["dtype"], info["shape"], info.get("numpy"))
@@ -589,7 +696,7 @@ def _load_open(fh, path: str) -> Program:
         with zipfile.ZipFile(fh, "r") as zf:
             _check_archive(zf, path)
             graph = _read_graph(zf)
-            tensors = _read_tensors(zf, graph["tensors"])
+            tensors = _read_tensors(zf, graph["tensors"], fh, path)
         program = from_parts(graph, tensors)
         return _validated(program)
     except OSError as e:  # the file opened: what fails now is its content (a seek before its start)

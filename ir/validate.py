@@ -14,6 +14,7 @@ import numpy as np
 
 from ir.core import Block, Function, InvalidProgram, Op, Program, TensorType, Var
 from ir.dtypes import UnknownDType, dtype as lookup_dtype, fits
+from ir.lazy import known_range
 from ir.ops import OpError, foreign_handler, is_foreign, schema
 from ir.ops.registry import REGISTRY
 
@@ -83,6 +84,16 @@ def _check_arrays(scope: _Scope, op: Op):
             scope.fail(_where(op), f"output %{v.name} carries a writeable array")
 
 
+def _fits(val: np.ndarray, dt) -> bool:
+    """fits(), from the range a spill remembered when it has one (ir.lazy.known_range):
+    reading a spilled weight back from its file only to check its range would cost a pass
+    over the file and keep its pages resident."""
+    span = known_range(val)
+    if span is None:
+        return fits(val, dt)
+    return dt.min <= span[0] and span[1] <= dt.max
+
+
 def _check_const(scope: _Scope, op: Op):
     val = op.attrs.get("val")
     if not isinstance(val, np.ndarray):
@@ -94,7 +105,7 @@ def _check_const(scope: _Scope, op: Op):
     if dt.is_subbyte:
         if val.dtype != dt.storage:
             scope.fail(_where(op), f"{dt.name} values must be stored as {dt.storage}, got {val.dtype}")
-        if not fits(val, dt):
+        if not _fits(val, dt):
             scope.fail(_where(op), f"values [{val.min()}, {val.max()}] do not fit in {dt.name} "
                                    f"[{dt.min}, {dt.max}]")
 

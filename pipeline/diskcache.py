@@ -47,13 +47,14 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from pyrsistent import freeze
 
 from ir import InvalidProgram, Program
-from ir.atomic import write_bytes
+from ir.atomic import write_bytes, write_file
 from ir.digest import tensor_digest
-from ir.serialize import (MAX_JSON_BYTES, SerializationError, decode_tensor, encode_tensor, from_parts,
-                          is_digest, to_parts)
+from ir.serialize import (MAX_JSON_BYTES, SerializationError, decode_tensor, from_parts, is_digest, to_parts,
+                          write_tensor)
 from pipeline.cache import Hit, jsonable_stats
 from pipeline.errors import CacheCorruptionWarning, CacheWriteWarning
 
@@ -91,6 +92,31 @@ def _lock(fd: int) -> None:
 def _atomic_write(path: Path, data: bytes) -> int:
     # the lock is held until the file is closed: it tells the sweep this temporary is alive
     return write_bytes(path, data, prefix=TMP_PREFIX, private=True, on_open=_lock)
+
+
+def _atomic_write_tensor(path: Path, arr, ir_dtype) -> int:
+    """A tensor file written from the array chunk by chunk (ir.serialize.write_tensor: no
+    copy of the whole encoding), atomically and locked like every other cache file."""
+    written = []
+    write_file(path, lambda f: written.append(write_tensor(f, arr, ir_dtype)), prefix=TMP_PREFIX,
+               private=True, on_open=_lock)
+    return written[0]
+
+
+def _give_back(arr) -> None:
+    """Drop the resident pages of an array mapped from a cache file once it has been hashed:
+    the array stays valid (its pages come back from the page cache when touched), and
+    loading a big program does not keep every tensor it checked in memory."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if isinstance(base, mmap.mmap):
+        try:
+            base.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def _read(path: Path):
@@ -265,6 +291,7 @@ class DiskCache:
         if tensor_digest(arr) != digest:
             self._corrupt(path, "content does not match its digest")
             raise _Corrupt("tensor digest mismatch", handled=True)
+        _give_back(arr)
         return arr
 
     def get_program(self, digest: str) -> Optional[Program]:
@@ -296,9 +323,9 @@ class DiskCache:
         return program
 
     # -- writing --------------------------------------------------------------
-    def _write(self, path: Path, data: bytes) -> int:
+    def _write(self, path: Path, data) -> int:
         """Write one cache file atomically, under the root only (a planted directory at
-        its name is removed first)."""
+        its name is removed first). `data`: bytes, or (array, IR dtype) for a tensor."""
         parent = path.parent
         if parent.exists() and not parent.is_dir():
             self._corrupt(parent, "a file where a directory belongs")
@@ -306,6 +333,8 @@ class DiskCache:
         self._checked(parent)
         if path.is_dir() and not path.is_symlink():
             self._corrupt(path, "a directory where a file belongs")
+        if isinstance(data, tuple):
+            return _atomic_write_tensor(path, *data)
         return _atomic_write(path, data)
 
     def put_program(self, program: Program) -> None:
@@ -315,7 +344,7 @@ class DiskCache:
         for d, arr in tensors.items():
             tpath = self._tensor_path(d)
             if not tpath.is_file():
-                written += self._write(tpath, encode_tensor(arr, graph["tensors"][d]["dtype"]))
+                written += self._write(tpath, (arr, graph["tensors"][d]["dtype"]))
         if not gpath.is_file() or written:
             written += self._write(gpath, json.dumps(graph, separators=(",", ":")).encode())
         self._grew(written)

@@ -32,6 +32,7 @@ from pyrsistent import freeze, pmap
 from ir import lazy
 from ir.analysis import use_def
 from ir.core import Function, Op, Program, Var
+from ir.digest import tensor_digest
 from ir.fold import fold_value, is_constexpr
 from ir.rewrite import Pattern, Rewrite, map_functions, merge_counts, sweep_function_counted
 from stages.base import StageContext, StageResult
@@ -492,7 +493,7 @@ def _spilled(rep: Replacement, spill) -> Replacement:
     for op in rep.ops:
         if op.op_type == "const" and spill.wants(op.attrs.get("val")):
             old = op.outputs[0]
-            val = spill.put(op.attrs["val"])
+            val = spill.put(op.attrs["val"], tensor_digest(op.attrs["val"]))  # hashed while in memory
             new = Var(old.name, old.type, val)
             swap[id(old)] = new
             ops.append(Op.make("const", op.name, outputs=(new,), attrs=op.attrs.set("val", val)))

@@ -22,7 +22,9 @@ from ir.formats.coreml.opforms import CoreMLExportError
 from ir.formats.coreml.targets import ORDER as TARGETS, TargetError
 
 
-def _blob_files(weights_dir: str):
+def _blob_files(weights_dir: str, mapped: bool = False):
+    """`mapped`: the weight files belong to a package on disk, which outlives the program
+    (big weights stay in the file, ir.lazy); a coremltools model's may not."""
     readers: dict = {}
 
     def read(file_name: str) -> BlobReader:
@@ -30,7 +32,7 @@ def _blob_files(weights_dir: str):
         if path not in readers:
             if not os.path.isfile(path):
                 raise CoreMLFormatError(f"weight file {file_name!r} is missing")
-            readers[path] = BlobReader(path)
+            readers[path] = BlobReader(path, mapped=mapped)
         return readers[path]
 
     return read
@@ -61,7 +63,7 @@ def import_coreml(src) -> Program:
     except Exception as e:  # protobuf's DecodeError and friends
         raise CoreMLFormatError(f"{label}: not a Core ML model file ({type(e).__name__}: {e})") from None
     try:
-        return program_from_model(model, _blob_files(weights), label)
+        return program_from_model(model, _blob_files(weights, mapped=label != "<MLModel>"), label)
     except (BlobError, CoreMLFormatError) as e:
         msg = str(e)
         raise CoreMLFormatError(msg if msg.startswith(label) else f"{label}: {msg}") from None

@@ -13,13 +13,15 @@ Sub-byte data is bit-packed LSB-first (ir.packing); the others are raw.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 
 import numpy as np
 
+from ir import lazy
 from ir.dtypes import dtype as lookup_dtype
-from ir.packing import pack, unpack
+from ir.packing import pack, packed_size, unpack
 
 ALIGN = 64
 SENTINEL = 0xDEADBEEF
@@ -41,13 +43,27 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-class BlobReader:
-    """Reads values out of one weight file, held in memory once; arrays are read-only views."""
+# Raw values of at least this many bytes are file-backed (ir.lazy: read on demand, digests
+# hashed from the file in chunks) when the reader maps its file; smaller ones, and sub-byte
+# data (unpacked into fresh arrays), are read from the map as they are asked for.
+LAZY_MIN_BYTES = 1 << 20
 
-    def __init__(self, path):
+
+class BlobReader:
+    """Reads values out of one weight file. `mapped` (a package on disk): the file is
+    memory-mapped read-only and big raw values are file-backed arrays (ir.lazy), so importing
+    reads the metadata only; otherwise (a file that may not outlive the import, such as a
+    coremltools model's temporary directory) it is read into memory once. Arrays are
+    read-only either way."""
+
+    def __init__(self, path, mapped: bool = False):
         self.path = os.fspath(path)
+        self.mapped = mapped
         with open(self.path, "rb") as f:
-            self.data = f.read()  # bytes: immutable, so views of it are read-only
+            if mapped and os.fstat(f.fileno()).st_size >= ALIGN:
+                self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            else:
+                self.data = f.read()  # bytes: immutable, so views of it are read-only
         if len(self.data) < ALIGN:
             raise BlobError(f"{self.path}: too short for a weight file ({len(self.data)} bytes)")
         _, version = _HEADER.unpack_from(self.data, 0)
@@ -68,43 +84,55 @@ class BlobReader:
             raise BlobError(f"{self.path}: blob at offset {offset} runs past the end of the file")
         count = int(np.prod(shape, dtype=np.int64))
         d = lookup_dtype(dt)
-        raw = memoryview(self.data)[start:start + size]
         if d.is_subbyte:
-            return unpack(raw, dt, tuple(shape))
-        arr = np.frombuffer(raw, d.storage)
-        if arr.size != count:
-            raise BlobError(f"{self.path}: blob at offset {offset} has {arr.size} values, "
+            return unpack(memoryview(self.data)[start:start + size], dt, tuple(shape))
+        if size != count * d.storage.itemsize:
+            raise BlobError(f"{self.path}: blob at offset {offset} has {size // d.storage.itemsize} values, "
                             f"the model reads {count} {list(shape)}")
-        return arr.reshape(shape)
+        if self.mapped and size >= LAZY_MIN_BYTES:
+            return lazy.file_array(self.path, start, d.storage, tuple(shape), length=size)
+        return np.frombuffer(memoryview(self.data)[start:start + size], d.storage).reshape(shape)
 
 
 class BlobWriter:
     """Collects values and writes one weight file; `add` returns the offset to cite."""
 
     def __init__(self):
-        self.blobs: list = []  # (metadata offset, dtype code, bytes-like, padding bits)
+        # (metadata offset, dtype code, size, the value, its IR dtype, padding bits): values
+        # are encoded as they are written, one at a time (sub-byte ones packed then, not all
+        # held packed at once), and a file-backed one's pages given back after
+        self.blobs: list = []
         self.end = ALIGN  # where the next metadata goes
 
     def add(self, value: np.ndarray, dt: str) -> int:
         if dt not in CODES:
             raise BlobError(f"{dt} values cannot be stored in a Core ML weight file")
         d = lookup_dtype(dt)
+        value = np.asarray(value)
         if d.is_subbyte:
-            data = pack(value, dt)
-            pad = len(data) * 8 - value.size * d.bits
+            size = packed_size(value.size, dt)
+            pad = size * 8 - value.size * d.bits
         else:
-            data = np.ascontiguousarray(value, d.storage).reshape(-1).view(np.uint8).data
+            size = value.size * d.storage.itemsize
             pad = 0
         offset = self.end
-        self.blobs.append((offset, CODES[dt], data, pad))
-        self.end = _aligned(offset + ALIGN + len(data))
+        self.blobs.append((offset, CODES[dt], size, value, dt, pad))
+        self.end = _aligned(offset + ALIGN + size)
         return offset
 
     def write(self, path) -> None:
         with open(path, "wb") as f:
             f.write(_HEADER.pack(len(self.blobs), VERSION).ljust(ALIGN, b"\0"))
-            for offset, code, data, pad in self.blobs:
+            for offset, code, size, value, dt, pad in self.blobs:
                 f.seek(offset)
                 start = offset + ALIGN
-                f.write(_META.pack(SENTINEL, code, len(data), start, pad).ljust(ALIGN, b"\0"))
-                f.write(data)
+                f.write(_META.pack(SENTINEL, code, size, start, pad).ljust(ALIGN, b"\0"))
+                f.write(_encoded(value, dt))
+                lazy.release(value)
+
+
+def _encoded(value: np.ndarray, dt: str):
+    d = lookup_dtype(dt)
+    if d.is_subbyte:
+        return pack(value, dt)
+    return np.ascontiguousarray(value, d.storage).reshape(-1).view(np.uint8).data

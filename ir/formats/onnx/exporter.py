@@ -106,6 +106,7 @@ class Writer:
                                                value=array_to_tensor(val, var.dtype, self.name_of(var)))
                 return self.env[var.name]
             self.env[var.name] = self.initializer(self.name_of(var), val, var.dtype)
+            lazy.release(val)  # a file-backed weight read to write it: its pages go back now
             if op.op_type == "const":
                 self.sources[var.name] = {"init": self.env[var.name]}
         return self.env[var.name]
@@ -147,6 +148,8 @@ class Writer:
         of more than one element below COMPRESSED_OPSET, which stay packed two per byte
         and are decoded in the graph into an int8 / uint8 value named `name`."""
         arr = np.asarray(arr)
+        if self.sink is None or not _direct(arr, ir_dtype):  # only the sink writes a computed one as it comes
+            arr = lazy.materialize(arr)
         if ir_dtype in ("int4", "uint4") and self.opset < COMPRESSED_OPSET:
             if arr.size > 1:
                 from ir.formats.onnx.compressed import packed_nibbles
@@ -917,12 +920,15 @@ class DataSink:
     def put_array(self, arr, ir_dtype: str, name: str) -> TensorProto:
         arr = np.asarray(arr)
         if _raw_size(arr.nbytes) < ONNX_SIZE_THRESHOLD:
-            return array_to_tensor(arr, ir_dtype, name)
+            return array_to_tensor(lazy.materialize(arr), ir_dtype, name)
         t = TensorProto(name=name, data_type=elem_type(ir_dtype), dims=list(arr.shape))
         offset = self.file.tell()
         if lazy.region_of(arr) is not None:
             lazy.copy_to(arr, self.file)
             lazy.release(arr)
+        elif lazy.producer_of(arr) is not None:  # made slab by slab as it is written
+            for data in lazy.produced_bytes(arr):
+                self.file.write(data)
         else:
             self.file.write(memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B"))
         return self._refer(t, offset)

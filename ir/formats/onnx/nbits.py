@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 
+from ir import lazy
 from ir.construct import const_op
 from ir.core import Function, Op, Program, Var
 from ir.packing import pack
@@ -102,13 +103,68 @@ def _layout(op: Op, rows_first: bool, act_dtype: str) -> Optional[dict]:
     if block < 16 or block & (block - 1):
         return None
     shift = SHIFT[data.dtype]
-    codes = d.astype(np.int16) + shift
-    b = np.frombuffer(pack(codes, "uint4"), np.uint8).reshape(n, s.shape[1], block * BITS // 8)
+    b = _deferred((n, s.shape[1], block * BITS // 8), np.uint8, _packed_rows, _static(data), rows_first, shift)
+    s = _deferred(s.shape, s.dtype, _rows, _static(scale), rows_first) if not rows_first else s
     zp = None
     if o is not None or shift == 0:  # no zero point means 8: uint4 without offset needs its zeros
         z = (np.zeros(s.shape, np.int16) if o is None else o.astype(np.int16) + shift)
         zp = np.stack([np.frombuffer(pack(row, "uint4"), np.uint8) for row in z])
     return {"N": n, "K": k, "block_size": block, "B": b, "scales": s, "zero_points": zp}
+
+
+# ---- the packed arrays, made when the exporter writes them --------------------------------
+# B of a model's every weight would be half a byte per weight in memory at once (and the
+# int4 codes read to make it would stay resident): instead each one is a computed tensor
+# (ir.lazy.computed) made slab by slab of N as the exporter's DataSink writes it, its source
+# pages given back after. Small ones are made at once (a stand-in is worth it for big ones).
+
+_SLAB_BYTES = 1 << 20  # source bytes per slab: each step's temporaries stay in cache
+_DEFER_MIN_BYTES = 1 << 16
+
+
+def _deferred(shape, dtype, produce, *args):
+    """`produce(*args)`'s array (N rows, slabs along N), as a computed stand-in when big."""
+    made = lambda: produce(*args)  # noqa: E731
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize < _DEFER_MIN_BYTES:
+        out = np.concatenate(list(made())).reshape(shape)
+        out.flags.writeable = False
+        return out
+    return lazy.computed(shape, dtype, made)
+
+
+def _slabs(src: np.ndarray, rows_first: bool, owner: np.ndarray):
+    """Slabs of src as [rows of N, K], in order along N; the file pages of `owner` (the
+    array src views) given back after."""
+    n = src.shape[0] if rows_first else src.shape[1]
+    k = src.shape[1] if rows_first else src.shape[0]
+    step = max(1, _SLAB_BYTES // max(1, k * src.itemsize))
+    try:
+        for n0 in range(0, n, step):
+            yield src[n0:n0 + step] if rows_first else src[:, n0:n0 + step].T
+    finally:
+        lazy.release(owner)
+
+
+def _packed_rows(data: np.ndarray, rows_first: bool, shift: int):
+    """MatMulNBits' B, [rows of N, K / 2] bytes per slab: the unsigned code (data + shift)
+    of each even k in the low nibble, of the next odd k in the high one (LSB first, as
+    ir.packing does; block_size * 4 / 8 bytes per block, so the blocks follow each other).
+    In uint8 arithmetic: int4's two's complement byte plus 8 wraps to the code plus 8."""
+    u = data.view(np.uint8)  # int4 lives in int8 storage, uint4 in uint8: the same bytes
+    sh, mask = np.uint8(shift), np.uint8(0x0F)
+    for slab in _slabs(u, rows_first, data):
+        lo = np.add(slab[:, 0::2], sh)
+        lo &= mask
+        hi = np.add(slab[:, 1::2], sh)
+        hi <<= np.uint8(4)
+        lo |= hi
+        yield lo
+
+
+def _rows(values: np.ndarray, rows_first: bool):
+    """values as [N, ...] (transposed when stored [.., N]), slab by slab."""
+    for slab in _slabs(values, rows_first, values):
+        yield np.ascontiguousarray(slab)
 
 
 def _readers(fn: Function) -> dict:

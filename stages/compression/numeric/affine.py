@@ -226,7 +226,10 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
         blocked, reduce_axes = blocked.reshape(1), (0,)
 
     work = np.float64 if w.dtype == np.float64 else np.float32
-    out = np.empty(blocked.shape, storage)
+    # the codes are made in an array of the weight's own shape (written through its blocked
+    # view): it owns its memory, so the stage freezes it where it is instead of copying it
+    codes = np.empty(w.shape, storage)
+    out = codes.reshape(blocked.shape)
     # Chunks of ~64K elements along the first axis, each converted once to the working
     # dtype: temporaries stay in cache and no full-size float copy is ever made.  When the
     # first axis holds separate blocks (per output channel on axis 0) one pass does it all.
@@ -253,7 +256,7 @@ def affine_quantize(weight: np.ndarray, *, mode: str = "linear_symmetric", dtype
             scales.append(s)
             zps.append(z)
         scale, zp = np.concatenate(scales), np.concatenate(zps)
-    return AffineParams(out.reshape(w.shape), scale.reshape(scale_shape),
+    return AffineParams(codes, scale.reshape(scale_shape),
                         zp.astype(storage).reshape(scale_shape), dtype, mode)
 
 
