@@ -179,10 +179,11 @@ def _local(workers: int):
 @contextlib.contextmanager
 def _remote(address: str, timeout: Optional[float]):
     import dask
+    from dask.utils import parse_timedelta
     from distributed import Client
 
     if timeout is None:
-        timeout = dask.config.parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+        timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
     _probe(address, timeout)
     try:
         client = Client(address, timeout=timeout, set_as_default=False)

@@ -1,0 +1,278 @@
+"""Pipeline.run on a real Dask cluster: LocalCluster(processes=True), 2 workers of 1 thread.
+
+One cluster serves the module (starting one takes seconds). Every run is compared with
+the serial run of the same pipeline by program digest (structural, over every tensor's
+bytes): equal digests are equal results. Workers are killed for real (os._exit in the
+worker process, the nanny starts a new one) through hooks armed in the worker processes
+with Client.run; each hook fires once, claimed by creating a marker file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+distributed = pytest.importorskip("distributed")
+
+from ir import lazy  # noqa: E402
+from ir.builder import TensorSpec, program  # noqa: E402
+from ir.formats.onnx import import_onnx  # noqa: E402
+from pipeline import DiskCache, Pipeline, StageFailed  # noqa: E402
+from pipeline import distributed as wd  # noqa: E402
+from pipeline.errors import CacheCorruptionWarning  # noqa: E402
+from pipeline.models import load_model  # noqa: E402
+from tests.cli.conftest import assert_one_line_error, run_cli  # noqa: E402
+
+DIM = 512  # 1 MB per fp32 weight: each task's few KB of bookkeeping are well under 1% of it
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture()
+def two_workers(client):
+    """The cluster with both workers up (a killed one is restarted by its nanny)."""
+    client.wait_for_workers(2, timeout=120)
+    yield client
+    client.run(_disarm)
+    client.wait_for_workers(2, timeout=120)
+
+
+def _file_model(directory, layers=4, dim=DIM, seed=0):
+    """A chain of MatMuls whose fp32 weights live in external data (page-aligned)."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    with open(os.path.join(directory, "model.onnx.data"), "wb") as f:
+        for i in range(layers):
+            w = (rng.standard_normal((dim, dim)) * 0.02).astype(np.float32)
+            f.write(b"\0" * ((-f.tell()) % 4096))
+            t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[dim, dim])
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", "model.onnx.data"), ("offset", str(f.tell())), ("length", str(w.nbytes))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            f.write(w.tobytes())
+            inits.append(t)
+            nodes.append(helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"],
+                                          ["y" if i == layers - 1 else f"h{i}"], name=f"mm{i}"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, dim])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = os.path.join(directory, "model.onnx")
+    onnx.save_model(model, path)
+    return path
+
+
+def _weight_bytes(prog) -> int:
+    return sum(op.attrs["val"].nbytes for _, op in prog.walk() if op.op_type == "const")
+
+
+def _in_memory_model(layers=3, dim=DIM):
+    rng = np.random.default_rng(1)
+    ws = [(rng.standard_normal((dim, dim)) * 0.05).astype(np.float32) for _ in range(layers)]
+
+    @program(inputs={"x": TensorSpec((1, dim), "fp32")})
+    def net(b, x):
+        for i, w in enumerate(ws):
+            x = b.relu(x=b.linear(x=x, weight=b.const(w, name=f"w{i}")))
+        return x
+
+    return net, ws
+
+
+# ---- hooks armed in the worker processes -----------------------------------------------------
+
+_HOOKS: dict = {}  # (module, name) -> the original, while a hook is armed in this process
+
+
+def _claim(marker: str) -> bool:
+    """True for the one caller, across processes, that creates the marker."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _arm(module, name: str, make_hook, marker: str) -> None:
+    original = _HOOKS.setdefault((module, name), getattr(module, name))
+    setattr(module, name, make_hook(original, marker))
+
+
+def _disarm() -> None:
+    for (module, name), original in _HOOKS.items():
+        setattr(module, name, original)
+    _HOOKS.clear()
+
+
+def _die_in_job(original, marker):
+    def run_job(task):
+        if _claim(marker):
+            os._exit(17)  # the worker process dies in the middle of a job
+        return original(task)
+
+    return run_job
+
+
+def _die_writing(original, marker):
+    from ir.atomic import write_file
+
+    def write_bytes(path, data, **options):
+        if _claim(marker) and len(data) > 4096:
+            def half_then_die(f):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os._exit(17)  # dies with half a tensor in its temporary file
+
+            write_file(path, half_then_die, **options)
+        return original(path, data, **options)
+
+    return write_bytes
+
+
+def arm_kill_in_job(marker: str) -> None:
+    from stages.compression import weights
+
+    _arm(weights, "_run_job", _die_in_job, marker)  # what the task pickle names, looked up on unpickling
+
+
+def arm_kill_while_writing(marker: str) -> None:
+    from pipeline import diskcache
+
+    _arm(diskcache, "write_bytes", _die_writing, marker)
+
+
+# ---- the tests --------------------------------------------------------------------------------
+
+def test_file_backed_model_matches_serial_and_the_scheduler_moves_no_weights(two_workers, tmp_path):
+    client = two_workers
+    prog = import_onnx(_file_model(tmp_path))
+    assert all(lazy.region_of(op.attrs["val"]) is not None for _, op in prog.walk() if op.op_type == "const")
+    weight_bytes = _weight_bytes(prog)
+    for preset in ("int8", "int4-block32"):
+        pipe = Pipeline.preset(preset)
+        serial = pipe.run(prog)
+        before = wd.traffic(client)
+        on_dask = pipe.run(prog, executor=client)
+        after = wd.traffic(client)
+        assert on_dask.result.digest == serial.result.digest != prog.digest, preset
+        assert on_dask.steps[0].stats["compressed"] == 4
+        moved = wd.moved(before, after)
+        # the counters count: every task went out and came back through them ...
+        assert after["client_to_scheduler"] > before["client_to_scheduler"]
+        assert after["scheduler_to_workers"] > before["scheduler_to_workers"]
+        # ... and carried references: under 1% of the 4 MB of weights (one weight alone is 1 MB)
+        assert 0 < moved < 0.01 * weight_bytes, (preset, moved, after)
+
+
+def test_in_memory_weights_are_put_in_the_shared_store_first(two_workers, tmp_path):
+    client = two_workers
+    net, ws = _in_memory_model()
+    serial = Pipeline.preset("int8").run(net)
+    cache = DiskCache(tmp_path / "cache")
+    before = wd.traffic(client)
+    on_dask = Pipeline.preset("int8").run(net, executor=client, cache=cache)
+    moved = wd.moved(before, wd.traffic(client))
+    assert on_dask.result.digest == serial.result.digest
+    assert moved < 0.01 * sum(w.nbytes for w in ws), moved
+    for w in ws:  # each input weight went to the store the workers read
+        assert cache.get_program(wd.weightrefs.holder_program(w).digest) is not None
+    # the results came back through the same store: the cached output program needs no new tensor
+    stored = cache.get_program(on_dask.result.digest)
+    assert stored is not None and stored.digest == serial.result.digest
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_result_is_unchanged(two_workers, tmp_path):
+    client = two_workers
+    prog = import_onnx(_file_model(tmp_path))
+    serial = Pipeline.preset("int8").run(prog)
+    marker = str(tmp_path / "killed")
+    client.run(arm_kill_in_job, marker)
+    on_dask = Pipeline.preset("int8").run(prog, executor=client)
+    assert os.path.exists(marker)  # a worker did die in a job
+    assert on_dask.result.digest == serial.result.digest
+    assert on_dask.steps[0].stats["compressed"] == 4
+
+
+def test_a_worker_killed_while_writing_a_result_leaves_no_corrupt_file(two_workers, tmp_path):
+    client = two_workers
+    prog = import_onnx(_file_model(tmp_path))
+    serial = Pipeline.preset("int8").run(prog)
+    marker = str(tmp_path / "killed")
+    client.run(arm_kill_while_writing, marker)
+    store = tmp_path / "store"
+    on_dask = Pipeline.preset("int8").run(prog, executor=wd.DaskExecutor(client, store=store))
+    assert os.path.exists(marker)
+    assert on_dask.result.digest == serial.result.digest
+    files = [p for p in store.rglob("*") if p.is_file()]
+    assert any(p.name.startswith(".tmp-") for p in files)  # the dead writer's half-written temporary
+    graphs = [p.stem for p in (store / "graphs").glob("*.json")]
+    assert len(graphs) >= 4  # at least one quantized weight per job
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)  # a corrupt file would warn
+        fresh = DiskCache(store)
+        assert all(fresh.get_program(g) is not None for g in graphs)
+
+
+def test_a_weight_file_changed_during_the_run_fails_the_step(two_workers, tmp_path):
+    prog = import_onnx(_file_model(tmp_path, layers=2))
+    prog.digest  # the run's input is hashed from the file as it is now (what Pipeline.run does first)
+    data = tmp_path / "model.onnx.data"
+    st = os.stat(data)
+    with open(data, "r+b") as f:  # same size, same file, mtime put back: only a digest can tell
+        f.seek(DIM * 4 * 7)
+        f.write(np.float32(123.0).tobytes())
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(StageFailed, match="changed on disk") as info:
+        Pipeline.preset("int8").run(prog, executor=two_workers)
+    assert isinstance(info.value.__cause__, lazy.WeightFileChanged)
+    assert str(data) in str(info.value)
+
+
+def test_a_scheduler_that_does_not_answer_is_one_clear_error():
+    started = time.perf_counter()
+    with pytest.raises(wd.ClusterUnreachable, match="tcp://127.0.0.1:9") as info:
+        with wd.cluster(scheduler="tcp://127.0.0.1:9", timeout=1):
+            pass
+    assert isinstance(info.value, ValueError) and "does not answer" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - started < 30
+    with pytest.raises(wd.ClusterUnreachable, match="not a Dask scheduler address"):
+        with wd.cluster(scheduler="no port here", timeout=1):
+            pass
+
+
+def test_cli_scheduler_gives_the_serial_output_and_a_bad_address_writes_nothing(client, tmp_path):
+    model = _file_model(tmp_path)
+    serial, remote, failed = tmp_path / "serial.wpz", tmp_path / "dask.wpz", tmp_path / "failed.wpz"
+    for out, extra in ((serial, ()), (remote, ("--scheduler", client.scheduler.address))):
+        proc = run_cli("compress", model, "-o", out, "--preset", "int8", "-q", *extra)
+        assert proc.returncode == 0, proc.stderr
+    assert load_model(remote).digest == load_model(serial).digest
+    proc = run_cli("compress", model, "-o", failed, "--preset", "int8", "--scheduler", "tcp://127.0.0.1:9",
+                   env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    assert_one_line_error(proc, "tcp://127.0.0.1:9", "does not answer", code=1)
+    assert not failed.exists()
+    proc = run_cli("compress", model, "-o", failed, "--preset", "int8", "--workers", "2", "--scheduler", "x:1")
+    assert proc.returncode == 2 and not failed.exists()  # one or the other
+
+
+def test_cli_workers_runs_a_local_cluster(tmp_path):
+    model = _file_model(tmp_path, layers=2)
+    serial, local = tmp_path / "serial.wpz", tmp_path / "local.wpz"
+    for out, extra in ((serial, ()), (local, ("--workers", "2"))):
+        proc = run_cli("compress", model, "-o", out, "--preset", "int4-block32", "-q", *extra, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert load_model(local).digest == load_model(serial).digest
