@@ -188,7 +188,7 @@ def _remote(address: str, timeout: Optional[float]):
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except Exception as e:  # noqa: BLE001 - it answered the probe, then went away
-        raise _unreachable(address, e) from None
+        raise _unreachable(address, e, timeout) from None
     with client:
         yield client
 
@@ -210,20 +210,40 @@ def _probe(address: str, timeout: float) -> None:
             comm.abort()
 
     try:
+        _refused_now(address, timeout)
         answer = asyncio.run(asyncio.wait_for(identity(), timeout))
     except Exception as e:  # noqa: BLE001 - refused, timed out, not an address, garbage read back
-        raise _unreachable(address, e) from None
+        raise _unreachable(address, e, timeout) from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
         raise ClusterUnreachable(f"{address!r} answers, but not as a Dask scheduler")
 
 
-def _unreachable(address: str, e: BaseException) -> ClusterUnreachable:
+def _refused_now(address: str, timeout: float) -> None:
+    """A TCP address nobody listens on: ConnectionRefusedError at once (Dask's own connect
+    retries a refused connection until its timeout, 30 s by default)."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        with socket.create_connection(parse_host_port(location), timeout=timeout):
+            pass
+
+
+def _unreachable(address: str, e: BaseException, timeout: Optional[float] = None) -> ClusterUnreachable:
     why = " ".join(str(e).split())[:200]
-    if isinstance(e, (OSError, TimeoutError)):  # refused, no route, timed out
-        return ClusterUnreachable(f"Dask scheduler {address!r} does not answer: {why or 'timed out'}")
+    if isinstance(e, TimeoutError) and not why:
+        why = f"no answer within {timeout:g} s"
+    elif isinstance(e, OSError) and e.strerror:
+        why = e.strerror  # "Connection refused", "No route to host"
+    if isinstance(e, (OSError, TimeoutError)):
+        return ClusterUnreachable(f"Dask scheduler {address!r} does not answer: {why}")
     if isinstance(e, ValueError):  # distributed's own address parsing
         return ClusterUnreachable(f"{address!r} is not a Dask scheduler address: {why}")
-    return ClusterUnreachable(f"{address!r} does not answer as a Dask scheduler ({type(e).__name__}: {why})")
+    # it answered with bytes Dask's protocol cannot read (e.g. a length field from an HTTP reply)
+    return ClusterUnreachable(f"{address!r} answers, but not as a Dask scheduler ({type(e).__name__})")
 
 
 # ---- what the scheduler moves ------------------------------------------------------------------

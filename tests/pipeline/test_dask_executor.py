@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 import time
 import warnings
 
@@ -19,6 +21,7 @@ import pytest
 from onnx import TensorProto, helper
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 from ir import lazy  # noqa: E402
 from ir.builder import TensorSpec, program  # noqa: E402
@@ -27,7 +30,8 @@ from pipeline import DiskCache, Pipeline, StageFailed  # noqa: E402
 from pipeline import distributed as wd  # noqa: E402
 from pipeline.errors import CacheCorruptionWarning  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from tests.cli.conftest import assert_one_line_error, run_cli  # noqa: E402
+from pipeline.cli import main  # noqa: E402
+from tests.pipeline import dask_hooks  # noqa: E402
 
 DIM = 512  # 1 MB per fp32 weight: each task's few KB of bookkeeping are well under 1% of it
 
@@ -43,9 +47,15 @@ def client():
 def two_workers(client):
     """The cluster with both workers up (a killed one is restarted by its nanny)."""
     client.wait_for_workers(2, timeout=120)
-    yield client
-    client.run(_disarm)
-    client.wait_for_workers(2, timeout=120)
+    return client
+
+
+@pytest.fixture()
+def armed(two_workers):
+    """arm(hook, marker): a dask_hooks hook armed in every worker, disarmed afterwards."""
+    yield lambda hook, marker: two_workers.run(hook, marker)
+    two_workers.run(dask_hooks.disarm)
+    two_workers.wait_for_workers(2, timeout=120)
 
 
 def _file_model(directory, layers=4, dim=DIM, seed=0):
@@ -91,68 +101,6 @@ def _in_memory_model(layers=3, dim=DIM):
     return net, ws
 
 
-# ---- hooks armed in the worker processes -----------------------------------------------------
-
-_HOOKS: dict = {}  # (module, name) -> the original, while a hook is armed in this process
-
-
-def _claim(marker: str) -> bool:
-    """True for the one caller, across processes, that creates the marker."""
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
-    except FileExistsError:
-        return False
-
-
-def _arm(module, name: str, make_hook, marker: str) -> None:
-    original = _HOOKS.setdefault((module, name), getattr(module, name))
-    setattr(module, name, make_hook(original, marker))
-
-
-def _disarm() -> None:
-    for (module, name), original in _HOOKS.items():
-        setattr(module, name, original)
-    _HOOKS.clear()
-
-
-def _die_in_job(original, marker):
-    def run_job(task):
-        if _claim(marker):
-            os._exit(17)  # the worker process dies in the middle of a job
-        return original(task)
-
-    return run_job
-
-
-def _die_writing(original, marker):
-    from ir.atomic import write_file
-
-    def write_bytes(path, data, **options):
-        if _claim(marker) and len(data) > 4096:
-            def half_then_die(f):
-                f.write(data[: len(data) // 2])
-                f.flush()
-                os._exit(17)  # dies with half a tensor in its temporary file
-
-            write_file(path, half_then_die, **options)
-        return original(path, data, **options)
-
-    return write_bytes
-
-
-def arm_kill_in_job(marker: str) -> None:
-    from stages.compression import weights
-
-    _arm(weights, "_run_job", _die_in_job, marker)  # what the task pickle names, looked up on unpickling
-
-
-def arm_kill_while_writing(marker: str) -> None:
-    from pipeline import diskcache
-
-    _arm(diskcache, "write_bytes", _die_writing, marker)
-
-
 # ---- the tests --------------------------------------------------------------------------------
 
 def test_file_backed_model_matches_serial_and_the_scheduler_moves_no_weights(two_workers, tmp_path):
@@ -193,24 +141,24 @@ def test_in_memory_weights_are_put_in_the_shared_store_first(two_workers, tmp_pa
     assert stored is not None and stored.digest == serial.result.digest
 
 
-def test_a_worker_killed_mid_job_is_replaced_and_the_result_is_unchanged(two_workers, tmp_path):
+def test_a_worker_killed_mid_job_is_replaced_and_the_result_is_unchanged(two_workers, armed, tmp_path):
     client = two_workers
     prog = import_onnx(_file_model(tmp_path))
     serial = Pipeline.preset("int8").run(prog)
     marker = str(tmp_path / "killed")
-    client.run(arm_kill_in_job, marker)
+    armed(dask_hooks.kill_in_job, marker)
     on_dask = Pipeline.preset("int8").run(prog, executor=client)
     assert os.path.exists(marker)  # a worker did die in a job
     assert on_dask.result.digest == serial.result.digest
     assert on_dask.steps[0].stats["compressed"] == 4
 
 
-def test_a_worker_killed_while_writing_a_result_leaves_no_corrupt_file(two_workers, tmp_path):
+def test_a_worker_killed_while_writing_a_result_leaves_no_corrupt_file(two_workers, armed, tmp_path):
     client = two_workers
     prog = import_onnx(_file_model(tmp_path))
     serial = Pipeline.preset("int8").run(prog)
     marker = str(tmp_path / "killed")
-    client.run(arm_kill_while_writing, marker)
+    armed(dask_hooks.kill_while_writing, marker)
     store = tmp_path / "store"
     on_dask = Pipeline.preset("int8").run(prog, executor=wd.DaskExecutor(client, store=store))
     assert os.path.exists(marker)
@@ -253,26 +201,64 @@ def test_a_scheduler_that_does_not_answer_is_one_clear_error():
             pass
 
 
-def test_cli_scheduler_gives_the_serial_output_and_a_bad_address_writes_nothing(client, tmp_path):
+def test_an_address_where_something_else_answers_is_one_clear_error():
+    """A web server (or anything not speaking Dask's protocol) at the address."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def answer_like_http():
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:  # nobody yet (timeout), or closed
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=answer_like_http, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(wd.ClusterUnreachable, match=f"'tcp://127.0.0.1:{port}'.*not as a Dask scheduler"):
+            with wd.cluster(scheduler=f"tcp://127.0.0.1:{port}", timeout=3):
+                pass
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+
+
+def _serial_digest(model, preset: str) -> str:
+    return Pipeline.preset(preset).run(load_model(model)).result.digest
+
+
+def test_cli_scheduler_gives_the_serial_output(client, tmp_path):
     model = _file_model(tmp_path)
-    serial, remote, failed = tmp_path / "serial.wpz", tmp_path / "dask.wpz", tmp_path / "failed.wpz"
-    for out, extra in ((serial, ()), (remote, ("--scheduler", client.scheduler.address))):
-        proc = run_cli("compress", model, "-o", out, "--preset", "int8", "-q", *extra)
-        assert proc.returncode == 0, proc.stderr
-    assert load_model(remote).digest == load_model(serial).digest
-    proc = run_cli("compress", model, "-o", failed, "--preset", "int8", "--scheduler", "tcp://127.0.0.1:9",
-                   env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
-    assert_one_line_error(proc, "tcp://127.0.0.1:9", "does not answer", code=1)
-    assert not failed.exists()
-    proc = run_cli("compress", model, "-o", failed, "--preset", "int8", "--workers", "2", "--scheduler", "x:1")
-    assert proc.returncode == 2 and not failed.exists()  # one or the other
+    out = tmp_path / "dask.wpz"
+    assert main(["compress", model, "-o", str(out), "--preset", "int8", "-q",
+                 "--scheduler", client.scheduler.address]) == 0
+    assert load_model(out).digest == _serial_digest(model, "int8")
+
+
+def test_cli_bad_scheduler_is_one_line_and_writes_nothing(tmp_path, capsys):
+    model = _file_model(tmp_path, layers=1)
+    out = tmp_path / "out.wpz"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code = main(["compress", model, "-o", str(out), "--preset", "int8", "--scheduler", "tcp://127.0.0.1:9"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("weightpress: error: ") and "'tcp://127.0.0.1:9' does not answer" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]  # nothing written
+    with pytest.raises(SystemExit) as info:  # one or the other
+        main(["compress", model, "-o", str(out), "--preset", "int8", "--workers", "2", "--scheduler", "x:1"])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_cli_workers_runs_a_local_cluster(tmp_path):
     model = _file_model(tmp_path, layers=2)
-    serial, local = tmp_path / "serial.wpz", tmp_path / "local.wpz"
-    for out, extra in ((serial, ()), (local, ("--workers", "2"))):
-        proc = run_cli("compress", model, "-o", out, "--preset", "int4-block32", "-q", *extra, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        assert "Traceback" not in proc.stderr
-    assert load_model(local).digest == load_model(serial).digest
+    out = tmp_path / "local.wpz"
+    assert main(["compress", model, "-o", str(out), "--preset", "int4-block32", "-q", "--workers", "1"]) == 0
+    assert load_model(out).digest == _serial_digest(model, "int4-block32")
