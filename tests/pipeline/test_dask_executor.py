@@ -8,7 +8,6 @@ with Client.run; each hook fires once, claimed by creating a marker file.
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -38,8 +37,11 @@ DIM = 512  # 1 MB per fp32 weight: each task's few KB of bookkeeping are well un
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as c:
+    """LocalCluster(n_workers=2, threads_per_worker=1, processes=True): what --workers 2 starts."""
+    with wd.cluster(workers=2) as c:
+        assert len(c.scheduler_info()["workers"]) == 2
+        assert all(w["nthreads"] == 1 for w in c.scheduler_info()["workers"].values())
+        assert len(set(c.run(os.getpid).values()) | {os.getpid()}) == 3  # processes of their own
         yield c
 
 
