@@ -108,6 +108,8 @@ def _dask_map(client, store, fn, items) -> Iterator:
     memo: dict = {}  # one reference (and one store write) per distinct in-memory array
     payloads = [weightrefs.dumps((fn, item), store, memo) for item in items]
     memo.clear()
+    if not payloads:
+        return
     name = getattr(fn, "__name__", "job").strip("_")
     token = secrets.token_hex(6)
     futures = client.map(run_task, payloads, store=str(store.root.resolve()), pure=False,
