@@ -60,12 +60,11 @@ def is_dask_client(obj) -> bool:
     return type(obj).__name__ == "Client" and type(obj).__module__.split(".")[0] == "distributed"
 
 
-def _require_distributed():
+def _require_distributed() -> None:
     try:
-        import distributed
+        import distributed  # noqa: F401
     except ImportError:
         raise DistributedUnavailable(f"running on a Dask cluster needs dask.distributed: {INSTALL_HINT}") from None
-    return distributed
 
 
 # ---- the executor ------------------------------------------------------------------------
@@ -129,15 +128,21 @@ def _dask_map(client, store, fn, items) -> Iterator:
 
 # ---- on a worker ---------------------------------------------------------------------------
 
-_WORKER_STORES: dict = {}  # root -> DiskCache, one per worker process (opening one sweeps it)
+# root -> DiskCache, opened once per worker process (opening one sweeps its temporaries); the
+# few most recent, since each run without a cache of its own has a temporary store
+_WORKER_STORES: dict = {}
+_WORKER_STORES_KEPT = 8
 
 
 def _worker_store(root: str):
-    store = _WORKER_STORES.get(root)
+    store = _WORKER_STORES.pop(root, None)
     if store is None:
         from pipeline.diskcache import DiskCache
 
-        store = _WORKER_STORES[root] = DiskCache(root)
+        store = DiskCache(root)
+    _WORKER_STORES[root] = store  # most recent last
+    while len(_WORKER_STORES) > _WORKER_STORES_KEPT:
+        del _WORKER_STORES[next(iter(_WORKER_STORES))]
     return store
 
 

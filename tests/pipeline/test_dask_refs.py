@@ -183,3 +183,32 @@ def test_a_stored_result_is_the_store_s_own_file_format(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(weightrefs.get(store, ref), w)
+
+
+def test_only_a_dask_client_is_taken_for_one():
+    """Duck-typed executors keep their old paths; DaskExecutor wants a real Client."""
+    from contextlib import ExitStack
+
+    from pipeline import distributed
+    from pipeline.errors import PipelineError
+    from pipeline.executors import make_context
+
+    class Client:  # a look-alike from another package: .map + .gather, not dask's
+        def map(self, fn, items):
+            return [fn(x) for x in items]
+
+        def gather(self, futures):
+            return futures
+
+    assert not distributed.is_dask_client(Client())
+    with ExitStack() as stack:
+        context = make_context(Client(), stack)
+        assert list(context.map(lambda x: x * 2, [1, 2, 3])) == [2, 4, 6]
+    with pytest.raises(PipelineError, match="expected a dask.distributed Client"):
+        distributed.DaskExecutor(Client())
+    with pytest.raises(PipelineError, match="either workers=N or scheduler=ADDRESS"):
+        with distributed.cluster():
+            pass
+    with pytest.raises(PipelineError, match="positive number"):
+        with distributed.cluster(workers=0):
+            pass
