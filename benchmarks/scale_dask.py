@@ -6,7 +6,10 @@
 For each preset, in this process: the model's weights stay in its external-data file
 (ir.lazy), the pipeline runs serially, then on a LocalCluster of N worker processes
 (one thread each, started once, its start-up time reported apart), and the two results
-must have the same digest. Reported: both wall times and the speed-up, and the bytes
+must have the same digest. Reported: both wall times and the speed-up, the CPU seconds
+each way (serial: this process; Dask: this process, which holds the client and the
+scheduler, plus every worker: on a machine shared with other work, more processes get
+more of it, so the wall-time speed-up can exceed the number of workers), and the bytes
 that went through the scheduler during the Dask run (pipeline.distributed.traffic: Dask's
 own counters) against the bytes of the weights. Only the stage runs are timed (import
 and export are the same work either way).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -36,6 +40,16 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cluster_cpu(client) -> float:
+    """CPU seconds so far of this process (client and scheduler) and of every worker process."""
+    return _cpu_seconds() + sum(client.run(_cpu_seconds).values())
+
+
 def dask_rows(model_path: str, workers: int, presets) -> tuple:
     """(header, rows, notes) for `presets` run serially and on `workers` local Dask workers."""
     import contextlib
@@ -47,8 +61,8 @@ def dask_rows(model_path: str, workers: int, presets) -> tuple:
     program = import_onnx(model_path)
     program.digest  # hashed once from the file, as every run does first; not timed
     weights = _weight_bytes(program)
-    header = ["run", "serial s", f"dask x{workers} s", "speed-up", "scheduler bytes", "of weight bytes",
-              "same digest"]
+    header = ["run", "serial s", f"dask x{workers} s", "speed-up", "serial CPU s", "dask CPU s",
+              "scheduler bytes", "of weight bytes", "same digest"]
     rows, notes = [], []
     load = os.getloadavg()[0]
     stack = contextlib.ExitStack()
@@ -58,12 +72,15 @@ def dask_rows(model_path: str, workers: int, presets) -> tuple:
     with stack:
         for preset in presets:
             pipe = Pipeline.preset(preset)
+            cpu = _cpu_seconds()
             serial, serial_s = _timed(lambda: pipe.run(program))
-            before = traffic(client)
+            serial_cpu = _cpu_seconds() - cpu
+            before, cpu = traffic(client), _cluster_cpu(client)
             on_dask, dask_s = _timed(lambda: pipe.run(program, executor=client))
+            dask_cpu = _cluster_cpu(client) - cpu  # client + scheduler + workers
             scheduler = moved(before, traffic(client))
             rows.append([f"weightpress {preset}", f"{serial_s:.1f}", f"{dask_s:.1f}", f"{serial_s / dask_s:.2f}x",
-                         f"{scheduler:,}", f"{scheduler / weights:.5%}",
+                         f"{serial_cpu:.1f}", f"{dask_cpu:.1f}", f"{scheduler:,}", f"{scheduler / weights:.5%}",
                          "yes" if on_dask.result.digest == serial.result.digest else "NO"])
             print("  ".join(rows[-1]), flush=True)
             del serial, on_dask

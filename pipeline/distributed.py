@@ -174,9 +174,10 @@ def cluster(workers: Optional[int] = None, scheduler: Optional[str] = None, time
 
 
 def _import_stages() -> None:
-    import stages  # noqa: F401 - registers every stage: the modules a job's pickle names
-
+    # the modules a job's pickle names and a worker's store needs (stages load lazily)
+    import pipeline.diskcache  # noqa: F401
     import pipeline.distributed  # noqa: F401
+    import stages.compression  # noqa: F401
 
 
 def _warm(client, where: str) -> None:
