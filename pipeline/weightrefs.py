@@ -93,6 +93,11 @@ def holder_program(arr: np.ndarray) -> Program:
 
 def put(store, arr: np.ndarray) -> Stored:
     """Put `arr` in the store (a no-op for a tensor already there) and name it."""
+    if arr.flags.writeable:
+        # a fresh result on a worker: a read-only view of it (its flag left alone), so that the
+        # IR takes it without a copy and its digest is computed once, not at every use
+        arr = arr.view()
+        arr.flags.writeable = False
     holder = holder_program(arr)
     store.put_program(holder)
     return Stored(holder.digest, tensor_digest(arr), arr.dtype.str, tuple(arr.shape))
