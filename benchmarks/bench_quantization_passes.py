@@ -18,9 +18,12 @@ at 1M would itself make a row look steeper).
     100k (and 1M) ops: microseconds per op, and max/min across sizes (target:
     within 1.3x, i.e. flat). Below ~20k ops one measurement times several calls
     on the same input (their outputs freed after the clock stops) so that a
-    short call is not timed alone. A control row rebuilds every op once
-    (Op.replace: the allocation a pass does per op, no matching): its growth is
-    the machine's (caches, allocator), not any pass's.
+    short call is not timed alone. Two control rows do linear work no pass can
+    avoid, so that their growth is the machine's (caches, allocator), not any
+    pass's: one rebuilds every op once (Op.replace: the allocation a pass does per
+    op, in list order), the other indexes every value by name (one dict insert per
+    value: the least a use-def driver does, in hash order); the script prints which
+    passes grow no more than that control does.
 (2) At ~30k ops, the same units built twice, with our builder and with
     coremltools' MIL builder (mb.program), and each pass timed on both; the preset
     against coremltools running the same eight passes + dead_code_elimination in the
@@ -235,6 +238,10 @@ def measured(fn, n_ops: int):
     return secs, outs[0]
 
 
+def spread(xs) -> float:
+    return max(xs) / min(xs)
+
+
 def median(xs):
     return float(np.median(xs))
 
@@ -247,13 +254,24 @@ def rebuild_every_op(prog: Program) -> Program:
         return Program.make(fns, prog.attrs)
 
 
+def index_every_value(prog: Program) -> dict:
+    """The second control: every value's producer by name, one dict insert per value."""
+    with gc_paused():
+        return {v.name: op for _, op in prog.walk() for v in op.outputs}
+
+
+CONTROLS = (("(control: rebuild every op once)", rebuild_every_op),
+            ("(control: index every value by name)", index_every_value))
+INDEX_CONTROL = CONTROLS[1][0]
+
+
 def scaling(sizes, passes, runs: int, control: bool = True):
     print(f"(1) CPU time per op (us/op), median of {runs} runs at every size; sizes = ops incl. consts")
     print(f"{'stage':56s}" + "".join(f"{s:>11,d}" for s in sizes) + "   max/min")
     rows = {}
     todo = [(st.name, st, unit, opset) for st, (unit, opset) in passes.items()]
     if control:
-        todo.append(("(control: rebuild every op once)", rebuild_every_op, unit_pair, "iOS18"))
+        todo += [(label, fn, unit_pair, "iOS18") for label, fn in CONTROLS]
     for name, st, unit, opset in todo:
         per_unit = ops_per_unit(unit)
         st(build_ours(unit, 2, opset))  # warm-up
@@ -357,9 +375,14 @@ def main():
           f"python {sys.version.split()[0]}")
     if not args.no_scaling:
         rows = scaling(sizes, passes, runs=args.runs, control=not args.no_control)
+        index = rows.get(INDEX_CONTROL)
         rows = {n: r for n, r in rows.items() if not n.startswith("(control")}
         flat = [n for n, r in rows.items() if max(r) / min(r) > 1.3]
         print(f"    flat within 1.3x: {len(rows) - len(flat)}/{len(rows)}" + (f"; not: {', '.join(flat)}" if flat else ""))
+        if index:
+            steeper = [n for n, r in rows.items() if spread(r) > spread(index)]
+            print(f"    grow no more than the index control ({spread(index):.2f}x): {len(rows) - len(steeper)}/{len(rows)}"
+                  + (f"; steeper: {', '.join(steeper)}" if steeper else ""))
     if not args.no_coremltools:
         ratios = versus_coremltools(args.versus_size, passes, args.runs)
         short = [n for n, r in ratios.items() if r < 3]

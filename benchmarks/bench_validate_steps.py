@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ir.builder import Builder, TensorSpec  # noqa: E402
 from ir.core import Program  # noqa: E402
+from benchmarks.bench_pipeline_cache import build as build_mlp  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 
@@ -48,13 +49,7 @@ def quant_chain(units: int) -> Program:
 
 
 def mlp(layers: int, width: int = 512) -> Program:
-    rng = np.random.default_rng(0)
-    b = Builder()
-    h = b.input("x", TensorSpec((1, width), "fp32"))
-    for i in range(layers):
-        w = b.const((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), name=f"w{i}")
-        h = b.relu(x=b.linear(x=h, weight=w, name=f"lin{i}"), name=f"relu{i}")
-    return Program.make([b.function("main", [h])])
+    return build_mlp(layers, width)  # the pipeline-cache benchmark's model: linear + relu layers
 
 
 def measure(pipe: Pipeline, prog: Program, repeat: int) -> dict:

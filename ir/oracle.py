@@ -302,7 +302,11 @@ class _Runner:
     def op(self, op: Op, env: dict) -> list:
         """The op's results; an op computable from consts alone (and no pinned value) is
         computed once per cache, which the caller keeps across the samples of one program."""
-        constant = not op.blocks and all(v.val is not None or v.name in self.constant for v in op.input_vars())
+        # a pinned value is not the const it replaces: an op reading one is computed afresh (and
+        # not cached: the cache is shared with unpinned runs of the same program)
+        pin = self.pin
+        constant = not op.blocks and all((v.val is not None and v.name not in pin) or v.name in self.constant
+                                         for v in op.input_vars())
         if constant and id(op) in self.cache:
             results = self.cache[id(op)]
         else:

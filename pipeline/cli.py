@@ -326,18 +326,43 @@ def _compress(args, stack) -> int:
     changes, files = _summary(rep, program, result, model, out, trace)
     headers, rows = rep.summary_rows(changes, seconds)
     allocations = rep.allocations_of(trace)
+    errors, error_note = _output_errors(program, result, calibration)
     if not args.quiet:
         print(rep.format_table(headers, rows))
         print(files)
         for allocation in allocations:
             print(rep.allocation_line(allocation))
             print(rep.format_table(*rep.allocation_rows(allocation)))
+        if errors:
+            from pipeline.output_error import output_error_line
+
+            print(output_error_line(errors))
     if args.report:
         notes = (f"model: {model}", f"output: {out}", f"pipeline: {pipe.spec()}", f"time: {seconds:.2f} s", files)
         write_text_atomic(args.report, rep.render_report(args.report, f"weightpress: {model.name}",
-                                                         changes, seconds, notes, allocations))
+                                                         changes, seconds, notes, allocations, errors,
+                                                         error_note))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""), file=sys.stderr)
     return EXIT_OK
+
+
+OUTPUT_ERROR_BATCHES = 8  # calibration batches run through both models for the summary's output error
+
+
+def _output_errors(program, result, calibration) -> tuple:
+    """(the end-to-end output error on the first calibration batches (pipeline.output_error),
+    a note for the report): ([], why) without calibration samples or when the models cannot
+    be run; the model is written by then, and a summary figure never fails the command."""
+    if calibration is None:
+        return [], ""
+    from pipeline.output_error import output_errors
+
+    try:
+        return output_errors(program, result, calibration.feeds(program.main), OUTPUT_ERROR_BATCHES), ""
+    except Exception as e:  # noqa: BLE001 - said in the report and on stderr, not fatal
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        print(f"{PROG}: note: output error not measured: {why}", file=sys.stderr)
+        return [], f"not measured: the models could not be run on the calibration samples ({why})"
 
 
 def _output_check(args, out: Path, result):

@@ -87,7 +87,7 @@ def runnable_dims(program: Program, samples: int, seed: int, dims=None, function
     verify's probe, so verify() and verify="each" run a model on the same sizes."""
     from ir.interpret import evaluate
     from pipeline.strategies import symbols_of
-    from pipeline.verify import _probe_dims, _RunFailed
+    from pipeline.verify import probe_dims, RunFailed
 
     dims = dict(dims or {})
     free = [s for s in symbols_of(program.functions[function]) if s not in dims]
@@ -96,8 +96,8 @@ def runnable_dims(program: Program, samples: int, seed: int, dims=None, function
 
     def reference(inputs):
         if not _runs(evaluate, program, inputs):
-            raise _RunFailed("the program fails on this input")
-    return {**dims, **(_probe_dims(reference, program, function, dims, free) or {})}
+            raise RunFailed("the program fails on this input")
+    return {**dims, **(probe_dims(reference, program, function, dims, free) or {})}
 
 
 def _runs(evaluate, program: Program, inputs) -> bool:

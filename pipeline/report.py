@@ -15,7 +15,9 @@
 - `diff_models(a, b)`: weights added / removed / changed and op counts changed.
 - `format_table`, `render_report(path, ...)`: plain text, Markdown, HTML; the
   reports draw each weight's histogram with its LUT or quantization grid as
-  inline SVG made here (no plotting dependency).
+  inline SVG made here (no plotting dependency). The HTML page, a model-level
+  view first (layer chart, allocation, output error, sortable table), is laid
+  out in pipeline.report_page; the output error is measured in pipeline.output_error.
 """
 from __future__ import annotations
 
@@ -643,7 +645,8 @@ def histogram_svg(values, marks=None, title: str = "", width: int = 520, height:
     return "".join(parts)
 
 
-def _figure(change: WeightChange) -> tuple:
+def weight_figure(change: WeightChange) -> tuple:
+    """(histogram SVG, caption) of one weight's values before compression with its LUT or grid after."""
     after = change.after
     label = after.marks_label if after is not None and after.marks is not None else ""
     title = f"{change.name}: {after.compression if after else 'removed'}"
@@ -662,30 +665,18 @@ def render_markdown(title: str, headers, rows, changes, notes=()) -> str:
     out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     out += ["", "## Weights", ""]
     for c in changes:
-        svg, caption = _figure(c)
+        svg, caption = weight_figure(c)
         data = base64.b64encode(svg.encode()).decode()
         out += [f"### {c.name}", "", f"![{caption}](data:image/svg+xml;base64,{data})", "", f"*{caption}*", ""]
     return "\n".join(out)
 
 
-_CSS = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
-        "figure{display:inline-block;margin:0.5em}figcaption{font-size:small;color:#555}")
+def render_html(title: str, headers, rows, changes, notes=(), total_seconds=None, allocations=(),
+                output_errors=(), output_note: str = "") -> str:
+    """The HTML page: a model-level view first (pipeline.report_page)."""
+    from pipeline.report_page import render_page
 
-
-def render_html(title: str, headers, rows, changes, notes=()) -> str:
-    esc = html.escape
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-           f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
-    out += [f"<p>{esc(n)}</p>" for n in notes]
-    out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
-    out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-    out.append("</table><h2>Weights</h2>")
-    for c in changes:
-        svg, caption = _figure(c)
-        out.append(f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    return render_page(title, changes, total_seconds, notes, allocations, output_errors, output_note)
 
 
 REPORT_RENDERERS = {".md": render_markdown, ".markdown": render_markdown,
@@ -701,16 +692,42 @@ def report_kind(path) -> str:
     return suffix
 
 
-def render_report(path, title, changes, total_seconds=None, notes=(), allocations=()) -> str:
+def render_report(path, title, changes, total_seconds=None, notes=(), allocations=(), output_errors=(),
+                  output_note: str = "") -> str:
+    """The report for `path`'s kind. allocations: mixed_precision's summaries (allocations_of);
+    output_errors: pipeline.output_error.output_errors on the calibration samples, if measured;
+    output_note: why they were not (default: no calibration samples given)."""
     headers, rows = summary_rows(changes, total_seconds)
     kind = report_kind(path)
-    text = REPORT_RENDERERS[kind](title, headers, rows, changes, notes)
-    if not allocations:
-        return text
-    section = ALLOCATION_RENDERERS[kind](allocations)
-    if kind in (".html", ".htm"):  # the allocation before the per-weight histograms
-        return text.replace("<h2>Weights</h2>", section + "<h2>Weights</h2>", 1)
-    return text.replace("\n## Weights\n", "\n" + section + "\n## Weights\n", 1)
+    if kind in (".html", ".htm"):
+        return render_html(title, headers, rows, changes, notes, total_seconds, allocations, output_errors,
+                           output_note)
+    text = render_markdown(title, headers, rows, changes, notes)
+    from pipeline.report_page import layers_svg
+
+    layers = base64.b64encode(layers_svg(changes).encode()).decode()
+    extra = [f"## Layers\n\n![bytes before / after and SNR per compressed weight]"
+             f"(data:image/svg+xml;base64,{layers})\n"]
+    extra += [_allocation_markdown(allocations)] if allocations else []
+    extra.append(_output_error_markdown(output_errors, output_note))
+    return text.replace("\n## Weights\n", "\n" + "\n".join(extra) + "\n## Weights\n", 1)
+
+
+def _output_error_markdown(errors, note: str = "") -> str:
+    out = ["## End-to-end output error", ""]
+    if not errors:
+        return "\n".join(out + [note or "not measured: no calibration samples were given "
+                                 "(compress --calibration FILE.npz measures it)", ""])
+    out += [f"both models run by {errors[0].evaluator} on the calibration samples", "",
+            "| output | samples | min cosine | mean cosine | SNR | max abs err / max \\|ref\\| |",
+            "|---|---|---|---|---|---|"]
+    for e in errors:
+        if e.equal is not None:
+            out.append(f"| {e.output} | {e.samples} | {e.equal:.2%} equal | | | |")
+        else:
+            out.append(f"| {e.output} | {e.samples} | {e.min_cosine:.5f} | {e.mean_cosine:.5f} | "
+                       f"{fmt_db(e.snr_db)} | {e.max_rel_error:.3g} |")
+    return "\n".join(out + [""])
 
 
 # ---- mixed precision: the allocation a mixed_precision step chose ------------------------------
@@ -771,6 +788,11 @@ def frontier_svg(a, width: int = 520, height: int = 220) -> str:
         f'<polyline points="{path}" fill="none" stroke="#7aa6d6" stroke-width="1.5"/>',
         f'<line x1="{bx:.1f}" y1="{top}" x2="{bx:.1f}" y2="{bottom}" stroke="#999" stroke-dasharray="4 3"/>',
         f'<circle cx="{sx(chosen[0]):.1f}" cy="{sy(chosen[1]):.1f}" r="4" fill="#d62728"/>',
+        f'<text x="{min(sx(chosen[0]) + 8, right - 150):.1f}" y="{max(sy(chosen[1]) - 6, top + 24):.1f}" '
+        f'fill="#d62728">chosen: {human_bytes(chosen[0])}, {chosen[1]:.3g}</text>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" font-size="9">{10 ** y1:.2g}</text>',
+        f'<text x="{left - 4}" y="{bottom}" text-anchor="end" font-size="9">{10 ** y0:.2g}</text>',
+        f'<text x="{(left + right) / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#777">total bytes</text>',
         f'<text x="{left}" y="{height - 8}">{human_bytes(x0)}</text>',
         f'<text x="{right}" y="{height - 8}" text-anchor="end">{human_bytes(x1)}</text>',
         f'<text x="{bx + 3:.1f}" y="{top + 10}" fill="#777">budget</text>',
@@ -815,18 +837,15 @@ def _allocation_markdown(allocations) -> str:
     return "\n".join(out)
 
 
-def _allocation_html(allocations) -> str:
+def allocation_html(allocations) -> str:
     esc = html.escape
     out = ["<h2>Mixed precision</h2>"]
     for a in allocations:
         headers, rows = allocation_rows(a)
-        out.append(f"<p>{esc(allocation_line(a))}</p><figure>{frontier_svg(a)}</figure>"
-                   f"<figure>{allocation_bars_svg(a)}</figure>")
-        out.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>")
+        # the per-weight bytes are the page's layer chart: here the curve and the choice
+        out.append(f"<p>{esc(allocation_line(a))}</p><figure>{frontier_svg(a, 620, 260)}</figure>")
+        out.append("<table class='sortable'><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers)
+                   + "</tr></thead><tbody>")
         out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-        out.append("</table>")
+        out.append("</tbody></table>")
     return "".join(out)
-
-
-ALLOCATION_RENDERERS = {".md": _allocation_markdown, ".markdown": _allocation_markdown,
-                        ".html": _allocation_html, ".htm": _allocation_html}

@@ -66,7 +66,7 @@ class VerificationReport:
     worst_input: Optional[dict] = field(default=None, repr=False)  # largest error seen
     counterexample: Optional[dict] = field(default=None, repr=False)  # shrunk failing input
     reason: str = ""
-    probed_dims: PMap = field(default_factory=pmap)  # symbolic dim sizes verify had to find (_probe_dims)
+    probed_dims: PMap = field(default_factory=pmap)  # symbolic dim sizes verify had to find (probe_dims)
 
     @property
     def max_abs_error(self) -> float:
@@ -103,7 +103,7 @@ class _Mismatch(Exception):
         self.inputs, self.why = inputs, why
 
 
-class _RunFailed(Exception):
+class RunFailed(Exception):
     """A program failed on an input (interpreter or onnxruntime); the message says why."""
 
 
@@ -162,9 +162,9 @@ class _Interpreter:
         try:
             return list(evaluate(self.program, inputs, self.function).values())
         except EvaluationError as e:
-            raise _RunFailed(str(e)) from None
+            raise RunFailed(str(e)) from None
         except Exception as e:  # noqa: BLE001 - a kernel or shape check that fails on this input:
-            raise _RunFailed(f"{type(e).__name__}: {e}") from None  # a failure on it, not a crash
+            raise RunFailed(f"{type(e).__name__}: {e}") from None  # a failure on it, not a crash
 
 
 class _OnnxRuntime:
@@ -199,7 +199,7 @@ class _OnnxRuntime:
             return list(self.session.run(None, {self.feed_names[k]: v for k, v in inputs.items()
                                                 if k in self.feed_names}))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad feeds
-            raise _RunFailed(" ".join(str(e).split())[:300]) from None
+            raise RunFailed(" ".join(str(e).split())[:300]) from None
 
 
 EVALUATORS = {"interpreter": _Interpreter, "onnxruntime": _OnnxRuntime}
@@ -280,11 +280,11 @@ def _why(name: str, r, g, o: _Observed, rtol, atol, snr_db) -> Optional[str]:
 
 def _compare(reference, candidate, names, inputs, rtol, atol, snr_db):
     """Per-output observations on one sample, and why it fails (None when it passes).
-    _RunFailed from the reference propagates: that input is outside the model's domain."""
+    RunFailed from the reference propagates: that input is outside the model's domain."""
     ref = reference(inputs)
     try:
         got = candidate(inputs)
-    except _RunFailed as e:
+    except RunFailed as e:
         failed = _Observed(_SHAPE_MISMATCH, True, True)
         return {name: failed for name in names}, f"the new program fails: {e}"
     observed, why = {}, None
@@ -318,7 +318,7 @@ def _explicit(run, feeds_list, tally, tol) -> VerificationReport:
     for inputs in feeds_list:
         try:
             observed, why = _compare(*run, tally.names, inputs, *tol)
-        except _RunFailed as e:
+        except RunFailed as e:
             return tally.report(False, dict(inputs), f"the reference program fails on the given input: {e}")
         tally.add(inputs, observed)
         if why is not None:
@@ -348,7 +348,7 @@ def _search(run, before, samples, function, tally, tol, seed, dims):
     def property_holds(inputs):
         try:
             observed, why = _compare(*run, tally.names, inputs, *tol)
-        except _RunFailed as e:
+        except RunFailed as e:
             failures.append(str(e))
             if tally.samples == 0 and len(failures) >= _GIVE_UP_AFTER:
                 raise _Unevaluable() from None  # not one input has worked: stop searching
@@ -369,7 +369,7 @@ def _search(run, before, samples, function, tally, tol, seed, dims):
 MAX_PROBES = 64  # evaluations of the reference spent looking for sizes of symbolic dims it runs with
 
 
-def _probe_dims(reference, program: Program, function: str, dims: dict, free: list) -> Optional[dict]:
+def probe_dims(reference, program: Program, function: str, dims: dict, free: list) -> Optional[dict]:
     """Sizes for the free symbolic dims with which the reference runs on one example input,
     or None. Tried in order: one dim at a size read off the graph (the others at 2), then
     every free dim at that size (pipeline.strategies.domain.size_candidates)."""
@@ -385,7 +385,7 @@ def _probe_dims(reference, program: Program, function: str, dims: dict, free: li
             continue
         try:
             reference(example(fn, sizes, domains, seed=i))
-        except _RunFailed:
+        except RunFailed:
             continue
         return fixed
     return None
@@ -398,7 +398,7 @@ def _generated(run, before, samples, function, tally, tol, seed, dims) -> Verifi
     if report is not None:
         return report
     free = [s for s in symbols_of(before.functions[function]) if s not in dims]
-    found = _probe_dims(run[0], before, function, dims, free) if free else None
+    found = probe_dims(run[0], before, function, dims, free) if free else None
     if found is not None:  # e.g. a PyTorch export with the example's sequence length baked in
         report, more = _search(run, before, samples, function, _Tally(tally.names), tol, seed, {**dims, **found})
         if report is not None:

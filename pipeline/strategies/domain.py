@@ -12,7 +12,11 @@ core and ONNX forms) to the ops that use it:
 - **mask**: an input named like a mask (`attention_mask`, `padding_mask`, ...) or one
   that reaches the condition of a select (ONNX Where) takes 0/1 values, ones first in
   each row (a real padding mask: at least one position attended, so a softmax over
-  masked scores stays finite).
+  masked scores stays finite);
+- **choice**: an integer input compared for equality with constants (silero-vad's
+  sample rate `sr`: `If(sr == 16000)`, the other branch made for 8000) takes one of
+  those constants' values: any other value selects a path the model was not built to
+  run on valid data, and a drawn input that always fails checks nothing.
 
 Anything else has no domain (None): the strategies' defaults apply.
 """
@@ -42,16 +46,23 @@ INDEX_CONSUMERS = {"gather": ("indices", "x"), "onnx.Gather": ("in1", "in0"),
 # op type -> the slot holding a condition
 MASK_CONSUMERS = {"select": "cond", "onnx.Where": "in0"}
 
+# op type -> its two compared slots: an input compared with a constant takes that constant's values
+EQUALITY_CONSUMERS = {"equal": ("x", "y"), "onnx.Equal": ("in0", "in1")}
+MAX_CHOICES = 16  # constants of more elements than this are not a set of choices
+
 MASK_NAME = re.compile(r"mask", re.IGNORECASE)
 MAX_DEPTH = 32  # pass-through ops followed from an input before giving up on that path
 
 
 @dataclass(frozen=True)
 class Domain:
-    kind: str  # "index": integers in [0, high); "mask": 0/1, ones first in each row
+    kind: str  # "index": integers in [0, high); "mask": 0/1, ones first in each row; "choice": one of values
     high: Optional[int] = None
+    values: tuple = ()  # "choice": the values, sorted
 
     def __str__(self) -> str:
+        if self.kind == "choice":
+            return f"one of {list(self.values)}"
         return f"index < {self.high}" if self.kind == "index" else self.kind
 
 
@@ -96,9 +107,22 @@ def _table_size(fn, op, table_slot: str) -> Optional[int]:
     return size if isinstance(size, int) else None
 
 
+def _compared_with(fn, op, slot: str) -> tuple:
+    """The values of the constant an equality op compares `slot` with (() when not a small const)."""
+    a, b = EQUALITY_CONSUMERS[op.op_type]
+    other = op.inputs.get(b if slot == a else a)
+    if other is None or isinstance(other, tuple):
+        return ()
+    value = other.val if other.val is not None else _const_value(fn, other)
+    if value is None or np.size(value) > MAX_CHOICES or np.asarray(value).dtype.kind not in "iub":
+        return ()
+    return tuple(int(x) for x in np.asarray(value).reshape(-1))
+
+
 def _uses(fn, consumers, name: str) -> tuple:
-    """(table sizes of the gathers indexed by the value, whether it reaches a condition)."""
-    sizes, condition = [], False
+    """(table sizes of the gathers indexed by the value, whether it reaches a condition,
+    the constants it is compared with for equality)."""
+    sizes, condition, compared = [], False, set()
     frontier, seen = [(name, 0)], {name}
     while frontier:
         value, depth = frontier.pop()
@@ -110,13 +134,15 @@ def _uses(fn, consumers, name: str) -> tuple:
                     sizes.append(size)
             if MASK_CONSUMERS.get(op.op_type) == slot:
                 condition = True
+            if op.op_type in EQUALITY_CONSUMERS and slot in EQUALITY_CONSUMERS[op.op_type]:
+                compared.update(_compared_with(fn, op, slot))
             slots = PASS_THROUGH.get(op.op_type, ())
             if depth < MAX_DEPTH and op.op_type in PASS_THROUGH and (slots is None or slot in slots):
                 for out in op.outputs:
                     if out.name not in seen:
                         seen.add(out.name)
                         frontier.append((out.name, depth + 1))
-    return sizes, condition
+    return sizes, condition, compared
 
 
 def input_domains(program: Program, function: str = "main") -> dict:
@@ -126,11 +152,13 @@ def input_domains(program: Program, function: str = "main") -> dict:
     found = {}
     for var in fn.inputs:
         dt = var.type.dt
-        sizes, condition = _uses(fn, consumers, var.name)
+        sizes, condition, compared = _uses(fn, consumers, var.name)
         if dt.is_integer and sizes:
             found[var.name] = Domain("index", max(1, min(sizes)))
-        elif condition or MASK_NAME.search(var.name):
+        elif condition or MASK_NAME.search(var.name):  # before choice: `mask == 0` is a mask
             found[var.name] = Domain("mask")
+        elif dt.is_integer and compared:
+            found[var.name] = Domain("choice", values=tuple(sorted(compared)))
     return found
 
 

@@ -63,7 +63,13 @@ def _mask(dt, shape: tuple, lengths: np.ndarray) -> np.ndarray:
     return (np.arange(shape[-1]) < lengths[..., None]).astype(dt.storage)
 
 
+def _choice(dt, shape: tuple, value: int) -> np.ndarray:
+    return np.full(shape, value, dt.storage)
+
+
 def _domain_tensors(dt, shape: tuple, domain: Domain, size: int):
+    if domain.kind == "choice":  # every element one value: the model's switch takes one of its paths
+        return st.sampled_from(domain.values).map(lambda value: _choice(dt, shape, value))
     if domain.kind == "index":
         high = min(domain.high, dt.max + 1)  # an int8 index into a 1000-row table: all int8 >= 0
         if size <= ELEMENTWISE_LIMIT:
@@ -107,6 +113,8 @@ def example(fn, sizes: dict, domains: dict, seed: int = 0) -> dict:
         domain = domains.get(v.name)
         if domain is not None and domain.kind == "index" and dt.is_integer:
             out[v.name] = rng.integers(0, min(domain.high, dt.max + 1), size=shape).astype(dt.storage)
+        elif domain is not None and domain.kind == "choice" and dt.is_integer:
+            out[v.name] = _choice(dt, shape, domain.values[int(rng.integers(0, len(domain.values)))])
         elif domain is not None and domain.kind == "mask":
             lengths = rng.integers(1, shape[-1] + 1, size=shape[:-1]) if shape and shape[-1] else np.ones(())
             out[v.name] = _mask(dt, shape, lengths) if shape and shape[-1] else np.ones(shape, dt.storage)

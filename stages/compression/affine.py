@@ -112,9 +112,13 @@ def affine_grid(view, w, axes, params):
 
 
 def _quantize(view, w, params):
-    """(AffineParams, output axis, stats recording the block size chosen) or a Skip."""
+    """(AffineParams, output axis, stats recording the block size chosen) or a Skip
+    (an incompressible weight is one too)."""
     axes = _axes(view, w)
-    found = affine_grid(view, w, axes, params)
+    try:
+        found = affine_grid(view, w, axes, params)
+    except NotCompressible as e:
+        return Skip(str(e))
     return found if isinstance(found, Skip) else (found[0], axes[0], found[1])
 
 
@@ -134,10 +138,7 @@ def _dense(view, params, names):
     if version < 18 and (QUANT_DTYPES[dt][0] < 8 or params["granularity"] == "per_block"):
         what = f"dtype={dt}" if QUANT_DTYPES[dt][0] < 8 else "granularity='per_block'"
         require_ios18(view, what)
-    try:
-        found = _quantize(view, w, params)
-    except NotCompressible as e:
-        return Skip(str(e))
+    found = _quantize(view, w, params)
     if isinstance(found, Skip):
         return found
     q, axis, chosen = found
@@ -213,10 +214,7 @@ def dequantized_figures(w, data, scale, offset=None, work=None) -> dict:
 def _sparse(view, params, names):
     require_ios18(view, "quantizing a sparse weight (joint compression)")
     w = view.value
-    try:
-        found = _quantize(view, w, params)
-    except NotCompressible as e:
-        return Skip(str(e))
+    found = _quantize(view, w, params)
     if isinstance(found, Skip):
         return found
     q, _, chosen = found

@@ -134,3 +134,26 @@ def test_pin_holds_a_value_and_consts_are_computed_once():
     consts = oracle.const_values(net)
     # only what consts alone determine: the parameters, not q (it needs the input)
     assert set(consts.values) == {op.outputs[0].name for op in net.main.ops if op.op_type == "const"}
+
+
+def test_a_pin_reaches_the_ops_derived_from_a_weight_after_an_unpinned_run_filled_the_cache():
+    # the lossy contract decodes every weight first (const_values) and then evaluates the
+    # program with the decoded weights pinned, sharing one cache: an op computed from the
+    # weight alone (a transpose, as LSTM / conv weights get inside control flow) must see
+    # the pinned value, not the result cached from the original
+    w = np.arange(6, dtype=F32).reshape(2, 3)
+
+    @program(inputs={"x": TensorSpec((1, 3), "fp32")})
+    def net(b, x):
+        t = b.transpose(x=b.const(w, name="w"), perm=[1, 0], name="wt")
+        return b.matmul(x=x, y=t, name="y")
+
+    cache: dict = {}
+    oracle.const_values(net, cache=cache)
+    x = np.array([[1.0, 2.0, 3.0]], F32)
+    plain = oracle.evaluate(net, {"x": x}, cache=cache)
+    np.testing.assert_array_equal(plain.outputs["y"], x @ w.T)  # [[8, 26]]
+    pinned = oracle.evaluate(net, {"x": x}, pin={"w": -w}, cache=cache)
+    np.testing.assert_array_equal(pinned.outputs["y"], x @ -w.T)
+    # and the pinned run left nothing behind: the unpinned one still sees the original
+    np.testing.assert_array_equal(oracle.evaluate(net, {"x": x}, cache=cache).outputs["y"], x @ w.T)

@@ -260,3 +260,53 @@ def test_a_model_that_runs_on_no_generated_input_names_its_free_dims():
     assert "fails on every generated input" in report.reason and "dims 'n' were drawn" in report.reason
     assert "no outputs compared" in report.summary()
     assert verify(needs_thousand, _copy(needs_thousand), samples=4, dims={"n": 1000}).passed
+
+
+def _sample_rate_switch():
+    """silero-vad's shape: a model that takes one path for sr == 16000 and another for 8000;
+    here y = x where sr is 16000 or 8000 and a failure (a Reshape of 3 values to 2) otherwise."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from ir.formats.onnx import import_onnx
+
+    nodes = [helper.make_node("Equal", ["sr", "k16"], ["is16"]), helper.make_node("Equal", ["k8", "sr"], ["is8"]),
+             helper.make_node("Or", ["is16", "is8"], ["known"]),
+             helper.make_node("Where", ["known", "x", "neg"], ["picked"]), helper.make_node("Neg", ["x"], ["neg"]),
+             helper.make_node("Cast", ["known"], ["one"], to=TensorProto.INT64),
+             helper.make_node("Add", ["one", "two"], ["size"]), helper.make_node("Reshape", ["picked", "size1"], ["y"]),
+             helper.make_node("Unsqueeze", ["size", "zero"], ["size1"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+                     helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [helper.make_tensor("k16", TensorProto.INT64, [], [16000]), helper.make_tensor("k8", TensorProto.INT64, [], [8000]),
+         helper.make_tensor("two", TensorProto.INT64, [], [2]), helper.make_tensor("zero", TensorProto.INT64, [1], [0])])
+    graph.node.sort(key=lambda n: ["is16", "is8", "known", "neg", "picked", "one", "size", "size1", "y"].index(n.output[0]))
+    return import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_an_integer_compared_with_constants_takes_their_values():
+    from pipeline.strategies.inputs import example
+
+    net = _sample_rate_switch()
+    assert input_domains(net) == {"sr": Domain("choice", values=(8000, 16000))}
+    assert str(input_domains(net)["sr"]) == "one of [8000, 16000]"
+    drawn = {int(example(net.functions["main"], {}, input_domains(net), seed=s)["sr"]) for s in range(20)}
+    assert drawn == {8000, 16000}
+
+    @given(inputs_for(net))
+    @settings(max_examples=20, deadline=None)
+    def inside(inputs):
+        assert int(inputs["sr"]) in (8000, 16000) and inputs["sr"].dtype == np.int64 and inputs["sr"].shape == ()
+
+    inside()
+    # so the drawn samples run the model, where any other sr fails
+    from ir.interpret import EvaluationError, evaluate
+    from pipeline.contracts import draw_inputs
+
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    for one in draw_inputs(net, 8):
+        np.testing.assert_array_equal(evaluate(net, one)["y"], one["x"])
+    with pytest.raises((EvaluationError, ValueError)):
+        evaluate(net, {"sr": np.array(7, np.int64), "x": x})
