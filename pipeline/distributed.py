@@ -36,6 +36,7 @@ runs without it.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import tempfile
@@ -149,9 +150,19 @@ def _worker_store(root: str):
 def run_task(payload: bytes, store: str) -> bytes:
     """One job on a worker: read the weights its references name (checked against their
     digests), run it, put the arrays it made in the store, return references to them."""
+    _still_there(store)
     cache = _worker_store(store)
     fn, item = weightrefs.loads(payload, cache)
-    return weightrefs.dumps(fn(item), cache)
+    result = fn(item)
+    _still_there(store)  # a job that outlived its run (cancelled while running) writes nothing
+    return weightrefs.dumps(result, cache)
+
+
+def _still_there(store: str) -> None:
+    # a run's temporary store is removed when the run ends, failed or not; opening or writing
+    # it would make its directories again, left behind for nobody
+    if not os.path.isdir(store):
+        raise weightrefs.StoreMiss(f"the shared store {store} is gone: the run that asked for this job has ended")
 
 
 # ---- clusters ------------------------------------------------------------------------------

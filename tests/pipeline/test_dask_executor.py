@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 import time
 import warnings
@@ -60,15 +61,18 @@ def armed(two_workers):
     two_workers.wait_for_workers(2, timeout=120)
 
 
-def _file_model(directory, layers=4, dim=DIM, seed=0):
-    """A chain of MatMuls whose fp32 weights live in external data (page-aligned)."""
+def _file_model(directory, layers=4, dim=DIM, seed=0, widths=None):
+    """A chain of MatMuls whose fp32 weights live in external data (page-aligned); weight i
+    is [widths[i], widths[i + 1]] (default: all dim x dim)."""
+    widths = widths or [dim] * (layers + 1)
+    layers = len(widths) - 1
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
     with open(os.path.join(directory, "model.onnx.data"), "wb") as f:
         for i in range(layers):
-            w = (rng.standard_normal((dim, dim)) * 0.02).astype(np.float32)
+            w = (rng.standard_normal((widths[i], widths[i + 1])) * 0.02).astype(np.float32)
             f.write(b"\0" * ((-f.tell()) % 4096))
-            t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[dim, dim])
+            t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=list(w.shape))
             t.data_location = TensorProto.EXTERNAL
             for k, v in (("location", "model.onnx.data"), ("offset", str(f.tell())), ("length", str(w.nbytes))):
                 e = t.external_data.add()
@@ -77,8 +81,8 @@ def _file_model(directory, layers=4, dim=DIM, seed=0):
             inits.append(t)
             nodes.append(helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"],
                                           ["y" if i == layers - 1 else f"h{i}"], name=f"mm{i}"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, dim])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, dim])], inits)
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, widths[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, widths[-1]])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = os.path.join(directory, "model.onnx")
@@ -175,8 +179,12 @@ def test_a_worker_killed_while_writing_a_result_leaves_no_corrupt_file(two_worke
         assert all(fresh.get_program(g) is not None for g in graphs)
 
 
-def test_a_weight_file_changed_during_the_run_fails_the_step(two_workers, tmp_path):
-    prog = import_onnx(_file_model(tmp_path, layers=2))
+def test_a_weight_file_changed_during_the_run_fails_the_step(two_workers, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"  # where the run's temporary store goes
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    # w0 (changed) fails at once; w1, 16x bigger, is still being compressed when the run fails
+    prog = import_onnx(_file_model(tmp_path, widths=[DIM, DIM, 16 * DIM]))
     prog.digest  # the run's input is hashed from the file as it is now (what Pipeline.run does first)
     data = tmp_path / "model.onnx.data"
     st = os.stat(data)
@@ -188,6 +196,13 @@ def test_a_weight_file_changed_during_the_run_fails_the_step(two_workers, tmp_pa
         Pipeline.preset("int8").run(prog, executor=two_workers)
     assert isinstance(info.value.__cause__, lazy.WeightFileChanged)
     assert str(data) in str(info.value)
+    # the job on the unchanged weight may still run after the failure ended the run: once the
+    # workers are idle, nothing is left of the run's store (a late job writes nothing)
+    deadline = time.monotonic() + 60
+    while any(two_workers.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert list(scratch.iterdir()) == []
 
 
 def test_a_scheduler_that_does_not_answer_is_one_clear_error():
