@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py                 # the 1.6 GB model (24 x 4096x4096 fp32)
     python benchmarks/bench_scale.py --size 6G       # the 6 GB one (the RSS-bound target)
     python benchmarks/bench_scale.py --size 200M --no-peers   # a quick look
+    python benchmarks/bench_scale.py ... --dask 2     # and the presets on 2 local Dask workers vs serial
 
 Generates (never downloads) a chain of MatMul layers whose fp32 weights live in ONNX
 external data (benchmarks/scale_model.py), then runs, each in its own child process
@@ -191,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="let compress run its output check in onnxruntime")
     ap.add_argument("--workdir", default=None, help="where to generate (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the generated models and outputs")
+    ap.add_argument("--dask", type=int, default=0, metavar="N",
+                    help="also run the presets on N local Dask workers against serial (benchmarks/scale_dask.py)")
     args = ap.parse_args(argv)
     presets = [p for p in args.presets.split(",") if p]
     work = tempfile.mkdtemp(prefix="bench-scale-", dir=args.workdir)
@@ -226,6 +229,13 @@ def main(argv=None) -> int:
               "figure can be below it, see in_child)")
         print()
         print(table(rows))
+        if args.dask:  # the Dask rows: their own table (benchmarks/scale_dask.py)
+            from scale_dask import dask_rows, table_of
+
+            header, dask_table, notes = dask_rows(model, args.dask, presets)
+            print()
+            print(table_of(header, dask_table))
+            print("\n".join(notes))
     finally:
         if args.keep:
             print(f"kept {work}")

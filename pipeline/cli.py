@@ -1,6 +1,7 @@
 """The `weightpress` command line.
 
     weightpress compress MODEL -o OUT (--preset NAME | --recipe FILE | --pipeline SPEC | stage options)
+                         [--workers N | --scheduler ADDRESS]
     weightpress inspect MODEL
     weightpress diff A B
     weightpress verify A B [--samples N] [--inputs X.npz] [--evaluator onnxruntime] [--dim name=N]
@@ -278,6 +279,23 @@ def _summary(rep, program, result, model: Path, out: Path, trace):
 
 
 def cmd_compress(args) -> int:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:  # a Dask cluster (--workers / --scheduler) lives for the command
+        return _compress(args, stack)
+
+
+def _executor(args, stack):
+    """--workers N (a LocalCluster of N processes) / --scheduler ADDRESS: the Dask client the
+    per-weight work runs on; None: this process."""
+    if args.workers is None and args.scheduler is None:
+        return None
+    from pipeline.distributed import cluster
+
+    return stack.enter_context(cluster(workers=args.workers, scheduler=args.scheduler))
+
+
+def _compress(args, stack) -> int:
     from pipeline import report as rep
     from pipeline.models import load_model, save_model, write_text_atomic
 
@@ -290,6 +308,7 @@ def cmd_compress(args) -> int:
         from pipeline.calibration import calibration_data
 
         calibration = calibration_data(args.calibration)  # a bad file: one line, before the model loads
+    executor = _executor(args, stack)  # a cluster that does not answer: one line, before the model loads
     program = load_model(model)
     cache = None
     if args.cache:
@@ -297,7 +316,8 @@ def cmd_compress(args) -> int:
 
         cache = DiskCache(args.cache)
     started = time.perf_counter()
-    trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress), calibration=calibration)
+    trace = pipe.run(program, cache=cache, progress=progress_wanted(args.progress), calibration=calibration,
+                     executor=executor)
     seconds = time.perf_counter() - started
     from stages.calibration import without_calibration
 
@@ -548,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the output's opset (default: the input model's; e.g. 21 to upgrade it for "
                                "INT4 initializers)")
     c.add_argument("--cache", metavar="DIR", help="an on-disk cache of stage results")
+    dist = c.add_argument_group("Dask (pip install 'weightpress[distributed]')").add_mutually_exclusive_group()
+    dist.add_argument("--workers", type=_positive_int, metavar="N",
+                      help="run the per-weight work on a local Dask cluster of N worker processes")
+    dist.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run it on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786); "
+                           "its workers must reach the model's files and --cache DIR at the same paths")
     c.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     c.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="load and run an .onnx output once in onnxruntime before writing it (default: on, "

@@ -2,9 +2,12 @@
 
 `executor` may be None / "serial", "threads", "processes" (a concurrent.futures
 pool sized to the machine), a StageContext, anything with `.map(fn, items)`
-(a concurrent.futures Executor), a Dask-style client (`.map` returning
-futures plus `.gather`), or a plain callable `map(fn, items)`. Stages only
-ever see `context.map(fn, items) -> results in order`, so new backends need no stage change.
+(a concurrent.futures Executor), a dask.distributed Client or a
+pipeline.distributed.DaskExecutor (jobs travel as weight references, results
+come back through a shared store: see pipeline.distributed), another Dask-style
+client (`.map` returning futures plus `.gather`: arguments and results travel
+through it whole), or a plain callable `map(fn, items)`. Stages only ever see
+`context.map(fn, items) -> results in order`, so new backends need no stage change.
 """
 from __future__ import annotations
 
@@ -34,7 +37,16 @@ def _gather_map(client) -> Callable:
     return lambda fn, items: list(client.gather(client.map(fn, list(items))))
 
 
-def map_function(executor, stack: ExitStack) -> Callable:
+def _dask(executor):
+    """The DaskExecutor for a Dask Client or DaskExecutor, else None."""
+    from pipeline import distributed
+
+    if isinstance(executor, distributed.DaskExecutor):
+        return executor
+    return distributed.DaskExecutor(executor) if distributed.is_dask_client(executor) else None
+
+
+def map_function(executor, stack: ExitStack, cache=None) -> Callable:
     if executor is None or executor == "serial":
         return serial_map
     if isinstance(executor, str):
@@ -42,6 +54,9 @@ def map_function(executor, stack: ExitStack) -> Callable:
             raise PipelineError(f"executor {executor!r}: expected one of serial, {', '.join(_POOLS)}")
         pool = stack.enter_context(_POOLS[executor](max_workers=os.cpu_count() or 1))
         return _pool_map(pool)
+    dask = _dask(executor)
+    if dask is not None:
+        return dask.map_function(cache, stack)
     if hasattr(executor, "gather") and hasattr(executor, "map"):
         return _gather_map(executor)
     if hasattr(executor, "map"):
@@ -52,7 +67,11 @@ def map_function(executor, stack: ExitStack) -> Callable:
                         "an object with .map, or a callable")
 
 
-def make_context(executor, stack: ExitStack, progress: Optional[Callable] = None, spill=None) -> StageContext:
+def make_context(executor, stack: ExitStack, progress: Optional[Callable] = None, spill=None,
+                 cache=None) -> StageContext:
+    """`cache`: the run's cache (a Dask executor keeps its results there when it is a DiskCache)."""
     if isinstance(executor, StageContext):
         return executor
-    return StageContext(map=map_function(executor, stack), progress=progress, spill=spill)
+    if _dask(executor) is not None:
+        spill = None  # results come back as maps of the shared store's files: nothing to spill
+    return StageContext(map=map_function(executor, stack, cache), progress=progress, spill=spill)

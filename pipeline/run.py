@@ -226,7 +226,7 @@ def _start(pipeline, program_or_store, input_digest, cache, verify, progress, ex
     from pipeline.executors import make_context
 
     instruments = tuple(instruments) + ((ProgressBar(n_steps),) if progress else ())
-    context = make_context(executor, stack, weight_progress if progress else None, spill)
+    context = make_context(executor, stack, weight_progress if progress else None, spill, cache)
     return _Run(pipeline.spec(), program_or_store, cache, context, _verify_options(verify), instruments,
                 input_digest, _validate_option(validate))
 
