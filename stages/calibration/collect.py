@@ -26,6 +26,10 @@ export or ``evaluator="interpreter"``. The sums are accumulated in float64 over 
 and divided by the row count at the end, so the batch split does not change the result
 beyond float rounding. A NaN or Inf activation is a CalibrationError naming it and the batch.
 The result is the input program with the statistics attached: nothing else changes.
+
+``sensitivity=N`` (N > 0) adds, per weight of more than 2048 elements, ``sensitivity``: its
+end-to-end output error per unit of its output-error proxy, measured on the first N samples
+(sensitivity.py), which mixed_precision uses to weigh weights against each other.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from ir.core import Program
 from stages.base import DEFAULT_CONTEXT, StageError, StageResult, stage
+from stages.calibration.sensitivity import measure
 from stages.calibration.stats import with_calibration
 from stages.contracts import exact
 from stages.compression.weights import weight_views
@@ -249,8 +254,12 @@ def _accumulate(sums: dict, ws: list, values: Mapping, batch: int) -> None:
 
 @stage("calibrate", version="1", contract=exact(why="attaches statistics to the program; the graph is untouched"))
 def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gram: bool = True,
-              context=DEFAULT_CONTEXT):
-    """Attach calibration statistics collected by running `data` through function main."""
+              sensitivity: int = 0, context=DEFAULT_CONTEXT):
+    """Attach calibration statistics collected by running `data` through function main; with
+    ``sensitivity`` = N > 0, also each weight's measured end-to-end sensitivity on the first N
+    samples (sensitivity.py)."""
+    if isinstance(sensitivity, bool) or not isinstance(sensitivity, int) or sensitivity < 0:
+        raise CalibrationError(f"calibrate: sensitivity={sensitivity!r} must be a number of samples >= 0")
     if data is None or not callable(getattr(data, "feeds", None)):
         raise CalibrationError("calibrate: data= must be calibration data (pipeline.calibration."
                                "calibration_data(path or arrays)), got "
@@ -280,8 +289,15 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
                 values[w.var.name] = w.var.val
         _accumulate(sums, ws, values, i)
     table = {name: _total([sums[k] for k in keys], kinds[name]) for name, keys in reads.items()}
+    if sensitivity:
+        found, note = measure(program, table, feeds, sensitivity,
+                              lambda views: context.track(views, desc="calibrate: sensitivity", total=len(views)))
+        for name, value in found.items():
+            table[name] = {**table[name], "sensitivity": value}
     info = {"data_digest": str(data.to_dict().get("calibration_data", "")), "batches": len(feeds),
             "evaluator": used, "weights": len(table)}
+    if sensitivity:
+        info["sensitivity"] = note
     stats = {"calibrated_weights": len(table), "batches": len(feeds), "evaluator": used,
              "rows": {name: int(t["count"]) for name, t in table.items()}}
     return StageResult(with_calibration(program, table, info), stats)
