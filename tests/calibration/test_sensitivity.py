@@ -104,3 +104,22 @@ def test_the_more_sensitive_weight_gets_the_bits():
                 .stats["allocation"]["table"]}
         bits[favoured] = (rows[favoured]["bpw"], rows[other]["bpw"])
         assert rows[favoured]["bpw"] > rows[other]["bpw"]
+
+
+def test_calibrated_candidates_supersede_the_data_free_ones_and_keep_their_contracts():
+    from pipeline import Pipeline
+
+    # Pipeline.run(calibration=...) measures the sensitivity because a mixed_precision stage follows
+    trace = Pipeline([mixed_precision(target_bpw=4.0)]).run(tiny_model(), calibration=tiny_data(batches=12),
+                                                            verify="each")
+    assert calibration_stats(trace.program_at(1), "w")["sensitivity"] > 0
+    a = trace.steps[1].stats["allocation"]
+    assert "measured sensitivity" in a["proxy"]
+    rows = {r["candidate"]: r for r in a["candidates"]["w"]}
+    assert rows["palettize_4"]["skipped"] == "superseded by gptq_palettize_4 (calibrated, same bits)"
+    assert rows["int4_block32"]["skipped"] == "superseded by gptq_int4_block32 (calibrated, same bits)"
+    assert rows["gptq_palettize_4"]["bytes"] is not None
+    table = {r["candidate"]: r for r in a["candidates"]["table"]}
+    assert table["palettize_4"]["skipped"] == "superseded by weighted_palettize_4 (calibrated, same bits)"
+    assert "linear / matmul" in table["gptq_palettize_4"]["skipped"]
+    assert trace.steps[1].verification is not None  # the chosen compressors' contracts held
