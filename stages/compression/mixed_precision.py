@@ -2,9 +2,13 @@
 
 For every selected dense float weight (the default selection of the other compression
 stages: more than 2048 elements, or an op_selector), every candidate of ``candidates``
-is built by the compression stage it names (palettize_weights' and
-affine_quantize_weights' own compress functions, on the weight's own view, so the form,
-block / group sizes and skips are exactly theirs) and measured:
+is built by the compression stage it names (palettize_weights', affine_quantize_weights',
+and with calibration statistics gptq_palettize_weights', gptq_quantize_weights' and
+weighted_palettize_weights' own compress functions, on the weight's own view, so the form,
+block / group sizes and skips are exactly theirs) and measured. A calibrated form that
+applies supersedes the data-free form of the same bits (SUPERSEDED_BY: GPTQ's LUT over plain
+k-means, GPTQ's int4 over rounding, the token-weighted LUT of an embedding table), which is
+then not built.
 
 * **size**: the bytes of the candidate's stored arrays (figures.const_nbytes: sub-byte
   data bit-packed, LUTs, scales, offsets): what the exporters write for the weight's data;
@@ -26,6 +30,16 @@ block / group sizes and skips are exactly theirs) and measured:
   ~3x. End to end at 4.5 bits per weight the absolute proxy gives the better worst
   sentence (min cosine 0.947 against 0.897 data-free, 0.942 against 0.892 calibrated;
   means within 0.003), hence the default (README, "Quality on a real encoder").
+
+  **Measured sensitivity.** When calibrate measured it (``calibrate(sensitivity=N)``; the
+  pipeline's ``calibration=`` asks for it whenever a mixed_precision stage follows), each
+  weight's absolute proxy is multiplied by its ``sensitivity``: the end-to-end output error
+  per unit of proxy, measured on the calibration samples (stages/calibration/sensitivity.py).
+  The proxy keeps ranking a weight's own candidates; the measurement sets the exchange rate
+  between weights, which the proxy alone got wrong by up to ~1000x on all-MiniLM-L6-v2 (query
+  and key projections far cheaper than it says, the last attention output projection and the
+  embedding table far dearer). The distortion is then an estimate of the end-to-end relative
+  squared error, and the allocation's ``proxy`` says "measured sensitivity".
 
 Candidates that are skipped for the weight (per_block on a 1-D weight) or not smaller than
 it are left out; ``keep`` (the weight as it is, distortion 0) is always one. Then
