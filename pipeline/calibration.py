@@ -120,10 +120,21 @@ def calibration_data(source) -> CalibrationData:
     return CalibrationData(items, where)
 
 
-def calibrate_stage(source, **options):
-    """The `calibrate` stage bound to the data of `source` (calibration_data)."""
+# samples the measured sensitivity runs on when a mixed_precision stage follows: enough to rank
+# weights (per-weight figures move by a few % between disjoint sets of 32 sentences), few enough
+# to cost one short model run per weight
+SENSITIVITY_SAMPLES = 32
+
+
+def calibrate_stage(source, following=(), **options):
+    """The `calibrate` stage bound to the data of `source` (calibration_data); when a
+    mixed_precision stage is among `following` (the stages it runs before), it also measures
+    each weight's sensitivity (calibrate's sensitivity=, SENSITIVITY_SAMPLES samples) unless
+    `options` say otherwise."""
     from stages.calibration import calibrate
 
+    if any(getattr(s, "name", None) == "mixed_precision" for s in following):
+        options.setdefault("sensitivity", SENSITIVITY_SAMPLES)
     return calibrate(data=calibration_data(source), **options)
 
 

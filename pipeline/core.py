@@ -174,7 +174,7 @@ class Pipeline:
         (pipeline.calibration): a `calibrate` step on that data runs first, so the
         calibrated stages after it find their statistics; the trace records it as step 0."""
         if calibration is not None:
-            return (Pipeline([calibrate_stage(calibration)]) + self).run(
+            return (Pipeline([calibrate_stage(calibration, self._stages)]) + self).run(
                 program, cache=cache, verify=verify, progress=progress, executor=executor,
                 instruments=instruments, validate=validate)
         if isinstance(program, Program):

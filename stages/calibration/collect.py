@@ -26,6 +26,10 @@ export or ``evaluator="interpreter"``. The sums are accumulated in float64 over 
 and divided by the row count at the end, so the batch split does not change the result
 beyond float rounding. A NaN or Inf activation is a CalibrationError naming it and the batch.
 The result is the input program with the statistics attached: nothing else changes.
+
+``sensitivity=N`` (N > 0) adds, per weight of more than 2048 elements, ``sensitivity``: its
+end-to-end output error per unit of its output-error proxy, measured on the first N samples
+(sensitivity.py), which mixed_precision uses to weigh weights against each other.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from ir.core import Program
 from stages.base import DEFAULT_CONTEXT, StageError, StageResult, stage
+from stages.calibration.sensitivity import measure
 from stages.calibration.stats import with_calibration
 from stages.contracts import exact
 from stages.compression.weights import weight_views
@@ -164,21 +169,40 @@ class _Sums:
     """float64 sums over every batch for one activation (weights reading the same activation
     the same way, as a layer's query / key / value projections do, share one)."""
 
+    # rows are gathered up to this many before one Gram product: a batch of one short sentence has
+    # ~25 rows, and a [1536, 1536] float64 sum per batch was most of calibrate's time
+    FLUSH_ROWS = 2048
+
     def __init__(self, kind: str, gram: bool, rows: int = 0):
         self.kind, self.want_gram, self.rows = kind, gram, rows
         self.sq = self.gram = self.counts = None
         self.n = 0
+        self.pending, self.pending_rows = [], 0
 
     def add_rows(self, x: np.ndarray) -> None:
-        # products in float32 per batch (a few hundred rows: relative error ~1e-6), summed in
-        # float64 across batches: half the time of float64 products, where GPTQ needs no more
         x = np.ascontiguousarray(x, np.float32 if x.dtype != np.float64 else np.float64)
         self.n += x.shape[0]
         sq = np.einsum("ij,ij->j", x, x, dtype=np.float64)
         self.sq = sq if self.sq is None else self.sq + sq
         if self.want_gram:
-            g = (x.T @ x).astype(np.float64)
-            self.gram = g if self.gram is None else self.gram + g
+            self.pending.append(x)
+            self.pending_rows += x.shape[0]
+            if self.pending_rows >= self.FLUSH_ROWS:
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the pending rows' X^T X: products in float32 over at most ~FLUSH_ROWS rows (relative
+        error ~1e-6), summed in float64 across flushes: half the time of float64 products, where
+        GPTQ needs no more."""
+        if not self.pending:
+            return
+        x = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.pending, self.pending_rows = [], 0
+        g = x.T @ x
+        if self.gram is None:
+            self.gram = g.astype(np.float64)
+        else:
+            self.gram += g
 
     def add_channels(self, x: np.ndarray) -> None:  # conv input [N, C, spatial...]
         x = np.moveaxis(x.astype(np.float64, copy=False), 1, -1).reshape(-1, x.shape[1])
@@ -198,6 +222,9 @@ class _Sums:
 def _total(parts: list, kind: str) -> dict:
     """One weight's statistics from the sums of the activations it reads (usually one)."""
     n = sum(p.n for p in parts)
+    for p in parts:
+        if kind != "gather":
+            p.flush()
     if kind == "gather":
         return {"token_counts": _frozen(sum(p.counts for p in parts if p.counts is not None)), "count": n}
     out = {"input_moment": _frozen(sum(p.sq for p in parts) / max(n, 1)), "count": n}
@@ -249,8 +276,12 @@ def _accumulate(sums: dict, ws: list, values: Mapping, batch: int) -> None:
 
 @stage("calibrate", version="1", contract=exact(why="attaches statistics to the program; the graph is untouched"))
 def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gram: bool = True,
-              context=DEFAULT_CONTEXT):
-    """Attach calibration statistics collected by running `data` through function main."""
+              sensitivity: int = 0, context=DEFAULT_CONTEXT):
+    """Attach calibration statistics collected by running `data` through function main; with
+    ``sensitivity`` = N > 0, also each weight's measured end-to-end sensitivity on the first N
+    samples (sensitivity.py)."""
+    if isinstance(sensitivity, bool) or not isinstance(sensitivity, int) or sensitivity < 0:
+        raise CalibrationError(f"calibrate: sensitivity={sensitivity!r} must be a number of samples >= 0")
     if data is None or not callable(getattr(data, "feeds", None)):
         raise CalibrationError("calibrate: data= must be calibration data (pipeline.calibration."
                                "calibration_data(path or arrays)), got "
@@ -280,8 +311,15 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
                 values[w.var.name] = w.var.val
         _accumulate(sums, ws, values, i)
     table = {name: _total([sums[k] for k in keys], kinds[name]) for name, keys in reads.items()}
+    if sensitivity:
+        found, note = measure(program, table, feeds, sensitivity,
+                              lambda views: context.track(views, desc="calibrate: sensitivity", total=len(views)))
+        for name, value in found.items():
+            table[name] = {**table[name], "sensitivity": value}
     info = {"data_digest": str(data.to_dict().get("calibration_data", "")), "batches": len(feeds),
             "evaluator": used, "weights": len(table)}
+    if sensitivity:
+        info["sensitivity"] = note
     stats = {"calibrated_weights": len(table), "batches": len(feeds), "evaluator": used,
              "rows": {name: int(t["count"]) for name, t in table.items()}}
     return StageResult(with_calibration(program, table, info), stats)

@@ -16,7 +16,9 @@ other than main, ``"fn/name"`` as the compression stats key it). Per weight:
   the collection was asked not to keep it;
 - ``"count"``: int, n, the rows (tokens, pixels) the statistics average over;
 - ``"token_counts"``: 1-D float64 for an embedding table read by a gather along axis 0:
-  how often each row was looked up.
+  how often each row was looked up;
+- ``"sensitivity"``: float, only when calibrate was asked for it: the weight's end-to-end
+  output error per unit of its output-error proxy (sensitivity.py).
 
 A weight read by several ops (a shared weight) has one entry summing all of them. Every
 array is read-only. The digest of the program covers the statistics (program attrs are
@@ -35,7 +37,7 @@ from pyrsistent import pmap
 
 ATTR = "calibration"
 INFO_ATTR = "calibration_info"
-STATISTICS = ("input_moment", "gram", "count", "token_counts")
+STATISTICS = ("input_moment", "gram", "count", "token_counts", "sensitivity")
 
 
 def calibration_stats(program, weight_name: str) -> Optional[Mapping]:

@@ -84,3 +84,42 @@ def proxy_stats(w_matrix: np.ndarray, recon: np.ndarray, h: np.ndarray, baseline
     if baseline is not None:
         out["output_error_data_free"] = output_loss(w, baseline, h) / energy if energy > 0 else 0.0
     return out
+
+
+# ---- the output-error proxy of a weight error (mixed_precision's distortion) ------------------
+
+def is_table(view) -> bool:
+    """An embedding table: every reader gathers rows of it."""
+    return bool(view.consumers) and all(t in ("gather", "onnx.Gather") for t in view.consumer_types)
+
+
+def input_axis(view) -> int:
+    """The axis a weight's error is summed against its inputs along (mixed_precision's rule)."""
+    axis = view.input_axis()
+    rank = len(view.shape)
+    if axis is None or axis == view.output_axis():
+        axis = 1 if rank > 1 else 0
+    return axis
+
+
+def proxy_distortion(error: np.ndarray, stats: Optional[Mapping], input_axis: int, table: bool) -> float:
+    """The proxy of the output error a weight error causes: tr(dW H dW^T) with the calibration
+    gram H (dW with the input axis last), sum_c E[x_c^2] |dW[:, c]|^2 with only the input
+    moments, for an embedding table the lookup-weighted sum_t p_t |dW_t|^2 (token counts) or
+    the mean row error; |dW|^2 without statistics. mixed_precision ranks candidates by it and
+    calibrate's measured sensitivity is end-to-end error per unit of it."""
+    e = np.asarray(error, np.float64)
+    if table:
+        rows = e.reshape(e.shape[0], -1) if e.ndim else e.reshape(1, 1)
+        per_row = np.einsum("ij,ij->i", rows, rows)
+        counts = None if stats is None else stats.get("token_counts")
+        if counts is not None and np.sum(counts) > 0 and len(counts) == len(per_row):
+            p = np.asarray(counts, np.float64) / float(np.sum(counts))
+            return float(p @ per_row)
+        return float(per_row.sum() / max(1, len(per_row)))
+    d = np.moveaxis(e, input_axis, -1).reshape(-1, e.shape[input_axis]) if e.ndim else e.reshape(1, 1)
+    if stats is not None and stats.get("gram") is not None and np.shape(stats["gram"]) == (d.shape[1],) * 2:
+        return float(np.einsum("ij,ij->", d @ np.asarray(stats["gram"], np.float64), d))
+    if stats is not None and stats.get("input_moment") is not None and len(stats["input_moment"]) == d.shape[1]:
+        return float(np.asarray(stats["input_moment"], np.float64) @ np.einsum("ij,ij->j", d, d))
+    return float(np.einsum("ij,ij->", d, d))

@@ -2,9 +2,13 @@
 
 For every selected dense float weight (the default selection of the other compression
 stages: more than 2048 elements, or an op_selector), every candidate of ``candidates``
-is built by the compression stage it names (palettize_weights' and
-affine_quantize_weights' own compress functions, on the weight's own view, so the form,
-block / group sizes and skips are exactly theirs) and measured:
+is built by the compression stage it names (palettize_weights', affine_quantize_weights',
+and with calibration statistics gptq_palettize_weights', gptq_quantize_weights' and
+weighted_palettize_weights' own compress functions, on the weight's own view, so the form,
+block / group sizes and skips are exactly theirs) and measured. A calibrated form that
+applies supersedes the data-free form of the same bits (SUPERSEDED_BY: GPTQ's LUT over plain
+k-means, GPTQ's int4 over rounding, the token-weighted LUT of an embedding table), which is
+then not built.
 
 * **size**: the bytes of the candidate's stored arrays (figures.const_nbytes: sub-byte
   data bit-packed, LUTs, scales, offsets): what the exporters write for the weight's data;
@@ -26,6 +30,16 @@ block / group sizes and skips are exactly theirs) and measured:
   ~3x. End to end at 4.5 bits per weight the absolute proxy gives the better worst
   sentence (min cosine 0.947 against 0.897 data-free, 0.942 against 0.892 calibrated;
   means within 0.003), hence the default (README, "Quality on a real encoder").
+
+  **Measured sensitivity.** When calibrate measured it (``calibrate(sensitivity=N)``; the
+  pipeline's ``calibration=`` asks for it whenever a mixed_precision stage follows), each
+  weight's absolute proxy is multiplied by its ``sensitivity``: the end-to-end output error
+  per unit of proxy, measured on the calibration samples (stages/calibration/sensitivity.py).
+  The proxy keeps ranking a weight's own candidates; the measurement sets the exchange rate
+  between weights, which the proxy alone got wrong by up to ~1000x on all-MiniLM-L6-v2 (query
+  and key projections far cheaper than it says, the last attention output projection and the
+  embedding table far dearer). The distortion is then an estimate of the end-to-end relative
+  squared error, and the allocation's ``proxy`` says "measured sensitivity".
 
 Candidates that are skipped for the weight (per_block on a 1-D weight) or not smaller than
 it are left out; ``keep`` (the weight as it is, distortion 0) is always one. Then
@@ -76,11 +90,19 @@ from stages.compression.weights import (Names, Replacement, Skip, resolve_params
                                         transform_weights, weight_views)
 from stages.contracts import affine_bound, lossy, palettize_bound
 
+from stages.calibration.sensitivity import sensitivity_of
 from stages.calibration.stats import calibration_stats
+from stages.compression.calibrated import input_axis, is_table, proxy_distortion, stats_for, with_table
+from stages.compression.gptq import compress_gptq_affine, compress_gptq_lut
+from stages.compression.weighted_palettize import compress_weighted
+from stages.contracts.calibrated import gptq_affine_bound, gptq_lut_bound, weighted_lut_bound
 
 _PALETTIZE = dict(mode="kmeans", lut_function=None, granularity="per_grouped_channel", group_size=16,
                   channel_axis=None, enable_per_channel_scale=False, cluster_dim=1, kmeans_method="auto")
 _AFFINE = dict(mode="linear_symmetric", block_size=32)
+
+_GPTQ = dict(block_columns=128, damp=0.01, act_order=True)
+_GPTQ_LUT = dict(granularity="per_grouped_channel", group_size=16, lut="weighted", **_GPTQ)
 
 # name -> (method, the compressor's parameters, nominal bits per element)
 CANDIDATES = {
@@ -89,11 +111,34 @@ CANDIDATES = {
     "int8_channel": ("affine", {**_AFFINE, "dtype": "int8", "granularity": "per_channel"}, 8),
     "fp16": ("fp16", {}, 16),
     "keep": ("keep", {}, None),
+    # calibrated forms (gptq.py, weighted_palettize.py): skipped for a weight without the statistics
+    # they need (GPTQ: a linear / matmul weight with its input gram; weighted k-means: input moments,
+    # or an embedding table's token counts)
+    **{f"gptq_palettize_{b}": ("gptq_palettize", {**_GPTQ_LUT, "nbits": b}, b) for b in (2, 3, 4, 6)},
+    "gptq_int4_block32": ("gptq_affine", {**_AFFINE, "dtype": "int4", "granularity": "per_block",
+                                          "clip_search": False, **_GPTQ}, 4),
+    # asymmetric (a uint4 zero point per block, 1/8 bit more): on all-MiniLM-L6-v2 GPTQ onto it
+    # leaves 30% less output error than onto the symmetric grid; on offer, not by default
+    "gptq_uint4_block32": ("gptq_affine", {"mode": "linear", "block_size": 32, "dtype": "uint4",
+                                           "granularity": "per_block", "clip_search": False, **_GPTQ}, 4),
+    **{f"weighted_palettize_{b}": ("weighted_palettize", {"nbits": b, "granularity": "per_tensor",
+                                                         "group_size": 32, "token_prior": 1.0}, b)
+       for b in (2, 3, 4, 6)},
 }
 # palettize_8 is on offer but not by default: exact 8-bit k-means of an fp32 weight costs 20-30 s
 # per 590k elements here, and on all-MiniLM-L6-v2 it gives int8_channel's error at int8_channel's
 # bytes (mse 2.3e-7 at 590848 bytes against 2.4e-7 at 595968)
-DEFAULT_CANDIDATES = tuple(name for name in CANDIDATES if name != "palettize_8")
+DEFAULT_CANDIDATES = tuple(name for name in CANDIDATES if name not in ("palettize_8", "gptq_uint4_block32"))
+CALIBRATED_METHODS = ("gptq_palettize", "gptq_affine", "weighted_palettize")
+# A data-free form is not measured when a calibrated form of the same bits applies to the weight:
+# each minimises the calibrated proxy the allocation ranks by where the data-free one ignores it
+# (GPTQ over plain rounding to the same LUT / grid; the token-weighted LUT of a table), and on
+# all-MiniLM-L6-v2 it is 1.3-16x lower for every weight; measuring both doubled the time.
+SUPERSEDED_BY = {
+    **{f"palettize_{b}": (f"gptq_palettize_{b}", f"weighted_palettize_{b}") for b in (2, 3, 4, 6)},
+    **{f"weighted_palettize_{b}": (f"gptq_palettize_{b}",) for b in (2, 3, 4, 6)},
+    "int4_block32": ("gptq_int4_block32",),
+}
 PROXIES = ("absolute", "relative")
 
 
@@ -119,6 +164,17 @@ def compress_fp16(view, params, names):
 
 
 _COMPRESS = {"palettize": compress_palettize, "affine": compress_affine, "fp16": compress_fp16}
+# the calibrated compressors take the calibration table first (stages/compression/calibrated.py)
+_CALIBRATED = {"gptq_palettize": compress_gptq_lut, "gptq_affine": compress_gptq_affine,
+               "weighted_palettize": compress_weighted}
+
+
+def _compress(method: str, view, params, names, stats):
+    """Build one candidate form: the compressor of `method` on the weight's view."""
+    if method in _CALIBRATED:
+        table = {view.name: stats} if stats is not None and view.function == "main" else {}
+        return _CALIBRATED[method](table, view, params, names)
+    return _COMPRESS[method](view, params, names)
 
 
 def _params_for(view, method: str, params: Mapping) -> dict:
@@ -134,36 +190,11 @@ def _params_for(view, method: str, params: Mapping) -> dict:
 
 # ---- distortion -----------------------------------------------------------------------------
 
-def _is_table(view) -> bool:
-    """An embedding table: every reader gathers rows of it."""
-    return bool(view.consumers) and all(t in ("gather", "onnx.Gather") for t in view.consumer_types)
-
-
-def distortion(error: np.ndarray, stats: Optional[Mapping], input_axis: int, table: bool) -> float:
-    """The proxy of the output error a weight error causes (see the module docstring)."""
-    e = np.asarray(error, np.float64)
-    if table:
-        rows = e.reshape(e.shape[0], -1) if e.ndim else e.reshape(1, 1)
-        per_row = np.einsum("ij,ij->i", rows, rows)
-        counts = None if stats is None else stats.get("token_counts")
-        if counts is not None and np.sum(counts) > 0 and len(counts) == len(per_row):
-            p = np.asarray(counts, np.float64) / float(np.sum(counts))
-            return float(p @ per_row)
-        return float(per_row.sum() / max(1, len(per_row)))
-    d = np.moveaxis(e, input_axis, -1).reshape(-1, e.shape[input_axis]) if e.ndim else e.reshape(1, 1)
-    if stats is not None and stats.get("gram") is not None and np.shape(stats["gram"]) == (d.shape[1],) * 2:
-        return float(np.einsum("ij,ij->", d @ np.asarray(stats["gram"], np.float64), d))
-    if stats is not None and stats.get("input_moment") is not None and len(stats["input_moment"]) == d.shape[1]:
-        return float(np.asarray(stats["input_moment"], np.float64) @ np.einsum("ij,ij->j", d, d))
-    return float(np.einsum("ij,ij->", d, d))
-
-
-def _input_axis(view) -> int:
-    axis = view.input_axis()
-    rank = len(view.shape)
-    if axis is None or axis == view.output_axis():
-        axis = 1 if rank > 1 else 0
-    return axis
+# the proxy lives with the other calibrated figures (stages/compression/calibrated.py): calibrate's
+# sensitivity measurement divides by exactly the same quantity
+distortion = proxy_distortion
+_is_table = is_table
+_input_axis = input_axis
 
 
 def _data_free_sum(st: Mapping, view) -> Optional[float]:
@@ -180,23 +211,31 @@ def _measure(task):
     start = time.perf_counter()
     original = const_nbytes([view.producer])
     table, in_axis = _is_table(view), _input_axis(view)
-    scale = 1.0
+    # the measured exchange rate between weights (calibrate(sensitivity=N)): the estimate becomes
+    # end-to-end error; it is defined against the absolute proxy, so 'relative' goes without it
+    scale, gain = 1.0, (sensitivity_of(stats) or 1.0) if proxy == "absolute" else 1.0
     if proxy == "relative":  # E(W): the signal the error is measured against
         signal = distortion(np.asarray(view.value, np.float64), stats, in_axis, table)
         scale = 1.0 / signal if signal > 0 else 1.0
-    rows = []
-    for name in candidates:
+    found = {}
+    # calibrated forms first, so the data-free forms they supersede need not be built
+    rank = {"gptq_palettize": 0, "gptq_affine": 0, "weighted_palettize": 1}
+    for name in sorted(candidates, key=lambda n: rank.get(CANDIDATES[n][0], 2)):
         method, params, _ = CANDIDATES[name]
-        if method == "keep":
-            rows.append((name, original, 0.0, None))
+        better = next((b for b in SUPERSEDED_BY.get(name, ()) if found.get(b, (None, None))[1] is not None), None)
+        if better is not None:
+            found[name] = (name, None, None, f"superseded by {better} (calibrated, same bits)")
             continue
-        rep = _COMPRESS[method](view, _params_for(view, method, params), Names(view.name, set(names)))
+        if method == "keep":
+            found[name] = (name, original, 0.0, None)
+            continue
+        rep = _compress(method, view, _params_for(view, method, params), Names(view.name, set(names)), stats)
         if not isinstance(rep, Replacement):
-            rows.append((name, None, None, str(rep)))
+            found[name] = (name, None, None, str(rep))
             continue
         size = int(rep.stats["compressed_bytes"])
         if size >= original:
-            rows.append((name, None, None, f"not smaller ({size} bytes against {original})"))
+            found[name] = (name, None, None, f"not smaller ({size} bytes against {original})")
             continue
         plain = _data_free_sum(rep.stats, view)
         if stats is None and plain is not None:
@@ -204,7 +243,8 @@ def _measure(task):
         else:
             recon = evaluate_ops(rep.ops, rep.ops[-1].outputs[0])
             d = distortion(np.asarray(recon, np.float64) - np.asarray(view.value, np.float64), stats, in_axis, table)
-        rows.append((name, size, d * scale, None))
+        found[name] = (name, size, d * scale * gain, None)
+    rows = [found[name] for name in candidates]
     return rows, time.perf_counter() - start
 
 
@@ -258,7 +298,8 @@ def _fp16_bound(case) -> list:
     return []
 
 
-_BOUNDS = {"palettize": palettize_bound, "affine": affine_bound, "fp16": _fp16_bound}
+_BOUNDS = {"palettize": palettize_bound, "affine": affine_bound, "fp16": _fp16_bound,
+           "gptq_palettize": gptq_lut_bound, "gptq_affine": gptq_affine_bound, "weighted_palettize": weighted_lut_bound}
 
 
 def mixed_bound(case) -> list:
@@ -299,7 +340,7 @@ def _full_check(params: dict) -> None:
         raise ParameterError("mixed_precision needs a budget: target_bpw (bits per weight) or target_size (bytes)")
 
 
-def _apply(view, params, names):
+def _apply(table, view, params, names):
     """Write the allocation's choice for one weight (module level: process pools)."""
     key = view.name if view.function == "main" else f"{view.function}/{view.name}"
     chosen = params["choices"].get(key)
@@ -311,7 +352,7 @@ def _apply(view, params, names):
         return Skip(f"mixed_precision: kept as it is (the allocation's choice; distortion 0, "
                     f"{extra['bytes']} bytes)")
     used = _params_for(view, method, cparams)
-    rep = _COMPRESS[method](view, used, names)
+    rep = _compress(method, view, used, names, stats_for(table, view))
     if not isinstance(rep, Replacement):  # measured a moment ago: the compressors are deterministic
         raise RuntimeError(f"{view.name}: candidate {name} could not be rebuilt: {rep}")
     return Replacement(rep.ops, {**rep.stats, **extra, "params": used}, rep.claims, rep.replace)
@@ -328,7 +369,8 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
     candidates = tuple(dict.fromkeys(tuple(candidates) + ("keep",)))
     selected = _selected(program, op_selector)
     if not selected:
-        return transform_weights(program, _apply, {"choices": pmap()}, context, None, op_selector,
+        return transform_weights(program, with_table(_apply, program), {"choices": pmap()}, context, None,
+                                 op_selector,
                                  kinds=("dense",), desc="mixed_precision")
     tasks = [(view, frozenset(taken), candidates, calibration_stats(program, key), proxy)
              for key, view, taken in selected]
@@ -356,7 +398,8 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         table.append(row)
         choices[key] = {"candidate": name, "method": method, "bits": bits, "bytes": int(size),
                         "bpw": size * 8 / view.size, "distortion": float(dist)}
-    result = transform_weights(program, _apply, {"choices": freeze(choices)}, context, None, op_selector,
+    result = transform_weights(program, with_table(_apply, program), {"choices": freeze(choices)}, context, None,
+                               op_selector,
                                kinds=("dense",), desc="mixed_precision")
     summary = {
         "budget_bytes": budget, "target_bpw": target_bpw, "target_size": target_size,
@@ -365,7 +408,8 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         "distortion": alloc.distortion, "dual_bound": alloc.dual_bound, "gap": alloc.gap,
         "relative_gap": alloc.relative_gap, "proved": alloc.proved, "optimal": alloc.optimal,
         "multiplier": alloc.multiplier, "nodes": alloc.nodes,
-        "proxy": ("calibrated" if any(t[3] is not None for t in tasks) else "data-free") + f", {proxy}",
+        "proxy": ("calibrated" if any(t[3] is not None for t in tasks) else "data-free") + f", {proxy}"
+                 + (", measured sensitivity" if any(sensitivity_of(t[3]) for t in tasks) else ""),
         # tuples, not lists: freeze keeps them tuples, which the caches' stats encoding takes
         "table": tuple(table),
         "candidates": {key: tuple({"candidate": r[0], "bytes": r[1], "distortion": r[2], "skipped": r[3]}

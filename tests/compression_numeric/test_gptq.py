@@ -142,3 +142,53 @@ def test_deterministic():
     a = gptq(w, h, _unit_grid(8, 16), block=4)
     b = gptq(w, h, _unit_grid(8, 16), block=4)
     assert np.array_equal(a.codes, b.codes) and a.loss == b.loss
+
+
+# ---- the compiled column loop (gptq_jit) gives the numpy loop's answer, code for code ----------
+
+def _jit_or_skip():
+    from stages.compression.numeric import gptq_jit
+
+    if not gptq_jit.AVAILABLE:
+        pytest.skip("numba is not installed")
+
+
+@pytest.mark.parametrize("rows, cols, block, act_order", [(1, 1, 128, True), (5, 9, 4, False), (24, 70, 16, True),
+                                                          (40, 33, 128, True)])
+def test_compiled_block_loop_equals_numpy_affine(rows, cols, block, act_order):
+    _jit_or_skip()
+    rng = np.random.default_rng(rows * 100 + cols)
+    w = rng.normal(size=(rows, cols))
+    x = rng.normal(size=(4 * cols + 3, cols)) @ (rng.normal(size=(cols, cols)) * 0.4 + np.eye(cols))
+    h = x.T @ x / len(x)
+    # a per-block-of-8 grid with an offset, codes limited per element as the int4 edge does
+    scale = np.repeat(rng.uniform(0.05, 0.3, size=(rows, -(-cols // 8))), 8, axis=1)[:, :cols]
+    zero = np.repeat(rng.integers(-2, 3, size=(rows, -(-cols // 8))), 8, axis=1)[:, :cols].astype(float)
+    lo = np.full((rows, cols), -8.0)
+    lo[:, ::3] = -5.0
+    q = affine_quantizer(scale, zero, lo, 7, np.float32)
+    a = gptq(w, h, q, block=block, act_order=act_order, engine="numpy")
+    b = gptq(w, h, q, block=block, act_order=act_order, engine="jit")
+    assert np.array_equal(a.codes, b.codes)
+    assert np.array_equal(a.reconstruction, b.reconstruction)
+    assert a.loss == b.loss
+
+
+def test_compiled_block_loop_equals_numpy_lut():
+    _jit_or_skip()
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(12, 50))
+    x = rng.normal(size=(300, 50)) @ (rng.normal(size=(50, 50)) * 0.4 + np.eye(50))
+    h = x.T @ x / 300
+    luts = rng.normal(size=(3, 8)).astype(np.float32)  # unsorted on purpose: the quantizer sorts
+    luts[1, 5] = luts[1, 2]  # a repeated entry: ties go to the lower index in both loops
+    q = lut_quantizer(luts, np.arange(12) // 4)
+    a = gptq(w, h, q, block=16, engine="numpy")
+    b = gptq(w, h, q, block=16, engine="jit")
+    assert np.array_equal(a.codes, b.codes) and np.array_equal(a.reconstruction, b.reconstruction)
+
+
+def test_engine_jit_without_a_compiled_form_is_refused():
+    # a float64 reconstruction has no compiled form (the kernel reconstructs in fp32)
+    with pytest.raises(ValueError, match="engine='jit'"):
+        gptq(np.ones((2, 2)), np.eye(2), _unit_grid(2, 2), engine="jit")

@@ -96,3 +96,31 @@ def test_weighting_lowers_the_weighted_error():
     lut, idx = weighted_luts(m, 3, 1, a, np.float64)
     assert weighted_cost(m.ravel(), a.ravel(), lut[0], idx.ravel()) <= \
         weighted_cost(m.ravel(), a.ravel(), plain_lut[0], plain_idx.ravel())
+
+
+def test_large_groups_are_binned_within_a_hair_of_the_exact_optimum(monkeypatch):
+    import stages.compression.numeric.weighted as wk
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.standard_t(4, size=(2, 40_000)) * 0.05, rng.normal(size=(2, 10)) * 2], axis=1)
+    weights = rng.exponential(size=values.shape) + 0.01
+    exact = wk.weighted_centroids(values, weights, 16)
+    monkeypatch.setattr(wk, "BIN_ABOVE", 1000)
+    monkeypatch.setattr(wk, "BINS", 4096)
+    binned = wk.weighted_centroids(values, weights, 16)
+    for g in range(2):
+        c_exact = _cost_of(values[g], weights[g], exact[g])
+        c_binned = _cost_of(values[g], weights[g], binned[g])
+        assert c_exact <= c_binned * (1 + 1e-9)  # the exact one is optimal
+        assert c_binned <= c_exact * 1.001  # and binning loses almost nothing
+        assert values[g].min() <= binned[g].min() and binned[g].max() <= values[g].max()
+        assert np.all(np.diff(binned[g]) >= 0)
+
+
+def test_binned_segments_by_hand():
+    from stages.compression.numeric.weighted import binned_segments
+
+    # range [0, 4] in 2 bins of width 2: [0, 2) holds 0 (w 1) and 1 (w 3), [2, 4] holds 4 (w 2)
+    seg = binned_segments(np.array([[0.0, 1.0, 4.0]]), np.array([[1.0, 3.0, 2.0]]), bins=2)
+    assert seg.values.tolist() == [0.75, 4.0] and seg.weights.tolist() == [4.0, 2.0]
+    assert seg.offsets.tolist() == [0, 2]

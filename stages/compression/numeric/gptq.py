@@ -31,6 +31,7 @@ data-free one.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -71,9 +72,37 @@ def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", d @ h, d))
 
 
+def jit_enabled() -> bool:
+    """The compiled column loop (gptq_jit) is installed (numba) and not switched off (WEIGHTPRESS_JIT=0)."""
+    from . import gptq_jit
+
+    return gptq_jit.AVAILABLE and os.environ.get("WEIGHTPRESS_JIT", "1") != "0"
+
+
+_LOADED = []
+
+
+def _compiled(quantize, engine: str):
+    """The quantizer's compiled block loop, or None (numpy): engine "auto" (compiled when
+    available and the quantizer has one), "numpy" or "jit"."""
+    block = getattr(quantize, "compiled_block", None)
+    if engine == "numpy" or block is None or (engine == "auto" and not jit_enabled()):
+        if engine == "jit":
+            raise ValueError("gptq: engine='jit' needs numba and a quantizer with a compiled form")
+        return None
+    if not _LOADED:
+        from . import gptq_jit
+
+        gptq_jit.load_kernels()
+        _LOADED.append(True)
+    return block
+
+
 def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, damp: float = 0.01,
-         act_order: bool = True, code_dtype=np.int64, with_loss: bool = True) -> GptqResult:
-    """Quantize W [rows, cols] against H [cols, cols] (module docstring)."""
+         act_order: bool = True, code_dtype=np.int64, with_loss: bool = True, engine: str = "auto") -> GptqResult:
+    """Quantize W [rows, cols] against H [cols, cols] (module docstring). ``engine``: "auto"
+    runs each block's column loop compiled (gptq_jit) when numba is there and the quantizer
+    has a compiled form, "numpy" / "jit" force one; the answers are the same."""
     w = np.asarray(w, np.float64)
     rows, cols = w.shape
     order = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(cols)
@@ -82,18 +111,24 @@ def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, 
     work = w[:, order].copy()
     recon = np.empty_like(work)
     codes = np.empty((rows, cols), code_dtype)
+    compiled = _compiled(quantize, engine)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         part = work[:, i1:i2].copy()
         errors = np.empty_like(part)
-        ub = u[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = part[:, i]
-            q, c = quantize(int(order[i1 + i]), col)
-            recon[:, i1 + i], codes[:, i1 + i] = q, c
-            e = (col - q) / ub[i, i]
-            part[:, i:] -= np.outer(e, ub[i, i:])
-            errors[:, i] = e
+        ub = np.ascontiguousarray(u[i1:i2, i1:i2])
+        if compiled is not None:
+            rb, cb = np.empty_like(part), np.empty(part.shape, np.int64)
+            compiled(part, ub, np.ascontiguousarray(order[i1:i2], np.int64), rb, cb, errors)
+            recon[:, i1:i2], codes[:, i1:i2] = rb, cb
+        else:
+            for i in range(i2 - i1):
+                col = part[:, i]
+                q, c = quantize(int(order[i1 + i]), col)
+                recon[:, i1 + i], codes[:, i1 + i] = q, c
+                e = (col - q) / ub[i, i]
+                part[:, i:] -= np.outer(e, ub[i, i:])
+                errors[:, i] = e
         work[:, i2:] -= errors @ u[i1:i2, i2:]
     back = np.argsort(order)
     recon, codes = recon[:, back], codes[:, back]
@@ -101,6 +136,19 @@ def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, 
 
 
 # ---- quantizers -------------------------------------------------------------------------
+
+class _Quantizer:
+    """A quantizer callable ``(j, column) -> (reconstruction, codes)`` that may also carry the
+    compiled form of the whole block loop (``compiled_block``, gptq_jit)."""
+
+    __slots__ = ("quantize", "compiled_block")
+
+    def __init__(self, quantize, compiled_block=None):
+        self.quantize, self.compiled_block = quantize, compiled_block
+
+    def __call__(self, j, col):
+        return self.quantize(j, col)
+
 
 def affine_quantizer(scale: np.ndarray, zero_point: np.ndarray, lo, hi, out_dtype) -> Callable:
     """Column j on the grid scale[:, j] * (code - zero_point[:, j]), codes in [lo, hi]
@@ -119,7 +167,16 @@ def affine_quantizer(scale: np.ndarray, zero_point: np.ndarray, lo, hi, out_dtyp
         r = ((c - z).astype(np.float32) * s.astype(np.float32)).astype(out_dtype).astype(np.float64)
         return r, c
 
-    return quantize
+    compiled = None
+    if np.dtype(out_dtype) == np.float32 and s64.ndim == 2:  # the kernel reconstructs in fp32 only
+        full = [np.ascontiguousarray(np.broadcast_to(a, s64.shape), np.float64) for a in (s64, z64, lo_a, hi_a)]
+
+        def compiled(part, ub, cols, recon, codes, errors):
+            from .gptq_jit import block_affine
+
+            block_affine(part, ub, cols, *full, recon, codes, errors)
+
+    return _Quantizer(quantize, compiled)
 
 
 def lut_quantizer(luts: np.ndarray, row_lut: np.ndarray) -> Callable:
@@ -137,4 +194,11 @@ def lut_quantizer(luts: np.ndarray, row_lut: np.ndarray) -> Callable:
         idx = order[rows, pos]
         return per_row[rows, idx], idx
 
-    return quantize
+    args = (np.ascontiguousarray(sorted_vals), np.ascontiguousarray(order, np.int64), np.ascontiguousarray(mids))
+
+    def compiled(part, ub, cols, recon, codes, errors):
+        from .gptq_jit import block_lut
+
+        block_lut(part, ub, *args, recon, codes, errors)
+
+    return _Quantizer(quantize, compiled)

@@ -194,8 +194,9 @@ def test_distortion_proxies_by_hand():
 
 def test_candidate_table_is_consistent():
     for name, (method, params, bits) in CANDIDATES.items():
-        assert method in ("palettize", "affine", "fp16", "keep")
-        if method == "palettize":
+        assert method in ("palettize", "affine", "fp16", "keep", "gptq_palettize", "gptq_affine",
+                          "weighted_palettize")
+        if method in ("palettize", "gptq_palettize", "weighted_palettize"):
             assert params["nbits"] == bits
 
 
