@@ -147,27 +147,27 @@ def test_in_memory_weights_are_put_in_the_shared_store_first(two_workers, tmp_pa
     assert stored is not None and stored.digest == serial.result.digest
 
 
-def test_a_worker_killed_mid_job_is_replaced_and_the_result_is_unchanged(two_workers, armed, tmp_path):
-    client = two_workers
+def _with_a_worker_killed(hook, executor, armed, tmp_path):
+    """(serial trace, Dask trace) of int8 on a file-backed model, a worker killed once by `hook`."""
     prog = import_onnx(_file_model(tmp_path))
     serial = Pipeline.preset("int8").run(prog)
     marker = str(tmp_path / "killed")
-    armed(dask_hooks.kill_in_job, marker)
-    on_dask = Pipeline.preset("int8").run(prog, executor=client)
-    assert os.path.exists(marker)  # a worker did die in a job
+    armed(hook, marker)
+    on_dask = Pipeline.preset("int8").run(prog, executor=executor)
+    assert os.path.exists(marker)  # a worker did die
+    return serial, on_dask
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_result_is_unchanged(two_workers, armed, tmp_path):
+    serial, on_dask = _with_a_worker_killed(dask_hooks.kill_in_job, two_workers, armed, tmp_path)
     assert on_dask.result.digest == serial.result.digest
     assert on_dask.steps[0].stats["compressed"] == 4
 
 
 def test_a_worker_killed_while_writing_a_result_leaves_no_corrupt_file(two_workers, armed, tmp_path):
-    client = two_workers
-    prog = import_onnx(_file_model(tmp_path))
-    serial = Pipeline.preset("int8").run(prog)
-    marker = str(tmp_path / "killed")
-    armed(dask_hooks.kill_while_writing, marker)
     store = tmp_path / "store"
-    on_dask = Pipeline.preset("int8").run(prog, executor=wd.DaskExecutor(client, store=store))
-    assert os.path.exists(marker)
+    serial, on_dask = _with_a_worker_killed(dask_hooks.kill_while_writing, wd.DaskExecutor(two_workers, store=store),
+                                            armed, tmp_path)
     assert on_dask.result.digest == serial.result.digest
     files = [p for p in store.rglob("*") if p.is_file()]
     assert any(p.name.startswith(".tmp-") for p in files)  # the dead writer's half-written temporary
