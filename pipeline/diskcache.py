@@ -329,13 +329,24 @@ class DiskCache:
         parent = path.parent
         if parent.exists() and not parent.is_dir():
             self._corrupt(parent, "a file where a directory belongs")
-        parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(parent)
         self._checked(parent)
         if path.is_dir() and not path.is_symlink():
             self._corrupt(path, "a directory where a file belongs")
         if isinstance(data, tuple):
             return _atomic_write_tensor(path, *data)
         return _atomic_write(path, data)
+
+    def _make_dirs(self, parent: Path) -> None:
+        """The directories from the root down to parent, never the root itself: a cache whose
+        directory was removed (a run's temporary store, by its run) is not made again by a
+        late writer, which gets FileNotFoundError instead."""
+        missing = []
+        while parent != self.root and not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        for level in reversed(missing):
+            level.mkdir(exist_ok=True)
 
     def put_program(self, program: Program) -> None:
         gpath = self._graph_path(program.digest)

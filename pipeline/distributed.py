@@ -99,8 +99,20 @@ def shared_store(store=None, cache=None, stack: Optional[contextlib.ExitStack] =
     tmp = tempfile.mkdtemp(prefix="weightpress-dask-")
     if stack is not None:
         # the results the run keeps are maps of these files; unlinking them leaves the maps valid
-        stack.callback(shutil.rmtree, tmp, True)
+        stack.callback(_remove_store, tmp)
     return DiskCache(tmp)
+
+
+def _remove_store(path: str) -> None:
+    """A run's temporary store removed so that no job still running can write into it: renamed
+    first (jobs write by path, and DiskCache never makes its root again, so nothing new lands
+    in the renamed tree), then deleted."""
+    doomed = f"{path}.removed"
+    try:
+        os.rename(path, doomed)
+    except OSError:
+        doomed = path
+    shutil.rmtree(doomed, True)
 
 
 def _dask_map(client, store, fn, items) -> Iterator:

@@ -28,8 +28,11 @@ Invariants:
   killed while writing leaves a temporary, never a partial tensor under a digest's
   name; two workers writing the same digest write the same bytes.
 * Arrays come back read-only (the IR's rule), whatever kind of reference carried them.
-* Payloads are pickles exchanged between a client and its own workers (as Dask's own
-  tasks are); the store holds no pickle (ir.serialize encodings only).
+* Payloads are pickles exchanged in memory between a client and its own workers (as
+  Dask's own tasks are), never written to disk by this module; the store holds no pickle
+  (ir.serialize encodings only). Unpickling resolves only the globals of this project's
+  packages, numpy, pyrsistent and a few plain builtins (`_ALLOWED`), so a payload cannot
+  name os.system or eval even if one were forged.
 """
 from __future__ import annotations
 
@@ -158,11 +161,33 @@ class _Pickler(pickle.Pickler):
         return put(self.store, arr)
 
 
+# what a job's pickle may name: the project's own packages and the libraries its values are made of
+_ALLOWED_PACKAGES = frozenset({"ir", "stages", "pipeline", "numpy", "pyrsistent", "collections", "copyreg",
+                               "functools", "toolz", "types"})
+_ALLOWED_BUILTINS = frozenset({"tuple", "list", "dict", "set", "frozenset", "slice", "range", "complex",
+                               "bytes", "bytearray", "str", "int", "float", "bool", "object", "getattr"})
+
+
+class ForbiddenGlobal(WeightRefError):
+    pass
+
+
+def _allowed(module: str, name: str) -> bool:
+    if module == "builtins":
+        return name in _ALLOWED_BUILTINS
+    return module.split(".", 1)[0] in _ALLOWED_PACKAGES
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, store):
         super().__init__(file)
         self.store = store
         self.loaded: dict = {}  # one array per reference: what was one object stays one
+
+    def find_class(self, module, name):
+        if not _allowed(module, name):
+            raise ForbiddenGlobal(f"a task payload names {module}.{name}, which a weightpress job never holds")
+        return super().find_class(module, name)
 
     def persistent_load(self, ref):
         arr = self.loaded.get(ref)

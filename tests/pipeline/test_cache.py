@@ -172,3 +172,19 @@ def test_missing_program_is_recomputed_from_the_step_before(tmp_path):
     h.CALLS.clear()
     again = pipe.run(net, cache=DiskCache(tmp_path))
     assert again.result.digest == first.result.digest and len(h.CALLS) == 2
+
+
+def test_a_removed_cache_directory_is_not_made_again_by_a_late_writer(tmp_path):
+    # a run's temporary store (pipeline.distributed) is removed when the run ends; a job
+    # still running must not bring it back
+    root = tmp_path / "store"
+    cache = DiskCache(root)
+    prog = h.mlp(1, width=64)
+    cache.put_program(prog)  # the directories below the root are made as needed
+    assert cache.get_program(prog.digest).digest == prog.digest
+    import shutil
+
+    shutil.rmtree(root)
+    with pytest.raises(FileNotFoundError):
+        cache.put_program(h.mlp(1, width=64, seed=1))
+    assert not root.exists()

@@ -212,3 +212,21 @@ def test_only_a_dask_client_is_taken_for_one():
     with pytest.raises(PipelineError, match="positive number"):
         with distributed.cluster(workers=0):
             pass
+
+
+def test_a_payload_naming_anything_outside_the_project_is_refused(tmp_path):
+    import pickle
+
+    from pipeline.diskcache import DiskCache
+
+    store = DiskCache(tmp_path / "store")
+    forged = pickle.dumps(os.system)  # what a forged task would carry to run a command
+    with pytest.raises(weightrefs.ForbiddenGlobal, match="names posix.system"):
+        weightrefs.loads(forged, store)
+    with pytest.raises(weightrefs.ForbiddenGlobal, match="builtins.eval"):
+        weightrefs.loads(pickle.dumps(eval), store)
+    # what jobs do carry still loads: project objects, numpy arrays, plain containers
+    arr = np.arange(4, dtype=np.float32)
+    back = weightrefs.loads(weightrefs.dumps({"a": (arr, [1, 2.5])}, store), store)
+    np.testing.assert_array_equal(back["a"][0], arr)
+    assert back["a"][1] == [1, 2.5]
