@@ -153,14 +153,16 @@ def _orphaned(path: str, now: float) -> bool:
 
 
 class DiskCache:
-    def __init__(self, path, max_bytes: Optional[int] = None):
+    def __init__(self, path, max_bytes: Optional[int] = None, create: bool = True):
+        """`create=False`: the directory must exist already (FileNotFoundError otherwise), as a
+        store another process made and may remove (pipeline.distributed's workers)."""
         self.root = Path(path)
         self.max_bytes = max_bytes
         self._lock = threading.RLock()
         self._unwritable: Optional[str] = None  # why stores are skipped (warned once)
         try:
             for sub in SUBDIRS:
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                (self.root / sub).mkdir(parents=create, exist_ok=True)
         except OSError as e:
             if not self.root.is_dir():
                 raise

@@ -152,7 +152,11 @@ def _worker_store(root: str):
     if store is None:
         from pipeline.diskcache import DiskCache
 
-        store = DiskCache(root)
+        try:  # the client made it; a worker never makes it again once its run removed it
+            store = DiskCache(root, create=False)
+        except FileNotFoundError:
+            _still_there(root)
+            raise
     _WORKER_STORES[root] = store  # most recent last
     while len(_WORKER_STORES) > _WORKER_STORES_KEPT:
         del _WORKER_STORES[next(iter(_WORKER_STORES))]

@@ -113,30 +113,34 @@ def _bert_module(cfg):
     return Encoder().eval()
 
 
+def _export_encoder(module, pooled: str, opset: int):
+    """A BERT-style torch module (input_ids, attention_mask, token_type_ids -> the last hidden
+    state and a pooled output named `pooled`) as an ONNX model: TorchScript exporter, constants
+    folded, dynamic batch and sequence."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    ids = torch.zeros((2, 8), dtype=torch.int64)
+    buf = io.BytesIO()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes.update(last_hidden_state={0: "batch", 1: "sequence"}, **{pooled: {0: "batch"}})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
+        torch.onnx.export(module, (ids, torch.ones_like(ids), torch.zeros_like(ids)), buf,
+                          input_names=names, output_names=["last_hidden_state", pooled],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+    return onnx.load_from_string(buf.getvalue())
+
+
 def build_bert(cache_dir: str) -> str:
     """A 2-layer BERT-style encoder (random weights, seed 0), opset 17, dynamic batch and sequence."""
 
     def build():
-        import io
-
-        import onnx
-        import torch
-
-        model = _bert_module(BERT)
-        ids = torch.zeros((2, 8), dtype=torch.int64)
-        buf = io.BytesIO()
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        axes = {n: {0: "batch", 1: "sequence"} for n in names}
-        axes.update(last_hidden_state={0: "batch", 1: "sequence"}, pooler_output={0: "batch"})
-        import warnings
-
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
-            torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), buf,
-                              input_names=names, output_names=["last_hidden_state", "pooler_output"],
-                              dynamic_axes=axes, opset_version=BERT["opset"], dynamo=False,
-                              do_constant_folding=True)
-        return onnx.load_from_string(buf.getvalue())
+        return _export_encoder(_bert_module(BERT), "pooler_output", BERT["opset"])
 
     return _cached(cache_dir, "bert_tiny", build)
 
@@ -195,10 +199,6 @@ def build_minilm(cache_dir: str, weights_path: str, name: str = "all_minilm_l6_v
     sentence model never reads, is not exported."""
 
     def build():
-        import io
-        import warnings
-
-        import onnx
         import torch
         from torch import nn
 
@@ -223,18 +223,7 @@ def build_minilm(cache_dir: str, weights_path: str, name: str = "all_minilm_l6_v
                 m = attention_mask.unsqueeze(-1).to(states.dtype)
                 return states, (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
-        ids = torch.zeros((2, 8), dtype=torch.int64)
-        buf = io.BytesIO()
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        axes = {n: {0: "batch", 1: "sequence"} for n in names}
-        axes.update(last_hidden_state={0: "batch", 1: "sequence"}, sentence_embedding={0: "batch"})
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
-            torch.onnx.export(Sentence().eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), buf,
-                              input_names=names, output_names=["last_hidden_state", "sentence_embedding"],
-                              dynamic_axes=axes, opset_version=MINILM["opset"], dynamo=False,
-                              do_constant_folding=True)
-        return onnx.load_from_string(buf.getvalue())
+        return _export_encoder(Sentence().eval(), "sentence_embedding", MINILM["opset"])
 
     return _cached(cache_dir, name, build)
 

@@ -43,7 +43,7 @@ from stages.compression.numeric.errors import NotCompressible
 from stages.compression.numeric.clip_search import search_scales
 from stages.compression.numeric.gptq import affine_quantizer, gptq, lut_quantizer
 from stages.compression.numeric.weighted import weighted_luts
-from stages.compression.weights import Replacement, Skip, transform_weights
+from stages.compression.weights import Replacement, Skip, dense_value, transform_weights
 from stages.contracts import lossy
 
 LUT_SOURCES = ("weighted", "kmeans")
@@ -78,11 +78,9 @@ def check_gptq_lut(params: dict) -> None:
 
 def _prepare(view, table, what: str):
     """(weight, axes, matrix, H) or a Skip; `what` names the form for the iOS18 requirement."""
-    if view.kind != "dense":
-        return Skip("GPTQ takes dense weights")
-    w = view.value
-    if w.size == 0:
-        return Skip("empty weight")
+    w = dense_value(view, "GPTQ")
+    if isinstance(w, Skip):
+        return w
     axes = matrix_axes(view)
     if axes is None:
         return Skip("GPTQ takes 2-D weights of linear / matmul ops only")

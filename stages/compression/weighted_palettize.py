@@ -39,7 +39,7 @@ from stages.contracts.calibrated import weighted_lut_bound
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
 from stages.compression.numeric.weighted import weighted_luts
-from stages.compression.weights import Replacement, Skip, transform_weights
+from stages.compression.weights import Replacement, Skip, dense_value, transform_weights
 from stages.contracts import lossy
 
 NBITS = (1, 2, 3, 4, 6, 8)
@@ -105,11 +105,9 @@ def _groups(rows: int, params):
 
 
 def compress_weighted(table, view, params, names):
-    if view.kind != "dense":
-        return Skip("weighted palettization takes dense weights")
-    w = view.value
-    if w.size == 0:
-        return Skip("empty weight")
+    w = dense_value(view, "weighted palettization")
+    if isinstance(w, Skip):
+        return w
     version = require_constexpr(view)
     if version < 18 and params["granularity"] != "per_tensor":
         require_ios18(view, "palettization with granularity='per_grouped_channel'")

@@ -62,6 +62,15 @@ class Skip(str):
     """A compress function's documented reason for leaving a weight as it is."""
 
 
+def dense_value(view, who: str):
+    """The dense weight a calibrated method works on, or why not: `who` takes dense weights
+    (a sparse or LUT form would be compressed again), and an empty one has nothing to fit."""
+    if view.kind != "dense":
+        return Skip(f"{who} takes dense weights")
+    w = view.value
+    return Skip("empty weight") if w.size == 0 else w
+
+
 # a 0-D weight: every compressed form takes more bytes (and the constexpr ops need rank >= 1)
 _SCALAR = Skip("a scalar: no compressed form is smaller")
 

@@ -16,34 +16,13 @@ from ir import lazy
 from ir.formats.onnx import OnnxFormatError, export_onnx, import_onnx
 from ir.formats.onnx import exporter as onnx_exporter
 from ir.lazy import WeightFileChanged
+from benchmarks.scale_model import matmul_chain
 
 
 def _external_model(directory, weights, name="model.onnx", align=4096):
     """A chain of MatMuls over `weights` (list of 2-D fp32 arrays) with every weight in
     `name`.data at page-aligned offsets; returns the model path."""
-    data = name + ".data"
-    inits, nodes = [], []
-    with open(os.path.join(directory, data), "wb") as f:
-        for i, w in enumerate(weights):
-            f.write(b"\0" * ((-f.tell()) % align))
-            offset = f.tell()
-            f.write(np.ascontiguousarray(w, np.float32).tobytes())
-            t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=list(w.shape))
-            t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data), ("offset", str(offset)), ("length", str(w.nbytes))):
-                e = t.external_data.add()
-                e.key, e.value = k, v
-            inits.append(t)
-            nodes.append(helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"],
-                                          ["y" if i == len(weights) - 1 else f"h{i}"], name=f"mm{i}"))
-    dim_in, dim_out = weights[0].shape[0], weights[-1].shape[1]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, dim_in])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, dim_out])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = os.path.join(directory, name)
-    onnx.save_model(model, path)
-    return path
+    return matmul_chain(directory, weights, name, align)
 
 
 def _weights(n=3, dim=64, seed=0):

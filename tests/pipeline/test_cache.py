@@ -187,4 +187,6 @@ def test_a_removed_cache_directory_is_not_made_again_by_a_late_writer(tmp_path):
     shutil.rmtree(root)
     with pytest.raises(FileNotFoundError):
         cache.put_program(h.mlp(1, width=64, seed=1))
+    with pytest.raises(FileNotFoundError):  # nor by one opening it (a Dask worker's first job)
+        DiskCache(root, create=False)
     assert not root.exists()
