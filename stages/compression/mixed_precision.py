@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from dataclasses import replace as dc_replace
 from typing import Literal, Mapping, Optional
 
@@ -140,6 +141,9 @@ SUPERSEDED_BY = {
     "int4_block32": ("gptq_int4_block32",),
 }
 PROXIES = ("absolute", "relative")
+# up to this many bytes of selected weights, every candidate built while measuring is kept until the
+# allocation has chosen (a few times the weights' bytes), so the chosen forms are not built twice
+KEEP_BUILT_BYTES = 512 << 20
 
 
 # ---- the fp16 form (constexpr_cast) ---------------------------------------------------------
@@ -206,8 +210,9 @@ def _data_free_sum(st: Mapping, view) -> Optional[float]:
 # ---- measuring the candidates of one weight ---------------------------------------------------
 
 def _measure(task):
-    """[(candidate, bytes or None, distortion, reason)] for one weight; module level (process pools)."""
-    view, names, candidates, stats, proxy = task
+    """([(candidate, bytes or None, distortion, reason)], seconds, {candidate: Replacement} when
+    `keep`) for one weight; module level (process pools)."""
+    view, names, candidates, stats, proxy, keep = task
     start = time.perf_counter()
     original = const_nbytes([view.producer])
     table, in_axis = _is_table(view), _input_axis(view)
@@ -217,7 +222,7 @@ def _measure(task):
     if proxy == "relative":  # E(W): the signal the error is measured against
         signal = distortion(np.asarray(view.value, np.float64), stats, in_axis, table)
         scale = 1.0 / signal if signal > 0 else 1.0
-    found = {}
+    found, built = {}, {}
     # calibrated forms first, so the data-free forms they supersede need not be built
     rank = {"gptq_palettize": 0, "gptq_affine": 0, "weighted_palettize": 1}
     for name in sorted(candidates, key=lambda n: rank.get(CANDIDATES[n][0], 2)):
@@ -244,8 +249,10 @@ def _measure(task):
             recon = evaluate_ops(rep.ops, rep.ops[-1].outputs[0])
             d = distortion(np.asarray(recon, np.float64) - np.asarray(view.value, np.float64), stats, in_axis, table)
         found[name] = (name, size, d * scale * gain, None)
+        if keep:
+            built[name] = rep
     rows = [found[name] for name in candidates]
-    return rows, time.perf_counter() - start
+    return rows, time.perf_counter() - start, built
 
 
 def _key(fn: Function, name: str) -> str:
@@ -340,8 +347,9 @@ def _full_check(params: dict) -> None:
         raise ParameterError("mixed_precision needs a budget: target_bpw (bits per weight) or target_size (bytes)")
 
 
-def _apply(table, view, params, names):
-    """Write the allocation's choice for one weight (module level: process pools)."""
+def _apply(built, table, view, params, names):
+    """Write the allocation's choice for one weight: the form measured (`built`, by weight key)
+    or built again (module level: process pools)."""
     key = view.name if view.function == "main" else f"{view.function}/{view.name}"
     chosen = params["choices"].get(key)
     if chosen is None:
@@ -352,7 +360,9 @@ def _apply(table, view, params, names):
         return Skip(f"mixed_precision: kept as it is (the allocation's choice; distortion 0, "
                     f"{extra['bytes']} bytes)")
     used = _params_for(view, method, cparams)
-    rep = _compress(method, view, used, names, stats_for(table, view))
+    rep = built.get(key)
+    if rep is None:
+        rep = _compress(method, view, used, names, stats_for(table, view))
     if not isinstance(rep, Replacement):  # measured a moment ago: the compressors are deterministic
         raise RuntimeError(f"{view.name}: candidate {name} could not be rebuilt: {rep}")
     return Replacement(rep.ops, {**rep.stats, **extra, "params": used}, rep.claims, rep.replace)
@@ -369,15 +379,18 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
     candidates = tuple(dict.fromkeys(tuple(candidates) + ("keep",)))
     selected = _selected(program, op_selector)
     if not selected:
-        return transform_weights(program, with_table(_apply, program), {"choices": pmap()}, context, None,
+        return transform_weights(program, with_table(partial(_apply, {}), program), {"choices": pmap()}, context, None,
                                  op_selector,
                                  kinds=("dense",), desc="mixed_precision")
     tasks = [(view, frozenset(taken), candidates, calibration_stats(program, key), proxy)
              for key, view, taken in selected]
+    # the measured forms are kept for writing the chosen ones when they fit in memory comfortably
+    keep = sum(const_nbytes([view.producer]) for _, view, _ in selected) <= KEEP_BUILT_BYTES
+    tasks = [t + (keep,) for t in tasks]
     measured = tracked_map(context, _measure, tasks, "mixed_precision: candidates")
     keys = [key for key, _, _ in selected]
     views = [view for _, view, _ in selected]
-    usable = [[r for r in rows if r[1] is not None] for rows, _ in measured]
+    usable = [[r for r in rows if r[1] is not None] for rows, _, _ in measured]
     sizes = [np.array([r[1] for r in rows], np.int64) for rows in usable]
     dists = [np.array([r[2] for r in rows], np.float64) for rows in usable]
     elements = sum(v.size for v in views)
@@ -389,7 +402,8 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         min_size = int(sum(int(s.min()) for s in sizes))
         raise _infeasible(e, target_bpw, target_size, elements, other, min_size) from None
     table, choices = [], {}
-    for key, view, rows, j, (_, seconds) in zip(keys, views, usable, alloc.choice, measured):
+    built = {}
+    for key, view, rows, j, (_, seconds, kept) in zip(keys, views, usable, alloc.choice, measured):
         name, size, dist, _ = rows[j]
         method, _, bits = CANDIDATES[name]
         row = {"weight": key, "candidate": name, "method": method, "bits": bits, "bytes": int(size),
@@ -398,7 +412,12 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         table.append(row)
         choices[key] = {"candidate": name, "method": method, "bits": bits, "bytes": int(size),
                         "bpw": size * 8 / view.size, "distortion": float(dist)}
-    result = transform_weights(program, with_table(_apply, program), {"choices": freeze(choices)}, context, None,
+        if name in kept:
+            built[key] = kept[name]
+    candidate_rows = [rows for rows, _, _ in measured]
+    del measured  # the forms not chosen
+    result = transform_weights(program, with_table(partial(_apply, built), program), {"choices": freeze(choices)},
+                               context, None,
                                op_selector,
                                kinds=("dense",), desc="mixed_precision")
     summary = {
@@ -413,7 +432,7 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         # tuples, not lists: freeze keeps them tuples, which the caches' stats encoding takes
         "table": tuple(table),
         "candidates": {key: tuple({"candidate": r[0], "bytes": r[1], "distortion": r[2], "skipped": r[3]}
-                                  for r in rows) for key, (rows, _) in zip(keys, measured)},
+                                  for r in rows) for key, rows in zip(keys, candidate_rows)},
         "frontier": tuple(tuple(p) for p in frontier(sizes, dists)),
     }
     return StageResult(result.program, result.stats.set("allocation", freeze(summary)))
