@@ -41,6 +41,17 @@ then not built.
   embedding table far dearer). The distortion is then an estimate of the end-to-end relative
   squared error, and the allocation's ``proxy`` says "measured sensitivity".
 
+**Objective.** ``objective="worst"`` (the default) minimises the estimated error of the worst
+calibration sample rather than the mean: when calibrate measured the sensitivity per probe batch
+(``sensitivity_per_batch``; a sample each when fed one at a time), each candidate's error on
+sample s is its proxy times the weight's rate for s, and numeric/worst_case.py picks the choice
+whose largest per-sample total is least (multiplicative weights over the samples, starting from
+the mean objective's choice, with a lower bound and its gap). The last layers' FFN
+down-projections of all-MiniLM-L6-v2 put 10-15x their mean error on a few sentences; on the 64
+held-out sentences this objective raised the worst cosine at 4.5 bits per weight from 0.9726 to
+0.9770, the mean unchanged. Without per-batch figures (no measured sensitivity, or
+``proxy="relative"``) the mean objective stands; ``objective="mean"`` asks for it.
+
 Candidates that are skipped for the weight (per_block on a 1-D weight) or not smaller than
 it are left out; ``keep`` (the weight as it is, distortion 0) is always one. Then
 numeric/allocation.py picks one candidate per weight minimising the total distortion with
@@ -63,7 +74,8 @@ Stats: the usual per-weight records (the chosen compressor's figures plus ``cand
 ``method``, ``bits``, ``bpw``, ``distortion``; a weight kept as it is is "skipped" with
 that reason) and ``allocation``: budget, size, distortion, dual bound, gap (always >= 0;
 0, or ``proved``, means optimal), the per-weight table (weight, candidate, method, bits,
-bytes, distortion), every candidate measured, and the rate-distortion frontier.
+bytes, distortion), every candidate measured, the rate-distortion frontier, ``objective`` and,
+for the worst-sample objective, ``worst_sample``: the estimate, its bound and gap, the rounds.
 """
 from __future__ import annotations
 
@@ -86,12 +98,13 @@ from stages.compression.checked import ParameterError, compression_stage
 from stages.compression.figures import const_nbytes, error_figures, record
 from stages.compression.forms import Emitter, require_constexpr
 from stages.compression.numeric.allocation import InfeasibleBudget, allocate, frontier
+from stages.compression.numeric.worst_case import allocate_worst_case
 from stages.compression.palettize import compress_palettize
 from stages.compression.weights import (Names, Replacement, Skip, resolve_params, tracked_map,
                                         transform_weights, weight_views)
 from stages.contracts import affine_bound, lossy, palettize_bound
 
-from stages.calibration.sensitivity import sensitivity_of
+from stages.calibration.sensitivity import sensitivity_of, sensitivity_per_batch
 from stages.calibration.stats import calibration_stats
 from stages.compression.calibrated import input_axis, is_table, proxy_distortion, stats_for, with_table
 from stages.compression.gptq import compress_gptq_affine, compress_gptq_lut
@@ -141,6 +154,7 @@ SUPERSEDED_BY = {
     "int4_block32": ("gptq_int4_block32",),
 }
 PROXIES = ("absolute", "relative")
+OBJECTIVES = ("worst", "mean")
 # up to this many bytes of selected weights, every candidate built while measuring is kept until the
 # allocation has chosen (a few times the weights' bytes), so the chosen forms are not built twice
 KEEP_BUILT_BYTES = 512 << 20
@@ -334,6 +348,8 @@ def check_mixed(params: dict) -> None:
         unknown = [c for c in cands if c not in CANDIDATES]
         if unknown or not cands:
             raise ParameterError(f"candidates={list(cands)!r}: expected a non-empty list of {list(CANDIDATES)}")
+    if params.get("objective") is not None and params["objective"] not in OBJECTIVES:
+        raise ParameterError(f"objective={params['objective']!r} is not supported; expected one of {list(OBJECTIVES)}")
     if params.get("proxy") is not None and params["proxy"] not in PROXIES:
         raise ParameterError(f"proxy={params['proxy']!r} is not supported; expected one of {list(PROXIES)}")
     nl = params.get("node_limit")
@@ -368,13 +384,14 @@ def _apply(built, table, view, params, names):
     return Replacement(rep.ops, {**rep.stats, **extra, "params": used}, rep.claims, rep.replace)
 
 
-@compression_stage("mixed_precision", check_mixed, version="1", contract=lossy(mixed_bound))
+@compression_stage("mixed_precision", check_mixed, version="2", contract=lossy(mixed_bound))
 def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size: Optional[int] = None,
                     candidates: tuple = DEFAULT_CANDIDATES, proxy: Literal[PROXIES] = "absolute",
-                    node_limit: int = 100_000, op_selector=None, context=DEFAULT_CONTEXT):
+                    objective: Literal[OBJECTIVES] = "worst", node_limit: int = 100_000, op_selector=None,
+                    context=DEFAULT_CONTEXT):
     """Choose a form per weight under the budget (see the module docstring)."""
     params = dict(target_bpw=target_bpw, target_size=target_size, candidates=candidates, node_limit=node_limit,
-                  proxy=proxy)
+                  proxy=proxy, objective=objective)
     _full_check(params)
     candidates = tuple(dict.fromkeys(tuple(candidates) + ("keep",)))
     selected = _selected(program, op_selector)
@@ -401,9 +418,13 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
     except InfeasibleBudget as e:
         min_size = int(sum(int(s.min()) for s in sizes))
         raise _infeasible(e, target_bpw, target_size, elements, other, min_size) from None
+    stats_of = [t[3] for t in tasks]
+    worst = _worst_case(sizes, dists, stats_of, budget, node_limit) if objective == "worst" and proxy == "absolute" \
+        else None
+    choice = alloc.choice if worst is None else worst.choice
     table, choices = [], {}
     built = {}
-    for key, view, rows, j, (_, seconds, kept) in zip(keys, views, usable, alloc.choice, measured):
+    for key, view, rows, j, (_, seconds, kept) in zip(keys, views, usable, choice, measured):
         name, size, dist, _ = rows[j]
         method, _, bits = CANDIDATES[name]
         row = {"weight": key, "candidate": name, "method": method, "bits": bits, "bytes": int(size),
@@ -426,7 +447,7 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         "other_const_bytes": other, "min_size_bytes": alloc.min_size,
         "distortion": alloc.distortion, "dual_bound": alloc.dual_bound, "gap": alloc.gap,
         "relative_gap": alloc.relative_gap, "proved": alloc.proved, "optimal": alloc.optimal,
-        "multiplier": alloc.multiplier, "nodes": alloc.nodes,
+        "multiplier": alloc.multiplier, "nodes": alloc.nodes, "objective": "mean",
         "proxy": ("calibrated" if any(t[3] is not None for t in tasks) else "data-free") + f", {proxy}"
                  + (", measured sensitivity" if any(sensitivity_of(t[3]) for t in tasks) else ""),
         # tuples, not lists: freeze keeps them tuples, which the caches' stats encoding takes
@@ -435,4 +456,36 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
                                   for r in rows) for key, rows in zip(keys, candidate_rows)},
         "frontier": tuple(tuple(p) for p in frontier(sizes, dists)),
     }
+    if worst is not None:
+        summary.update(_worst_summary(worst, sizes, dists, alloc, elements))
     return StageResult(result.program, result.stats.set("allocation", freeze(summary)))
+
+
+def _worst_case(sizes, dists, stats_of, budget, node_limit):
+    """The worst-sample allocation when every weight with a measured sensitivity has it per
+    probe batch (the same batches for all); None otherwise (the mean objective stands).
+    Each weight's candidates in proxy units (its distortions over its mean sensitivity) times
+    its per-batch rates; a weight without a measurement counts the same on every batch."""
+    per = [sensitivity_per_batch(st) for st in stats_of]
+    lengths = {len(p) for p in per if p is not None}
+    if len(lengths) != 1 or any(p is None and sensitivity_of(st) for p, st in zip(per, stats_of)):
+        return None
+    n = lengths.pop()
+    gains = [sensitivity_of(st) or 1.0 for st in stats_of]
+    proxies = [d / g for d, g in zip(dists, gains)]
+    rates = np.array([p if p is not None else np.ones(n) for p in per])
+    return allocate_worst_case(sizes, proxies, rates, budget, node_limit=min(node_limit, 2000))
+
+
+def _worst_summary(worst, sizes, dists, alloc, elements: int) -> dict:
+    """The summary's figures for the worst-sample choice: its size and total (mean) distortion
+    against the mean problem's dual bound, and the worst-sample estimate with its own bound."""
+    size = int(sum(int(s[j]) for s, j in zip(sizes, worst.choice)))
+    total = float(sum(float(d[j]) for d, j in zip(dists, worst.choice)))
+    gap = max(0.0, total - alloc.dual_bound)
+    return {"objective": "worst", "size_bytes": size, "bpw": size * 8 / elements, "distortion": total, "gap": gap,
+            "relative_gap": gap / total if total > 0 else 0.0, "proved": False, "optimal": gap == 0,
+            "worst_sample": {"estimate": worst.worst, "mean": worst.mean, "bound": worst.bound, "gap": worst.gap,
+                             "relative_gap": worst.gap / worst.worst if worst.worst > 0 else 0.0,
+                             "rounds": worst.rounds, "best_round": worst.best_round,
+                             "per_sample": worst.per_sample}}
