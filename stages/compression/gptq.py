@@ -12,7 +12,7 @@ an offset const when a zero point is nonzero).
 
 gptq_palettize_weights: a fixed LUT per tensor or per group of output channels (the
 activation-weighted k-means LUT of weighted_palettize_weights, or plain k-means with
-``lut="kmeans"``), then GPTQ assigns each element an index, compensating as it goes. The
+``lut="kmeans"``; a group of more than LUT_BINS values is binned first), then GPTQ assigns each element an index, compensating as it goes. The
 emitted form is palettize_weights's iOS18 ``constexpr_lut_to_dense``.
 
 Both need iOS18 for Core ML programs (IR and ONNX programs take them as they are), skip a
@@ -168,6 +168,12 @@ def _group_rows(rows: int, params):
     return rows // g, g
 
 
+# GPTQ's LUT is the grid its indices are chosen on, not the answer: a group of more values than
+# this is binned first (numeric/weighted.py). On all-MiniLM-L6-v2's matmuls the binned k-means cost
+# is within 0.08% of the exact optimum's, and 6-bit LUTs per 16 channels take 0.07 s instead of 1.4 s.
+LUT_BINS = 4096
+
+
 def compress_gptq_lut(table, view, params, names):
     found = _prepare(view, table, "GPTQ palettization")
     if isinstance(found, Skip):
@@ -176,7 +182,7 @@ def compress_gptq_lut(table, view, params, names):
     groups, per = _group_rows(m.shape[0], params)
     stats = stats_for(table, view)
     moment = None if params["lut"] == "kmeans" else importance(stats)[None, :]
-    luts, base_idx = weighted_luts(m, params["nbits"], groups, moment, w.dtype)
+    luts, base_idx = weighted_luts(m, params["nbits"], groups, moment, w.dtype, bins=LUT_BINS)
     row_lut = np.arange(m.shape[0]) // per
     result = gptq(m, h, lut_quantizer(luts, row_lut), block=params["block_columns"], damp=params["damp"],
                   act_order=params["act_order"], with_loss=False)

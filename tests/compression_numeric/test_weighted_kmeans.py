@@ -117,6 +117,26 @@ def test_large_groups_are_binned_within_a_hair_of_the_exact_optimum(monkeypatch)
         assert np.all(np.diff(binned[g]) >= 0)
 
 
+def test_the_bins_argument_bins_groups_larger_than_it_and_leaves_smaller_ones_exact():
+    import stages.compression.numeric.weighted as wk
+
+    rng = np.random.default_rng(5)
+    values = rng.standard_t(4, size=(3, 6000)) * 0.05
+    weights = rng.exponential(size=values.shape) + 0.01
+    exact = wk.weighted_centroids(values, weights, 64)
+    binned = wk.weighted_centroids(values, weights, 64, bins=4096)
+    # a group of at most `bins` values is solved exactly (the same answer bit for bit)
+    np.testing.assert_array_equal(wk.weighted_centroids(values[:, :4096], weights[:, :4096], 64, bins=4096),
+                                  wk.weighted_centroids(values[:, :4096], weights[:, :4096], 64))
+    for g in range(3):
+        c_exact = _cost_of(values[g], weights[g], exact[g])
+        c_binned = _cost_of(values[g], weights[g], binned[g])
+        assert c_exact <= c_binned * (1 + 1e-9) and c_binned <= c_exact * 1.01
+        assert not np.array_equal(exact[g], binned[g])  # it did bin
+    lut, idx = wk.weighted_luts(values, 6, 3, weights, np.float64, bins=4096)
+    np.testing.assert_array_equal(lut, np.sort(binned, axis=1))
+
+
 def test_binned_segments_by_hand():
     from stages.compression.numeric.weighted import binned_segments
 

@@ -67,13 +67,15 @@ def binned_segments(rows: np.ndarray, weights: np.ndarray, bins: int = BINS) -> 
     return km.Segments(means, wsum[keep], offsets)
 
 
-def weighted_centroids(rows: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+def weighted_centroids(rows: np.ndarray, weights: np.ndarray, k: int, bins: Optional[int] = None) -> np.ndarray:
     """Sorted optimal weighted k-means centroids per row [G, k] (float64); a row with at most
     k distinct values gets them, its largest repeated. Rows of more than BIN_ABOVE values are
-    binned first (module docstring)."""
+    binned first (module docstring); with ``bins``, rows of more than ``bins`` values are binned
+    into that many."""
     rows, weights = np.asarray(rows, np.float64), np.asarray(weights, np.float64)
-    if rows.shape[1] > BIN_ABOVE:
-        seg = binned_segments(rows, weights)
+    above, count = (BIN_ABOVE, BINS) if bins is None else (bins, bins)
+    if rows.shape[1] > above:
+        seg = binned_segments(rows, weights, count)
         if np.all(np.diff(seg.offsets) > k):
             p = km.prefix_sums(seg)
             cents = km.centroids(p, km.bracketed_boundaries(seg, p, k))
@@ -102,15 +104,15 @@ def nearest(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 
 def weighted_luts(m: np.ndarray, nbits: int, groups: int, weights: Optional[np.ndarray] = None,
-                  dtype=np.float32) -> tuple:
+                  dtype=np.float32, bins: Optional[int] = None) -> tuple:
     """(LUTs [groups, 2**nbits] in dtype, nearest indices [rows, cols] uint8) (module docstring);
-    ``weights`` broadcasts against m (None: every element 1)."""
+    ``weights`` broadcasts against m (None: every element 1); ``bins`` as weighted_centroids'."""
     m = np.asarray(m)
     rows, cols = m.shape
     per = rows // groups
     a = np.ones((rows, cols)) if weights is None else np.broadcast_to(np.asarray(weights, np.float64), m.shape)
     cents = weighted_centroids(np.asarray(m, np.float64).reshape(groups, per * cols),
-                               np.ascontiguousarray(a).reshape(groups, per * cols), 1 << nbits)
+                               np.ascontiguousarray(a).reshape(groups, per * cols), 1 << nbits, bins)
     luts = np.sort(cents.astype(dtype), axis=1)
     idx = np.empty((rows, cols), np.uint8)
     for g in range(groups):
