@@ -203,7 +203,8 @@ class _Sums:
         self.kind, self.want_gram, self.rows, self.geometry = kind, gram, rows, geometry
         self.sq = self.gram = self.counts = None
         self.n = self.gram_rows = self.batches = 0
-        self.pending, self.pending_rows = [], 0
+        self.gram_finished = False
+        self.pending, self.pending_rows, self.pending_patches = [], 0, []
 
     def add_rows(self, x: np.ndarray) -> None:
         x = np.ascontiguousarray(x, np.float32 if x.dtype != np.float64 else np.float64)
@@ -251,8 +252,27 @@ class _Sums:
         if total == 0:
             return
         p = patches.unfold(x, g, patches.sample_rows(total, cap, self.batches))
-        gram = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)  # [groups, D, D]
-        self.gram = gram if self.gram is None else self.gram + gram
+        self.pending_patches.append(p)
+        self.pending_rows += p.shape[1]
+        if self.pending_rows >= d:
+            self.flush_patches()
+
+    def flush_patches(self) -> None:
+        """Add the pending patch rows' Gram per group. Batches with fewer rows than D wait for
+        others (a [2880, 2880] float64 sum per one-image batch of 40 rows was most of calibrate's
+        time on a recognizer); more are never gathered (fresh large arrays are slow to touch)."""
+        if not self.pending_patches:
+            return
+        p = self.pending_patches[0] if len(self.pending_patches) == 1 else np.concatenate(self.pending_patches, 1)
+        self.pending_patches, self.pending_rows = [], 0
+        if p.shape[0] == 1:
+            gram = (p[0].T @ p[0])[None]
+        else:
+            gram = np.matmul(p.transpose(0, 2, 1), p)  # [groups, D, D]
+        if self.gram is None:
+            self.gram = gram.astype(np.float64)
+        else:
+            np.add(self.gram, gram, out=self.gram)
         self.gram_rows += p.shape[1]
 
     def add_indices(self, idx: np.ndarray) -> None:
@@ -270,13 +290,17 @@ def _total(parts: list, kind: str) -> dict:
     for p in parts:
         if kind != "gather":
             p.flush()
+            p.flush_patches()
     if kind == "gather":
         return {"token_counts": _frozen(sum(p.counts for p in parts if p.counts is not None)), "count": n}
     out = {"input_moment": _frozen(sum(p.sq for p in parts) / max(n, 1)), "count": n}
     grams = [p.gram for p in parts if p.gram is not None]
     if grams and len(grams) == len(parts) and len({g.shape for g in grams}) == 1:
-        g = sum(grams) / max(sum(p.gram_rows for p in parts), 1)
-        g = (g + np.swapaxes(g, -1, -2)) / 2  # exactly symmetric
+        if len(parts) == 1:
+            g = _finished_gram(parts[0])
+        else:
+            rows = max(sum(p.gram_rows for p in parts), 1)
+            g = sum(_finished_gram(p) * (p.gram_rows / rows) for p in parts)
         if g.ndim == 2:
             out["gram"] = _frozen(g)
         elif g.shape[0] == 1:
@@ -284,6 +308,31 @@ def _total(parts: list, kind: str) -> dict:
         else:
             out["group_gram"] = _frozen(g)
     return out
+
+
+def _finished_gram(p: _Sums) -> np.ndarray:
+    """p's Gram divided by its rows and made exactly symmetric, in place and once (a [2880, 2880]
+    sum is 66 MB: fresh copies of it were most of calibrate's time on a recognizer; a _Sums
+    shared by weights reading the same activation is finished by the first of them)."""
+    if not p.gram_finished:
+        g = p.gram
+        g /= max(p.gram_rows, 1)
+        _symmetrize(g)
+        p.gram_finished = True
+    return p.gram
+
+
+def _symmetrize(g: np.ndarray, block: int = 512) -> None:
+    """g (2-D, or stacked [..., D, D]) := (g + g^T) / 2 in place, a block pair at a time (no
+    full-size temporary)."""
+    d = g.shape[-1]
+    for i in range(0, d, block):
+        for j in range(i, d, block):
+            upper = g[..., i:i + block, j:j + block]
+            lower = g[..., j:j + block, i:i + block]
+            mean = (upper + np.swapaxes(lower, -1, -2)) / 2
+            upper[...] = mean
+            lower[...] = np.swapaxes(mean, -1, -2)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ same_lower / custom, through ir/ops/nn.py's own padding rule for ``conv``; ONNX 
 """
 from __future__ import annotations
 
-import itertools
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -94,22 +93,26 @@ def patch_rows(x_shape, g: ConvGeometry) -> int:
 
 def unfold(x: np.ndarray, g: ConvGeometry, rows: Optional[np.ndarray] = None) -> np.ndarray:
     """The patch rows of x [N, C_in, *spatial] per group: [groups, R, C_in/g * prod(kernel)]
-    (float32), columns in the weight's flattening order (module docstring). ``rows``: only those
-    patch rows (indices into samples x output positions in row-major order), in that order."""
+    (float32), columns in the weight's flattening order (module docstring), rows in the order
+    (sample, output position) row-major. ``rows``: only those patch rows, in that order."""
     x = np.asarray(x, np.float32)
     n, c = x.shape[:2]
+    nsp = len(g.kernel)
     pads, out = _layout(x.shape[2:], g)
     xp = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in pads])
-    cols = []
-    for kpos in itertools.product(*[range(k) for k in g.kernel]):
-        sl = tuple(slice(kp * d, kp * d + (o - 1) * s + 1, s)
-                   for kp, d, s, o in zip(kpos, g.dilations, g.strides, out))
-        at = np.moveaxis(xp[(slice(None), slice(None)) + sl], 1, -1).reshape(-1, c)  # [N * positions, C]
-        cols.append(at if rows is None else at[rows])
-    p = np.stack(cols, axis=-1)                                  # [R, C, K]: channel first, then kernel
-    r = p.shape[0]
+    span = [(k - 1) * d + 1 for k, d in zip(g.kernel, g.dilations)]
+    # a view [N, C, *windows, *span] -> every stride-th window, every dilation-th tap: [N, C, *out, *kernel]
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + nsp)))
+    win = win[(slice(None), slice(None)) + tuple(slice(None, o * s, s) for o, s in zip(out, g.strides))
+              + tuple(slice(None, None, d) for d in g.dilations)]
     cg = c // g.groups
-    return np.ascontiguousarray(p.reshape(r, g.groups, cg * g.columns).transpose(1, 0, 2))
+    win = win.reshape(n, g.groups, cg, *win.shape[2:])                     # [N, G, Cg, *out, *kernel]
+    order = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
+    win = win.transpose(order)                                             # [G, N, *out, Cg, *kernel]
+    if rows is not None:
+        at = np.unravel_index(rows, (n, *out))
+        return np.ascontiguousarray(win[(slice(None),) + at]).reshape(g.groups, len(rows), -1)
+    return np.ascontiguousarray(win).reshape(g.groups, -1, cg * g.columns)
 
 
 def sample_rows(total: int, cap: int, seed: int) -> Optional[np.ndarray]:
