@@ -301,6 +301,7 @@ def _total(parts: list, kind: str) -> dict:
         else:
             rows = max(sum(p.gram_rows for p in parts), 1)
             g = sum(_finished_gram(p) * (p.gram_rows / rows) for p in parts)
+        out["gram_rows"] = int(sum(p.gram_rows for p in parts))
         if g.ndim == 2:
             out["gram"] = _frozen(g)
         elif g.shape[0] == 1:

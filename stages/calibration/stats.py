@@ -18,6 +18,8 @@ other than main, ``"fn/name"`` as the compression stats key it). Per weight:
 - ``"group_gram"``: 3-D float64 [groups, D, D], a grouped (e.g. depthwise) conv's patch Gram
   per group of output channels, D = C_in/groups * prod(k) (instead of ``gram``);
 - ``"count"``: int, n, the rows (tokens, pixels) the statistics average over;
+- ``"gram_rows"``: int, with a Gram: the rows it averages over (for a conv, its patch rows,
+  after the per-batch subsampling collect.py states; for linear / matmul weights, n);
 - ``"token_counts"``: 1-D float64 for an embedding table read by a gather along axis 0:
   how often each row was looked up;
 - ``"sensitivity"``: float, only when calibrate was asked for it: the weight's end-to-end
@@ -40,7 +42,7 @@ from pyrsistent import pmap
 
 ATTR = "calibration"
 INFO_ATTR = "calibration_info"
-STATISTICS = ("input_moment", "gram", "group_gram", "count", "token_counts", "sensitivity")
+STATISTICS = ("input_moment", "gram", "group_gram", "gram_rows", "count", "token_counts", "sensitivity")
 
 
 def calibration_stats(program, weight_name: str) -> Optional[Mapping]:
