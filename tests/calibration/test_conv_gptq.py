@@ -184,3 +184,15 @@ def test_lut_form_on_conv_weights(groups):
     assert out_err(got) < out_err(plain)
     a, b = (gptq_palettize_weights(nbits=3, op_selector=_every).run(cal).program for _ in range(2))
     assert a.digest == b.digest  # deterministic
+
+
+@pytest.mark.parametrize("groups", [1, 16])
+def test_clip_search_on_conv_weights_keeps_its_contract(groups):
+    prog, w, cin = _conv_net(groups)
+    xs = _inputs((2, cin, 8, 8))
+    cal = calibrate(data=calibration_data({"x": xs})).run(prog).program
+    trace = Pipeline([gptq_quantize_weights(dtype="int4", granularity="per_channel", clip_search=True,
+                                            op_selector=_every)]).run(cal, verify="each")
+    st = trace.steps[-1].stats["weights"]["w"]
+    assert trace.steps[-1].verification is not None and st["method"] == "gptq"
+    assert "clipped_blocks" in st and st["output_error"] < st["output_error_data_free"]
