@@ -47,7 +47,7 @@ from stages.compression.numeric.affine import (GRANULARITIES, MODES, QUANT_DTYPE
                                                expand_blocks, quant_range)
 from stages.compression.numeric.errors import NotCompressible
 from stages.compression.numeric.clip_search import search_scales
-from stages.compression.numeric.gptq import affine_quantizer, gptq, lut_quantizer
+from stages.compression.numeric.gptq import affine_quantizer, factor_groups, gptq, lut_quantizer
 from stages.compression.numeric.weighted import weighted_luts
 from stages.compression.weights import Replacement, Skip, dense_value, transform_weights
 from stages.contracts import lossy
@@ -106,9 +106,10 @@ def _gptq_by_group(m, h, form, quantizer_for, params):
                  act_order=params["act_order"], with_loss=False)
         return r.reconstruction, r.codes
     recon, codes = np.empty(m.shape, np.float64), np.empty(m.shape, np.int64)
+    orders, us = factor_groups(h, params["damp"], params["act_order"])  # every group's at once
     for j, rows in enumerate(form.row_blocks(m.shape[0])):
         r = gptq(m[rows], h[j], quantizer_for(rows), block=params["block_columns"], damp=params["damp"],
-                 act_order=params["act_order"], with_loss=False)
+                 act_order=params["act_order"], with_loss=False, factors=(orders[j], us[j]))
         recon[rows], codes[rows] = r.reconstruction, r.codes
     return recon, codes
 

@@ -196,3 +196,17 @@ def test_clip_search_on_conv_weights_keeps_its_contract(groups):
     st = trace.steps[-1].stats["weights"]["w"]
     assert trace.steps[-1].verification is not None and st["method"] == "gptq"
     assert "clipped_blocks" in st and st["output_error"] < st["output_error_data_free"]
+
+
+def test_grouped_factors_are_each_groups_own():
+    from stages.compression.numeric.gptq import factor, factor_groups
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 30, 9))
+    hs = np.einsum("gri,grj->gij", x, x) / 30
+    hs[2, 3, :] = hs[2, :, 3] = 0.0  # a channel never seen in group 2
+    for act_order in (True, False):
+        orders, us = factor_groups(hs, 0.01, act_order)
+        for j in range(7):
+            order, u = factor(hs[j], 0.01, act_order)
+            assert np.array_equal(orders[j], order) and np.array_equal(us[j], u)
