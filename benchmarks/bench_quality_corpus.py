@@ -22,8 +22,12 @@ and for every model the min cosine over samples and float outputs.
 
 Runs: int8 per-channel; palettize 6 and 4 bits (k-means); int4 per block of 32; the
 mixed-precision allocation --target-bpw 4.5 (data-free proxy); and, calibrated on inputs
-disjoint from the evaluation ones (other seeds / other rows): GPTQ int4 per block 32 and
---target-bpw 4.5 with the calibrated proxy. Size: the file(s) written over the fp32 file.
+disjoint from the evaluation ones (other seeds / other rows): GPTQ int4 per block 32, GPTQ
+onto a 4-bit LUT per tensor (the weighted k-means LUT; as "palettize 4-bit" with data), each
+followed by its data-free stage for the weights GPTQ skips, and --target-bpw 4.5 with the
+calibrated proxy. The calibrate step is the one the CLI runs before those stages
+(pipeline.calibration.calibrate_stage: with the measured sensitivity before mixed_precision).
+Size: the file(s) written over the fp32 file.
 A run that fails prints its one-line reason in the table instead of figures.
 """
 from __future__ import annotations
@@ -54,6 +58,8 @@ RUNS = (
     ("--target-bpw 4.5 (data-free)", False, lambda s: [s("mixed_precision")(target_bpw=4.5)]),
     ("calibrated int4 per-block 32 (GPTQ)", True,
      lambda s: [s("gptq_quantize_weights")(**INT4_BLOCK), s("affine_quantize_weights")(**INT4_BLOCK)]),
+    ("calibrated palettize 4-bit (GPTQ)", True,
+     lambda s: [s("gptq_palettize_weights")(nbits=4), s("palettize_weights")(nbits=4)]),
     ("calibrated --target-bpw 4.5", True, lambda s: [s("mixed_precision")(target_bpw=4.5)]),
 )
 
@@ -233,7 +239,7 @@ def run_model(spec: Spec, wanted_runs, workdir: str) -> list:
     import stages
     from ir.formats.onnx import import_onnx
     from pipeline import Pipeline
-    from pipeline.calibration import calibration_data
+    from pipeline.calibration import calibrate_stage
     from pipeline.models import save_model
 
     path = spec.path()
@@ -243,19 +249,23 @@ def run_model(spec: Spec, wanted_runs, workdir: str) -> list:
     rows = [("fp32", {"size": 1.0, "bytes": fp32_bytes, "agree": 1.0 if spec.agree else None, "cos": 1.0,
                       "acc": spec.accuracy(ref) if spec.accuracy else None, "seconds": 0.0})]
     program = import_onnx(path)
-    calibrated = None
+    calibrated = {}  # calibrate's options -> the calibrated program (shared by the runs that ask the same)
     for label, needs_data, make in RUNS:
         if not any(w in label for w in wanted_runs):
             continue
         try:
             t0 = time.perf_counter()
             source = program
+            steps = make(stages.get)
             if needs_data:
-                if calibrated is None:
-                    data = calibration_data(spec.calib_cases())
-                    calibrated = stages.get("calibrate")(data=data).run(program).program
-                source = calibrated
-            trace = Pipeline(make(stages.get)).run(source)
+                # the calibrate step the CLI would run before these stages (with the measured
+                # sensitivity when mixed_precision follows: pipeline.calibration.calibrate_stage)
+                step = calibrate_stage(spec.calib_cases(), following=steps)
+                key = tuple(sorted((k, v) for k, v in step.params.items() if k != "data"))
+                if key not in calibrated:
+                    calibrated[key] = step.run(program).program
+                source = calibrated[key]
+            trace = Pipeline(steps).run(source)
             seconds = time.perf_counter() - t0
             out_dir = os.path.join(workdir, f"{spec.name}_{abs(hash(label))}")
             os.makedirs(out_dir, exist_ok=True)
@@ -297,7 +307,8 @@ def table(results, markdown: bool = False) -> str:
 
 SHORT = {"int8 per-channel": "int8", "palettize 6-bit": "LUT 6-bit", "palettize 4-bit": "LUT 4-bit",
          "int4 per-block 32": "int4 b32", "--target-bpw 4.5 (data-free)": "bpw 4.5",
-         "calibrated int4 per-block 32 (GPTQ)": "cal. int4 b32 (GPTQ)", "calibrated --target-bpw 4.5": "cal. bpw 4.5"}
+         "calibrated int4 per-block 32 (GPTQ)": "cal. int4 b32 (GPTQ)",
+         "calibrated palettize 4-bit (GPTQ)": "cal. LUT 4-bit (GPTQ)", "calibrated --target-bpw 4.5": "cal. bpw 4.5"}
 
 
 def matrix(results) -> str:

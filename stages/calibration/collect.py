@@ -16,7 +16,8 @@ they would describe only part of its use):
     linear.weight [out, in]            rows of x, feature axis -1
     matmul.y (2-D)                     rows of x, feature axis -1 (-2 with transpose_x)
     onnx.MatMul.in1 (2-D)              rows of in0, feature axis -1
-    conv.weight [out, in/g, k...]      channels of x (axis 1); per pixel
+    conv.weight [out, in/g, k...]      channels of x (axis 1); per pixel; and its patch rows (below)
+    onnx.Conv.in1 (a kept ONNX Conv)   the same, its geometry from the ONNX attributes
     gather.x / onnx.Gather.in0, axis 0 token counts of the indices
 
 How it runs: the activations those ops read are added to the function's outputs (a probe
@@ -26,6 +27,16 @@ export or ``evaluator="interpreter"``. The sums are accumulated in float64 over 
 and divided by the row count at the end, so the batch split does not change the result
 beyond float rounding. A NaN or Inf activation is a CalibrationError naming it and the batch.
 The result is the input program with the statistics attached: nothing else changes.
+
+Conv weights: besides the channel moments, the Gram matrix of the input unfolded into patch
+rows exactly as the conv reads it (strides, dilations, pads, groups: patches.py), ``gram``
+[D, D] with D = C_in * prod(kernel) when groups == 1, ``group_gram`` [groups, D, D] with
+D = C_in/groups * prod(kernel) (one per group of output channels: a depthwise conv's is
+prod(kernel) square) otherwise, so that GPTQ and the proxy see the conv's own output error.
+Not kept when D > CONV_GRAM_MAX (4608) or groups * D^2 > CONV_GRAM_MAX^2 (only input_moment
+then). A batch's patch rows beyond max(4096, 2^28 / (groups D^2)) are subsampled (a fixed
+seed per batch: deterministic), so one Gram product stays ~1e9 multiply-adds at most; the
+Gram is the mean over the rows used.
 
 ``sensitivity=N`` (N > 0) adds, per weight of more than 2048 elements, ``sensitivity``: its
 end-to-end output error per unit of its output-error proxy, measured on the first N samples
@@ -39,6 +50,7 @@ import numpy as np
 
 from ir.core import Program
 from stages.base import DEFAULT_CONTEXT, StageError, StageResult, stage
+from stages.calibration import patches
 from stages.calibration.sensitivity import measure
 from stages.calibration.stats import with_calibration
 from stages.contracts import exact
@@ -54,17 +66,18 @@ class CalibrationError(StageError):
 # (consumer op type, weight slot) -> (activation slot, what is recorded)
 _LINEAR_SLOTS = {("linear", "weight"): "x", ("matmul", "y"): "x", ("onnx.MatMul", "in1"): "in0"}
 _GATHER_SLOTS = {("gather", "x"): "indices", ("onnx.Gather", "in0"): "in1"}
-_CONV_SLOTS = {("conv", "weight"): "x"}
+_CONV_SLOTS = {("conv", "weight"): "x", ("onnx.Conv", "in1"): "in0"}
+CONV_GRAM_MAX = 4608  # the largest patch dimension D whose Gram is kept (a 512-channel 3x3 conv)
 
 
 class _Watch:
     """One (weight, consumer) pair: where its activation is, how to reduce it."""
 
-    __slots__ = ("weight", "op", "kind", "var", "feature_axis", "rows")
+    __slots__ = ("weight", "op", "kind", "var", "feature_axis", "rows", "geometry")
 
-    def __init__(self, weight, op, kind, var, feature_axis=-1, rows=0):
+    def __init__(self, weight, op, kind, var, feature_axis=-1, rows=0, geometry=None):
         self.weight, self.op, self.kind, self.var = weight, op, kind, var
-        self.feature_axis, self.rows = feature_axis, rows
+        self.feature_axis, self.rows, self.geometry = feature_axis, rows, geometry
 
 
 def _flag(op, name) -> bool:
@@ -89,8 +102,18 @@ def _watch_of(view, op, slot) -> Optional[_Watch]:
     if key in _GATHER_SLOTS and _gather_axis(op) == 0:
         return _Watch(view.name, op, "gather", op.inputs[_GATHER_SLOTS[key]], rows=view.shape[0])
     if key in _CONV_SLOTS:
-        return _Watch(view.name, op, "conv", op.inputs["x"], 1)
+        return _Watch(view.name, op, "conv", op.inputs[_CONV_SLOTS[key]], 1,
+                      geometry=_gram_geometry(op, view.shape))
     return None
+
+
+def _gram_geometry(op, shape):
+    """The conv's geometry when its patch Gram is kept (module docstring), else None."""
+    g = patches.geometry(op, shape)
+    if g is None or g.groups < 1 or len(shape) < 3:
+        return None
+    d = int(shape[1]) * g.columns
+    return g if d <= CONV_GRAM_MAX and g.groups * d * d <= CONV_GRAM_MAX ** 2 else None
 
 
 def watches(fn) -> list:
@@ -173,15 +196,20 @@ class _Sums:
     # ~25 rows, and a [1536, 1536] float64 sum per batch was most of calibrate's time
     FLUSH_ROWS = 2048
 
-    def __init__(self, kind: str, gram: bool, rows: int = 0):
-        self.kind, self.want_gram, self.rows = kind, gram, rows
+    # a conv batch's patch rows beyond max(PATCH_ROWS, PATCH_MACS / (groups D^2)) are subsampled
+    PATCH_ROWS, PATCH_MACS = 4096, 1 << 28
+
+    def __init__(self, kind: str, gram: bool, rows: int = 0, geometry=None):
+        self.kind, self.want_gram, self.rows, self.geometry = kind, gram, rows, geometry
         self.sq = self.gram = self.counts = None
-        self.n = 0
-        self.pending, self.pending_rows = [], 0
+        self.n = self.gram_rows = self.batches = 0
+        self.gram_finished = False
+        self.pending, self.pending_rows, self.pending_patches = [], 0, []
 
     def add_rows(self, x: np.ndarray) -> None:
         x = np.ascontiguousarray(x, np.float32 if x.dtype != np.float64 else np.float64)
         self.n += x.shape[0]
+        self.gram_rows += x.shape[0]
         sq = np.einsum("ij,ij->j", x, x, dtype=np.float64)
         self.sq = sq if self.sq is None else self.sq + sq
         if self.want_gram:
@@ -205,10 +233,47 @@ class _Sums:
             self.gram += g
 
     def add_channels(self, x: np.ndarray) -> None:  # conv input [N, C, spatial...]
+        if self.want_gram and self.geometry is not None and x.ndim == len(self.geometry.kernel) + 2:
+            self.add_patches(x)
         x = np.moveaxis(x.astype(np.float64, copy=False), 1, -1).reshape(-1, x.shape[1])
         self.n += x.shape[0]
         sq = np.einsum("ij,ij->j", x, x)
         self.sq = sq if self.sq is None else self.sq + sq
+
+    def add_patches(self, x: np.ndarray) -> None:
+        """Add the Gram of x's patch rows (patches.py), per group, float32 products summed in
+        float64; at most max(PATCH_ROWS, PATCH_MACS / (groups D^2)) rows of this batch, drawn
+        with the batch's ordinal as the seed."""
+        g = self.geometry
+        total = patches.patch_rows(x.shape, g)
+        d = (x.shape[1] // g.groups) * g.columns
+        cap = max(self.PATCH_ROWS, self.PATCH_MACS // max(g.groups * d * d, 1))
+        self.batches += 1
+        if total == 0:
+            return
+        p = patches.unfold(x, g, patches.sample_rows(total, cap, self.batches))
+        self.pending_patches.append(p)
+        self.pending_rows += p.shape[1]
+        if self.pending_rows >= d:
+            self.flush_patches()
+
+    def flush_patches(self) -> None:
+        """Add the pending patch rows' Gram per group. Batches with fewer rows than D wait for
+        others (a [2880, 2880] float64 sum per one-image batch of 40 rows was most of calibrate's
+        time on a recognizer); more are never gathered (fresh large arrays are slow to touch)."""
+        if not self.pending_patches:
+            return
+        p = self.pending_patches[0] if len(self.pending_patches) == 1 else np.concatenate(self.pending_patches, 1)
+        self.pending_patches, self.pending_rows = [], 0
+        if p.shape[0] == 1:
+            gram = (p[0].T @ p[0])[None]
+        else:
+            gram = np.matmul(p.transpose(0, 2, 1), p)  # [groups, D, D]
+        if self.gram is None:
+            self.gram = gram.astype(np.float64)
+        else:
+            np.add(self.gram, gram, out=self.gram)
+        self.gram_rows += p.shape[1]
 
     def add_indices(self, idx: np.ndarray) -> None:
         rows = self.rows
@@ -225,14 +290,50 @@ def _total(parts: list, kind: str) -> dict:
     for p in parts:
         if kind != "gather":
             p.flush()
+            p.flush_patches()
     if kind == "gather":
         return {"token_counts": _frozen(sum(p.counts for p in parts if p.counts is not None)), "count": n}
     out = {"input_moment": _frozen(sum(p.sq for p in parts) / max(n, 1)), "count": n}
     grams = [p.gram for p in parts if p.gram is not None]
-    if grams and len(grams) == len(parts):
-        g = sum(grams) / max(n, 1)
-        out["gram"] = _frozen((g + g.T) / 2)  # exactly symmetric
+    if grams and len(grams) == len(parts) and len({g.shape for g in grams}) == 1:
+        if len(parts) == 1:
+            g = _finished_gram(parts[0])
+        else:
+            rows = max(sum(p.gram_rows for p in parts), 1)
+            g = sum(_finished_gram(p) * (p.gram_rows / rows) for p in parts)
+        out["gram_rows"] = int(sum(p.gram_rows for p in parts))
+        if g.ndim == 2:
+            out["gram"] = _frozen(g)
+        elif g.shape[0] == 1:
+            out["gram"] = _frozen(g[0])  # a conv with groups == 1
+        else:
+            out["group_gram"] = _frozen(g)
     return out
+
+
+def _finished_gram(p: _Sums) -> np.ndarray:
+    """p's Gram divided by its rows and made exactly symmetric, in place and once (a [2880, 2880]
+    sum is 66 MB: fresh copies of it were most of calibrate's time on a recognizer; a _Sums
+    shared by weights reading the same activation is finished by the first of them)."""
+    if not p.gram_finished:
+        g = p.gram
+        g /= max(p.gram_rows, 1)
+        _symmetrize(g)
+        p.gram_finished = True
+    return p.gram
+
+
+def _symmetrize(g: np.ndarray, block: int = 512) -> None:
+    """g (2-D, or stacked [..., D, D]) := (g + g^T) / 2 in place, a block pair at a time (no
+    full-size temporary)."""
+    d = g.shape[-1]
+    for i in range(0, d, block):
+        for j in range(i, d, block):
+            upper = g[..., i:i + block, j:j + block]
+            lower = g[..., j:j + block, i:i + block]
+            mean = (upper + np.swapaxes(lower, -1, -2)) / 2
+            upper[...] = mean
+            lower[...] = np.swapaxes(mean, -1, -2)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -252,7 +353,7 @@ def _finite(name: str, weight: str, x: np.ndarray, batch: int) -> None:
 
 
 def _key(w: _Watch) -> tuple:
-    return (w.var.name, w.kind, w.feature_axis, w.rows)
+    return (w.var.name, w.kind, w.feature_axis, w.rows, w.geometry)  # a conv's patches depend on its geometry
 
 
 def _accumulate(sums: dict, ws: list, values: Mapping, batch: int) -> None:
@@ -300,7 +401,7 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
         reads.setdefault(w.weight, [])
         if _key(w) not in reads[w.weight]:
             reads[w.weight].append(_key(w))
-    sums = {_key(w): _Sums(w.kind, gram and w.kind == "linear", w.rows) for w in ws}
+    sums = {_key(w): _Sums(w.kind, gram and w.kind in ("linear", "conv"), w.rows, w.geometry) for w in ws}
     runner, used = _runner(program, fn, list(internal.values()), evaluator) if internal else (None, "inputs")
     for i, batch in enumerate(context.track(feeds, desc="calibrate", total=len(feeds))):
         values = dict(batch)

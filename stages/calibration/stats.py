@@ -12,9 +12,14 @@ other than main, ``"fn/name"`` as the compression stats key it). Per weight:
   entry per input channel c (the reduction axis of linear / matmul; the input channels of
   a conv's input: C_in, ``groups`` times the weight's C_in/groups);
 - ``"gram"``: 2-D float64 ``X^T X / n`` over the same rows (linear / matmul weights, and a
-  conv's unfolded patches when groups == 1), where GPTQ needs the full matrix; absent when
-  the collection was asked not to keep it;
+  conv's unfolded patch rows when groups == 1: [C_in * prod(k)]^2, columns in the order of the
+  weight flattened to [C_out, C_in * prod(k)], collect.py / patches.py), where GPTQ needs the
+  full matrix; absent when the collection was asked not to keep it or it would be too large;
+- ``"group_gram"``: 3-D float64 [groups, D, D], a grouped (e.g. depthwise) conv's patch Gram
+  per group of output channels, D = C_in/groups * prod(k) (instead of ``gram``);
 - ``"count"``: int, n, the rows (tokens, pixels) the statistics average over;
+- ``"gram_rows"``: int, with a Gram: the rows it averages over (for a conv, its patch rows,
+  after the per-batch subsampling collect.py states; for linear / matmul weights, n);
 - ``"token_counts"``: 1-D float64 for an embedding table read by a gather along axis 0:
   how often each row was looked up;
 - ``"sensitivity"``: float, only when calibrate was asked for it: the weight's end-to-end
@@ -39,7 +44,8 @@ from pyrsistent import pmap
 
 ATTR = "calibration"
 INFO_ATTR = "calibration_info"
-STATISTICS = ("input_moment", "gram", "count", "token_counts", "sensitivity", "sensitivity_per_batch")
+STATISTICS = ("input_moment", "gram", "group_gram", "gram_rows", "count", "token_counts", "sensitivity",
+              "sensitivity_per_batch")
 
 
 def calibration_stats(program, weight_name: str) -> Optional[Mapping]:

@@ -15,6 +15,10 @@ What they do promise, checked here on the decoded weights (ir.oracle) and the em
   range, never an extrapolation); the reported figures are the actual ones.
 - weighted_palettize_weights also: every value reads its nearest LUT entry (it assigns, it
   does not compensate).
+
+A conv weight is checked in its own shape [C_out, C_in/g, k...] (GPTQ works on it flattened,
+the emitted codes, grid and LUT are the weight's): a per-block grid is per output channel and
+block of input channels, the whole kernel inside each block, as affine_quantize_weights has it.
 """
 from __future__ import annotations
 

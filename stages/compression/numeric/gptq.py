@@ -95,6 +95,37 @@ def factor(h: np.ndarray, damp: float, act_order: bool) -> tuple:
     return order, u
 
 
+def factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
+    """factor() for a stack of H [groups, cols, cols] at once (a grouped conv's, one per group:
+    a depthwise conv has hundreds of small ones): (orders [groups, cols], U [groups, cols,
+    cols]), each group's what factor() gives for it; stacked LAPACK calls, remembered by content
+    like factor()."""
+    hs = np.ascontiguousarray(hs, np.float64)
+    key = ("groups", hashlib.blake2b(hs.data, digest_size=16).hexdigest(), hs.shape, float(damp), bool(act_order))
+    found = _FACTORS.get(key)
+    if found is not None:
+        _FACTORS.move_to_end(key)
+        return found
+    g, cols = hs.shape[0], hs.shape[-1]
+    diag = np.diagonal(hs, axis1=1, axis2=2)
+    alive = (diag > 0).astype(np.float64)
+    h = hs * alive[:, :, None] * alive[:, None, :]     # prepared_hessian, per group
+    idx = np.arange(cols)
+    h[:, idx, idx] += 1.0 - alive
+    h[:, idx, idx] += damp * np.mean(np.diagonal(h, axis1=1, axis2=2), axis=1)[:, None]
+    orders = np.argsort(-diag, axis=1, kind="stable") if act_order else np.broadcast_to(idx, (g, cols)).copy()
+    rows = np.arange(g)[:, None, None]
+    hp = h[rows, orders[:, :, None], orders[:, None, :]][:, ::-1, ::-1]
+    inv_lower = np.linalg.solve(np.linalg.cholesky(hp), np.broadcast_to(np.eye(cols), hp.shape))
+    us = np.ascontiguousarray(inv_lower[:, ::-1, ::-1])
+    orders.flags.writeable = False
+    us.flags.writeable = False
+    _FACTORS[key] = (orders, us)
+    while len(_FACTORS) > _FACTORS_KEPT:
+        _FACTORS.popitem(last=False)
+    return orders, us
+
+
 def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
     """tr((W - Q) H (W - Q)^T)."""
     d = np.asarray(w, np.float64) - np.asarray(q, np.float64)
@@ -128,13 +159,16 @@ def _compiled(quantize, engine: str):
 
 
 def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, damp: float = 0.01,
-         act_order: bool = True, code_dtype=np.int64, with_loss: bool = True, engine: str = "auto") -> GptqResult:
+         act_order: bool = True, code_dtype=np.int64, with_loss: bool = True, engine: str = "auto",
+         factors=None) -> GptqResult:
     """Quantize W [rows, cols] against H [cols, cols] (module docstring). ``engine``: "auto"
     runs each block's column loop compiled (gptq_jit) when numba is there and the quantizer
-    has a compiled form, "numpy" / "jit" force one; the answers are the same."""
+    has a compiled form, "numpy" / "jit" force one; the answers are the same. ``factors``:
+    (order, U) as factor(h, damp, act_order) gives them, when the caller has them already
+    (factor_groups)."""
     w = np.asarray(w, np.float64)
     rows, cols = w.shape
-    order, u = factor(h, damp, act_order)
+    order, u = factor(h, damp, act_order) if factors is None else factors
     work = w[:, order].copy()
     recon = np.empty_like(work)
     codes = np.empty((rows, cols), code_dtype)
