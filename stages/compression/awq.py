@@ -157,6 +157,22 @@ def _rebuilt(fn, new_values: dict):
     return fn.replace(block=block)
 
 
+def rescale(program, scales):
+    """The program with the scales {producer op name: s over its channels} folded into the fold
+    groups of function main (awq_fold), the statistics left as they are: what the stage does
+    once it has chosen s (for tests and for scales chosen elsewhere)."""
+    fn = program.main
+    groups, _ = fold_groups(fn)
+    values, changed = _const_values(fn), {}
+    for producer, s in scales.items():
+        group = groups.get(producer)
+        if not isinstance(group, Group):
+            raise ParameterError(f"awq: no fold group starts at {producer!r}"
+                                 + (f" ({group})" if isinstance(group, Skip) else ""))
+        changed.update(apply({**values, **changed}, group, np.asarray(s, np.float64)))
+    return program.with_function(_rebuilt(fn, changed)) if changed else program
+
+
 def _producer_weight(group: Group, fn) -> tuple:
     """(weight name, (output axis, input axis)) when the producer is a linear / matmul weight."""
     if group.kind != "linear":
@@ -167,6 +183,14 @@ def _producer_weight(group: Group, fn) -> tuple:
     right = op.inputs["y" if op.op_type == "matmul" else "in1"]
     ty = op.op_type == "matmul" and op.get("transpose_y") is not None and bool(np.asarray(op.inputs["transpose_y"].val))
     return right.name, ((0, 1) if ty else (1, 0))
+
+
+def _not_scaled(weights: dict, name: str, why) -> None:
+    """Record why a reader's input was not scaled: ``skipped`` when the weight is untouched,
+    ``input_not_scaled`` when it changed anyway (its output channels, as another group's producer)."""
+    entry = weights.get(name, {})
+    key = "input_not_scaled" if "output_divided" in entry else "skipped"
+    weights[name] = {**entry, key: str(why)}
 
 
 @compression_stage("awq_scale_weights", check_awq, version="1",
@@ -199,7 +223,8 @@ def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block
         if isinstance(readers, Skip):
             skip = {r: readers for r in group.reader_names}
         if skip is not None:
-            weights.update({r: {"skipped": str(why)} for r, why in skip.items()})
+            for r, why in skip.items():
+                _not_scaled(weights, r, why)
             continue
         found = search(readers, group.channels, alphas)
         losses = dict(found.losses)
@@ -207,8 +232,8 @@ def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block
                                  "alpha": found.alpha, "proxy": losses[found.alpha], "proxy_unscaled": losses[0.0],
                                  "losses": [list(p) for p in found.losses]}
         if found.alpha == 0.0:
-            reason = f"s = 1 (alpha 0) had the lowest proxy of the {len(alphas)} tried"
-            weights.update({r: {"skipped": reason} for r in group.reader_names})
+            for r in group.reader_names:
+                _not_scaled(weights, r, f"s = 1 (alpha 0) had the lowest proxy of the {len(alphas)} tried")
             continue
         before = {**values, **changed}
         new = apply(before, group, found.scale)
@@ -221,16 +246,15 @@ def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block
                                     "fold": group.kind, "min_scale": float(s_in.min()), "max_scale": float(s_in.max()),
                                     "proxy": losses[found.alpha], "proxy_unscaled": losses[0.0]}
         pw, axes = _producer_weight(group, fn)
-        if pw is not None:
-            if pw in table:
-                table[pw] = _rescaled_producer(table[pw], before[pw], new[pw], axes)
-            entry = {k: v for k, v in weights.get(pw, {}).items() if k != "skipped"}
-            weights[pw] = {**entry, "output_divided": producer}
+        if pw is not None and pw in table:
+            table[pw] = _rescaled_producer(table[pw], before[pw], new[pw], axes)
+        for c in group.changes:  # the producer side: its weight, bias, gamma / beta, constants on the path
+            if c.divide:
+                entry = {k: v for k, v in weights.get(c.const, {}).items() if k != "skipped"}
+                weights[c.const] = {**entry, "output_divided": producer}
     for name, why in reader_of.items():
-        if name not in weights:
-            weights[name] = {"skipped": str(why) if isinstance(why, Skip) else "its group was not scaled"}
-        elif isinstance(why, Skip) and "skipped" not in weights[name]:
-            weights[name] = {**weights[name], "input_not_scaled": str(why)}
+        if isinstance(why, Skip) or name not in weights:
+            _not_scaled(weights, name, why if isinstance(why, Skip) else "its group was not scaled")
     for name in views:
         weights.setdefault(name, {"skipped": "not the weight of a linear / matmul"})
     found_groups = sum(1 for g in groups.values() if not isinstance(g, Skip))

@@ -11,6 +11,7 @@ the division through unchanged; every reader of the producer's output must take 
     linear / matmul with a const weight        mul / real_div by a const        onnx.MatMul.in1
       (its output channels, + const bias)      add / sub of a const (absorbs)
                                                matmul, as its right operand
+                                               relu (relu(x / s) = relu(x) / s, s > 0)
 
 Example (the attention V -> output projection path of a BERT layer):
 
@@ -47,6 +48,8 @@ from ir.core import Function, Op, Var
 from stages.compression.weights import Skip
 
 SHAPE_READERS = frozenset({"onnx.Shape", "shape"})
+# positively homogeneous: f(x / s) = f(x) / s for every s > 0
+HOMOGENEOUS = frozenset({"relu", "onnx.Relu"})
 _DATA = {"reshape": "x", "onnx.Reshape": "in0", "transpose": "x", "onnx.Transpose": "in0",
          "expand_dims": "x", "squeeze": "x"}
 # op type -> (left slot, right slot) of a matrix product
@@ -325,6 +328,8 @@ def _upstream(op: Op, var: Var) -> Optional[Var]:
     """The input a path op carries the scale from (walking back from its output), or None."""
     if op.op_type in _DATA:
         return op.inputs[_DATA[op.op_type]]
+    if op.op_type in HOMOGENEOUS and len(op.inputs) == 1:
+        return next(iter(op.inputs.values()))
     if op.op_type in _MATMUL:
         return op.inputs[_MATMUL[op.op_type][1]]
     if op.op_type in ("add", "sub", "mul", "real_div"):
@@ -381,6 +386,8 @@ def _step(op: Op, slot: str, tag: np.ndarray, ud, what: str):
     if op.op_type in _DATA and slot == _DATA[op.op_type]:
         t = _layout_tag(tag, op, ud, op.inputs[slot], out)
         return t if isinstance(t, Skip) else ("path", out, t, [])
+    if op.op_type in HOMOGENEOUS and len(op.inputs) == 1:
+        return ("path", out, tag, [])
     if op.op_type in ("add", "sub", "mul", "real_div") and slot in ("x", "y"):
         other = _other(op, slot)
         if other.val is None:
@@ -487,6 +494,11 @@ def fold_groups(fn: Function):
         if found is None:
             continue
         w, x = found[0], found[1]
+        readers = ud.consumers_of(w)
+        if len(readers) != 1 or ud.is_block_output(w):
+            others = ", ".join(_desc(r) for r in readers if r is not op) or "a model output"
+            reader_of[w.name] = Skip(f"weight {w.name!r} is also read elsewhere ({others})")
+            continue
         producer = find_producer(x, ud)
         if isinstance(producer, Skip):
             reader_of[w.name] = producer
