@@ -71,8 +71,11 @@ def _positive_int(params, key):
 def check_awq(params: dict) -> None:
     one_of(params, "target", TARGETS)
     one_of(params, "nbits", NBITS)
-    for key in ("block_size", "group_size", "grid"):
+    for key in ("block_size", "grid"):
         _positive_int(params, key)
+    g = params.get("group_size")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 0):
+        raise ParameterError(f"group_size={g!r} must be an integer >= 0 (0: one LUT per tensor)")
 
 
 def _target(params) -> Target:

@@ -16,8 +16,8 @@ losses add.
 The candidates are AWQ's: s_c = m_c^(alpha / 2) with m_c = E[x_c^2] (so s_c = RMS(x_c)^alpha),
 normalised by sqrt(max s * min s), for alpha on a grid of [0, 1]; alpha = 0 is s = 1, so the
 chosen scale never has a higher proxy than no scaling. The quantizer is plain rounding to the
-target grid the weight will be put on afterwards (``Target``: int4 / uint4 per block, int8 per
-channel, or an activation-weighted k-means LUT per group of output channels): AWQ's own
+target grid the weight will be put on afterwards (``Target``: int4 / uint4 per block, int4 / int8
+per channel, or an activation-weighted k-means LUT per tensor or per group of output channels): AWQ's own
 search, independent of whether GPTQ then chooses the codes.
 
 ``Reader``: one weight of a group as [outputs, inputs] (float64), the producer channel each of
@@ -34,10 +34,11 @@ import numpy as np
 from .affine import affine_quantize, expand_blocks
 from .weighted import weighted_luts
 
-TARGETS = ("int4_block", "uint4_block", "int8_channel", "lut")
+TARGETS = ("int4_block", "uint4_block", "int4_channel", "int8_channel", "lut")
 # target -> (mode, dtype, granularity) of affine_quantize
 _AFFINE = {"int4_block": ("linear_symmetric", "int4", "per_block"),
            "uint4_block": ("linear", "uint4", "per_block"),
+           "int4_channel": ("linear_symmetric", "int4", "per_channel"),
            "int8_channel": ("linear_symmetric", "int8", "per_channel")}
 # the range a scale is kept in (a channel never seen non-zero would otherwise get s -> 0)
 SCALE_RANGE = (1e-4, 1e4)
@@ -47,7 +48,7 @@ class Target(NamedTuple):
     kind: str = "int4_block"
     block_size: int = 32      # per-block targets: the largest divisor of the input dim <= this
     nbits: int = 4            # lut
-    group_size: int = 16      # lut: output channels per LUT (the largest divisor of the rows <= this)
+    group_size: int = 16      # lut: output channels per LUT (the largest divisor of the rows <= this; 0: one LUT)
 
 
 class Reader(NamedTuple):
@@ -89,7 +90,7 @@ def rounded(m: np.ndarray, target: Target, importance: np.ndarray) -> np.ndarray
         scale = expand_blocks(q.scale.astype(np.float64), m.shape)
         zp = expand_blocks(q.zero_point.astype(np.float64), m.shape)
         return (q.data.astype(np.float64) - zp) * scale
-    per = largest_divisor(m.shape[0], target.group_size)
+    per = m.shape[0] if target.group_size == 0 else largest_divisor(m.shape[0], target.group_size)
     luts, idx = weighted_luts(m, target.nbits, m.shape[0] // per, importance[None, :], m.dtype)
     rows = np.arange(m.shape[0]) // per
     return np.asarray(luts, np.float64)[rows[:, None], idx]
