@@ -69,12 +69,17 @@ def largest_divisor(n: int, at_most: int) -> int:
     return next(d for d in range(min(at_most, n), 0, -1) if n % d == 0)
 
 
-def channel_scales(moment: np.ndarray, alpha: float) -> np.ndarray:
-    """AWQ's candidate: m^(alpha/2), normalised so that max * min = 1, kept in SCALE_RANGE."""
+def floored(moment: np.ndarray) -> np.ndarray:
+    """Moments floored at 1e-6 of their mean (stats.importance's rule): a channel never seen
+    non-zero (a dead relu) still weighs a little, and gets a finite scale."""
     m = np.asarray(moment, np.float64)
     mean = float(m.mean()) if m.size else 0.0
-    m = np.maximum(m, 1e-6 * mean if mean > 0 else 1.0)  # stats.importance's floor
-    s = m ** (alpha / 2.0)
+    return np.maximum(m, 1e-6 * mean if mean > 0 else 1.0)
+
+
+def channel_scales(moment: np.ndarray, alpha: float) -> np.ndarray:
+    """AWQ's candidate: m^(alpha/2), normalised so that max * min = 1, kept in SCALE_RANGE."""
+    s = floored(moment) ** (alpha / 2.0)
     s = s / np.sqrt(s.max() * s.min())
     return np.clip(s, *SCALE_RANGE)
 
@@ -100,7 +105,7 @@ def reader_loss(r: Reader, s: np.ndarray) -> float:
     """L(s) of one reader (module docstring) for the producer-channel scale s."""
     st = np.asarray(s, np.float64)[r.index]
     scaled = (np.asarray(r.matrix, np.float64) * st[None, :]).astype(r.matrix.dtype)  # W' as it will be stored
-    importance = np.asarray(r.moment, np.float64) / (st * st)
+    importance = floored(r.moment) / (st * st)  # E[x'^2] of the scaled input: the LUT's k-means weights
     e = (rounded(scaled, r.target, importance) - scaled.astype(np.float64)) / st[None, :]
     if r.gram is not None:
         return float(np.einsum("ij,ij->", e @ r.gram, e))
