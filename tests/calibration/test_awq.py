@@ -65,21 +65,32 @@ def test_each_foldable_pattern_is_one_group_with_its_readers(pattern):
     assert all(reader_of[r] == g.producer for r in readers)
 
 
+_dim = st.integers(2, 9)
+SIZES = {"prenorm": dict(c=_dim, o=st.integers(1, 7), t=st.integers(1, 6)),
+         "mul_add": dict(c=_dim, o=st.integers(1, 7), t=st.integers(1, 6)),
+         "attention": dict(heads=st.integers(1, 3), d=st.integers(1, 5), t=st.integers(1, 5)),
+         "chain": dict(c=_dim, h=_dim, o=st.integers(1, 7), t=st.integers(1, 6))}
+
+
 @pytest.mark.parametrize("pattern", sorted(FOLDABLE))
 def test_the_fold_is_exact_for_any_positive_scale(pattern):
     build = FOLDABLE[pattern]
 
     @SETTINGS
-    @given(seed=st.integers(0, 10_000), spread=st.floats(0.1, 3.0))
-    def run(seed, spread):
-        net = build(seed=seed)
+    @given(seed=st.integers(0, 10_000), spread=st.floats(0.1, 3.0), sizes=st.fixed_dictionaries(SIZES[pattern]))
+    def run(seed, spread, sizes):
+        net = build(seed=seed, **sizes)
         groups, _ = fold_groups(net.main)
         g = next(g for g in groups.values() if not isinstance(g, str))
         s = np.random.default_rng(seed).lognormal(0, spread, g.channels)
         after = rescale(net, {g.producer: s})
         assert after is not net
-        for name in g.reader_names:  # every reader really changed
-            assert not np.array_equal(_const(after, name), _const(net, name))
+        for name in g.reader_names:  # every reader took s on its input axis
+            site = next(r for r in g.readers if r.weight == name)
+            shape = [1, 1]
+            shape[site.axes[1]] = -1
+            want = (_const(net, name).astype(np.float64) * s[site.index].reshape(shape)).astype(np.float32)
+            assert np.array_equal(_const(after, name), want)
         _assert_same_function(net, after, seed)
 
     run()
@@ -154,6 +165,23 @@ def test_the_stage_scales_where_channels_are_loud_and_keeps_the_function(pattern
     g = next(iter(got.stats["groups"].values()))
     assert g["alpha"] > 0 and g["proxy"] < g["proxy_unscaled"]
     _assert_same_function(net, got.program)
+
+
+def test_on_generated_programs_the_stage_keeps_its_contract():
+    """Whatever the graph (the property tests' generated programs, calibrated on generated
+    inputs), the stage either folds exactly or leaves the program as it was."""
+    from pipeline.strategies import quantization_programs, weight_models
+    from tests.calibration.models import GeneratedData
+
+    @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(quantization_programs() | weight_models())
+    def run(program):
+        net = calibrate(data=GeneratedData(), evaluator="interpreter").run(program).program
+        stage = awq_scale_weights(op_selector=lambda v: True)
+        got = stage.run(net)
+        assert check_step(net, got.program, stage, got.stats, inputs=GeneratedData().feeds(net.main)) == []
+
+    run()
 
 
 def _big(pattern) -> dict:
