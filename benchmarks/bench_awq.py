@@ -70,6 +70,13 @@ PAIRS = (
     ("calibrated uint4 per-block 32 (GPTQ), tables 6-bit", _gptq_uint4, _awq("uint4_block")),
     ("calibrated palettize 4-bit per 16 ch (GPTQ LUT)", _gptq_lut4, _awq("lut", nbits=4, group_size=16)),
 )
+# the same with AWQ's search rounding by GPTQ (what runs after it) instead of plain rounding
+GPTQ_SEARCH = (
+    ("calibrated int4 per-block 32 (GPTQ), tables 4-bit", _gptq_int4, _awq("int4_block", search="gptq")),
+    ("calibrated uint4 per-block 32 (GPTQ), tables 6-bit", _gptq_uint4, _awq("uint4_block", search="gptq")),
+    ("calibrated palettize 4-bit per 16 ch (GPTQ LUT)", _gptq_lut4,
+     _awq("lut", nbits=4, group_size=16, search="gptq")),
+)
 
 
 def runs() -> list:
@@ -78,12 +85,14 @@ def runs() -> list:
     for label, quantize, awq in PAIRS:
         out.append((label, quantize))
         out.append((f"AWQ + {label}", lambda s, q=quantize, a=awq: a(s) + q(s)))
+    for label, quantize, awq in GPTQ_SEARCH:
+        out.append((f"AWQ (GPTQ search) + {label}", lambda s, q=quantize, a=awq: a(s) + q(s)))
     return out
 
 
 # bench_quality's OURS format: (label, stages needed, data, make(s, fp32 bytes), target key)
 AWQ_RUNS = tuple((label, ("awq_scale_weights",), "stats", (lambda s, b, m=make: m(s)), None)
-                 for label, make in runs() if label.startswith("AWQ + "))
+                 for label, make in runs() if label.startswith("AWQ"))
 
 
 def _awq_note(trace) -> str:
@@ -95,7 +104,7 @@ def _awq_note(trace) -> str:
             after = sum(g["proxy"] for g in groups.values())
             return (f"[AWQ: {len(scaled)} of {len(groups)} fold groups scaled, {step.stats['scaled']} weights; "
                     f"their proxy {after:.4g} vs {before:.4g} unscaled; alphas "
-                    + ",".join(f"{g['alpha']:.2f}" for g in groups.values()) + "]")
+                    + ",".join(f"{groups[k]['alpha']:.2f}" for k in sorted(groups)) + "]")
     return ""
 
 

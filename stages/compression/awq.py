@@ -51,11 +51,13 @@ from stages.calibration.stats import INFO_ATTR, with_calibration
 from stages.compression.awq_fold import Group, apply, fold_groups
 from stages.compression.calibrated import NO_STATS, as_matrix, gram_of, table_of
 from stages.compression.checked import ParameterError, compression_stage, one_of
-from stages.compression.numeric.awq import TARGETS, Reader, Target, alpha_grid, search
+from stages.compression.numeric.awq import TARGETS, Producer, Reader, Target, alpha_grid
+from stages.compression.numeric.awq import search as awq_search
 from stages.compression.weights import Skip, as_config, resolve_params, weight_views
 from stages.contracts import within
 
 NBITS = (2, 3, 4, 6, 8)
+SEARCHES = ("rounding", "gptq")
 # the outputs move by float rounding only: a reader's x / s times W s, a norm's gamma / s
 # (each rounded once to fp32), carried through a network
 RTOL, EPS = 1e-4, 64
@@ -70,6 +72,7 @@ def _positive_int(params, key):
 
 def check_awq(params: dict) -> None:
     one_of(params, "target", TARGETS)
+    one_of(params, "search", SEARCHES)
     one_of(params, "nbits", NBITS)
     for key in ("block_size", "grid"):
         _positive_int(params, key)
@@ -79,7 +82,8 @@ def check_awq(params: dict) -> None:
 
 
 def _target(params) -> Target:
-    return Target(params["target"], int(params["block_size"]), int(params["nbits"]), int(params["group_size"]))
+    return Target(params["target"], int(params["block_size"]), int(params["nbits"]), int(params["group_size"]),
+                  params["search"])
 
 
 # ---- choosing s ------------------------------------------------------------------------------
@@ -96,6 +100,19 @@ def _readers(group: Group, values, table, chosen):
         out.append(Reader(w, site.index, np.asarray(m, np.float64), gram_of(stats, w.shape[1]),
                           _target(chosen[site.weight])))
     return out
+
+
+def _producer_term(name, axes, values, table, chosen):
+    """The producer weight's own term of the search, when it is selected and has statistics."""
+    params = chosen.get(name)
+    stats = table.get(name) if name is not None else None
+    if name is None or params is None or isinstance(params, Skip) or stats is None \
+            or stats.get("input_moment") is None:
+        return None
+    m = as_matrix(values[name], axes)
+    if len(stats["input_moment"]) != m.shape[1]:
+        return None
+    return Producer(m, np.asarray(stats["input_moment"], np.float64), gram_of(stats, m.shape[1]), _target(params))
 
 
 def _selection(group: Group, chosen: dict):
@@ -199,10 +216,11 @@ def _not_scaled(weights: dict, name: str, why) -> None:
 @compression_stage("awq_scale_weights", check_awq, version="1",
                    contract=within(0, rtol=RTOL, eps=EPS, why=WHY))
 def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block_size=32,
-                      nbits: Literal[NBITS] = 4, group_size=16, grid=20, op_selector=None, config=None,
-                      context=DEFAULT_CONTEXT):
+                      nbits: Literal[NBITS] = 4, group_size=16, grid=20, search: Literal[SEARCHES] = "rounding",
+                      op_selector=None, config=None, context=DEFAULT_CONTEXT):
     """AWQ's per-input-channel scales, folded exactly into each weight's producer (module docstring)."""
-    params = {"target": target, "block_size": block_size, "nbits": nbits, "group_size": group_size, "grid": grid}
+    params = {"target": target, "block_size": block_size, "nbits": nbits, "group_size": group_size, "grid": grid,
+              "search": search}
     check_awq(params)
     config = as_config(config)
     fn = program.main
@@ -229,7 +247,8 @@ def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block
             for r, why in skip.items():
                 _not_scaled(weights, r, why)
             continue
-        found = search(readers, group.channels, alphas)
+        pw, axes = _producer_weight(group, fn)
+        found = awq_search(readers, group.channels, alphas, _producer_term(pw, axes, {**values, **changed}, table, chosen))
         losses = dict(found.losses)
         group_stats[producer] = {"kind": group.kind, "readers": list(group.reader_names), "path": list(group.path),
                                  "alpha": found.alpha, "proxy": losses[found.alpha], "proxy_unscaled": losses[0.0],
@@ -248,7 +267,6 @@ def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block
             weights[site.weight] = {**weights.get(site.weight, {}), "alpha": found.alpha, "producer": producer,
                                     "fold": group.kind, "min_scale": float(s_in.min()), "max_scale": float(s_in.max()),
                                     "proxy": losses[found.alpha], "proxy_unscaled": losses[0.0]}
-        pw, axes = _producer_weight(group, fn)
         if pw is not None and pw in table:
             table[pw] = _rescaled_producer(table[pw], before[pw], new[pw], axes)
         for c in group.changes:  # the producer side: its weight, bias, gamma / beta, constants on the path

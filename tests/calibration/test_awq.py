@@ -16,7 +16,8 @@ from stages.compression import ParameterError, awq_scale_weights
 from stages.compression.awq import rescale
 from stages.compression.awq_fold import fold_groups
 from stages.compression.calibrated import NO_STATS
-from stages.compression.numeric.awq import Reader, Target, alpha_grid, channel_scales, reader_loss, search
+from stages.compression.numeric.awq import (Producer, Reader, Target, alpha_grid, channel_scales, producer_loss,
+                                            reader_loss, search)
 from stages.contracts import check_step
 from tests.calibration.awq_models import FOLDABLE, REFUSED, attention, inputs_for, mul_add, onnx_attention, prenorm
 
@@ -266,6 +267,35 @@ def test_the_search_beats_no_scaling_with_an_outlier_channel():
     assert np.argmax(found.scale) == 5
     # the loss of s = 1 by hand: plain rounding's error weighted by the moments
     assert np.isclose(losses[0.0], reader_loss(reader, np.ones(64)))
+
+
+def test_the_producers_own_error_follows_a_per_block_grid_but_not_a_shared_lut():
+    """Dividing the producer's rows by s: a grid per row (per block along its input axis) scales
+    with each row, so its error at the output is the same for every s; a LUT shared by 16 rows
+    is not, and the search sees the difference."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(32, 64)).astype(np.float32)
+    m = rng.lognormal(0, 1, 64)
+    s = rng.lognormal(0, 1, 32)
+    block = Producer(w, m, np.diag(m), Target("int4_block", block_size=16))
+    lut = Producer(w, m, np.diag(m), Target("lut", nbits=3, group_size=16))
+    assert np.isclose(producer_loss(block, s), producer_loss(block, np.ones(32)), rtol=1e-5)
+    assert producer_loss(lut, s) > 1.2 * producer_loss(lut, np.ones(32))
+    for method in ("rounding", "gptq"):  # the gptq search as well
+        b = block._replace(target=block.target._replace(method=method))
+        assert np.isclose(producer_loss(b, s), producer_loss(b, np.ones(32)), rtol=1e-4)
+
+
+def test_the_gptq_search_rounds_as_gptq_does():
+    """search="gptq": the loss of s = 1 is GPTQ's output error on the grid, below plain rounding's."""
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(16, 32)).astype(np.float32)
+    x = rng.normal(size=(256, 32)) @ (np.eye(32) + 0.5 * rng.normal(size=(32, 32)))
+    h = x.T @ x / len(x)
+    target = Target("int4_block", block_size=16)
+    plain = reader_loss(Reader(w, np.arange(32), np.diag(h), h, target), np.ones(32))
+    gptq = reader_loss(Reader(w, np.arange(32), np.diag(h), h, target._replace(method="gptq")), np.ones(32))
+    assert gptq < 0.8 * plain
 
 
 def test_channel_scales_are_awq_s_normalised():

@@ -11,7 +11,10 @@ Q' the quantized W', the output error is x (diag(1/s) (W' - Q')^T), so the proxy
 
 (without a gram: sum_c E[x_c^2] |E[:, c]|^2, its diagonal). Several weights reading the same
 input (a shared-input group: query, key and value after one normalisation) share one s; their
-losses add.
+losses add. When the producer is itself a weight quantized afterwards (the value projection
+before the output projection), its own rounding error at its output joins the sum
+(``Producer``): its rows are divided by s, which a per-channel or per-block grid follows
+exactly but a LUT shared by several rows does not.
 
 The candidates are AWQ's: s_c = m_c^(alpha / 2) with m_c = E[x_c^2] (so s_c = RMS(x_c)^alpha),
 normalised by sqrt(max s * min s), for alpha on a grid of [0, 1]; alpha = 0 is s = 1, so the
@@ -49,6 +52,7 @@ class Target(NamedTuple):
     block_size: int = 32      # per-block targets: the largest divisor of the input dim <= this
     nbits: int = 4            # lut
     group_size: int = 16      # lut: output channels per LUT (the largest divisor of the rows <= this; 0: one LUT)
+    method: str = "rounding"  # how the codes are chosen on that grid: "rounding" (AWQ's) or "gptq"
 
 
 class Reader(NamedTuple):
@@ -101,15 +105,66 @@ def rounded(m: np.ndarray, target: Target, importance: np.ndarray) -> np.ndarray
     return np.asarray(luts, np.float64)[rows[:, None], idx]
 
 
+def gptq_rounded(m: np.ndarray, target: Target, importance: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    """The reconstruction GPTQ gives m on the target's grid / LUT (gptq_quantize_weights /
+    gptq_palettize_weights with their defaults), against the gram of m's input."""
+    from .affine import _code_limits, quant_range
+    from .gptq import affine_quantizer, gptq, lut_quantizer
+
+    if target.kind in _AFFINE:
+        mode, dtype, granularity = _AFFINE[target.kind]
+        block = largest_divisor(m.shape[1], target.block_size) if granularity == "per_block" else None
+        q = affine_quantize(m, mode=mode, dtype=dtype, granularity=granularity, axis=0, block_size=block,
+                            input_axis=1)
+        lo, hi = _code_limits(q.scale, q.zero_point.astype(np.float64), *quant_range(dtype, mode))
+        full = lambda a: a if np.isscalar(a) else expand_blocks(np.asarray(a), m.shape)  # noqa: E731
+        quantize = affine_quantizer(full(q.scale), full(q.zero_point), full(lo), full(hi), m.dtype)
+    else:
+        per = m.shape[0] if target.group_size == 0 else largest_divisor(m.shape[0], target.group_size)
+        luts, _ = weighted_luts(m, target.nbits, m.shape[0] // per, importance[None, :], m.dtype)
+        quantize = lut_quantizer(luts, np.arange(m.shape[0]) // per)
+    return gptq(m, gram, quantize, with_loss=False).reconstruction
+
+
 def reader_loss(r: Reader, s: np.ndarray) -> float:
     """L(s) of one reader (module docstring) for the producer-channel scale s."""
     st = np.asarray(s, np.float64)[r.index]
     scaled = (np.asarray(r.matrix, np.float64) * st[None, :]).astype(r.matrix.dtype)  # W' as it will be stored
     importance = floored(r.moment) / (st * st)  # E[x'^2] of the scaled input: the LUT's k-means weights
-    e = (rounded(scaled, r.target, importance) - scaled.astype(np.float64)) / st[None, :]
+    if r.target.method == "gptq" and r.gram is not None:
+        recon = gptq_rounded(scaled, r.target, importance, r.gram / np.outer(st, st))
+    else:
+        recon = rounded(scaled, r.target, importance)
+    e = (recon - scaled.astype(np.float64)) / st[None, :]
     if r.gram is not None:
         return float(np.einsum("ij,ij->", e @ r.gram, e))
     return float(np.asarray(r.moment, np.float64) @ np.einsum("ij,ij->j", e, e))
+
+
+class Producer(NamedTuple):
+    """The producer's own weight, when it is quantized afterwards too: [outputs, inputs] with
+    its output channels (rows) the producer channels the scale divides."""
+    matrix: np.ndarray
+    moment: np.ndarray            # [inputs], of its own (unchanged) input
+    gram: Optional[np.ndarray]
+    target: Target
+
+
+def producer_loss(p: Producer, s: np.ndarray) -> float:
+    """The producer's rounding error at its output, in the original units: its rows divided by s
+    are rounded to the target, the error multiplied back by s. Per-channel and per-block grids
+    along its input axis scale with each row, so this is the same for every s up to float
+    rounding; a LUT shared by several rows is not, and the search must see what it costs."""
+    s = np.asarray(s, np.float64)[:, None]
+    scaled = (np.asarray(p.matrix, np.float64) / s).astype(p.matrix.dtype)
+    if p.target.method == "gptq" and p.gram is not None:
+        recon = gptq_rounded(scaled, p.target, floored(p.moment), p.gram)
+    else:
+        recon = rounded(scaled, p.target, floored(p.moment))
+    e = (recon - scaled.astype(np.float64)) * s
+    if p.gram is not None:
+        return float(np.einsum("ij,ij->", e @ p.gram, e))
+    return float(np.asarray(p.moment, np.float64) @ np.einsum("ij,ij->j", e, e))
 
 
 def producer_moment(readers: Sequence[Reader], channels: int) -> np.ndarray:
@@ -133,13 +188,15 @@ def alpha_grid(points: int) -> np.ndarray:
     return np.round(np.linspace(0.0, 1.0, int(points) + 1), 6)
 
 
-def search(readers: Sequence[Reader], channels: int, alphas: Sequence[float]) -> Search:
-    """The alpha (and scale) with the lowest summed loss; ties go to the smaller alpha."""
+def search(readers: Sequence[Reader], channels: int, alphas: Sequence[float],
+           producer: Optional[Producer] = None) -> Search:
+    """The alpha (and scale) with the lowest summed loss (the readers', and the producer's own
+    when it is given); ties go to the smaller alpha."""
     m = producer_moment(readers, channels)
     losses, best = [], None
     for a in alphas:
         s = channel_scales(m, float(a))
-        loss = sum(reader_loss(r, s) for r in readers)
+        loss = sum(reader_loss(r, s) for r in readers) + (producer_loss(producer, s) if producer else 0.0)
         losses.append((float(a), float(loss)))
         if best is None or loss < best[1]:
             best = (float(a), loss, s)
