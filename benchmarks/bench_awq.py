@@ -100,10 +100,12 @@ def _awq_note(trace) -> str:
         if step.stage.name == "awq_scale_weights":
             groups = dict(step.stats.get("groups") or {})
             scaled = [g for g in groups.values() if g["alpha"] > 0]
-            before = sum(g["proxy_unscaled"] for g in groups.values())
-            after = sum(g["proxy"] for g in groups.values())
+            own = lambda g, k: g.get(k, 0.0)  # noqa: E731 - the producer weight's part of the proxy
+            before = sum(g["proxy_unscaled"] - own(g, "producer_proxy_unscaled") for g in groups.values())
+            after = sum(g["proxy"] - own(g, "producer_proxy") for g in groups.values())
+            mine = sum(own(g, "producer_proxy") - own(g, "producer_proxy_unscaled") for g in groups.values())
             return (f"[AWQ: {len(scaled)} of {len(groups)} fold groups scaled, {step.stats['scaled']} weights; "
-                    f"their proxy {after:.4g} vs {before:.4g} unscaled; alphas "
+                    f"readers' proxy {after:.4g} vs {before:.4g} unscaled, producers' {mine:+.3g}; alphas "
                     + ",".join(f"{groups[k]['alpha']:.2f}" for k in sorted(groups)) + "]")
     return ""
 

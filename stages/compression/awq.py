@@ -8,9 +8,14 @@ For every fold group (awq_fold.py: a producer that can absorb a per-channel divi
 a layer_norm's gamma / beta or the value projection's output channels, and the linear / matmul
 weights its output reaches through reshapes, transposes and the attention product) it picks
 one scale s over the producer's channels by AWQ's search (numeric/awq.py: s = E[x^2]^(alpha/2),
-alpha on a grid of [0, 1], the lowest calibrated proxy of the weights rounded to ``target``
-afterwards), multiplies each reader weight's input channels by s and divides the producer's
-output channels by it. The program computes the same function (the contract: every output
+alpha on ``grid`` + 1 points of [0, 1], the lowest calibrated proxy of the weights put on
+``target`` afterwards: int4 / uint4 per block of ``block_size``, int4 / int8 per channel, or
+an activation-weighted k-means LUT of ``nbits`` per ``group_size`` output channels, 0: per
+tensor; codes by plain rounding, AWQ's rule, or with ``search="gptq"`` by the GPTQ that
+usually follows), multiplies each reader weight's input channels by s and divides the
+producer's output channels by it. When the producer is itself a selected weight its own
+rounding error is part of the proxy (a per-block grid follows the division exactly, a LUT
+shared by several output channels does not). The program computes the same function (the contract: every output
 within float rounding of the old one, checked by verify="each"); only the weights differ.
 
 The calibration statistics move with the weights: a reader's input is now x / s, so its
@@ -24,16 +29,14 @@ gptq_quantize_weights / weighted_palettize_weights / mixed_precision reads corre
 Selection: the readers are chosen as every compression stage chooses weights (more than 2048
 elements, or ``op_selector`` / ``config``; a config entry may give a reader its own target);
 a group is scaled only when all its readers are selected and have statistics (they share one
-s). The search counts the readers' rounding error only (AWQ's rule): for a producer that is
-itself a weight quantized afterwards per channel or per block along its input axis, dividing
-its output channels leaves its own relative error unchanged; for a LUT shared across output
-channels it does not, and that is not in the proxy.
+s).
 
 Stats: ``weights``: per weight, for a reader scaled ``alpha``, ``producer``, ``fold``,
-``proxy`` / ``proxy_unscaled`` (its summed loss at the chosen s and at s = 1), ``min_scale`` /
+``proxy`` / ``proxy_unscaled`` (its group's summed loss at the chosen s and at s = 1), ``min_scale`` /
 ``max_scale``; for a producer weight ``output_divided`` (the group); otherwise ``skipped``
 with the reason (input from a nonlinearity, a residual add on the way, no statistics, ...).
-``groups``: per producer, its kind, readers, path, alpha and losses. ``patterns``: fold groups
+``groups``: per producer, its kind, readers, path, alpha and losses (``producer_proxy``: the
+producer weight's own part, when it is in the sum). ``patterns``: fold groups
 found ("matched") and scaled ("rewritten").
 """
 from __future__ import annotations
@@ -51,7 +54,7 @@ from stages.calibration.stats import INFO_ATTR, with_calibration
 from stages.compression.awq_fold import Group, apply, fold_groups
 from stages.compression.calibrated import NO_STATS, as_matrix, gram_of, table_of
 from stages.compression.checked import ParameterError, compression_stage, one_of
-from stages.compression.numeric.awq import TARGETS, Producer, Reader, Target, alpha_grid
+from stages.compression.numeric.awq import TARGETS, Producer, Reader, Target, alpha_grid, producer_loss
 from stages.compression.numeric.awq import search as awq_search
 from stages.compression.weights import Skip, as_config, resolve_params, weight_views
 from stages.contracts import within
@@ -248,11 +251,15 @@ def awq_scale_weights(program, *, target: Literal[TARGETS] = "int4_block", block
                 _not_scaled(weights, r, why)
             continue
         pw, axes = _producer_weight(group, fn)
-        found = awq_search(readers, group.channels, alphas, _producer_term(pw, axes, {**values, **changed}, table, chosen))
+        own = _producer_term(pw, axes, {**values, **changed}, table, chosen)
+        found = awq_search(readers, group.channels, alphas, own)
         losses = dict(found.losses)
         group_stats[producer] = {"kind": group.kind, "readers": list(group.reader_names), "path": list(group.path),
                                  "alpha": found.alpha, "proxy": losses[found.alpha], "proxy_unscaled": losses[0.0],
                                  "losses": [list(p) for p in found.losses]}
+        if own is not None:  # how much of it is the producer's own (constant for a per-block grid)
+            group_stats[producer]["producer_proxy"] = producer_loss(own, found.scale)
+            group_stats[producer]["producer_proxy_unscaled"] = producer_loss(own, np.ones(group.channels))
         if found.alpha == 0.0:
             for r in group.reader_names:
                 _not_scaled(weights, r, f"s = 1 (alpha 0) had the lowest proxy of the {len(alphas)} tried")
