@@ -111,6 +111,12 @@ def _desc(op: Op) -> str:
     return f"{op.op_type} {op.name!r}"
 
 
+def _rank(var) -> Optional[int]:
+    """The rank of a tensor value, None when unknown (or not a tensor)."""
+    shape = getattr(var.type, "shape", None)
+    return None if shape is None else len(shape)
+
+
 def reader_slot(op: Op):
     """(weight Var, input Var, feature axis of the input, (output axis, input axis) of the
     weight) when `op` reads a 2-D float const as the weight of a linear / matmul; else None."""
@@ -144,7 +150,7 @@ def _known_ints(var: Var, ud) -> Optional[list]:
     for piece in op.inputs["values"]:
         if piece.val is not None:
             out += [int(v) for v in np.asarray(piece.val).reshape(-1)]
-        elif len(piece.shape) == 1 and isinstance(piece.shape[0], int):
+        elif _rank(piece) == 1 and isinstance(piece.shape[0], int):
             out += [None] * piece.shape[0]
         else:
             return None
@@ -233,11 +239,11 @@ def _layout_tag(tag, op, ud, in_var, out_var):
     if op.op_type in ("transpose", "onnx.Transpose"):
         return tag.transpose(_perm(op, tag.ndim))
     axes = _axes(op)
+    if axes is None:  # squeeze of every size-1 axis: which ones depends on sizes we may not know
+        return Skip(f"{_desc(op)}: no constant axes")
     if op.op_type == "expand_dims":
         rank = tag.ndim + len(axes)
         return np.expand_dims(tag, tuple(a + rank if a < 0 else a for a in axes))
-    if axes is None:  # squeeze of every size-1 axis: which ones depends on sizes we may not know
-        return Skip(f"{_desc(op)}: squeeze without axes")
     return tag.squeeze(tuple(a + tag.ndim if a < 0 else a for a in axes))
 
 
@@ -277,9 +283,9 @@ def _producer(op: Op):
     """(kind, channels, changes) when `op` can absorb a per-channel division of its output's
     last axis, a Skip saying why not for a norm / product that almost can, else None."""
     out = op.outputs[0] if op.outputs else None
-    if out is None or not out.shape:
+    rank = None if out is None else _rank(out)
+    if not rank:
         return None
-    rank = len(out.shape)
     if op.op_type == "layer_norm":
         gamma, beta = op.inputs.get("gamma"), op.inputs.get("beta")
         axes = _axes(op)
@@ -382,7 +388,9 @@ def _step(op: Op, slot: str, tag: np.ndarray, ud, what: str):
     ("reader", ReaderSite, Change), ("shape",), or a Skip."""
     if op.op_type in SHAPE_READERS:
         return ("shape",)
-    out = op.outputs[0] if op.outputs else None
+    if not op.outputs or any(_rank(v) is None for v in (*op.input_vars(), *op.outputs)):
+        return Skip(f"{what} reaches {_desc(op)}, which has a value of unknown rank")
+    out = op.outputs[0]
     if op.op_type in _DATA and slot == _DATA[op.op_type]:
         t = _layout_tag(tag, op, ud, op.inputs[slot], out)
         return t if isinstance(t, Skip) else ("path", out, t, [])
