@@ -405,7 +405,9 @@ def _step(op: Op, slot: str, tag: np.ndarray, ud, what: str):
         rank = len(out.shape)
         if op.op_type in ("mul", "real_div"):
             return ("path", out, _align(tag, rank), [])
-        if not _float_const(other) or len(ud.consumers_of(other)) != 1:
+        if not _float_const(other):
+            return Skip(f"{_desc(op)}: its constant {other.name!r} is not a float")
+        if len(ud.consumers_of(other)) != 1 or ud.is_block_output(other):
             return Skip(f"{_desc(op)}: its constant {other.name!r} is also read elsewhere")
         return ("path", out, _align(tag, rank), [_elementwise_change(other, tag, rank)])
     if op.op_type in _MATMUL:
@@ -481,12 +483,10 @@ def follow(producer: Op, fn: Function):
                 changes.append(got[2])
     if not readers:
         return Skip(f"no linear / matmul weight reads {what}")
-    for c in changes:
-        if not c.divide:
-            continue
-        const = next((v for op in [producer] for v in op.input_vars() if v.name == c.const), None)
-        if const is not None and (len(ud.consumers_of(const)) != 1 or ud.is_block_output(const)):
-            return Skip(f"{_desc(producer)}: its constant {c.const!r} is also read elsewhere")
+    divided = {c.const for c in changes if c.divide}
+    for const in producer.input_vars():  # the path's constants were checked where they were met
+        if const.name in divided and (len(ud.consumers_of(const)) != 1 or ud.is_block_output(const)):
+            return Skip(f"{_desc(producer)}: its constant {const.name!r} is also read elsewhere")
     order = {op.name: i for i, op in enumerate(fn.block.ops)}
     readers.sort(key=lambda r: order[r.op])
     return Group(producer.name, kind, channels, tuple(readers), tuple(changes), tuple(sorted(path)))

@@ -145,12 +145,26 @@ def left_operand(seed=0, c=8, t=5):
     return net
 
 
+def shared_constant(seed=0, c=8, t=5):
+    """A constant added on the path is added elsewhere too: dividing it would change that use."""
+    rng = np.random.default_rng(seed)
+
+    @program(inputs={"x": TensorSpec((t, c), "fp32"), "z": TensorSpec((t, c), "fp32")})
+    def net(b, x, z):
+        shift = b.const(_w(rng, c), name="shift")
+        y = b.add(x=b.linear(x=x, weight=b.const(_w(rng, c, c), name="w1")), y=shift)
+        return b.linear(x=y, weight=b.const(_w(rng, c, c), name="w2")), b.add(x=z, y=shift)
+
+    return net
+
+
 # name -> (builder, the weight whose skip reason is checked, words the reason holds)
 REFUSED = {"residual": (residual, "w", "another activation"),
            "nonlinear": (nonlinear, "w2", "tanh"),
            "model_output": (model_output, "w2", "model output"),
            "shared_weight": (shared_weight, "tied", "also read elsewhere"),
-           "left_operand": (left_operand, "w2", "left operand")}
+           "left_operand": (left_operand, "w2", "left operand"),
+           "shared_constant": (shared_constant, "w2", "'shift' is also read elsewhere")}
 
 
 def inputs_for(net, rng, n=1, loud=(0, 3), gain=8.0) -> list:
