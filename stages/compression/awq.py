@@ -21,7 +21,7 @@ within float rounding of the old one, checked by verify="each"); only the weight
 The calibration statistics move with the weights: a reader's input is now x / s, so its
 ``gram`` becomes S^-1 H S^-1 and ``input_moment`` m / s^2 (what calibrate would record on the
 new program, up to float rounding); a producer weight's own input is unchanged, its measured
-``sensitivity`` (end-to-end error per unit of its proxy) is rescaled by the ratio of its
+``sensitivity`` (and ``sensitivity_per_batch``: end-to-end error per unit of its proxy) is rescaled by the ratio of its
 output energy tr(W H W^T) before / after, the first-order effect of dividing its output
 channels (approximate: the true factor depends on where the error falls). So a following
 gptq_quantize_weights / weighted_palettize_weights / mixed_precision reads correct figures.
@@ -145,10 +145,14 @@ def _energy(w: np.ndarray, h: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", w @ h, w))
 
 
+# the statistics that are end-to-end error per unit of the weight's proxy (a float, or one per batch)
+SENSITIVITIES = ("sensitivity", "sensitivity_per_batch")
+
+
 def _rescaled_producer(stats, before: np.ndarray, after: np.ndarray, axes) -> dict:
     """A producer weight's sensitivity per unit of its proxy, rescaled by its output energy
     before / after (its gram and moments describe its input, which did not change)."""
-    if stats is None or stats.get("sensitivity") is None:
+    if stats is None or not any(stats.get(k) is not None for k in SENSITIVITIES):
         return stats
     h = gram_of(stats, as_matrix(before, axes).shape[1])
     if h is None:
@@ -156,7 +160,12 @@ def _rescaled_producer(stats, before: np.ndarray, after: np.ndarray, axes) -> di
     e_before, e_after = _energy(as_matrix(before, axes), h), _energy(as_matrix(after, axes), h)
     if e_after <= 0 or e_before <= 0:
         return stats
-    return {**dict(stats), "sensitivity": float(stats["sensitivity"]) * e_before / e_after}
+    out = dict(stats)
+    for key in SENSITIVITIES:
+        if stats.get(key) is not None:
+            v = np.asarray(stats[key], np.float64) * (e_before / e_after)
+            out[key] = float(v) if v.ndim == 0 else v
+    return out
 
 
 # ---- the stage -------------------------------------------------------------------------------
