@@ -752,7 +752,15 @@ def allocation_line(a) -> str:
              f"within {a['gap']:.4g} ({a['relative_gap']:.2%}) of optimal")
     return (f"mixed precision ({budget}, {a['proxy']} proxy): {a['bpw']:.3f} bits per weight, "
             f"{human_bytes(a['size_bytes'])} of {human_bytes(a['budget_bytes'])} for {len(a['table'])} weights; "
-            f"distortion {a['distortion']:.4g}, dual bound {a['dual_bound']:.4g}: {proof}")
+            f"distortion {a['distortion']:.4g}, dual bound {a['dual_bound']:.4g}: {proof}" + _worst_clause(a))
+
+
+def _worst_clause(a) -> str:
+    w = a.get("worst_sample")
+    if w is None:
+        return ""
+    return (f"; objective: the worst calibration sample, estimated error {w['estimate']:.4g} "
+            f"(mean {w['mean']:.4g}; bound {w['bound']:.4g}, within {w['relative_gap']:.2%} of optimal)")
 
 
 def allocation_rows(a) -> tuple:

@@ -314,8 +314,8 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
     if sensitivity:
         found, note = measure(program, table, feeds, sensitivity,
                               lambda views: context.track(views, desc="calibrate: sensitivity", total=len(views)))
-        for name, value in found.items():
-            table[name] = {**table[name], "sensitivity": value}
+        for name, measured in found.items():
+            table[name] = {**table[name], **measured}
     info = {"data_digest": str(data.to_dict().get("calibration_data", "")), "batches": len(feeds),
             "evaluator": used, "weights": len(table)}
     if sensitivity:

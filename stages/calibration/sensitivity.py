@@ -16,7 +16,9 @@ first ``samples`` calibration samples, and
     sensitivity = mean over samples and float outputs of |y' - y|^2 / |y|^2
                   / proxy_distortion(probe error)
 
-is recorded in the weight's statistics. ``mixed_precision`` multiplies each candidate's proxy
+is recorded in the weight's statistics, and the same ratio per probe batch (each batch's own
+error over the proxy: ``sensitivity_per_batch``, one entry per calibration sample when they are
+fed one at a time). ``mixed_precision`` multiplies each candidate's proxy
 by it: the proxy keeps the shape of the error within a weight (which candidate is better for
 it), the measurement sets the exchange rate between weights. Per sample, |y' - y|^2 / |y|^2
 is 2 (1 - cosine) plus the change of norm, to first order: the quantity a sentence encoder's
@@ -128,9 +130,10 @@ def probe_batches(feeds: list, samples: int) -> list:
 
 
 def measure(program: Program, table: Mapping, feeds: list, samples: int, track=None) -> tuple:
-    """({weight: sensitivity}, note): the measured sensitivity of every probed weight of main
-    (module docstring). `table` holds the statistics collect gathered; `track` wraps the loop
-    over weights (progress)."""
+    """({weight: {"sensitivity": mean, "sensitivity_per_batch": array}}, note): the measured
+    sensitivity of every probed weight of main (module docstring), over all probed samples and per
+    probe batch. `table` holds the statistics collect gathered; `track` wraps the loop over weights
+    (progress)."""
     from stages.compression.calibrated import proxy_distortion
     from stages.compression.weights import Skip, resolve_params, weight_views
 
@@ -156,13 +159,21 @@ def measure(program: Program, table: Mapping, feeds: list, samples: int, track=N
         if not proxy > 0:
             continue
         probed = (np.asarray(view.value, np.float64) + err).astype(view.value.dtype)
-        total, n = 0.0, 0
+        total, n, per_batch = 0.0, 0, []
         for b, y in zip(batches, base):
             t, k = relative_error(y, session(b, {view.name: probed}))
             total, n = total + t, n + k
+            per_batch.append(t / k / proxy if k else 0.0)
         if n:
-            found[view.name] = _rounded(total / n / proxy)
+            found[view.name] = {"sensitivity": _rounded(total / n / proxy),
+                                "sensitivity_per_batch": _frozen([_rounded(v) for v in per_batch])}
     return found, f"measured on {sum(_sample_count(b) for b in batches)} samples"
+
+
+def _frozen(values) -> np.ndarray:
+    a = np.array(values, np.float64)
+    a.flags.writeable = False
+    return a
 
 
 def _axes(view) -> tuple:
@@ -172,6 +183,12 @@ def _axes(view) -> tuple:
 
     axes = None if is_table(view) else matrix_axes(view)
     return (0 if axes is None else axes[0]), input_axis(view), is_table(view)
+
+
+def sensitivity_per_batch(stats: Optional[Mapping]) -> Optional[np.ndarray]:
+    """The measured sensitivity per probe batch in a weight's statistics, or None."""
+    s = None if stats is None else stats.get("sensitivity_per_batch")
+    return None if s is None else np.asarray(s, np.float64)
 
 
 def sensitivity_of(stats: Optional[Mapping]) -> Optional[float]:

@@ -18,7 +18,9 @@ other than main, ``"fn/name"`` as the compression stats key it). Per weight:
 - ``"token_counts"``: 1-D float64 for an embedding table read by a gather along axis 0:
   how often each row was looked up;
 - ``"sensitivity"``: float, only when calibrate was asked for it: the weight's end-to-end
-  output error per unit of its output-error proxy (sensitivity.py).
+  output error per unit of its output-error proxy (sensitivity.py);
+- ``"sensitivity_per_batch"``: 1-D float64, with it: the same ratio for each probe batch (a
+  sample when the data is fed one sample at a time), what the worst-sample allocation reads.
 
 A weight read by several ops (a shared weight) has one entry summing all of them. Every
 array is read-only. The digest of the program covers the statistics (program attrs are
@@ -37,7 +39,7 @@ from pyrsistent import pmap
 
 ATTR = "calibration"
 INFO_ATTR = "calibration_info"
-STATISTICS = ("input_moment", "gram", "count", "token_counts", "sensitivity")
+STATISTICS = ("input_moment", "gram", "count", "token_counts", "sensitivity", "sensitivity_per_batch")
 
 
 def calibration_stats(program, weight_name: str) -> Optional[Mapping]:

@@ -123,3 +123,63 @@ def test_calibrated_candidates_supersede_the_data_free_ones_and_keep_their_contr
     assert table["palettize_4"]["skipped"] == "superseded by weighted_palettize_4 (calibrated, same bits)"
     assert "linear / matmul" in table["gptq_palettize_4"]["skipped"]
     assert trace.steps[1].verification is not None  # the chosen compressors' contracts held
+
+
+def test_per_batch_sensitivity_averages_to_the_overall_one():
+    out, data = _sensitive()
+    st = calibration_stats(out.program, "w")
+    per = np.asarray(st["sensitivity_per_batch"])
+    used = probe_batches(data.feeds(tiny_model().main), 24)
+    assert per.shape == (len(used),) and not per.flags.writeable
+    # every probe batch has the same rows here, so the overall ratio is the mean of the batches'
+    assert float(np.mean(per)) == pytest.approx(st["sensitivity"], rel=2e-3)
+    assert np.ptp(per) > 0  # the batches differ: what the worst-sample objective reads
+
+
+def _with_rates(program, rates):
+    table = {k: {**dict(v), "sensitivity": float(np.mean(rates[k])),
+                 "sensitivity_per_batch": np.asarray(rates[k], np.float64)}
+             for k, v in program.attrs["calibration"].items()}
+    return with_calibration(program, table, program.attrs["calibration_info"])
+
+
+def test_worst_objective_equals_the_mean_one_when_every_batch_is_alike_and_reports_its_bound():
+    base = calibrate(data=calibration_data(tiny_data(batches=12))).run(tiny_model()).program
+    cands = ("palettize_2", "palettize_4", "int8_channel")
+    prog = _with_rates(base, {"w": [2.0] * 4, "table": [0.5] * 4})
+    worst = mixed_precision(target_bpw=4.0, candidates=cands).run(prog).stats["allocation"]
+    mean = mixed_precision(target_bpw=4.0, candidates=cands, objective="mean").run(prog).stats["allocation"]
+    assert [r["candidate"] for r in worst["table"]] == [r["candidate"] for r in mean["table"]]
+    assert worst["objective"] == "worst" and mean["objective"] == "mean" and "worst_sample" not in mean
+    w = worst["worst_sample"]
+    assert w["bound"] <= w["estimate"] + 1e-12 and len(w["per_sample"]) == 4
+    # with equal batches every sample's estimate is the mean distortion in proxy units times the rate
+    assert w["estimate"] == pytest.approx(max(w["per_sample"])) == pytest.approx(w["mean"])
+
+
+def _per_sample(a, rates, choice):
+    """T_s of a choice {weight: candidate}: each candidate's distortion over the weight's mean rate
+    (its proxy) times the weight's rate on s."""
+    dist = {(k, c["candidate"]): c["distortion"] for k, rows in a["candidates"].items() for c in rows}
+    return sum(dist[(k, choice[k])] / np.mean(rates[k]) * np.asarray(rates[k]) for k in choice)
+
+
+def test_worst_objective_spends_bytes_on_the_weight_one_batch_depends_on():
+    base = calibrate(data=calibration_data(tiny_data(batches=12))).run(tiny_model()).program
+    cands = ("palettize_2", "palettize_4", "int8_channel")
+    # "w" errs on one batch only, "table" on every batch: on average the table's bytes pay more,
+    # on the worst batch w's do
+    rates = {"w": [1.0, 0.0, 0.0, 0.0], "table": [1500.0] * 4}
+    prog = _with_rates(base, rates)
+    worst = mixed_precision(target_bpw=4.0, candidates=cands).run(prog).stats["allocation"]
+    mean = mixed_precision(target_bpw=4.0, candidates=cands, objective="mean").run(prog).stats["allocation"]
+    chosen = lambda a: {r["weight"]: r["candidate"] for r in a["table"]}  # noqa: E731
+    # exhaustive: the least worst-sample estimate over every choice within the budget
+    rows = {k: [c for c in v if c["bytes"] is not None] for k, v in worst["candidates"].items()}
+    best = min((max(_per_sample(worst, rates, {"w": a["candidate"], "table": b["candidate"]})), a["candidate"],
+                b["candidate"]) for a in rows["w"] for b in rows["table"]
+               if a["bytes"] + b["bytes"] <= worst["budget_bytes"])
+    assert chosen(worst) == {"w": best[1], "table": best[2]}
+    assert worst["worst_sample"]["estimate"] == pytest.approx(best[0])
+    assert chosen(mean) != chosen(worst)  # the construction parts the two objectives
+    assert max(_per_sample(mean, rates, chosen(mean))) > best[0]

@@ -31,7 +31,9 @@ data-free one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -64,6 +66,33 @@ def inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
     lower = np.linalg.cholesky(h[::-1, ::-1])
     inv_lower = np.linalg.solve(lower, np.eye(n))
     return np.ascontiguousarray(inv_lower[::-1, ::-1])
+
+
+# mixed_precision runs GPTQ onto several grids and LUTs of one weight against the same H: the
+# factorisation (most of a small weight's time) is computed once per (H, damp, act_order)
+_FACTORS: "OrderedDict[tuple, tuple]" = OrderedDict()
+_FACTORS_KEPT = 4
+
+
+def factor(h: np.ndarray, damp: float, act_order: bool) -> tuple:
+    """(column order, U) for GPTQ against H: the order (descending diagonal with act_order) and
+    the upper inverse Cholesky factor of the prepared, reordered H; both read-only, remembered
+    for the last few H by content."""
+    h = np.ascontiguousarray(h, np.float64)
+    key = (hashlib.blake2b(h.data, digest_size=16).hexdigest(), h.shape, float(damp), bool(act_order))
+    found = _FACTORS.get(key)
+    if found is not None:
+        _FACTORS.move_to_end(key)
+        return found
+    cols = h.shape[0]
+    order = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(cols)
+    u = inverse_cholesky_upper(prepared_hessian(h, damp)[np.ix_(order, order)])
+    order.flags.writeable = False
+    u.flags.writeable = False
+    _FACTORS[key] = (order, u)
+    while len(_FACTORS) > _FACTORS_KEPT:
+        _FACTORS.popitem(last=False)
+    return order, u
 
 
 def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
@@ -105,9 +134,7 @@ def gptq(w: np.ndarray, h: np.ndarray, quantize: Callable, *, block: int = 128, 
     has a compiled form, "numpy" / "jit" force one; the answers are the same."""
     w = np.asarray(w, np.float64)
     rows, cols = w.shape
-    order = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(cols)
-    hp = prepared_hessian(h, damp)[np.ix_(order, order)]
-    u = inverse_cholesky_upper(hp)
+    order, u = factor(h, damp, act_order)
     work = w[:, order].copy()
     recon = np.empty_like(work)
     codes = np.empty((rows, cols), code_dtype)
