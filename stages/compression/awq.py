@@ -15,15 +15,16 @@ tensor; codes by plain rounding, AWQ's rule, or with ``search="gptq"`` by the GP
 usually follows), multiplies each reader weight's input channels by s and divides the
 producer's output channels by it. When the producer is itself a selected weight its own
 rounding error is part of the proxy (a per-block grid follows the division exactly, a LUT
-shared by several output channels does not). The program computes the same function (the contract: every output
-within float rounding of the old one, checked by verify="each"); only the weights differ.
+shared by several output channels does not). The program computes the same function (the
+contract: every output within float rounding of the old one, checked by verify="each"); only
+the weights differ.
 
 The calibration statistics move with the weights: a reader's input is now x / s, so its
 ``gram`` becomes S^-1 H S^-1 and ``input_moment`` m / s^2 (what calibrate would record on the
 new program, up to float rounding); a producer weight's own input is unchanged, its measured
-``sensitivity`` (and ``sensitivity_per_batch``: end-to-end error per unit of its proxy) is rescaled by the ratio of its
-output energy tr(W H W^T) before / after, the first-order effect of dividing its output
-channels (approximate: the true factor depends on where the error falls). So a following
+``sensitivity`` and ``sensitivity_per_batch`` (end-to-end error per unit of its proxy) are
+rescaled by the ratio of its output energy tr(W H W^T) before / after, the first-order effect
+of dividing its output channels (approximate: the true factor depends on where the error falls). So a following
 gptq_quantize_weights / weighted_palettize_weights / mixed_precision reads correct figures.
 
 Selection: the readers are chosen as every compression stage chooses weights (more than 2048

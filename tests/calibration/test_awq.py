@@ -19,7 +19,8 @@ from stages.compression.calibrated import NO_STATS
 from stages.compression.numeric.awq import (Producer, Reader, Target, alpha_grid, channel_scales, producer_loss,
                                             reader_loss, search)
 from stages.contracts import check_step
-from tests.calibration.awq_models import FOLDABLE, REFUSED, attention, inputs_for, mul_add, onnx_attention, prenorm
+from tests.calibration.awq_models import (FOLDABLE, REFUSED, attention, chain, inputs_for, mul_add, onnx_attention,
+                                         prenorm)
 
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -203,6 +204,25 @@ def test_the_statistics_are_what_calibrate_records_on_the_new_program(pattern):
             np.testing.assert_allclose(moved[key], fresh[key], rtol=1e-4, atol=1e-6 * np.max(np.abs(fresh[key])))
         assert moved["count"] == before["count"]
         assert not moved["gram"].flags.writeable
+
+
+def test_a_producer_weights_sensitivity_follows_its_output_energy():
+    """w1 (the producer of w2's input) has its output channels divided: its proxy shrinks with
+    its output energy, so its measured error per unit of proxy grows by the same ratio; w2's
+    proxy is in the units of its unchanged output, so its sensitivity stays."""
+    net = chain(seed=3, c=64, h=64, o=48)
+    feeds = inputs_for(net, np.random.default_rng(0), 6, gain=30.0)
+    net = calibrate(data=calibration_data(feeds), evaluator="interpreter", sensitivity=6).run(net).program
+    got = awq_scale_weights(block_size=16).run(net)
+    assert "alpha" in got.stats["weights"]["w2"]
+    w1, w1_new = _const(net, "w1").astype(np.float64), _const(got.program, "w1").astype(np.float64)
+    h = calibration_stats(net, "w1")["gram"]
+    ratio = np.einsum("ij,ij->", w1 @ h, w1) / np.einsum("ij,ij->", w1_new @ h, w1_new)
+    before, after = calibration_stats(net, "w1"), calibration_stats(got.program, "w1")
+    assert ratio != pytest.approx(1.0, rel=1e-3)
+    assert after["sensitivity"] == pytest.approx(before["sensitivity"] * ratio, rel=1e-9)
+    np.testing.assert_allclose(after["sensitivity_per_batch"], np.asarray(before["sensitivity_per_batch"]) * ratio)
+    assert calibration_stats(got.program, "w2")["sensitivity"] == calibration_stats(net, "w2")["sensitivity"]
 
 
 def test_the_input_program_is_untouched():
