@@ -156,6 +156,9 @@ def build_pipeline(args):
     if len(given) != 1:
         raise UsageError("compress needs exactly one of --preset, --recipe, --pipeline or stage options "
                          "(--sparsify/--palettize/--quantize/--target-bpw/--target-size)" + (f"; got {' and '.join(given)}" if given else ""))
+    if getattr(args, "awq", False) and not stage_opts:
+        raise UsageError("--awq goes with --quantize or --palettize (in --pipeline / --recipe, put "
+                         "awq_scale_weights{...} before the quantizer)")
     if args.preset:
         return Pipeline.preset(args.preset)
     if args.recipe:
@@ -167,10 +170,30 @@ def build_pipeline(args):
         return Pipeline.from_spec(args.pipeline_spec)
     from pipeline.spec import format_step
 
+    awq = _awq_step(args, stage_opts)
     if getattr(args, "calibration", None) is not None:
         stage_opts = [(flag, name, params) for flag, stage, params in stage_opts
                       for name in CALIBRATED.get(stage, (stage,))]
-    return Pipeline.from_spec(",".join(format_step(stage, params) for _, stage, params in stage_opts))
+    return Pipeline.from_spec(",".join(format_step(stage, params) for _, stage, params in awq + stage_opts))
+
+
+# --awq: awq_scale_weights first, searching for the form the stage option then gives the weights
+AWQ_TARGETS = {"palettize_weights": lambda p: {"target": "lut", "nbits": p["nbits"], "group_size": 0},
+               "affine_quantize_weights": lambda p: {"target": "int4_channel" if "4" in str(p["dtype"])
+                                                     else "int8_channel"}}
+
+
+def _awq_step(args, stage_opts) -> list:
+    if not getattr(args, "awq", False):
+        return []
+    if getattr(args, "calibration", None) is None:
+        raise UsageError("--awq needs --calibration (the scales come from the activations' statistics)")
+    found = [(stage, params) for _, stage, params in stage_opts if stage in AWQ_TARGETS]
+    if not found:
+        raise UsageError("--awq goes with --quantize or --palettize (in --pipeline / --recipe, put "
+                         "awq_scale_weights{...} before the quantizer)")
+    stage, params = found[0]
+    return [("--awq", "awq_scale_weights", AWQ_TARGETS[stage](params))]
 
 
 # with --calibration, a stage option runs its calibrated stage first; the data-free stage after
@@ -560,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "axis; or a directory of .npz): statistics are collected first, and --palettize / "
                         "--quantize use GPTQ on the weights they cover (recipes and --pipeline get a "
                         "calibrate step first and choose their calibrated stages themselves)")
+    c.add_argument("--awq", action="store_true",
+                   help="with --calibration and --quantize / --palettize: first scale each weight's input "
+                        "channels by AWQ's search, where the scale folds exactly into the op that makes them "
+                        "(awq_scale_weights: the same function, weights easier to quantize)")
     onnx_out = c.add_argument_group("ONNX output")
     onnx_out.add_argument("--onnx-matmul-nbits", action="store_true",
                           help="write int4/uint4 per-block weights of MatMul / linear as com.microsoft MatMulNBits "

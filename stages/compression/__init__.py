@@ -28,3 +28,8 @@ from stages.compression.gptq import gptq_palettize_weights, gptq_quantize_weight
 from stages.compression.weighted_palettize import weighted_palettize_weights  # noqa: E402
 
 __all__ += ["gptq_quantize_weights", "gptq_palettize_weights", "weighted_palettize_weights"]
+
+# AWQ: per-input-channel scales folded exactly into each weight's producer (before a quantizer)
+from stages.compression.awq import awq_scale_weights  # noqa: E402
+
+__all__ += ["awq_scale_weights"]
