@@ -4,7 +4,7 @@ mixed-precision allocation, onnxruntime's MatMulNBits (RTN, and its GPTQ) and NN
 compress_weights (benchmarks/quality_peers.py, when it is there).
 
     python benchmarks/bench_quality.py [--model all_minilm_l6_v2] [--calibration 128] [--evaluation 64]
-                                       [--batch 8] [--calibration-batch 1] [--sensitivity 32]
+                                       [--batch 8] [--calibration-batch 1] [--sensitivity 16]
                                        [--only TEXT] [--skip TEXT] [--determinism TEXT]
 
 Model: all_minilm_l6_v2 of the corpus (benchmarks/corpus/models.py: all-MiniLM-L6-v2 as the
@@ -47,7 +47,8 @@ UINT4_BLOCK = dict(dtype="uint4", mode="linear", granularity="per_block", block_
 GROUPED4 = dict(nbits=4, granularity="per_grouped_channel", group_size=16)
 # the LUT candidates of mixed_precision (data-free k-means, GPTQ with a weighted LUT, weighted k-means)
 LUT_CANDIDATES = ("palettize_2", "palettize_3", "palettize_4", "palettize_6", "gptq_palettize_2", "gptq_palettize_3",
-                  "gptq_palettize_4", "gptq_palettize_6", "weighted_palettize_4", "weighted_palettize_6", "keep")
+                  "gptq_palettize_4", "gptq_palettize_6", "gptq_palettize_4_tensor", "gptq_palettize_6_tensor",
+                  "weighted_palettize_4", "weighted_palettize_6", "keep")
 INT4_CANDIDATES = ("gptq_uint4_block32", "int8_channel", "keep")
 # The exporter adds to the stored constants target_size counts (graph, LUT / int4 decoding
 # nodes): ~0.3% of the fp32 file here, so the budgets leave that much room.
@@ -286,8 +287,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--calibration-batch", type=int, default=1,
                     help="calibration sentences per batch (1: unpadded, so no [PAD] statistics)")
-    ap.add_argument("--sensitivity", type=int, default=32,
+    ap.add_argument("--sensitivity", type=int, default=16,
                     help="calibration samples the measured sensitivity runs on (the CLI's default)")
+    ap.add_argument("--executor", default="threads",
+                    help="how stages map over weights (Pipeline.run's executor: serial, threads, processes)")
     ap.add_argument("--only", default=None, help="run only the runs whose label contains this text")
     ap.add_argument("--skip", action="append", default=[], help="skip the runs whose label contains this text")
     ap.add_argument("--determinism", default="calibrated uint4 per-block 32 (GPTQ), tables",
@@ -312,7 +315,7 @@ def main(argv=None) -> int:
     print(f"samples: {sum(len(b['input_ids']) for b in cal)} calibration / {len(reference)} evaluation, "
           f"disjoint; {how}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start; "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; executor {args.executor}")
     registered = set(stages.names())
     wanted = lambda label: (not args.only or args.only in label) and not any(s in label for s in args.skip)  # noqa: E731
 
@@ -336,7 +339,7 @@ def main(argv=None) -> int:
                 print(f"{label:64s} not run: stage(s) {', '.join(missing)} not registered in this tree")
                 continue
             t0 = time.perf_counter()
-            trace = Pipeline(make(stages.get, fp32_bytes)).run(sources[data])
+            trace = Pipeline(make(stages.get, fp32_bytes)).run(sources[data], executor=executor(args))
             seconds = time.perf_counter() - t0 + cal_seconds[data]
             out_dir = os.path.join(tmp, f"run{len(results)}")
             os.makedirs(out_dir)
@@ -369,6 +372,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def executor(args):
+    return None if args.executor == "serial" else args.executor
+
+
 def _determinism(args, program, cal, sources, digests, fp32_bytes, tmp):
     """(label, bit-identical) for a repeat of one calibrated run from scratch, or None."""
     if not args.determinism:
@@ -380,7 +387,8 @@ def _determinism(args, program, cal, sources, digests, fp32_bytes, tmp):
     source = program if data is None else _calibrate(program, cal, args.sensitivity if data == "sensitivity" else 0)[0]
     out_dir = os.path.join(tmp, "repeat")
     os.makedirs(out_dir)
-    save_model(Pipeline(make(stages.get, fp32_bytes)).run(source).result, os.path.join(out_dir, "m.onnx"))
+    result = Pipeline(make(stages.get, fp32_bytes)).run(source, executor=executor(args)).result
+    save_model(result, os.path.join(out_dir, "m.onnx"))
     return label, _file_digest(out_dir) == digests[label]
 
 

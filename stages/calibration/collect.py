@@ -415,12 +415,15 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
     if sensitivity:
         found, note = measure(program, table, feeds, sensitivity,
                               lambda views: context.track(views, desc="calibrate: sensitivity", total=len(views)))
+    rows = {name: int(t["count"]) for name, t in table.items()}
+    if sensitivity:
+        # a weight calibrate saw no input of (read through a Slice, say) is probed too, against its
+        # data-free proxy: otherwise its distortion would stay in other units than every other's
         for name, measured in found.items():
-            table[name] = {**table[name], **measured}
+            table[name] = {**table.get(name, {}), **measured}
     info = {"data_digest": str(data.to_dict().get("calibration_data", "")), "batches": len(feeds),
-            "evaluator": used, "weights": len(table)}
+            "evaluator": used, "weights": len(rows)}
     if sensitivity:
         info["sensitivity"] = note
-    stats = {"calibrated_weights": len(table), "batches": len(feeds), "evaluator": used,
-             "rows": {name: int(t["count"]) for name, t in table.items()}}
+    stats = {"calibrated_weights": len(rows), "batches": len(feeds), "evaluator": used, "rows": rows}
     return StageResult(with_calibration(program, table, info), stats)

@@ -25,8 +25,10 @@ is 2 (1 - cosine) plus the change of norm, to first order: the quantity a senten
 cosine target is about, and meaningful for any output.
 
 The figures are rounded to 4 significant digits, so the allocation cannot flip between two
-runs on float noise of the runtime. Probed: every calibrated weight of more than 2048
-elements (what the compression stages select by default). Runs on onnxruntime with the probed
+runs on float noise of the runtime. Probed: every float weight of more than 2048
+elements (what the compression stages select by default), a weight calibrate recorded no
+statistics for (read through a Slice, say) against its data-free proxy |dW|^2, the one
+mixed_precision then ranks it by. Runs on onnxruntime with the probed
 weights as overridable inputs of the exported graph (one session, one run per weight);
 without onnxruntime nothing is measured and the stats say why.
 """
@@ -105,7 +107,9 @@ class _Session:
         if len(self.feed_names) != len(ours):  # renamed on export: in order
             graph_inputs = [i.name for i in self.session.get_inputs() if i.name not in taken]
             self.feed_names = dict(zip(ours, graph_inputs))
-        self.float_outputs = [i for i, o in enumerate(self.session.get_outputs()) if "float" in o.type]
+        # tensors only: a ZipMap's seq(map(int64, tensor(float))) mentions float too
+        self.float_outputs = [i for i, o in enumerate(self.session.get_outputs())
+                              if o.type.startswith("tensor(") and "float" in o.type]
 
     def __call__(self, feeds: Mapping, overrides: Mapping) -> list:
         got = self.session.run(None, {**{self.feed_names[k]: v for k, v in feeds.items() if k in self.feed_names},
@@ -138,8 +142,8 @@ def measure(program: Program, table: Mapping, feeds: list, samples: int, track=N
     from stages.compression.weights import Skip, resolve_params, weight_views
 
     fn = program.main
-    views = [v for v in weight_views(fn, ("dense",)) if v.name in table and v.shape
-             and v.value.dtype.kind == "f" and not isinstance(resolve_params(v, {}, None, None), Skip)]
+    views = [v for v in weight_views(fn, ("dense",)) if v.shape and v.value.dtype.kind == "f"
+             and not isinstance(resolve_params(v, {}, None, None), Skip)]
     if not views:
         return {}, "no weight to probe"
     batches = probe_batches(feeds, samples)
@@ -155,7 +159,7 @@ def measure(program: Program, table: Mapping, feeds: list, samples: int, track=N
             continue
         out_axis, in_axis, is_table = _axes(view)
         err = probe_error(view.value, out_axis)
-        proxy = proxy_distortion(err, table[view.name], in_axis, is_table)
+        proxy = proxy_distortion(err, table.get(view.name), in_axis, is_table)
         if not proxy > 0:
             continue
         probed = (np.asarray(view.value, np.float64) + err).astype(view.value.dtype)

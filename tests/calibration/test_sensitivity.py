@@ -183,3 +183,33 @@ def test_worst_objective_spends_bytes_on_the_weight_one_batch_depends_on():
     assert worst["worst_sample"]["estimate"] == pytest.approx(best[0])
     assert chosen(mean) != chosen(worst)  # the construction parts the two objectives
     assert max(_per_sample(mean, rates, chosen(mean))) > best[0]
+
+
+def _transposed_model():
+    from ir.builder import TensorSpec, program
+
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(IN, IN)).astype(np.float32)
+    w2 = rng.normal(size=(IN, IN)).astype(np.float32)
+
+    @program(inputs={"x": TensorSpec((3, IN), "fp32")})
+    def net(b, x):
+        h = b.linear(x=x, weight=b.const(w, name="w"))
+        # w2 reaches its matmul through a transpose: calibrate records no statistics for it
+        return b.matmul(x=h, y=b.transpose(x=b.const(w2, name="w2"), perm=np.array([1, 0], np.int32)))
+
+    return net
+
+
+def test_a_weight_without_statistics_is_probed_against_its_data_free_proxy():
+    data = calibration_data({"x": tiny_data(batches=8)["x"]})
+    plain = calibrate(data=data).run(_transposed_model()).program
+    assert calibration_stats(plain, "w2") is None and calibration_stats(plain, "w") is not None
+    out = calibrate(data=data, sensitivity=8).run(_transposed_model())
+    st = calibration_stats(out.program, "w2")
+    assert set(st) == {"sensitivity", "sensitivity_per_batch"} and st["sensitivity"] > 0
+    assert out.stats["calibrated_weights"] == 1  # the statistics themselves: still only w's
+    # the allocation then reads w2's distortion as |dW|^2 times that rate, like every other weight's
+    a = mixed_precision(target_bpw=4.0, candidates=("palettize_2", "palettize_4", "int8_channel")).run(
+        out.program).stats["allocation"]
+    assert "measured sensitivity" in a["proxy"] and {r["weight"] for r in a["table"]} == {"w", "w2"}
