@@ -187,6 +187,18 @@ def _align(tag: np.ndarray, rank: int) -> np.ndarray:
     return tag.reshape((1,) * (rank - tag.ndim) + tag.shape) if tag.ndim < rank else tag
 
 
+def _axes_covering(op, out, end: int, size: int):
+    """(start, product): output axes start..end-1, taken from `end` backwards until their sizes
+    multiply to at least `size`; a Skip when one of them is not static."""
+    start, product = end, 1
+    while product < size and start > 0:
+        start -= 1
+        if out[start] is None:
+            return Skip(f"{_desc(op)}: output size {start} is not static")
+        product *= out[start]
+    return start, product
+
+
 def _reshape_tag(tag, op, ud, in_var, out_var):
     """The tag of a reshape's output, or a Skip: the run of axes the tag varies on is re-split
     into the output axes holding the same elements (found from the static sizes after it)."""
@@ -201,18 +213,14 @@ def _reshape_tag(tag, op, ud, in_var, out_var):
     run, after = tuple(in_shape[i:j]), int(np.prod(in_shape[j:], dtype=np.int64))
     n = int(np.prod(run, dtype=np.int64))
     out = _reshape_dims(op, ud, in_shape, out_var)
-    l, p = rank_out, 1
-    while p < after and l > 0:
-        l -= 1
-        if out[l] is None:
-            return Skip(f"{_desc(op)}: output size {l} is not static")
-        p *= out[l]
-    k, q = l, 1
-    while q < n and k > 0:
-        k -= 1
-        if out[k] is None:
-            return Skip(f"{_desc(op)}: output size {k} is not static")
-        q *= out[k]
+    found = _axes_covering(op, out, rank_out, after)
+    if isinstance(found, Skip):
+        return found
+    l, p = found
+    found = _axes_covering(op, out, l, n)
+    if isinstance(found, Skip):
+        return found
+    k, q = found
     if p != after or q != n:
         return Skip(f"{_desc(op)}: the scaled axes {run} do not map onto whole output axes")
     if any(tag.shape[a] not in (1, in_shape[a]) for a in range(i, j)):

@@ -51,19 +51,24 @@ def matrix_axes(view) -> Optional[tuple]:
     if len(view.shape) != 2:
         return None
     found = set()
+    for op, slot in _reads(view):
+        if op.op_type == "linear" and slot == "weight":
+            found.add((0, 1))
+        elif op.op_type == "matmul" and slot == "y":
+            found.add((0, 1) if _flag(op, "transpose_y") else (1, 0))
+        elif op.op_type == "onnx.MatMul" and slot == "in1":
+            found.add((1, 0))
+        else:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
+def _reads(view):
+    """(op, input slot) for every place the weight is read."""
     for op in view.consumers:
         for slot, v in op.inputs.items():
-            if isinstance(v, tuple) or v.name != view.name:
-                continue
-            if op.op_type == "linear" and slot == "weight":
-                found.add((0, 1))
-            elif op.op_type == "matmul" and slot == "y":
-                found.add((0, 1) if _flag(op, "transpose_y") else (1, 0))
-            elif op.op_type == "onnx.MatMul" and slot == "in1":
-                found.add((1, 0))
-            else:
-                return None
-    return found.pop() if len(found) == 1 else None
+            if not isinstance(v, tuple) and v.name == view.name:
+                yield op, slot
 
 
 def as_matrix(w: np.ndarray, axes: tuple) -> np.ndarray:
@@ -98,13 +103,10 @@ def conv_groups(view) -> Optional[int]:
     if len(view.shape) < 3 or not view.consumers:
         return None
     found = set()
-    for op in view.consumers:
-        for slot, v in op.inputs.items():
-            if isinstance(v, tuple) or v.name != view.name:
-                continue
-            if (op.op_type, slot) not in _CONV_READERS:
-                return None
-            found.add(_groups_of(op))
+    for op, slot in _reads(view):
+        if (op.op_type, slot) not in _CONV_READERS:
+            return None
+        found.add(_groups_of(op))
     g = found.pop() if len(found) == 1 else None
     return g if g is not None and g >= 1 and view.shape[0] % g == 0 else None
 

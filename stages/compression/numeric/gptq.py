@@ -79,20 +79,30 @@ def factor(h: np.ndarray, damp: float, act_order: bool) -> tuple:
     the upper inverse Cholesky factor of the prepared, reordered H; both read-only, remembered
     for the last few H by content."""
     h = np.ascontiguousarray(h, np.float64)
-    key = (hashlib.blake2b(h.data, digest_size=16).hexdigest(), h.shape, float(damp), bool(act_order))
+
+    def compute():
+        order = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(h.shape[0])
+        return order, inverse_cholesky_upper(prepared_hessian(h, damp)[np.ix_(order, order)])
+
+    return _remembered(("one", h, damp, act_order), compute)
+
+
+def _remembered(key: tuple, compute: Callable) -> tuple:
+    """compute()'s arrays (made read-only), remembered for the last few keys; the key's array
+    (H) is keyed by its content."""
+    kind, h, damp, act_order = key
+    key = (kind, hashlib.blake2b(h.data, digest_size=16).hexdigest(), h.shape, float(damp), bool(act_order))
     found = _FACTORS.get(key)
     if found is not None:
         _FACTORS.move_to_end(key)
         return found
-    cols = h.shape[0]
-    order = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(cols)
-    u = inverse_cholesky_upper(prepared_hessian(h, damp)[np.ix_(order, order)])
-    order.flags.writeable = False
-    u.flags.writeable = False
-    _FACTORS[key] = (order, u)
+    found = compute()
+    for a in found:
+        a.flags.writeable = False
+    _FACTORS[key] = found
     while len(_FACTORS) > _FACTORS_KEPT:
         _FACTORS.popitem(last=False)
-    return order, u
+    return found
 
 
 def factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
@@ -101,11 +111,10 @@ def factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
     cols]), each group's what factor() gives for it; stacked LAPACK calls, remembered by content
     like factor()."""
     hs = np.ascontiguousarray(hs, np.float64)
-    key = ("groups", hashlib.blake2b(hs.data, digest_size=16).hexdigest(), hs.shape, float(damp), bool(act_order))
-    found = _FACTORS.get(key)
-    if found is not None:
-        _FACTORS.move_to_end(key)
-        return found
+    return _remembered(("groups", hs, damp, act_order), lambda: _factor_groups(hs, damp, act_order))
+
+
+def _factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
     g, cols = hs.shape[0], hs.shape[-1]
     diag = np.diagonal(hs, axis1=1, axis2=2)
     alive = (diag > 0).astype(np.float64)
@@ -117,13 +126,7 @@ def factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
     rows = np.arange(g)[:, None, None]
     hp = h[rows, orders[:, :, None], orders[:, None, :]][:, ::-1, ::-1]
     inv_lower = np.linalg.solve(np.linalg.cholesky(hp), np.broadcast_to(np.eye(cols), hp.shape))
-    us = np.ascontiguousarray(inv_lower[:, ::-1, ::-1])
-    orders.flags.writeable = False
-    us.flags.writeable = False
-    _FACTORS[key] = (orders, us)
-    while len(_FACTORS) > _FACTORS_KEPT:
-        _FACTORS.popitem(last=False)
-    return orders, us
+    return orders, np.ascontiguousarray(inv_lower[:, ::-1, ::-1])
 
 
 def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
