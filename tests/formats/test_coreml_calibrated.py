@@ -54,6 +54,9 @@ CALIBRATED = {
     "gptq 4-bit LUT": (lambda: [stages.get("gptq_palettize_weights")(nbits=4)], "constexpr_lut_to_dense"),
     "weighted k-means 4-bit": (lambda: [stages.get("weighted_palettize_weights")(nbits=4)], "constexpr_lut_to_dense"),
     "mixed precision 4.5 bpw": (lambda: [stages.get("mixed_precision")(target_bpw=4.5)], None),
+    # fc1 -> relu -> fc2: fc2's input scale folds into fc1's output channels and bias
+    "awq then gptq int4": (lambda: [stages.get("awq_scale_weights")(target="int4_block"),
+                                    stages.get("gptq_quantize_weights")(**INT4)], "constexpr_blockwise_shift_scale"),
 }
 
 
@@ -124,3 +127,19 @@ def test_gptq_beats_rounding_on_the_coreml_model(fp32, calibrated):
     err_gptq = metrics.sums(ref, _outputs(without_calibration(gptq), x)).noise
     err_rtn = metrics.sums(ref, _outputs(rtn, x)).noise
     assert err_gptq < err_rtn, (err_gptq, err_rtn)
+
+
+def test_awq_folds_on_the_coreml_model_and_keeps_its_function(fp32, calibrated):
+    """The scale folds into the Core ML program (fc1's rows and bias divided, fc2's columns
+    multiplied) and the program computes what it did."""
+    out = stages.get("awq_scale_weights")(target="int4_block").run(calibrated)
+    scaled = without_calibration(out.program)
+    consts = lambda p: {op.outputs[0].name: op.outputs[0].val for op in p.main.ops if op.op_type == "const"}  # noqa: E731
+    before, after = consts(fp32), consts(scaled)
+    changed = {n for n in before if n in after and not np.array_equal(before[n], after[n])}
+    # fc1's weight rows divided (its bias is zeros), fc2's columns multiplied and its rows divided
+    # for the matmul after it, whose weight's rows are multiplied
+    assert changed == {"fc1_weight_0", "fc2_weight_0", "mm_y_0"}, changed
+    assert out.stats["scaled"] == 2
+    x = _inputs(16, seed=3)
+    np.testing.assert_allclose(_outputs(scaled, x), _outputs(fp32, x), rtol=1e-4, atol=1e-5)
