@@ -192,3 +192,26 @@ def test_engine_jit_without_a_compiled_form_is_refused():
     # a float64 reconstruction has no compiled form (the kernel reconstructs in fp32)
     with pytest.raises(ValueError, match="engine='jit'"):
         gptq(np.ones((2, 2)), np.eye(2), _unit_grid(2, 2), engine="jit")
+
+
+def test_the_remembered_factorisation_is_keyed_by_h_damp_and_order():
+    """factor() remembers by content: the same H gives the same arrays back; another damp, another
+    order or another H must not get a remembered factor (each equals a fresh computation)."""
+    from stages.compression.numeric import gptq as g
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(40, 6)) * np.linspace(0.5, 3, 6)
+    h = x.T @ x / 40
+
+    def fresh(h_, damp, act_order):
+        order = np.argsort(-np.diagonal(h_), kind="stable") if act_order else np.arange(6)
+        return order, inverse_cholesky_upper(prepared_hessian(h_, damp)[np.ix_(order, order)])
+
+    first = g.factor(h, 0.01, True)
+    assert g.factor(h.copy(), 0.01, True)[1] is first[1]  # remembered by content
+    for h_, damp, act in ((h, 0.5, True), (h, 0.01, False), (h * 2, 0.01, True)):
+        order, u = g.factor(h_, damp, act)
+        want_order, want_u = fresh(h_, damp, act)
+        np.testing.assert_array_equal(order, want_order)
+        np.testing.assert_allclose(u, want_u, rtol=1e-12)
+        assert not u.flags.writeable

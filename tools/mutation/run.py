@@ -91,10 +91,17 @@ TESTS_FOR = {
     "ir/ops/quant.py": KERNELS,
     "ir/packing.py": ["tests/ir/test_packing.py", "tests/ir/test_serialize.py"],
     "ir/fold.py": ["tests/ir/test_fold.py", "tests/stages/compression"],
+    "stages/compression/numeric/worst_case.py": ["tests/compression_numeric/test_worst_case.py",
+                                                 "tests/calibration/test_sensitivity.py"],
+    "stages/compression/numeric/gptq.py": ["tests/compression_numeric/test_gptq.py", "tests/calibration"],
+    "stages/compression/mixed_precision.py": ["tests/calibration/test_sensitivity.py",
+                                              "tests/stages/compression/test_mixed_precision.py"],
+    "stages/calibration/": ["tests/calibration/test_sensitivity.py", "tests/calibration"],
 }
 # the harness cases that can reach each mutated module (a quantization pass never runs in a
 # compression pipeline and the reverse; the op kernels and the IR run everywhere)
 CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/", "io/"),
+             "stages/calibration/": ("comp/",),
              "ir/packing.py": ("io/",), "ir/": ("quant/", "comp/", "decomp/", "io/")}
 TEST_TIMEOUT = 900
 HARNESS_TIMEOUT = 900
