@@ -403,11 +403,10 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
         return transform_weights(program, with_table(partial(_apply, {}), program), {"choices": pmap()}, context, None,
                                  op_selector,
                                  kinds=("dense",), desc="mixed_precision")
-    tasks = [(view, frozenset(taken), candidates, calibration_stats(program, key), proxy)
-             for key, view, taken in selected]
     # the measured forms are kept for writing the chosen ones when they fit in memory comfortably
     keep = sum(const_nbytes([view.producer]) for _, view, _ in selected) <= KEEP_BUILT_BYTES
-    tasks = [t + (keep,) for t in tasks]
+    tasks = [(view, frozenset(taken), candidates, calibration_stats(program, key), proxy, keep)
+             for key, view, taken in selected]
     measured = tracked_map(context, _measure, tasks, "mixed_precision: candidates")
     keys = [key for key, _, _ in selected]
     views = [view for _, view, _ in selected]
