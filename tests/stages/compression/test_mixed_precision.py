@@ -233,3 +233,17 @@ def test_the_allocation_survives_the_disk_cache(tmp_path):
     a, b = first.steps[0].stats["allocation"], again.steps[0].stats["allocation"]
     assert [r["candidate"] for r in b["table"]] == [r["candidate"] for r in a["table"]]
     assert b["gap"] == a["gap"] and len(b["frontier"]) == len(a["frontier"])
+
+
+def test_keeping_the_measured_forms_writes_what_building_them_again_writes(monkeypatch):
+    """The forms built while measuring are written as chosen (below KEEP_BUILT_BYTES); above it
+    each chosen form is built again: the same program either way, to the digest."""
+    import importlib
+
+    module = importlib.import_module("stages.compression.mixed_precision")
+    prog = two_weights()
+    kept = mixed_precision(target_bpw=4.0, candidates=FAST).run(prog)
+    monkeypatch.setattr(module, "KEEP_BUILT_BYTES", 0)
+    rebuilt = mixed_precision(target_bpw=4.0, candidates=FAST).run(prog)
+    assert kept.program.digest == rebuilt.program.digest
+    assert {r["candidate"] for r in chosen(kept.stats).values()} - {"keep"}  # something was compressed
