@@ -8,8 +8,8 @@ compressors, the same calibration) is put into the fp32 model alone, and the mod
 64 evaluation sentences of bench_quality: 1 - cosine of each sentence's embedding against fp32,
 per candidate, per sentence. Then, with those exact per-sentence errors (not the proxy, not the
 calibration samples), the choice of one candidate per weight that minimises the worst sentence's
-summed error under the budget is found by multiplicative weights over the sentences
-(allocation.allocate on each round's weighted sum; its dual bounds give a lower bound). The
+summed error under the budget is found by numeric/worst_case.py's multiplicative weights over
+the sentences (its dual bounds give a lower bound). The
 summed error is first-order: the script also builds the best choice and reports its real worst
 cosine. An allocation that knows the test sentences cannot be beaten by one that does not: if
 this ceiling is below a target, no allocator over these candidate forms reaches it, and the
@@ -33,7 +33,7 @@ from ir.fold import evaluate_ops  # noqa: E402
 from ir.formats.onnx import import_onnx  # noqa: E402
 from stages.calibration.sensitivity import _Session  # noqa: E402
 from stages.calibration.stats import calibration_stats  # noqa: E402
-from stages.compression.numeric.allocation import allocate  # noqa: E402
+from stages.compression.numeric.worst_case import allocate_worst_case_of  # noqa: E402
 from stages.compression.weights import Names, Replacement  # noqa: E402
 
 mp = importlib.import_module("stages.compression.mixed_precision")
@@ -74,7 +74,7 @@ def sentence_errors(program, forms, ev):
     return errors
 
 
-def ceiling(forms, errors, bpw: float, rounds: int = 40):
+def ceiling(forms, errors, bpw: float):
     """(estimated worst error, lower bound, {weight: candidate}) minimising the worst sentence."""
     keys = list(forms)
     names = [["keep"] + list(forms[k][1]) for k in keys]
@@ -84,16 +84,8 @@ def ceiling(forms, errors, bpw: float, rounds: int = 40):
     n = len(next(iter(errors.values())))
     errs = [np.array([np.zeros(n)] + [errors[(k, c)] for c in ns[1:]]) for k, ns in zip(keys, names)]
     budget = int(bpw * sum(forms[k][0].size for k in keys) / 8)
-    weights, best, bound = np.full(n, 1.0 / n), None, 0.0
-    for _ in range(rounds):
-        a = allocate(sizes, [e @ weights for e in errs], budget, node_limit=2000)
-        bound = max(bound, a.dual_bound)
-        total = sum(e[j] for e, j in zip(errs, a.choice))
-        if best is None or total.max() < best[0]:
-            best = (float(total.max()), {k: ns[j] for k, ns, j in zip(keys, names, a.choice)})
-        weights = weights * np.exp(total / total.max())
-        weights /= weights.sum()
-    return best[0], bound, best[1]
+    best = allocate_worst_case_of(sizes, errs, budget)
+    return best.worst, best.bound, {k: ns[j] for k, ns, j in zip(keys, names, best.choice)}
 
 
 def main(argv=None) -> int:

@@ -170,14 +170,8 @@ def measure(program: Program, table: Mapping, feeds: list, samples: int, track=N
             per_batch.append(t / k / proxy if k else 0.0)
         if n:
             found[view.name] = {"sensitivity": _rounded(total / n / proxy),
-                                "sensitivity_per_batch": _frozen([_rounded(v) for v in per_batch])}
+                                "sensitivity_per_batch": np.array([_rounded(v) for v in per_batch])}
     return found, f"measured on {sum(_sample_count(b) for b in batches)} samples"
-
-
-def _frozen(values) -> np.ndarray:
-    a = np.array(values, np.float64)
-    a.flags.writeable = False
-    return a
 
 
 def _axes(view) -> tuple:

@@ -54,7 +54,7 @@ from stages.base import DEFAULT_CONTEXT, StageResult
 from stages.calibration.stats import INFO_ATTR, with_calibration
 from stages.compression.awq_fold import Group, apply, fold_groups
 from stages.compression.calibrated import NO_STATS, as_matrix, gram_of, table_of
-from stages.compression.checked import ParameterError, compression_stage, one_of
+from stages.compression.checked import ParameterError, compression_stage, one_of, positive_int
 from stages.compression.numeric.awq import TARGETS, Producer, Reader, Target, alpha_grid, producer_loss
 from stages.compression.numeric.awq import search as awq_search
 from stages.compression.weights import Skip, as_config, resolve_params, weight_views
@@ -68,18 +68,12 @@ RTOL, EPS = 1e-4, 64
 WHY = "x W = (x / s)(W s): the same function, each rescaled constant rounded once to its dtype"
 
 
-def _positive_int(params, key):
-    v = params.get(key)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
-        raise ParameterError(f"{key}={v!r} must be a positive integer")
-
-
 def check_awq(params: dict) -> None:
     one_of(params, "target", TARGETS)
     one_of(params, "search", SEARCHES)
     one_of(params, "nbits", NBITS)
     for key in ("block_size", "grid"):
-        _positive_int(params, key)
+        positive_int(params, key)
     g = params.get("group_size")
     if g is not None and (isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 0):
         raise ParameterError(f"group_size={g!r} must be an integer >= 0 (0: one LUT per tensor)")

@@ -33,6 +33,12 @@ def one_of(params: dict, key: str, allowed) -> None:
         raise ParameterError(f"{key}={params[key]!r} is not supported; expected one of {list(allowed)}")
 
 
+def positive_int(params: dict, key: str) -> None:
+    v = params.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
+        raise ParameterError(f"{key}={v!r} must be a positive integer")
+
+
 # numpy types and dtypes users pass (as in coremltools' dtype=np.int8) -> IR dtype names
 _NUMPY_DTYPES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 

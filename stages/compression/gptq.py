@@ -39,7 +39,7 @@ from stages.base import DEFAULT_CONTEXT
 from stages.calibration.stats import importance
 from stages.compression.affine import DTYPE_NAMES, affine_grid, check_affine, dequantized_figures
 from stages.compression.calibrated import NO_STATS, gram_of, matrix_form, proxy_stats, stats_for, with_table
-from stages.compression.checked import ParameterError, compression_stage, one_of
+from stages.compression.checked import ParameterError, compression_stage, one_of, positive_int
 from stages.contracts.calibrated import gptq_affine_bound, gptq_lut_bound
 from stages.compression.figures import const_nbytes, record
 from stages.compression.forms import Emitter, require_ios18
@@ -56,14 +56,8 @@ LUT_SOURCES = ("weighted", "kmeans")
 LUT_GRANULARITIES = ("per_tensor", "per_grouped_channel")
 
 
-def _positive_int(params, key):
-    v = params.get(key)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
-        raise ParameterError(f"{key}={v!r} must be a positive integer")
-
-
 def _check_gptq(params: dict) -> None:
-    _positive_int(params, "block_columns")
+    positive_int(params, "block_columns")
     d = params.get("damp")
     if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1):
         raise ParameterError(f"damp={d!r} must be a number in [0, 1]")
@@ -78,7 +72,7 @@ def check_gptq_lut(params: dict) -> None:
     one_of(params, "nbits", (1, 2, 3, 4, 6, 8))
     one_of(params, "granularity", LUT_GRANULARITIES)
     one_of(params, "lut", LUT_SOURCES)
-    _positive_int(params, "group_size")
+    positive_int(params, "group_size")
     _check_gptq(params)
 
 

@@ -73,7 +73,7 @@ import numpy as np
 from ir.fold import evaluate_ops
 from stages.base import DEFAULT_CONTEXT
 from stages.contracts import lossy, palettize_bound
-from stages.compression.checked import ParameterError, compression_stage, one_of
+from stages.compression.checked import ParameterError, compression_stage, one_of, positive_int
 from stages.compression.figures import const_nbytes, figures_from_sums, record
 from stages.compression.forms import Emitter, require_constexpr, require_ios18, require_lut_nbits
 from stages.compression.numeric.errors import CompressionError, NotCompressible
@@ -82,19 +82,13 @@ from stages.compression.numeric.palettize import (GRANULARITIES, METHODS, MODES,
 from stages.compression.weights import Replacement, Skip, transform_weights
 
 
-def _positive_int(params, key):
-    v = params.get(key)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
-        raise ParameterError(f"{key}={v!r} must be a positive integer")
-
-
 def check_palettize(params: dict) -> None:
     one_of(params, "nbits", NBITS)
     one_of(params, "mode", MODES)
     one_of(params, "granularity", GRANULARITIES)
     one_of(params, "kmeans_method", METHODS)
-    _positive_int(params, "group_size")
-    _positive_int(params, "cluster_dim")
+    positive_int(params, "group_size")
+    positive_int(params, "cluster_dim")
     ca = params.get("channel_axis")
     if ca is not None and (isinstance(ca, bool) or not isinstance(ca, (int, np.integer))):
         raise ParameterError(f"channel_axis={ca!r} must be an integer or None")

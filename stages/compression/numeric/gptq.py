@@ -46,26 +46,27 @@ class GptqResult(NamedTuple):
 
 
 def prepared_hessian(h: np.ndarray, damp: float) -> np.ndarray:
-    """H with dead channels set to 1 on the diagonal and the damping added (a fresh array)."""
+    """H with dead channels set to 1 on the diagonal and the damping added (a fresh array); a
+    stack [..., n, n] is prepared matrix by matrix."""
     h = np.array(h, np.float64, copy=True)
-    d = np.diagonal(h).copy()
-    dead = d <= 0
-    h[dead, :] = 0.0
-    h[:, dead] = 0.0
-    h[dead, dead] = 1.0
-    mean = float(np.mean(np.diagonal(h))) if h.size else 0.0
-    h[np.diag_indices_from(h)] += damp * mean
+    n = h.shape[-1]
+    idx = np.arange(n)
+    dead = np.diagonal(h, axis1=-2, axis2=-1) <= 0
+    h = np.where(dead[..., :, None] | dead[..., None, :], 0.0, h)
+    h[..., idx, idx] += dead
+    mean = np.mean(np.diagonal(h, axis1=-2, axis2=-1), axis=-1) if n else np.zeros(h.shape[:-2])
+    h[..., idx, idx] += damp * np.asarray(mean)[..., None]
     return h
 
 
 def inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
     """U upper triangular with U^T U = H^-1, from one Cholesky factorisation: with P the
     order reversal and P H P = L L^T, H^-1 = P L^-T L^-1 P = U^T U for U = P L^-1 P, which is
-    upper triangular (reversing rows and columns of the lower triangular L^-1)."""
-    n = h.shape[0]
-    lower = np.linalg.cholesky(h[::-1, ::-1])
-    inv_lower = np.linalg.solve(lower, np.eye(n))
-    return np.ascontiguousarray(inv_lower[::-1, ::-1])
+    upper triangular (reversing rows and columns of the lower triangular L^-1). A stack
+    [..., n, n] gives a stack (one batched LAPACK call each)."""
+    lower = np.linalg.cholesky(h[..., ::-1, ::-1])
+    inv_lower = np.linalg.solve(lower, np.broadcast_to(np.eye(h.shape[-1]), h.shape))
+    return np.ascontiguousarray(inv_lower[..., ::-1, ::-1])
 
 
 # mixed_precision runs GPTQ onto several grids and LUTs of one weight against the same H: the
@@ -117,16 +118,9 @@ def factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
 def _factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
     g, cols = hs.shape[0], hs.shape[-1]
     diag = np.diagonal(hs, axis1=1, axis2=2)
-    alive = (diag > 0).astype(np.float64)
-    h = hs * alive[:, :, None] * alive[:, None, :]     # prepared_hessian, per group
-    idx = np.arange(cols)
-    h[:, idx, idx] += 1.0 - alive
-    h[:, idx, idx] += damp * np.mean(np.diagonal(h, axis1=1, axis2=2), axis=1)[:, None]
-    orders = np.argsort(-diag, axis=1, kind="stable") if act_order else np.broadcast_to(idx, (g, cols)).copy()
+    orders = np.argsort(-diag, axis=1, kind="stable") if act_order else np.broadcast_to(np.arange(cols), (g, cols)).copy()
     rows = np.arange(g)[:, None, None]
-    hp = h[rows, orders[:, :, None], orders[:, None, :]][:, ::-1, ::-1]
-    inv_lower = np.linalg.solve(np.linalg.cholesky(hp), np.broadcast_to(np.eye(cols), hp.shape))
-    return orders, np.ascontiguousarray(inv_lower[:, ::-1, ::-1])
+    return orders, inverse_cholesky_upper(prepared_hessian(hs, damp)[rows, orders[:, :, None], orders[:, None, :]])
 
 
 def output_loss(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:

@@ -59,15 +59,22 @@ def allocate_worst_case(sizes: Sequence, proxies: Sequence, rates: np.ndarray, b
     """sizes[i], proxies[i]: the options of item i; rates [items, samples] >= 0 (module
     docstring). Raises allocation.InfeasibleBudget when nothing fits."""
     rates = np.asarray(rates, np.float64)
-    proxies = [np.asarray(p, np.float64) for p in proxies]
-    n = rates.shape[1]
+    errors = [np.outer(np.asarray(p, np.float64), r) for p, r in zip(proxies, rates)]
+    return allocate_worst_case_of(sizes, errors, budget, rounds, eta, node_limit)
+
+
+def allocate_worst_case_of(sizes: Sequence, errors: Sequence, budget: int, rounds: int = ROUNDS,
+                           eta: float = ETA, node_limit: int = 2000) -> WorstCaseAllocation:
+    """The same for any per-sample errors: errors[i] [options, samples], option j's error on
+    each sample (not necessarily a proxy times a rate: measured errors will do)."""
+    errors = [np.asarray(e, np.float64) for e in errors]
+    n = errors[0].shape[1]
     weights = np.full(n, 1.0 / n)
     best, best_round, bound = None, 0, 0.0
     for r in range(rounds):
-        gain = rates @ weights
-        a = allocate(sizes, [p * g for p, g in zip(proxies, gain)], budget, node_limit=node_limit)
+        a = allocate(sizes, [e @ weights for e in errors], budget, node_limit=node_limit)
         bound = max(bound, a.dual_bound)
-        t = sample_errors(proxies, rates, a.choice)
+        t = sum(e[j] for e, j in zip(errors, a.choice))
         if best is None or t.max() < best[1].max():
             best, best_round = (a, t), r
         top = t.max()
