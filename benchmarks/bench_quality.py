@@ -123,9 +123,21 @@ def samples(name: str, n_cal: int, n_eval: int, batch: int, cal_batch: int = 0):
     from benchmarks.corpus.text import sentence_split
 
     tok = models.minilm_tokenizer()
+    wanted = _input_names(models.locate(models.get(name)))
+
+    def batch_of(sentences):  # only the inputs the model has (one reads no token_type_ids)
+        return {k: v for k, v in tok.batch(sentences).items() if k in wanted}
+
     cal, ev = sentence_split(n_cal, n_eval, seed=0)
-    return (_batches(tok.batch, cal, cal_batch or batch), _batches(tok.batch, ev, batch),
-            "sentences of the stdlib's reference manual, tokenised by the model's own WordPiece vocab.txt")
+    return (_batches(batch_of, cal, cal_batch or batch), _batches(batch_of, ev, batch),
+            "sentences of the stdlib's reference manual, tokenised by bert-base-uncased's WordPiece vocab.txt")
+
+
+def _input_names(path: str) -> set:
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    return {i.name for i in graph.input} - {t.name for t in graph.initializer}
 
 
 def session(path: str):
@@ -144,12 +156,23 @@ def embeddings(path: str, feeds) -> np.ndarray:
     out = []
     for f in feeds:
         got = dict(zip(names, s.run(None, {k: v for k, v in f.items() if k in wanted})))
-        if "sentence_embedding" in got:
-            out.append(got["sentence_embedding"])
-        else:  # mean-pool the first output under the attention mask
-            m = f["attention_mask"][..., None].astype(np.float64)
-            out.append((got[names[0]] * m).sum(1) / np.maximum(m.sum(1), 1e-9))
+        out.append(_sentence_embedding(got, f["attention_mask"]))
     return np.concatenate(out).astype(np.float64)
+
+
+def _sentence_embedding(outputs: dict, mask: np.ndarray) -> np.ndarray:
+    """The model's sentence embedding: an output named sentence_embedding, else its float
+    [batch, features] output, else its first float [batch, tokens, features] output mean-pooled
+    under the attention mask (some exports also pass int64 inputs through as outputs)."""
+    if "sentence_embedding" in outputs:
+        return outputs["sentence_embedding"]
+    floats = [v for v in outputs.values() if np.issubdtype(v.dtype, np.floating)]
+    pooled = [v for v in floats if v.ndim == 2 and v.shape[0] == mask.shape[0]]
+    if pooled:
+        return pooled[0]
+    tokens = next(v for v in floats if v.ndim == 3)
+    m = mask[..., None].astype(np.float64)
+    return (tokens * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

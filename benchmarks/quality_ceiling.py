@@ -1,7 +1,7 @@
 """How far can any allocation of our forms go at a bits-per-weight budget? An upper bound for the
 --target-bpw rows of bench_quality, measured on the held-out sentences themselves.
 
-    python benchmarks/quality_ceiling.py [--bpw 4.5 4.75 5.0] [--sensitivity 16]
+    python benchmarks/quality_ceiling.py [--model all_minilm_l6_v2] [--bpw 4.5 4.75 5.0] [--sensitivity 16]
 
 For every weight mixed_precision selects, every candidate form it would build (the same
 compressors, the same calibration) is put into the fp32 model alone, and the model is run on the
@@ -90,11 +90,12 @@ def ceiling(forms, errors, bpw: float):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="all_minilm_l6_v2", help="a pretrained encoder of the corpus")
     ap.add_argument("--bpw", type=float, nargs="+", default=[4.5, 4.75, 5.0])
     ap.add_argument("--sensitivity", type=int, default=16)
     args = ap.parse_args(argv)
-    path = models.locate(models.get("all_minilm_l6_v2"))
-    cal, ev, _ = bq.samples("all_minilm_l6_v2", 128, 64, 8, 1)
+    path = models.locate(models.get(args.model))
+    cal, ev, _ = bq.samples(args.model, 128, 64, 8, 1)
     reference = bq.embeddings(path, ev)
     program, _ = bq._calibrate(import_onnx(path), cal, args.sensitivity)
     t0 = time.perf_counter()

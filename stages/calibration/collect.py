@@ -51,7 +51,7 @@ import numpy as np
 from ir.core import Program
 from stages.base import DEFAULT_CONTEXT, StageError, StageResult, stage
 from stages.calibration import patches
-from stages.calibration.sensitivity import measure
+from stages.calibration.sensitivity import kept_probe_batches, measure
 from stages.calibration.stats import with_calibration
 from stages.contracts import exact
 from stages.compression.weights import weight_views
@@ -425,5 +425,8 @@ def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gr
             "evaluator": used, "weights": len(rows)}
     if sensitivity:
         info["sensitivity"] = note
+        kept = kept_probe_batches(feeds, sensitivity)
+        if kept is not None:
+            info["probe_batches"] = kept
     stats = {"calibrated_weights": len(rows), "batches": len(feeds), "evaluator": used, "rows": rows}
     return StageResult(with_calibration(program, table, info), stats)

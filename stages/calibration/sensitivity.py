@@ -42,6 +42,10 @@ from ir.core import Program
 
 PROBE_BITS = 4
 DIGITS = 4
+# the probe batches ride along in the program (calibration_info) up to this many bytes: token ids
+# of a few sentences are kilobytes; a vision model's 16 images could be tens of megabytes, and
+# every digest of the program would hash them
+KEEP_PROBES_BYTES = 8 << 20
 
 
 def probe_error(w: np.ndarray, out_axis: int) -> np.ndarray:
@@ -131,6 +135,54 @@ def probe_batches(feeds: list, samples: int) -> list:
         out.append(b)
         n += _sample_count(b)
     return out
+
+
+def kept_probe_batches(feeds: list, samples: int) -> Optional[tuple]:
+    """The probe batches as calibration_info keeps them (a tuple of {input: read-only array}), or
+    None when they exceed KEEP_PROBES_BYTES."""
+    from pyrsistent import pmap
+
+    batches = probe_batches(feeds, samples)
+    if sum(np.asarray(v).nbytes for b in batches for v in b.values()) > KEEP_PROBES_BYTES:
+        return None
+    kept = []
+    for b in batches:
+        frozen = {}
+        for k, v in b.items():
+            a = np.array(v, copy=True)
+            a.flags.writeable = False
+            frozen[k] = a
+        kept.append(pmap(frozen))
+    return tuple(kept)
+
+
+def measure_forms(program: Program, forms: Mapping) -> tuple:
+    """({weight: array [forms, batches]}, note): the end-to-end error |y' - y|^2 / |y|^2 (averaged
+    per batch as the sensitivity is) of the program with each weight replaced, alone, by each of
+    its decoded forms (forms: {weight of main: [array, ...]}), on the probe batches calibrate
+    kept. Empty, with the reason, when there are none or onnxruntime cannot run the program."""
+    info = program.attrs.get("calibration_info") or {}
+    batches = info.get("probe_batches")
+    if not batches or not forms:
+        return {}, "no probe batches kept by calibrate(sensitivity=N)"
+    try:
+        session = _Session(program, program.main, list(forms))
+    except Exception as e:  # noqa: BLE001 - no onnxruntime, or a program it cannot run
+        return {}, f"not measured: onnxruntime cannot run this program ({' '.join(str(e).split())[:160]})"
+    base = [session(b, {}) for b in batches]
+    found = {}
+    for name, decoded in forms.items():
+        if name not in session.overridable:
+            continue
+        rows = []
+        for value in decoded:
+            per_batch = []
+            for b, y in zip(batches, base):
+                t, k = relative_error(y, session(b, {name: value}))
+                per_batch.append(t / k if k else 0.0)
+            rows.append(per_batch)
+        found[name] = np.array([[_rounded(v) for v in r] for r in rows])
+    return found, f"measured end to end on {len(batches)} probe batches"
 
 
 def measure(program: Program, table: Mapping, feeds: list, samples: int, track=None) -> tuple:

@@ -3,7 +3,11 @@ stays a pure function of (program, options) and caching by digest keeps working.
 
     program.attrs["calibration"]       = {weight name: {statistic: value}}   (a PMap of PMaps)
     program.attrs["calibration_info"]  = {"data_digest": str, "batches": int, "rows": int,
-                                          "evaluator": str}
+                                          "evaluator": str, "probe_batches": (feeds...)}
+
+``probe_batches`` (with a measured sensitivity, when small: sensitivity.py) are the batches the
+sensitivity was measured on, {input name: read-only array} each, so that mixed_precision can
+measure a candidate form end to end on the same samples.
 
 The weight name is the value name its consumers read (``WeightView.name``; for a function
 other than main, ``"fn/name"`` as the compression stats key it). Per weight:
