@@ -159,8 +159,10 @@ def kept_probe_batches(feeds: list, samples: int) -> Optional[tuple]:
 def measure_forms(program: Program, forms: Mapping) -> tuple:
     """({weight: array [forms, batches]}, note): the end-to-end error |y' - y|^2 / |y|^2 (averaged
     per batch as the sensitivity is) of the program with each weight replaced, alone, by each of
-    its decoded forms (forms: {weight of main: [array, ...]}), on the probe batches calibrate
-    kept. Empty, with the reason, when there are none or onnxruntime cannot run the program."""
+    its decoded forms (forms: {weight of main: [array, or a function giving it, ...]}; a function
+    is called when its form is measured, so one decoded table is held at a time), on the probe
+    batches calibrate kept. Empty, with the reason, when there are none or onnxruntime cannot run
+    the program."""
     info = program.attrs.get("calibration_info") or {}
     batches = info.get("probe_batches")
     if not batches or not forms:
@@ -176,6 +178,7 @@ def measure_forms(program: Program, forms: Mapping) -> tuple:
             continue
         rows = []
         for value in decoded:
+            value = value() if callable(value) else value
             per_batch = []
             for b, y in zip(batches, base):
                 t, k = relative_error(y, session(b, {name: value}))

@@ -514,7 +514,7 @@ def _end_to_end(program, selected, usable, measured) -> dict:
         stats = calibration_stats(program, key)
         if not _is_table(view) or view.function != "main" or sensitivity_per_batch(stats) is None:
             continue
-        forms[view.name] = [_decoded(view, name, kept, taken, stats) for name, _, _, _ in rows]
+        forms[view.name] = [partial(_decoded, view, name, kept, taken, stats) for name, _, _, _ in rows]
         index[view.name] = i
     found, _ = measure_forms(program, forms) if forms else ({}, None)
     return {index[name]: errors for name, errors in found.items()}

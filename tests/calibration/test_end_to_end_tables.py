@@ -112,3 +112,21 @@ def test_worst_case_counts_the_measured_errors_sample_by_sample():
     by_measure = mp._worst_case(sizes, dists, stats, measured, 30, 100)
     assert tuple(by_measure.choice) == (0, 1)
     assert by_measure.worst == pytest.approx(0.02)
+
+
+def test_measure_forms_decodes_a_form_only_when_it_measures_it(calibrated):
+    program, _ = calibrated
+    table = _table(program)
+    calls = []
+
+    def form(scale):
+        def decode():
+            calls.append(scale)
+            return (table * scale).astype(np.float32)
+        return decode
+
+    lazy, _ = measure_forms(program, {"table": [form(1.0), form(1.5)]})
+    eager, _ = measure_forms(program, {"table": [table, (table * 1.5).astype(np.float32)]})
+    assert calls == [1.0, 1.5]
+    np.testing.assert_array_equal(lazy["table"], eager["table"])
+    assert np.all(lazy["table"][1] > 0) and np.all(lazy["table"][0] == 0)
