@@ -95,6 +95,7 @@ TESTS_FOR = {
                                                  "tests/calibration/test_sensitivity.py"],
     "stages/compression/numeric/gptq.py": ["tests/compression_numeric/test_gptq.py", "tests/calibration"],
     "stages/compression/mixed_precision.py": ["tests/calibration/test_sensitivity.py",
+                                              "tests/calibration/test_end_to_end_tables.py",
                                               "tests/stages/compression/test_mixed_precision.py"],
     "stages/calibration/": ["tests/calibration/test_sensitivity.py", "tests/calibration"],
 }
