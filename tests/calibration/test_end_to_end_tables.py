@@ -130,3 +130,18 @@ def test_measure_forms_decodes_a_form_only_when_it_measures_it(calibrated):
     assert calls == [1.0, 1.5]
     np.testing.assert_array_equal(lazy["table"], eager["table"])
     assert np.all(lazy["table"][1] > 0) and np.all(lazy["table"][0] == 0)
+
+
+def test_kept_probe_batches_survive_a_save_and_load_with_the_same_digest(calibrated, tmp_path):
+    import ir.serialize as serialize
+    from ir.digest import program_digest
+
+    program, _ = calibrated
+    path = str(tmp_path / "p.wpz")
+    serialize.save(program, path)
+    back = serialize.load(path)
+    assert program_digest(back) == program_digest(program)
+    before, after = calibration_info(program)["probe_batches"], calibration_info(back)["probe_batches"]
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
