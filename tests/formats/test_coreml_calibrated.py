@@ -143,3 +143,40 @@ def test_awq_folds_on_the_coreml_model_and_keeps_its_function(fp32, calibrated):
     assert out.stats["scaled"] == 2
     x = _inputs(16, seed=3)
     np.testing.assert_allclose(_outputs(scaled, x), _outputs(fp32, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def coreml_embedding(tmp_path_factory):
+    """An embedding lookup as coremltools writes one (gather with batch_dims=0 and
+    validate_indices=False) and a linear layer over it."""
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((300, 32)).astype(np.float32)
+    w = (rng.standard_normal((96, 32)) / 6).astype(np.float32)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 8), dtype=ct.converters.mil.mil.types.int32)],
+                opset_version=ct.target.iOS18)
+    def prog(ids):
+        e = mb.gather(x=table, indices=ids, axis=0, batch_dims=0, validate_indices=False, name="emb")
+        return mb.linear(x=e, weight=w, name="fc")
+
+    return save(prog, tmp_path_factory.mktemp("coreml_emb") / "emb.mlpackage", ct.target.iOS18)
+
+
+def test_a_coreml_embedding_table_is_calibrated_and_measured_end_to_end(coreml_embedding, tmp_path):
+    program = import_coreml(str(coreml_embedding))
+    # MIL's default batch_dims / validate_indices: the lookup is the core gather (interpretable)
+    assert [op.op_type for op in program.main.ops if "gather" in op.op_type] == ["gather"]
+    ids = np.random.default_rng(4).integers(0, 300, size=(24, 8)).astype(np.int32)
+    name = program.main.inputs[0].name
+    calibrated = stages.get("calibrate")(data=calibration_data({name: ids}), sensitivity=8).run(program).program
+    (table,) = [k for k, st in calibrated.attrs["calibration"].items() if "token_counts" in st]
+    result = stages.get("mixed_precision")(target_bpw=4.5).run(calibrated)
+    a = result.stats["allocation"]
+    assert a["measured_end_to_end"] == (table,) and "1 table(s) measured end to end" in a["proxy"]
+    out = tmp_path / "out.mlpackage"
+    export_coreml(without_calibration(result.program), str(out))
+    back = import_coreml(str(out))
+    x = {name: ids[:1]}
+    got, want = evaluate(back, x), evaluate(program, x)
+    (o,) = [v.name for v in program.main.outputs]
+    assert metrics.cosine(np.asarray(got[o]), np.asarray(want[o])) > 0.99

@@ -193,6 +193,7 @@ class _Importer:
         declared = [ir_type(o.type) for o in pop.outputs]
         op_type, types = pop.type, None
         if op_type in REGISTRY and not extra:
+            ins = _without_mil_defaults(op_type, ins)
             try:
                 types = infer_types(op_type, name, ins)
             except OpError:
@@ -225,6 +226,27 @@ class _Importer:
 
 
 # ---- functions and the model ---------------------------------------------------------------
+
+# MIL inputs a core op does not declare, which make the MIL op the core one when they hold these
+# values (MIL's defaults): coremltools writes gather(..., batch_dims=0, validate_indices=False) for
+# every embedding lookup, and without them the op imports as core gather (interpreted, calibrated)
+# instead of a foreign mil.gather. The exporter writes the core op, which MIL reads with the same
+# defaults.
+_MIL_DEFAULTS = {"gather": {"batch_dims": 0, "validate_indices": False}}
+
+
+def _without_mil_defaults(op_type: str, ins: dict) -> dict:
+    defaults = _MIL_DEFAULTS.get(op_type)
+    if not defaults:
+        return ins
+    kept = dict(ins)
+    for k, want in defaults.items():
+        v = kept.get(k)
+        if isinstance(v, Var) and v.val is not None and np.asarray(v.val).size == 1 \
+                and np.asarray(v.val).reshape(-1)[0] == want:
+            del kept[k]
+    return kept
+
 
 def _recorded_dims(recorded: dict, fname: str, iname: str, rank: int):
     names = recorded.get(fname, {}).get(iname) if isinstance(recorded, dict) else None
