@@ -142,18 +142,12 @@ def kept_probe_batches(feeds: list, samples: int) -> Optional[tuple]:
     None when they exceed KEEP_PROBES_BYTES."""
     from pyrsistent import pmap
 
+    from stages.calibration.stats import read_only
+
     batches = probe_batches(feeds, samples)
     if sum(np.asarray(v).nbytes for b in batches for v in b.values()) > KEEP_PROBES_BYTES:
         return None
-    kept = []
-    for b in batches:
-        frozen = {}
-        for k, v in b.items():
-            a = np.array(v, copy=True)
-            a.flags.writeable = False
-            frozen[k] = a
-        kept.append(pmap(frozen))
-    return tuple(kept)
+    return tuple(pmap({k: read_only(np.asarray(v)) for k, v in b.items()}) for b in batches)
 
 
 def measure_forms(program: Program, forms: Mapping) -> tuple:
