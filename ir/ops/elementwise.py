@@ -44,6 +44,31 @@ for _name, _fn in BINARY.items():
              doc=f"elementwise {_fn.__name__} of x and y, numpy broadcasting")
 
 
+# comparisons (MIL's names): x and y of one dtype, numpy broadcasting, a bool result
+COMPARISON = {
+    "equal": np.equal,
+    "not_equal": np.not_equal,
+    "greater": np.greater,
+    "greater_equal": np.greater_equal,
+    "less": np.less,
+    "less_equal": np.less_equal,
+}
+
+
+def _comparison_infer(name):
+    same = _binary_infer(name)
+
+    def infer(ins, attrs):
+        return [tt("bool", same(ins, attrs)[0].shape)]
+    return infer
+
+
+for _name, _fn in COMPARISON.items():
+    register(_name, [In("x"), In("y")], _comparison_infer(_name),
+             (lambda fn: lambda v, ctx: [fn(v["x"], v["y"])])(_fn),
+             doc=f"elementwise {_fn.__name__} of x and y (bool), numpy broadcasting")
+
+
 def _erf(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 

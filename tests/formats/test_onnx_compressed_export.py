@@ -304,3 +304,24 @@ def test_layer_ops_from_the_builder(tmp_path):
         y = b.select(cond=b.cast(x=sl, dtype="bool"), a=sl, b=b.tile(x=sl, reps=[1, 1]), name="y")
         return y, b.reduce_argmax(x=x, axis=-1, keep_dims=False, name="am")
     run_both(net, tmp_path)
+
+
+@pytest.mark.parametrize("op_type", ["equal", "not_equal", "greater", "greater_equal", "less", "less_equal"])
+def test_comparisons_export_and_run_in_onnxruntime(op_type, tmp_path):
+    """The comparisons a Core ML model brings (coremltools writes greater_equal for attention
+    masks) export to ONNX's Equal / Not / Greater / GreaterOrEqual / Less / LessOrEqual."""
+    @program(inputs={"x": TensorSpec((3, 4))})
+    def net(b, x):
+        c = getattr(b, op_type)(x=b.floor(x=x), y=np.float32(0.0))
+        return b.select(cond=c, a=x, b=b.neg(x=x), name="y")
+    run_both(net, tmp_path)
+
+
+def test_a_transpose_perm_counting_from_the_end_exports(tmp_path):
+    """coremltools writes perms like [0, 2, -3, -1]; ONNX's Transpose takes only non-negative ones."""
+    @program(inputs={"x": TensorSpec((4, 6, 5, 2))})
+    def net(b, x):
+        return b.transpose(x=x, perm=[0, 2, -3, -1], name="y")  # [0, 2, 1, 3]
+    x = RNG.standard_normal((4, 6, 5, 2)).astype(np.float32)
+    run_both(net, tmp_path, feeds={"x": x})
+    assert evaluate(net, {"x": x})["y"].shape == (4, 5, 6, 2)

@@ -31,6 +31,20 @@ def test_binary_errors():
         out_types("mul", x=np.ones(2, f32), y=np.ones(3, f32))
 
 
+@pytest.mark.parametrize("op_type, expected", [
+    ("equal", [[False, True], [False, False]]), ("not_equal", [[True, False], [True, True]]),
+    ("greater", [[False, False], [True, True]]), ("greater_equal", [[False, True], [True, True]]),
+    ("less", [[True, False], [False, False]]), ("less_equal", [[True, True], [False, False]]),
+])
+def test_comparisons_give_bools_with_broadcasting(op_type, expected):
+    x = np.array([[1, 2], [3, 4]], np.int32)
+    y = np.array([2, 2], np.int32)  # column 0 against 2 is 1 / 3, column 1 is 2 / 4
+    got = run(op_type, x=x, y=y)
+    assert got.dtype == np.bool_ and got.tolist() == expected
+    with pytest.raises(OpError, match="x is int32 but y is fp32"):
+        out_types(op_type, x=x, y=np.ones(2, f32))
+
+
 def test_unary_ops():
     x = np.array([-2.0, -0.5, 0.0, 1.5], f32)
     assert run("relu", x=x).tolist() == [0, 0, 0, 1.5]

@@ -220,6 +220,10 @@ def _binary(onnx_type):
     return lambda op, w: w.define(op.output, onnx_type, [w.value(op.x), w.value(op.y)])
 
 
+def _not_equal(op, w):
+    w.define(op.output, "Not", [w.node("Equal", [w.value(op.x), w.value(op.y)], op.output.name + "_equal")])
+
+
 def _unary(onnx_type):
     return lambda op, w: w.define(op.output, onnx_type, [w.value(op.x)])
 
@@ -263,7 +267,9 @@ def _cast(op, w):
 
 
 def _transpose(op, w):
-    w.define(op.output, "Transpose", [w.value(op.x)], perm=[int(p) for p in op.perm.val])
+    # MIL's perm may count from the end (coremltools writes [0, 2, -3, -1]); ONNX's may not
+    rank = len(np.asarray(op.perm.val).reshape(-1))
+    w.define(op.output, "Transpose", [w.value(op.x)], perm=[int(p) % rank for p in np.asarray(op.perm.val).reshape(-1)])
 
 
 def _reshape(op, w):
@@ -517,6 +523,8 @@ def _compressed(name):
 EMITTERS = {
     "add": _binary("Add"), "sub": _binary("Sub"), "mul": _binary("Mul"), "real_div": _binary("Div"),
     "maximum": _binary("Max"), "minimum": _binary("Min"), "pow": _binary("Pow"),
+    "equal": _binary("Equal"), "not_equal": _not_equal, "greater": _binary("Greater"),
+    "greater_equal": _binary("GreaterOrEqual"), "less": _binary("Less"), "less_equal": _binary("LessOrEqual"),
     "relu": _unary("Relu"), "tanh": _unary("Tanh"), "sigmoid": _unary("Sigmoid"), "exp": _unary("Exp"),
     "log": _unary("Log"), "sqrt": _unary("Sqrt"), "abs": _unary("Abs"), "neg": _unary("Neg"),
     "erf": _unary("Erf"), "floor": _unary("Floor"), "ceil": _unary("Ceil"), "sign": _unary("Sign"),
