@@ -198,34 +198,40 @@ def build_minilm(cache_dir: str, weights_path: str, name: str = "all_minilm_l6_v
     its final L2 normalisation is left out, cosines do not see it). The BERT pooler, which the
     sentence model never reads, is not exported."""
 
-    def build():
-        import torch
-        from torch import nn
+    return _cached(cache_dir, name,
+                   lambda: _export_encoder(minilm_module(weights_path), "sentence_embedding", MINILM["opset"]))
 
-        encoder = _bert_module(MINILM)
-        state = {}
-        for key, value in read_safetensors(weights_path).items():
-            target = _renamed(key)
-            if target is not None:
-                state[target] = torch.from_numpy(value.copy())
-        missing, unexpected = encoder.load_state_dict(state, strict=False)
-        if [m for m in missing if m != "position_ids"] or unexpected:
-            raise ValueError(f"{weights_path}: weights do not fit the encoder (missing {missing}, "
-                             f"unexpected {unexpected})")
 
-        class Sentence(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.encoder = encoder
+def minilm_module(weights_path: str, states: bool = True):
+    """all-MiniLM-L6-v2 as a torch module in eval mode: forward(input_ids, attention_mask,
+    token_type_ids) -> (last hidden states, sentence embedding) with `states`, else the sentence
+    embedding alone (what bench_quality_coreml converts)."""
+    import torch
+    from torch import nn
 
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                states, _ = self.encoder(input_ids, attention_mask, token_type_ids)
-                m = attention_mask.unsqueeze(-1).to(states.dtype)
-                return states, (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    encoder = _bert_module(MINILM)
+    state = {}
+    for key, value in read_safetensors(weights_path).items():
+        target = _renamed(key)
+        if target is not None:
+            state[target] = torch.from_numpy(value.copy())
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if [m for m in missing if m != "position_ids"] or unexpected:
+        raise ValueError(f"{weights_path}: weights do not fit the encoder (missing {missing}, "
+                         f"unexpected {unexpected})")
 
-        return _export_encoder(Sentence().eval(), "sentence_embedding", MINILM["opset"])
+    class Sentence(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
 
-    return _cached(cache_dir, name, build)
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden, _ = self.encoder(input_ids, attention_mask, token_type_ids)
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return (hidden, pooled) if states else pooled
+
+    return Sentence().eval()
 
 
 def bert_inputs(rng, batch: int = 2, seq: int = 16) -> dict:
