@@ -18,6 +18,7 @@ SAMPLE_CALLS = {
     "cond": None,  # b.cond, below
     "while_loop": None,  # b.while_loop, below
     **{op: dict(x=X, y=X) for op in ("add", "sub", "mul", "real_div", "maximum", "minimum", "pow")},
+    **{op: dict(x=X, y=X) for op in ("equal", "not_equal", "greater", "greater_equal", "less", "less_equal")},
     **{op: dict(x=X) for op in ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "rsqrt", "abs", "neg",
                                 "erf", "floor", "ceil", "sign", "gelu", "softmax", "layer_norm")},
     "clip": dict(x=X, alpha=0.0, beta=1.0),
