@@ -265,7 +265,7 @@ def _allocation_note(trace) -> str:
     for step in trace.steps:
         a = (step.stats or {}).get("allocation")
         if a is not None:
-            note += (f" [{a['bpw']:.2f} bpw, {a['proxy']} proxy, gap {a['gap']:.3g}"
+            note += (f" [{a['bpw']:.2f} bpw, proxy: {a['proxy']}; gap {a['gap']:.3g}"
                      f"{' proved optimal' if a['proved'] else ''}; chose "
                      + ", ".join(f"{k} x{v}" for k, v in sorted(_counts(a).items())) + "]")
     return note

@@ -750,7 +750,7 @@ def allocation_line(a) -> str:
     proof = ("optimal (gap 0)" if a["gap"] == 0 else
              f"optimal (branch and bound, {a['nodes']} nodes; LP gap {a['gap']:.4g})" if a["proved"] else
              f"within {a['gap']:.4g} ({a['relative_gap']:.2%}) of optimal")
-    return (f"mixed precision ({budget}, {a['proxy']} proxy): {a['bpw']:.3f} bits per weight, "
+    return (f"mixed precision ({budget}; proxy: {a['proxy']}): {a['bpw']:.3f} bits per weight, "
             f"{human_bytes(a['size_bytes'])} of {human_bytes(a['budget_bytes'])} for {len(a['table'])} weights; "
             f"distortion {a['distortion']:.4g}, dual bound {a['dual_bound']:.4g}: {proof}" + _worst_clause(a))
 
