@@ -59,6 +59,8 @@ def _comparison_infer(name):
     same = _binary_infer(name)
 
     def infer(ins, attrs):
+        if name not in ("equal", "not_equal") and ins["x"].dtype == "bool":
+            raise OpError(f"{name}: x and y must be numbers, got bool (MIL and ONNX order numbers only)")
         return [tt("bool", same(ins, attrs)[0].shape)]
     return infer
 

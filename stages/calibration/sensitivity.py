@@ -34,7 +34,7 @@ without onnxruntime nothing is measured and the stats say why.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 
@@ -142,44 +142,61 @@ def kept_probe_batches(feeds: list, samples: int) -> Optional[tuple]:
     None when they exceed KEEP_PROBES_BYTES."""
     from pyrsistent import pmap
 
-    from stages.calibration.stats import read_only
-
     batches = probe_batches(feeds, samples)
     if sum(np.asarray(v).nbytes for b in batches for v in b.values()) > KEEP_PROBES_BYTES:
         return None
-    return tuple(pmap({k: read_only(np.asarray(v)) for k, v in b.items()}) for b in batches)
+    return tuple(pmap({k: _frozen_copy(v) for k, v in b.items()}) for b in batches)
 
 
-def measure_forms(program: Program, forms: Mapping) -> tuple:
-    """({weight: array [forms, batches]}, note): the end-to-end error |y' - y|^2 / |y|^2 (averaged
-    per batch as the sensitivity is) of the program with each weight replaced, alone, by each of
-    its decoded forms (forms: {weight of main: [array, or a function giving it, ...]}; a function
-    is called when its form is measured, so one decoded table is held at a time), on the probe
-    batches calibrate kept. Empty, with the reason, when there are none or onnxruntime cannot run
-    the program."""
+def _frozen_copy(value) -> np.ndarray:
+    """A read-only copy, made even of a read-only array: a read-only view of the caller's array
+    would still change with it."""
+    out = np.array(value, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+class FormErrors(NamedTuple):
+    """What measure_forms found: per weight, errors [forms, batches] (each batch's |y' - y|^2 /
+    |y|^2 averaged over its terms, 0 for a batch without any); terms [batches], how many sample
+    x output terms each batch has, so that the pooled figure the sensitivity uses is
+    errors @ terms / sum(terms); and why nothing was measured, when nothing was."""
+    errors: dict
+    terms: np.ndarray
+    note: str
+
+
+def measure_forms(program: Program, forms: Mapping) -> FormErrors:
+    """The end-to-end error of the program with each weight replaced, alone, by each of its
+    decoded forms (forms: {weight of main: [array, or a function giving it, ...]}; a function is
+    called when its form is measured, so one decoded table is held at a time), on the probe
+    batches calibrate kept (FormErrors). Nothing, with the reason, when there are none or
+    onnxruntime cannot run the program or one of its forms."""
     info = program.attrs.get("calibration_info") or {}
     batches = info.get("probe_batches")
     if not batches or not forms:
-        return {}, "no probe batches kept by calibrate(sensitivity=N)"
+        return FormErrors({}, np.zeros(0), "no probe batches kept by calibrate(sensitivity=N)")
     try:
         session = _Session(program, program.main, list(forms))
-    except Exception as e:  # noqa: BLE001 - no onnxruntime, or a program it cannot run
-        return {}, f"not measured: onnxruntime cannot run this program ({' '.join(str(e).split())[:160]})"
-    base = [session(b, {}) for b in batches]
-    found = {}
-    for name, decoded in forms.items():
-        if name not in session.overridable:
-            continue
-        rows = []
-        for value in decoded:
-            value = value() if callable(value) else value
-            per_batch = []
-            for b, y in zip(batches, base):
-                t, k = relative_error(y, session(b, {name: value}))
-                per_batch.append(t / k if k else 0.0)
-            rows.append(per_batch)
-        found[name] = np.array([[_rounded(v) for v in r] for r in rows])
-    return found, f"measured end to end on {len(batches)} probe batches"
+        base = [session(b, {}) for b in batches]
+        terms = np.array([relative_error(y, y)[1] for y in base], np.float64)
+        found = {}
+        for name, decoded in forms.items():
+            if name not in session.overridable:
+                continue
+            rows = []
+            for value in decoded:
+                value = value() if callable(value) else value
+                per_batch = []
+                for b, y in zip(batches, base):
+                    t, k = relative_error(y, session(b, {name: value}))
+                    per_batch.append(_rounded(t / k) if k else 0.0)
+                rows.append(per_batch)
+            found[name] = np.array(rows, np.float64)
+    except Exception as e:  # noqa: BLE001 - no onnxruntime, or a program or form it cannot run
+        return FormErrors({}, np.zeros(0), f"not measured: onnxruntime cannot run this program "
+                                           f"({' '.join(str(e).split())[:160]})")
+    return FormErrors(found, terms, f"measured end to end on {len(batches)} probe batches")
 
 
 def measure(program: Program, table: Mapping, feeds: list, samples: int, track=None) -> tuple:

@@ -420,8 +420,9 @@ def mixed_precision(program, *, target_bpw: Optional[float] = None, target_size:
     keys = [key for key, _, _ in selected]
     views = [view for _, view, _ in selected]
     usable = [[r for r in rows if r[1] is not None] for rows, _, _ in measured]
-    end_to_end = _end_to_end(program, selected, usable, measured) if proxy == "absolute" else {}
-    usable = [[(r[0], r[1], float(e), r[3]) for r, e in zip(rows, end_to_end[i].mean(axis=1))]
+    end_to_end, terms = _end_to_end(program, selected, usable, measured) if proxy == "absolute" else ({}, None)
+    # the pooled mean over the probe batches, as the sensitivity of every other weight is pooled
+    usable = [[(r[0], r[1], float(e), r[3]) for r, e in zip(rows, end_to_end[i] @ terms / terms.sum())]
               if i in end_to_end else rows for i, rows in enumerate(usable)]
     sizes = [np.array([r[1] for r in rows], np.int64) for rows in usable]
     dists = [np.array([r[2] for r in rows], np.float64) for rows in usable]
@@ -507,8 +508,9 @@ def _worst_case(sizes, dists, stats_of, end_to_end, budget, node_limit):
 # held-out ones alike) the difference is 1.2x, for a bit more per weight on the largest weight of
 # the model; a GPTQ weight's proxy, tr(dW H dW^T), has no such blind spot. A table has a few
 # candidates and a run per probe batch each costs milliseconds.
-def _end_to_end(program, selected, usable, measured) -> dict:
-    """{index of a selected table: errors [its usable candidates, probe batches]} (measure_forms)."""
+def _end_to_end(program, selected, usable, measured) -> tuple:
+    """({index of a selected table: errors [its usable candidates, probe batches]}, the probe
+    batches' terms) (measure_forms)."""
     forms, index = {}, {}
     for i, ((key, view, taken), rows, (_, _, kept)) in enumerate(zip(selected, usable, measured)):
         stats = calibration_stats(program, key)
@@ -516,8 +518,10 @@ def _end_to_end(program, selected, usable, measured) -> dict:
             continue
         forms[view.name] = [partial(_decoded, view, name, kept, taken, stats) for name, _, _, _ in rows]
         index[view.name] = i
-    found, _ = measure_forms(program, forms) if forms else ({}, None)
-    return {index[name]: errors for name, errors in found.items()}
+    if not forms:
+        return {}, None
+    found = measure_forms(program, forms)
+    return {index[name]: errors for name, errors in found.errors.items()}, found.terms
 
 
 def _decoded(view, name: str, kept: Mapping, taken, stats) -> np.ndarray:

@@ -59,9 +59,10 @@ def test_measure_forms_is_numpys_relative_output_error_per_batch(calibrated):
     table = _table(program).astype(np.float64)
     rng = np.random.default_rng(5)
     noisy = (table + rng.normal(scale=0.1, size=table.shape)).astype(np.float32)
-    found, note = measure_forms(program, {"table": [noisy, table.astype(np.float32)]})
+    found, terms, note = measure_forms(program, {"table": [noisy, table.astype(np.float32)]})
     n = len(probe_batches(data.feeds(tiny_model().main), SAMPLES))
     assert "probe batches" in note and found["table"].shape == (2, n)
+    np.testing.assert_array_equal(terms, 7.0)  # per batch: the gather's 4 rows and the linear's 3
     np.testing.assert_array_equal(found["table"][1], 0.0)  # the weight itself: no error
     expected = []
     for batch in probe_batches(data.feeds(tiny_model().main), SAMPLES):
@@ -74,8 +75,15 @@ def test_measure_forms_is_numpys_relative_output_error_per_batch(calibrated):
 
 def test_without_probe_batches_nothing_is_measured():
     program = calibrate(data=calibration_data(tiny_data(batches=4))).run(tiny_model()).program
-    found, note = measure_forms(program, {"table": [_table(program)]})
-    assert found == {} and "no probe batches" in note
+    found, terms, note = measure_forms(program, {"table": [_table(program)]})
+    assert found == {} and terms.size == 0 and "no probe batches" in note
+
+
+def test_a_form_onnxruntime_cannot_run_leaves_the_tables_unmeasured(calibrated):
+    program, _ = calibrated
+    wrong = np.zeros((7, 5), np.float32)  # not the table's shape
+    found, _, note = measure_forms(program, {"table": [wrong]})
+    assert found == {} and note.startswith("not measured: onnxruntime cannot run")
 
 
 def test_mixed_precision_ranks_a_tables_candidates_by_their_measured_errors(calibrated):
@@ -93,9 +101,9 @@ def test_mixed_precision_ranks_a_tables_candidates_by_their_measured_errors(cali
             continue
         rep = mp._compress(method, view, mp._params_for(view, method, params), Names("table", set()), None)
         decoded.append(np.asarray(evaluate_ops(rep.ops, rep.ops[-1].outputs[0]), np.float32))
-    found, _ = measure_forms(program, {"table": decoded})
-    for r, errors in zip(rows, found["table"]):
-        assert r["distortion"] == pytest.approx(float(np.mean(errors)), rel=1e-9)
+    found, terms, _ = measure_forms(program, {"table": decoded})
+    for r, errors in zip(rows, found["table"]):  # pooled over the batches, as the sensitivity is
+        assert r["distortion"] == pytest.approx(float(errors @ terms / terms.sum()), rel=1e-9)
     # the linear weight keeps its sensitivity x proxy estimate (not measured)
     assert "w" not in a["measured_end_to_end"]
 
@@ -125,8 +133,8 @@ def test_measure_forms_decodes_a_form_only_when_it_measures_it(calibrated):
             return (table * scale).astype(np.float32)
         return decode
 
-    lazy, _ = measure_forms(program, {"table": [form(1.0), form(1.5)]})
-    eager, _ = measure_forms(program, {"table": [table, (table * 1.5).astype(np.float32)]})
+    lazy = measure_forms(program, {"table": [form(1.0), form(1.5)]}).errors
+    eager = measure_forms(program, {"table": [table, (table * 1.5).astype(np.float32)]}).errors
     assert calls == [1.0, 1.5]
     np.testing.assert_array_equal(lazy["table"], eager["table"])
     assert np.all(lazy["table"][1] > 0) and np.all(lazy["table"][0] == 0)
@@ -145,3 +153,17 @@ def test_kept_probe_batches_survive_a_save_and_load_with_the_same_digest(calibra
     assert len(before) == len(after)
     for a, b in zip(before, after):
         assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+
+def test_kept_probe_batches_are_copies_even_of_read_only_views():
+    raw = tiny_data(batches=4)
+    views = {}
+    for k, v in raw.items():
+        view = v.view()
+        view.flags.writeable = False
+        views[k] = view
+    program = calibrate(data=calibration_data(views), sensitivity=4).run(tiny_model()).program
+    kept = calibration_info(program)["probe_batches"]
+    before = np.array(kept[0]["ids"], copy=True)
+    raw["ids"][...] = 99  # the caller writes to the array its read-only views showed
+    np.testing.assert_array_equal(kept[0]["ids"], before)

@@ -180,3 +180,16 @@ def test_a_coreml_embedding_table_is_calibrated_and_measured_end_to_end(coreml_e
     got, want = evaluate(back, x), evaluate(program, x)
     (o,) = [v.name for v in program.main.outputs]
     assert metrics.cosine(np.asarray(got[o]), np.asarray(want[o])) > 0.99
+
+
+def test_a_gather_with_other_than_mils_defaults_stays_foreign_with_all_its_inputs(tmp_path):
+    table = np.arange(12, dtype=np.float32).reshape(6, 2)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(3,), dtype=ct.converters.mil.mil.types.int32)],
+                opset_version=ct.target.iOS18)
+    def prog(ids):
+        return mb.gather(x=table, indices=ids, axis=0, batch_dims=0, validate_indices=True, name="emb")
+
+    program = import_coreml(str(save(prog, tmp_path / "g.mlpackage", ct.target.iOS18)))
+    (op,) = [o for o in program.main.ops if "gather" in o.op_type]
+    assert op.op_type == "mil.gather" and {"batch_dims", "validate_indices"} <= set(op.inputs)

@@ -7,6 +7,7 @@ import pytest
 
 from ir.builder import TensorSpec, program
 from ir.formats.onnx import export_onnx
+from ir.formats.onnx.common import OnnxExportError
 from ir.formats.onnx.exporter import to_onnx_model
 from ir.interpret import evaluate
 
@@ -325,3 +326,21 @@ def test_a_transpose_perm_counting_from_the_end_exports(tmp_path):
     x = RNG.standard_normal((4, 6, 5, 2)).astype(np.float32)
     run_both(net, tmp_path, feeds={"x": x})
     assert evaluate(net, {"x": x})["y"].shape == (4, 5, 6, 2)
+
+
+def test_or_equal_comparisons_before_opset_12(tmp_path):
+    """GreaterOrEqual / LessOrEqual came with opset 12: integers are written as Not(Less) /
+    Not(Greater) before it; floats are refused (the negation differs on NaN)."""
+    @program(inputs={"x": TensorSpec((2, 3), "int32")})
+    def ints(b, x):
+        return b.cast(x=b.greater_equal(x=x, y=np.int32(1)), dtype="int32", name="ge"), \
+            b.cast(x=b.less_equal(x=x, y=np.int32(1)), dtype="int32", name="le")
+    feeds = {"x": np.array([[0, 1, 2], [3, -1, 1]], np.int32)}
+    run_both(ints, tmp_path, opset=11, feeds=feeds)
+    assert "GreaterOrEqual" not in node_types(ints, 11) and "GreaterOrEqual" in node_types(ints, 12)
+
+    @program(inputs={"x": TensorSpec((2, 3))})
+    def floats(b, x):
+        return b.cast(x=b.greater_equal(x=x, y=np.float32(0.0)), dtype="fp32", name="ge")
+    with pytest.raises(OnnxExportError, match="needs opset 12"):
+        to_onnx_model(floats, 11)

@@ -45,6 +45,15 @@ def test_comparisons_give_bools_with_broadcasting(op_type, expected):
         out_types(op_type, x=x, y=np.ones(2, f32))
 
 
+def test_ordering_comparisons_refuse_bools_and_equality_takes_them():
+    t = np.array([True, False])
+    for op_type in ("greater", "greater_equal", "less", "less_equal"):
+        with pytest.raises(OpError, match="must be numbers, got bool"):
+            out_types(op_type, x=t, y=t)
+    assert run("equal", x=t, y=np.array([True, True])).tolist() == [True, False]
+    assert run("not_equal", x=t, y=np.array([True, True])).tolist() == [False, True]
+
+
 def test_unary_ops():
     x = np.array([-2.0, -0.5, 0.0, 1.5], f32)
     assert run("relu", x=x).tolist() == [0, 0, 0, 1.5]

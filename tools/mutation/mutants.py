@@ -380,8 +380,8 @@ MUTANTS = [
          replacement="    choice = alloc.choice",
          why="objective='worst' computed and reported but the mean objective's choice written"),
     dict(id="A06", file="stages/calibration/sensitivity.py", category="off_by_one",
-         snippet="                per_batch.append(t / k if k else 0.0)",
-         replacement="                per_batch.append(t if k else 0.0)",
+         snippet="                    per_batch.append(_rounded(t / k) if k else 0.0)",
+         replacement="                    per_batch.append(_rounded(t) if k else 0.0)",
          why="a table form's measured error summed over a batch's samples and outputs, not averaged "
              "(out of the sensitivity's units)"),
     dict(id="A07", file=C + "mixed_precision.py", category="no_op",

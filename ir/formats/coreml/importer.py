@@ -193,15 +193,17 @@ class _Importer:
         declared = [ir_type(o.type) for o in pop.outputs]
         op_type, types = pop.type, None
         if op_type in REGISTRY and not extra:
-            ins = _without_mil_defaults(op_type, ins)
+            core_ins = _without_mil_defaults(op_type, ins)
             try:
-                types = infer_types(op_type, name, ins)
+                types = infer_types(op_type, name, core_ins)
             except OpError:
                 types = None
             if types is None and blocks and op_type == "cond":
                 types = [v.type for v in blocks[0].outputs]
             if not _same_types(types, declared):
                 types = None
+            if types is not None:  # a foreign op keeps every input the file gave it
+                ins = core_ins
         attrs = {}
         if types is None:  # carried as it is, with the types the file declares
             op_type, types = f"mil.{pop.type}", declared

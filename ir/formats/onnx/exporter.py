@@ -220,8 +220,24 @@ def _binary(onnx_type):
     return lambda op, w: w.define(op.output, onnx_type, [w.value(op.x), w.value(op.y)])
 
 
-def _not_equal(op, w):
-    w.define(op.output, "Not", [w.node("Equal", [w.value(op.x), w.value(op.y)], op.output.name + "_equal")])
+def _negated(onnx_type):
+    """Not(onnx_type(x, y)): not_equal always; greater_equal / less_equal before opset 12, which
+    has no GreaterOrEqual / LessOrEqual (as Not(Less) / Not(Greater): the same for every non-NaN)."""
+    def emit(op, w):
+        inner = w.node(onnx_type, [w.value(op.x), w.value(op.y)], op.output.name + "_" + onnx_type.lower())
+        w.define(op.output, "Not", [inner])
+    return emit
+
+
+def _or_equal(onnx_type, negated):
+    def emit(op, w):
+        if w.opset >= 12:
+            return _binary(onnx_type)(op, w)
+        if op.x.type.dt.is_float:
+            raise OnnxExportError(f"{op.op_type} {op.name!r}: {onnx_type} needs opset 12 (before it, "
+                                  f"Not({negated}) would differ on NaN); export with opset=12 or newer")
+        return _negated(negated)(op, w)
+    return emit
 
 
 def _unary(onnx_type):
@@ -523,8 +539,9 @@ def _compressed(name):
 EMITTERS = {
     "add": _binary("Add"), "sub": _binary("Sub"), "mul": _binary("Mul"), "real_div": _binary("Div"),
     "maximum": _binary("Max"), "minimum": _binary("Min"), "pow": _binary("Pow"),
-    "equal": _binary("Equal"), "not_equal": _not_equal, "greater": _binary("Greater"),
-    "greater_equal": _binary("GreaterOrEqual"), "less": _binary("Less"), "less_equal": _binary("LessOrEqual"),
+    "equal": _binary("Equal"), "not_equal": _negated("Equal"), "greater": _binary("Greater"),
+    "greater_equal": _or_equal("GreaterOrEqual", "Less"), "less": _binary("Less"),
+    "less_equal": _or_equal("LessOrEqual", "Greater"),
     "relu": _unary("Relu"), "tanh": _unary("Tanh"), "sigmoid": _unary("Sigmoid"), "exp": _unary("Exp"),
     "log": _unary("Log"), "sqrt": _unary("Sqrt"), "abs": _unary("Abs"), "neg": _unary("Neg"),
     "erf": _unary("Erf"), "floor": _unary("Floor"), "ceil": _unary("Ceil"), "sign": _unary("Sign"),
