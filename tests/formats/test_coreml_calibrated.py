@@ -193,3 +193,19 @@ def test_a_gather_with_other_than_mils_defaults_stays_foreign_with_all_its_input
     program = import_coreml(str(save(prog, tmp_path / "g.mlpackage", ct.target.iOS18)))
     (op,) = [o for o in program.main.ops if "gather" in o.op_type]
     assert op.op_type == "mil.gather" and {"batch_dims", "validate_indices"} <= set(op.inputs)
+
+
+def test_pools_with_mils_default_ceil_mode_import_as_core_and_run(tmp_path):
+    x = np.random.default_rng(2).standard_normal((1, 2, 6, 6)).astype(np.float32)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=x.shape)], opset_version=ct.target.iOS18)
+    def prog(x):
+        m = mb.max_pool(x=x, kernel_sizes=[2, 2], strides=[2, 2], pad_type="valid", ceil_mode=False, name="mp")
+        return mb.avg_pool(x=m, kernel_sizes=[3, 3], strides=[1, 1], pad_type="valid", ceil_mode=False, name="ap")
+
+    program = import_coreml(str(save(prog, tmp_path / "p.mlpackage", ct.target.iOS18)))
+    assert [op.op_type for op in program.main.ops if "pool" in op.op_type] == ["max_pool", "avg_pool"]
+    pooled = x.reshape(1, 2, 3, 2, 3, 2).max(axis=(3, 5))           # 2x2 max, stride 2: [1, 2, 3, 3]
+    (name,) = [v.name for v in program.main.outputs]
+    got = evaluate(program, {program.main.inputs[0].name: x})[name]
+    np.testing.assert_allclose(got, pooled.mean(axis=(2, 3), keepdims=True), rtol=1e-6)  # 3x3 mean of 3x3

@@ -231,10 +231,11 @@ class _Importer:
 
 # MIL inputs a core op does not declare, which make the MIL op the core one when they hold these
 # values (MIL's defaults): coremltools writes gather(..., batch_dims=0, validate_indices=False) for
-# every embedding lookup, and without them the op imports as core gather (interpreted, calibrated)
-# instead of a foreign mil.gather. The exporter writes the core op, which MIL reads with the same
-# defaults.
-_MIL_DEFAULTS = {"gather": {"batch_dims": 0, "validate_indices": False}}
+# every embedding lookup and pools with ceil_mode=False, and without them the op imports as the
+# core one (interpreted, calibrated) instead of a foreign mil.<op>. The exporter writes the core op,
+# which MIL reads with the same defaults.
+_MIL_DEFAULTS = {"gather": {"batch_dims": 0, "validate_indices": False},
+                 "max_pool": {"ceil_mode": False}, "avg_pool": {"ceil_mode": False}}
 
 
 def _without_mil_defaults(op_type: str, ins: dict) -> dict:
