@@ -159,6 +159,20 @@ def _clamped_relu(v, ctx):
     return [np.minimum(np.where(x >= 0, x, alpha * x), beta)]
 
 
+@op("sigmoid_hard", [In("x"), In("alpha", const=True), In("beta", const=True)], _float_same)
+def _sigmoid_hard(v, ctx):
+    """min(max(alpha * x + beta, 0), 1) (coremltools writes torch's hardsigmoid / hardswish so)"""
+    x = v["x"]
+    return [np.minimum(np.maximum(v["alpha"] * x + v["beta"], 0), 1).astype(x.dtype)]
+
+
+@op("thresholded_relu", [In("x"), In("alpha", const=True)], _float_same)
+def _thresholded_relu(v, ctx):
+    """x where x >= alpha, else 0 (MIL's rule: the threshold itself passes; NaN stays NaN)"""
+    x = v["x"]
+    return [np.where(x < v["alpha"], np.zeros((), x.dtype), x)]
+
+
 def _select_infer(ins, attrs):
     c, a, b = ins["cond"], ins["a"], ins["b"]
     if a.dtype != b.dtype:

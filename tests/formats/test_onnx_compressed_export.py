@@ -344,3 +344,14 @@ def test_or_equal_comparisons_before_opset_12(tmp_path):
         return b.cast(x=b.greater_equal(x=x, y=np.float32(0.0)), dtype="fp32", name="ge")
     with pytest.raises(OnnxExportError, match="needs opset 12"):
         to_onnx_model(floats, 11)
+
+
+def test_sigmoid_hard_and_thresholded_relu_export(tmp_path):
+    """torch's hardswish as coremltools writes it: x * sigmoid_hard(thresholded_relu(x, -3), 1/6, 1/2);
+    the threshold itself must pass (ONNX's ThresholdedRelu would drop it)."""
+    @program(inputs={"x": TensorSpec((2, 4))})
+    def net(b, x):
+        t = b.thresholded_relu(x=x, alpha=np.float32(-3.0))
+        return b.mul(x=x, y=b.sigmoid_hard(x=t, alpha=np.float32(1 / 6), beta=np.float32(0.5)), name="y")
+    feeds = {"x": np.array([[-4.0, -3.0, -1.0, 0.0], [1.0, 2.5, 3.0, 5.0]], np.float32)}
+    run_both(net, tmp_path, feeds=feeds)

@@ -19,6 +19,8 @@ SAMPLE_CALLS = {
     "while_loop": None,  # b.while_loop, below
     **{op: dict(x=X, y=X) for op in ("add", "sub", "mul", "real_div", "maximum", "minimum", "pow")},
     **{op: dict(x=X, y=X) for op in ("equal", "not_equal", "greater", "greater_equal", "less", "less_equal")},
+    "sigmoid_hard": dict(x=X, alpha=np.float32(0.2), beta=np.float32(0.5)),
+    "thresholded_relu": dict(x=X, alpha=np.float32(0.1)),
     **{op: dict(x=X) for op in ("relu", "tanh", "sigmoid", "exp", "log", "sqrt", "rsqrt", "abs", "neg",
                                 "erf", "floor", "ceil", "sign", "gelu", "softmax", "layer_norm")},
     "clip": dict(x=X, alpha=0.0, beta=1.0),

@@ -54,6 +54,16 @@ def test_ordering_comparisons_refuse_bools_and_equality_takes_them():
     assert run("not_equal", x=t, y=np.array([True, True])).tolist() == [False, True]
 
 
+def test_sigmoid_hard_and_thresholded_relu_by_hand():
+    x = np.array([-4.0, -3.0, -1.0, 0.0, 1.0, 4.0], f32)
+    # min(max(x / 6 + 0.5, 0), 1): 0 below -3, 1 above 3
+    np.testing.assert_allclose(run("sigmoid_hard", x=x, alpha=f32(1 / 6), beta=f32(0.5)),
+                               [0.0, 0.0, 1 / 3, 0.5, 2 / 3, 1.0], rtol=1e-6)
+    # x where x >= -3 (the threshold itself passes), else 0
+    assert run("thresholded_relu", x=x, alpha=f32(-3.0)).tolist() == [0.0, -3.0, -1.0, 0.0, 1.0, 4.0]
+    assert math.isnan(run("thresholded_relu", x=np.array([np.nan], f32), alpha=f32(0.0))[0])
+
+
 def test_unary_ops():
     x = np.array([-2.0, -0.5, 0.0, 1.5], f32)
     assert run("relu", x=x).tolist() == [0, 0, 0, 1.5]

@@ -477,6 +477,17 @@ def _leaky_relu(op, w):
     w.define(op.output, "LeakyRelu", [w.value(op.x)], alpha=float(_param(op, "alpha", 0.01)))
 
 
+def _sigmoid_hard(op, w):
+    w.define(op.output, "HardSigmoid", [w.value(op.x)], alpha=float(op.alpha.val), beta=float(op.beta.val))
+
+
+def _thresholded_relu(op, w):
+    # not ONNX's ThresholdedRelu, which drops x == alpha too: Where(x < alpha, 0, x)
+    x, dt = w.value(op.x), op.x.type.dt.storage
+    below = w.node("Less", [x, w.const(op.name + "_alpha", np.asarray(op.alpha.val, dt))], op.name + "_below")
+    w.define(op.output, "Where", [below, w.const(op.name + "_zero", np.zeros((), dt)), x])
+
+
 def _silu(op, w):
     w.define(op.output, "Mul", [w.value(op.x), w.node("Sigmoid", [w.value(op.x)], op.name + "_sig")])
 
@@ -553,7 +564,7 @@ EMITTERS = {
     "softmax": _softmax, "layer_norm": _layer_norm, "batch_norm": _batch_norm,
     "reduce_mean": _reduce("ReduceMean"), "reduce_sum": _reduce("ReduceSum"),
     "reduce_max": _reduce("ReduceMax"), "reduce_min": _reduce("ReduceMin"),
-    "leaky_relu": _leaky_relu, "silu": _silu, "select": _select, "tile": _tile,
+    "leaky_relu": _leaky_relu, "silu": _silu, "sigmoid_hard": _sigmoid_hard, "thresholded_relu": _thresholded_relu, "select": _select, "tile": _tile,
     "sin": _unary("Sin"), "cos": _unary("Cos"), "reduce_prod": _reduce("ReduceProd"),
     "reduce_argmax": _argmax, "slice_by_index": _slice_by_index,
     "quantize": _quantize, "dequantize": _dequantize, "constexpr_cast": _constexpr_cast,
