@@ -180,8 +180,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def disk_bytes(directory: str) -> int:
-    """Every file written (an ONNX model with external data is several)."""
-    return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+    """Every file under `directory` (an ONNX model with external data is several, an .mlpackage a tree)."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(directory) for f in files)
 
 
 # ---- onnxruntime's MatMulNBits ---------------------------------------------------------------------

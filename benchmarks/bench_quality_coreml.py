@@ -76,10 +76,6 @@ def embeddings(program, batches) -> np.ndarray:
     return np.concatenate([np.asarray(evaluate(program, b)[name], np.float64).reshape(1, -1) for b in batches])
 
 
-def package_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-
-
 def ours(fp32_bytes: int) -> list:
     """(label, stages after calibrate, needs the measured sensitivity)."""
     s = stages.get
@@ -141,7 +137,7 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="bench_quality_coreml_")
     t0 = time.perf_counter()
     src = convert(os.path.join(work, "fp32.mlpackage"), args.seq)
-    fp32_bytes = package_bytes(src)
+    fp32_bytes = bq.disk_bytes(src)
     print(f"model: all-MiniLM-L6-v2 converted by coremltools (iOS18, fp32, [1, {args.seq}] tokens): "
           f"{fp32_bytes / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s")
     cal_s, ev_s = sentence_split(args.calibration, args.evaluation, seed=0)
@@ -166,7 +162,7 @@ def main(argv=None) -> int:
             print(f"{label[:72]:72s} not run: {type(e).__name__}: {' '.join(str(e).split())[:120]}")
             continue
         c = bq.cosines(embeddings(import_coreml(out), ev), reference)
-        print(f"{label[:72]:72s} {c.min():8.4f} {c.mean():8.4f} {package_bytes(out) / fp32_bytes:6.3f} "
+        print(f"{label[:72]:72s} {c.min():8.4f} {c.mean():8.4f} {bq.disk_bytes(out) / fp32_bytes:6.3f} "
               f"{seconds:8.1f}", flush=True)
     return 0
 

@@ -131,6 +131,16 @@ def _conv_pads(in_sp, k, strides, dil, pad_type, pad):
     raise OpError(f"conv: unknown pad_type {pad_type!r}")
 
 
+def conv_layout(spatial, kernel, strides, dilations, pad_type, pad) -> tuple:
+    """(pads [(begin, end)] per spatial dim, output extent per spatial dim) of a conv or pool
+    window over an input of concrete `spatial` dims (one rule for the conv and pool kernels and
+    for stages/calibration/patches.py's unfolding)."""
+    pads = _conv_pads(list(spatial), kernel, list(strides), list(dilations), pad_type, pad)
+    out = [(n + b + e - ((k - 1) * d + 1)) // s + 1
+           for n, (b, e), k, d, s in zip(spatial, pads, kernel, dilations, strides)]
+    return pads, out
+
+
 def _conv_infer(ins, attrs):
     x, w = ins["x"], ins["weight"]
     nsp = x.rank - 2
@@ -167,11 +177,9 @@ def _conv(v, ctx):
     x, w = v["x"], v["weight"]
     nsp = x.ndim - 2
     strides, dil, pad_type, pad, groups = _conv_params(v.get, nsp)
-    pads = _conv_pads(x.shape[2:], w.shape[2:], strides, dil, pad_type, pad)
-    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
     # the output extent from the actual input (the declared type may hold symbolic dims)
-    out_sp = [(n + b + e - ((k - 1) * d + 1)) // st + 1
-              for n, (b, e), k, d, st in zip(x.shape[2:], pads, w.shape[2:], dil, strides)]
+    pads, out_sp = conv_layout(x.shape[2:], w.shape[2:], strides, dil, pad_type, pad)
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
     n, cin = x.shape[:2]
     cout = w.shape[0]
     xg = xp.reshape(n, groups, cin // groups, *xp.shape[2:])
@@ -267,8 +275,7 @@ def _pool_infer(ins, attrs):
     x = ins["x"]
     k = [int(i) for i in value(ins, "kernel_sizes")]
     strides, dil, pad_type, pad, _ = _conv_params(lambda n: value(ins, n) if n != "dilations" else None, len(k))
-    pads = _conv_pads(x.shape[2:], k, strides, [1] * len(k), pad_type, pad)
-    sp = [(n + b + e - kk) // s + 1 for n, (b, e), kk, s in zip(x.shape[2:], pads, k, strides)]
+    _, sp = conv_layout(x.shape[2:], k, strides, [1] * len(k), pad_type, pad)
     return [tt(x.dtype, x.shape[:2] + tuple(sp))]
 
 

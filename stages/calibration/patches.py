@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ir.ops.nn import _conv_pads
+from ir.ops.nn import conv_layout
 
 # ONNX Conv's auto_pad -> the pad_type of the core conv (the importer's table)
 _AUTO_PAD = {"NOTSET": "custom", "SAME_UPPER": "same", "SAME_LOWER": "same_lower", "VALID": "valid"}
@@ -79,10 +79,7 @@ def geometry(op, weight_shape) -> Optional[ConvGeometry]:
 
 
 def _layout(spatial, g: ConvGeometry):
-    pads = _conv_pads(list(spatial), g.kernel, list(g.strides), list(g.dilations), g.pad_type, list(g.pad))
-    out = [(n + b + e - ((k - 1) * d + 1)) // s + 1
-           for n, (b, e), k, d, s in zip(spatial, pads, g.kernel, g.dilations, g.strides)]
-    return pads, out
+    return conv_layout(spatial, g.kernel, g.strides, g.dilations, g.pad_type, list(g.pad))
 
 
 def patch_rows(x_shape, g: ConvGeometry) -> int:

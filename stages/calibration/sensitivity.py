@@ -186,16 +186,11 @@ def measure_forms(program: Program, forms: Mapping) -> FormErrors:
                 continue
             rows = []
             for value in decoded:
-                value = value() if callable(value) else value
-                per_batch = []
-                for b, y in zip(batches, base):
-                    t, k = relative_error(y, session(b, {name: value}))
-                    per_batch.append(_rounded(t / k) if k else 0.0)
-                rows.append(per_batch)
+                errors = _batch_errors(session, batches, base, name, value() if callable(value) else value)
+                rows.append([_rounded(t / k) if k else 0.0 for t, k in errors])
             found[name] = np.array(rows, np.float64)
     except Exception as e:  # noqa: BLE001 - no onnxruntime, or a program or form it cannot run
-        return FormErrors({}, np.zeros(0), f"not measured: onnxruntime cannot run this program "
-                                           f"({' '.join(str(e).split())[:160]})")
+        return FormErrors({}, np.zeros(0), _not_run(e))
     return FormErrors(found, terms, f"measured end to end on {len(batches)} probe batches")
 
 
@@ -216,7 +211,7 @@ def measure(program: Program, table: Mapping, feeds: list, samples: int, track=N
     try:
         session = _Session(program, fn, [v.name for v in views])
     except Exception as e:  # noqa: BLE001 - no onnxruntime, or a program it cannot run
-        return {}, f"not measured: onnxruntime cannot run this program ({' '.join(str(e).split())[:160]})"
+        return {}, _not_run(e)
     base = [session(b, {}) for b in batches]
     found = {}
     loop = views if track is None else track(views)
@@ -229,15 +224,22 @@ def measure(program: Program, table: Mapping, feeds: list, samples: int, track=N
         if not proxy > 0:
             continue
         probed = (np.asarray(view.value, np.float64) + err).astype(view.value.dtype)
-        total, n, per_batch = 0.0, 0, []
-        for b, y in zip(batches, base):
-            t, k = relative_error(y, session(b, {view.name: probed}))
-            total, n = total + t, n + k
-            per_batch.append(t / k / proxy if k else 0.0)
+        errors = _batch_errors(session, batches, base, view.name, probed)
+        total, n = sum(t for t, _ in errors), sum(k for _, k in errors)
+        per_batch = [t / k / proxy if k else 0.0 for t, k in errors]
         if n:
             found[view.name] = {"sensitivity": _rounded(total / n / proxy),
                                 "sensitivity_per_batch": np.array([_rounded(v) for v in per_batch])}
     return found, f"measured on {sum(_sample_count(b) for b in batches)} samples"
+
+
+def _batch_errors(session, batches, base, name: str, value) -> list:
+    """[(sum of |y' - y|^2 / |y|^2, terms)] per probe batch with weight `name` replaced by `value`."""
+    return [relative_error(y, session(b, {name: value})) for b, y in zip(batches, base)]
+
+
+def _not_run(e: Exception) -> str:
+    return f"not measured: onnxruntime cannot run this program ({' '.join(str(e).split())[:160]})"
 
 
 def _axes(view) -> tuple:

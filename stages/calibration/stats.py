@@ -69,7 +69,7 @@ def has_calibration(program) -> bool:
     return bool(program.attrs.get(ATTR))
 
 
-def read_only(value):
+def _read_only(value):
     """The value itself, or a read-only copy of a writeable array (the statistics are never written)."""
     if isinstance(value, np.ndarray):
         if value.flags.writeable:
@@ -83,7 +83,7 @@ def with_calibration(program, table: Mapping, info: Mapping):
     """A new program carrying `table` ({weight: {statistic: value}}) and `info`; the input is untouched."""
     from ir.core import Program
 
-    frozen = pmap({name: pmap({k: read_only(v) for k, v in stats.items()}) for name, stats in table.items()})
+    frozen = pmap({name: pmap({k: _read_only(v) for k, v in stats.items()}) for name, stats in table.items()})
     attrs = program.attrs.set(ATTR, frozen).set(INFO_ATTR, pmap(dict(info)))
     return Program(program.functions, attrs)
 
