@@ -9,7 +9,8 @@ content-addressed.
 
 The arrays follow verify's input rules (pipeline/samples.py, the one loader): one array per
 model input, named like it, samples along the leading axis, cut into the batches the model
-accepts (a model exported with a fixed batch of B gets them B at a time). A directory
+accepts (a model exported with a fixed batch of B gets them B at a time; one with a symbolic
+batch, one sample at a time: TIME_AXIS_NAMES below says why and when not). A directory
 contributes every ``*.npz`` in it, in name order, each file a set of samples. Wrong names,
 shapes or dtypes are a CalibrationDataError naming the input, raised when the data is first
 checked against the program (``Pipeline.run`` does that before any stage runs).
@@ -29,7 +30,7 @@ import numpy as np
 
 from ir.digest import tensor_digest
 from pipeline.errors import PipelineError, VerifyError
-from pipeline.samples import batches, load_npz
+from pipeline.samples import UNKNOWN, batches, load_npz
 
 
 class CalibrationDataError(PipelineError):
@@ -76,6 +77,42 @@ def _digest(items) -> str:
     return h.hexdigest()
 
 
+# A set of samples given along a symbolic leading axis (every input [batch, ...], one array each)
+# is cut into one batch per sample: a whole set run at once made calibrate's measured sensitivity
+# and the worst-sample objective of mixed_precision see one "sample" (and probe all of them: 157 s
+# instead of 70 on all-MiniLM-L6-v2 with 128 sentences), and an activation of every sample at
+# once is what runs out of memory on a large set. The statistics are sums: unchanged.
+# Not cut when the axis is named like time (a sequence-first recurrent model's steps are one sample).
+TIME_AXIS_NAMES = ("seq", "time", "len", "step", "frame")
+
+
+def _shared_batch_axis(fn) -> bool:
+    """Whether every input of `fn` has the same symbolic leading axis, and it is not named like time."""
+    leading = set()
+    for v in fn.inputs:
+        shape = v.type.shape
+        if shape is None or not shape or not isinstance(shape[0], str):
+            return False
+        leading.add(shape[0])
+    if len(leading) != 1:
+        return False
+    name = next(iter(leading)).lower()
+    return name == UNKNOWN or not any(word in name for word in TIME_AXIS_NAMES)
+
+
+def _single_samples(feeds: list) -> list:
+    """Each feed whose arrays share a leading length n > 1, as n feeds of one sample (views)."""
+    out = []
+    for feed in feeds:
+        lengths = {np.shape(a)[0] if np.ndim(a) else None for a in feed.values()}
+        n = next(iter(lengths)) if len(lengths) == 1 else None
+        if n is None or n <= 1:
+            out.append(feed)
+        else:
+            out += [{k: a[i:i + 1] for k, a in feed.items()} for i in range(n)]
+    return out
+
+
 class CalibrationData:
     """Loaded calibration samples: ``feeds(function)`` cuts them into batches the function
     accepts (checked: CalibrationDataError naming the input); ``digest`` identifies them."""
@@ -94,9 +131,10 @@ class CalibrationData:
         key = tuple((v.name, str(v.type)) for v in fn.inputs)
         if key not in self._feeds:
             try:
-                self._feeds[key] = batches(fn, list(self.sample_sets))
+                feeds = batches(fn, list(self.sample_sets))
             except VerifyError as e:
                 raise CalibrationDataError(f"calibration data {self.source}: {e}") from None
+            self._feeds[key] = _single_samples(feeds) if _shared_batch_axis(fn) else feeds
         return self._feeds[key]
 
     def samples(self, fn) -> int:

@@ -369,19 +369,23 @@ def _compress(args, stack) -> int:
     return EXIT_OK
 
 
-OUTPUT_ERROR_BATCHES = 8  # calibration batches run through both models for the summary's output error
+# calibration samples (the first batches holding them) run through both models for the summary's
+# output error
+OUTPUT_ERROR_SAMPLES = 32
 
 
 def _output_errors(program, result, calibration) -> tuple:
-    """(the end-to-end output error on the first calibration batches (pipeline.output_error),
+    """(the end-to-end output error on the first calibration samples (pipeline.output_error),
     a note for the report): ([], why) without calibration samples or when the models cannot
     be run; the model is written by then, and a summary figure never fails the command."""
     if calibration is None:
         return [], ""
     from pipeline.output_error import output_errors
+    from stages.calibration.sensitivity import probe_batches
 
     try:
-        return output_errors(program, result, calibration.feeds(program.main), OUTPUT_ERROR_BATCHES), ""
+        feeds = probe_batches(calibration.feeds(program.main), OUTPUT_ERROR_SAMPLES)
+        return output_errors(program, result, feeds, len(feeds)), ""
     except Exception as e:  # noqa: BLE001 - said in the report and on stderr, not fatal
         why = " ".join(str(e).split())[:200] or type(e).__name__
         print(f"{PROG}: note: output error not measured: {why}", file=sys.stderr)
