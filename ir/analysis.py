@@ -5,6 +5,7 @@ small LRU (never stored on the nodes as mutable back-pointers).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
@@ -55,17 +56,20 @@ class _IdentityLRU:
     def __init__(self, size: int = 64):
         self.size = size
         self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
 
     def get(self, obj, compute):
         key = id(obj)
-        hit = self.items.get(key)
-        if hit is not None and hit[0] is obj:
-            self.items.move_to_end(key)
-            return hit[1]
+        with self.lock:  # stages on a thread pool share it: a key evicted between get and move_to_end
+            hit = self.items.get(key)
+            if hit is not None and hit[0] is obj:
+                self.items.move_to_end(key)
+                return hit[1]
         val = compute(obj)
-        self.items[key] = (obj, val)
-        if len(self.items) > self.size:
-            self.items.popitem(last=False)
+        with self.lock:
+            self.items[key] = (obj, val)
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
         return val
 
 

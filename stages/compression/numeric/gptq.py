@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from typing import Callable, NamedTuple
 
@@ -73,6 +74,7 @@ def inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
 # factorisation (most of a small weight's time) is computed once per (H, damp, act_order)
 _FACTORS: "OrderedDict[tuple, tuple]" = OrderedDict()
 _FACTORS_KEPT = 4
+_FACTORS_LOCK = threading.Lock()
 
 
 def factor(h: np.ndarray, damp: float, act_order: bool) -> tuple:
@@ -93,16 +95,18 @@ def _remembered(key: tuple, compute: Callable) -> tuple:
     (H) is keyed by its content."""
     kind, h, damp, act_order = key
     key = (kind, hashlib.blake2b(h.data, digest_size=16).hexdigest(), h.shape, float(damp), bool(act_order))
-    found = _FACTORS.get(key)
-    if found is not None:
-        _FACTORS.move_to_end(key)
-        return found
+    with _FACTORS_LOCK:  # a thread pool's weights share it: a key evicted between get and move_to_end
+        found = _FACTORS.get(key)
+        if found is not None:
+            _FACTORS.move_to_end(key)
+            return found
     found = compute()
     for a in found:
         a.flags.writeable = False
-    _FACTORS[key] = found
-    while len(_FACTORS) > _FACTORS_KEPT:
-        _FACTORS.popitem(last=False)
+    with _FACTORS_LOCK:
+        _FACTORS[key] = found
+        while len(_FACTORS) > _FACTORS_KEPT:
+            _FACTORS.popitem(last=False)
     return found
 
 
