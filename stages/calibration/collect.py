@@ -375,7 +375,7 @@ def _accumulate(sums: dict, ws: list, values: Mapping, batch: int) -> None:
             s.add_channels(x)
 
 
-@stage("calibrate", version="2", contract=exact(why="attaches statistics to the program; the graph is untouched"))
+@stage("calibrate", version="3", contract=exact(why="attaches statistics to the program; the graph is untouched"))
 def calibrate(program, *, data=None, evaluator: Literal[EVALUATORS] = "auto", gram: bool = True,
               sensitivity: int = 0, context=DEFAULT_CONTEXT):
     """Attach calibration statistics collected by running `data` through function main; with

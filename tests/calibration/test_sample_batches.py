@@ -63,3 +63,67 @@ def test_the_sensitivity_is_measured_per_sample_on_the_first_ones():
     per = calibration_stats(out, "w")["sensitivity_per_batch"]
     assert len(per) == 5  # 5 probe samples, each its own batch (one batch of 12 before)
     assert "measured on 5 samples" in calibration_info(out)["sensitivity"]
+
+
+# ---- trailing padding an attention mask marks --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    """The corpus's 2-layer BERT-style encoder (random weights; its attention masks padding)."""
+    from benchmarks.corpus import models
+    from ir.formats.onnx import import_onnx
+
+    return import_onnx(models.locate(models.get("bert_tiny"), str(tmp_path_factory.mktemp("bert"))))
+
+
+def _sentences(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"input_ids": rng.integers(1, 1000, (1, n)).astype(np.int64), "attention_mask": np.ones((1, n), np.int64),
+             "token_type_ids": np.zeros((1, n), np.int64)} for n in lengths]
+
+
+def _padded(sentences, width, left=False):
+    out = {k: np.zeros((len(sentences), width), np.int64) for k in sentences[0]}
+    for i, s in enumerate(sentences):
+        for k, a in s.items():
+            if left:
+                out[k][i, width - a.shape[1]:] = a[0]
+            else:
+                out[k][i, :a.shape[1]] = a[0]
+    return out
+
+
+def test_padded_samples_give_the_unpadded_statistics(bert):
+    sentences = _sentences([5, 9, 3, 12])
+    padded = calibration_data(_padded(sentences, 20))
+    feeds = padded.feeds(bert.main)
+    assert [f["input_ids"].shape for f in feeds] == [(1, 5), (1, 9), (1, 3), (1, 12)]
+    a = calibrate(data=padded).run(bert).program
+    b = calibrate(data=calibration_data(sentences)).run(bert).program
+    for name, st in a.attrs["calibration"].items():
+        other = b.attrs["calibration"][name]
+        assert st["count"] == other["count"]
+        for key in ("gram", "input_moment", "token_counts"):
+            if key in st:
+                np.testing.assert_allclose(st[key], other[key], rtol=1e-5, atol=1e-6 * np.abs(other[key]).max())
+
+
+def test_leading_padding_and_masks_that_are_not_zero_one_stay(bert):
+    sentences = _sentences([5, 9])
+    left = calibration_data(_padded(sentences, 20, left=True)).feeds(bert.main)
+    assert [f["input_ids"].shape for f in left] == [(1, 20), (1, 20)]
+    weights = _padded(sentences, 20)
+    weights["attention_mask"] = weights["attention_mask"] * 2  # not a 0/1 mask: nothing is cut
+    assert all(f["input_ids"].shape == (1, 20) for f in calibration_data(weights).feeds(bert.main))
+
+
+def test_a_fixed_batch_is_cut_to_its_longest_sample():
+    from pipeline.calibration import _trimmed
+
+    @program(inputs={"ids": TensorSpec((2, "seq"), "int64"), "attention_mask": TensorSpec((2, "seq"), "int64")})
+    def net(b, ids, attention_mask):
+        return b.add(x=ids, y=attention_mask)
+
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    got = _trimmed(net.main, {"ids": np.arange(10).reshape(2, 5), "attention_mask": mask}, "attention_mask", "seq")
+    assert np.array_equal(got["ids"], [[0, 1, 2], [5, 6, 7]]) and got["attention_mask"].shape == (2, 3)
