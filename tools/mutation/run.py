@@ -98,11 +98,13 @@ TESTS_FOR = {
                                               "tests/calibration/test_end_to_end_tables.py",
                                               "tests/stages/compression/test_mixed_precision.py"],
     "stages/calibration/": ["tests/calibration/test_sensitivity.py", "tests/calibration"],
+    "pipeline/calibration.py": ["tests/calibration/test_sample_batches.py", "tests/calibration/test_collect.py",
+                                "tests/cli/test_calibration_cli.py"],
 }
 # the harness cases that can reach each mutated module (a quantization pass never runs in a
 # compression pipeline and the reverse; the op kernels and the IR run everywhere)
 CASES_FOR = {"stages/quantization/": ("quant/",), "stages/compression/": ("comp/", "decomp/", "io/"),
-             "stages/calibration/": ("comp/",),
+             "stages/calibration/": ("comp/",), "pipeline/calibration.py": ("comp/",),
              "ir/packing.py": ("io/",), "ir/": ("quant/", "comp/", "decomp/", "io/")}
 TEST_TIMEOUT = 900
 HARNESS_TIMEOUT = 900
