@@ -10,8 +10,8 @@ content-addressed.
 The arrays follow verify's input rules (pipeline/samples.py, the one loader): one array per
 model input, named like it, samples along the leading axis, cut into the batches the model
 accepts (a model exported with a fixed batch of B gets them B at a time; one with a symbolic
-batch, one sample at a time: TIME_AXIS_NAMES below says why and when not; trailing padding that
-an attention mask marks is cut: MASK_WORD below). A directory
+batch axis, one sample at a time: BATCH_WORD below says why and when; trailing padding that an
+attention mask marks is cut: ATTENTION_MASK_NAMES below). A directory
 contributes every ``*.npz`` in it, in name order, each file a set of samples. Wrong names,
 shapes or dtypes are a CalibrationDataError naming the input, raised when the data is first
 checked against the program (``Pipeline.run`` does that before any stage runs).
@@ -78,27 +78,26 @@ def _digest(items) -> str:
     return h.hexdigest()
 
 
-# A set of samples given along a symbolic leading axis (every input [batch, ...], one array each)
-# is cut into one batch per sample: a whole set run at once made calibrate's measured sensitivity
-# and the worst-sample objective of mixed_precision see one "sample" (and probe all of them: 157 s
-# instead of 78 on all-MiniLM-L6-v2 with 128 sentences), and an activation of every sample at
-# once is what runs out of memory on a large set. The statistics are sums: unchanged.
-# Not cut when the axis is named like time (a sequence-first recurrent model's steps are one sample).
-TIME_AXIS_NAMES = ("seq", "time", "len", "step", "frame")
+# A set of samples given along a batch axis (every input [batch, ...] with the same symbolic leading
+# dimension, named like a batch: "batch", "batch_size") is cut into one batch per sample: a whole
+# set run at once made calibrate's measured sensitivity and the worst-sample objective of
+# mixed_precision see one "sample" (and probe all of them: 157 s instead of 78 on all-MiniLM-L6-v2
+# with 128 sentences), and an activation of every sample at once is what runs out of memory on a
+# large set. The statistics are sums: unchanged. Only a named batch: a leading axis that is a set
+# (points, frames), time (a sequence-first model) or unnamed ("?", tf2onnx's unk__N) is one sample
+# for all we know, and cutting it would change what the model computes.
+BATCH_WORD = "batch"
 
 
 def _shared_batch_axis(fn) -> bool:
-    """Whether every input of `fn` has the same symbolic leading axis, and it is not named like time."""
+    """Whether every input of `fn` has the same symbolic leading axis, named like a batch."""
     leading = set()
     for v in fn.inputs:
         shape = v.type.shape
         if shape is None or not shape or not isinstance(shape[0], str):
             return False
         leading.add(shape[0])
-    if len(leading) != 1:
-        return False
-    name = next(iter(leading)).lower()
-    return name == UNKNOWN or not any(word in name for word in TIME_AXIS_NAMES)
+    return len(leading) == 1 and BATCH_WORD in next(iter(leading)).lower()
 
 
 def _single_samples(feeds: list) -> list:
@@ -114,27 +113,33 @@ def _single_samples(feeds: list) -> list:
     return out
 
 
-# An input named like a mask ([batch, S] of 0 / 1, S symbolic: a tokenizer's attention_mask) marks
-# padding. A batch's trailing positions where it is 0 for every sample are cut from every input
-# along S: a BERT-style model masks them out of attention, so what the real tokens compute is
-# unchanged, the statistics no longer count [PAD] lookups and their activations, and the model runs
-# on the real length (all-MiniLM-L6-v2, 128 sentences padded to 64 tokens, --target-bpw 4.5: 56.6 s
-# -> 50.4 s, and the unpadded samples' result, 0.9775 held out, where padded gave 0.9760). Leading
-# padding is left as it is (positions would shift).
-MASK_WORD = "mask"
+# A tokenizer's attention mask ([batch, S] of 0 / 1, 1 = a real token, S symbolic and read by
+# another input too, such as input_ids) marks padding. A batch's trailing positions where it is 0
+# for every sample are cut from every input along S: a BERT-style model masks them out of
+# attention, so what the real tokens compute is unchanged, the statistics no longer count [PAD]
+# lookups and their activations, and the model runs on the real length (all-MiniLM-L6-v2, 128
+# sentences padded to 64 tokens, --target-bpw 4.5: 56.6 s -> 50.4 s, and the unpadded samples'
+# result, 0.9775 held out, where padded gave 0.9760). Only these names: other masks mean other
+# things (a masked-LM position mask, torch's key_padding_mask where 1 is padding). Leading padding
+# is left as it is (positions would shift).
+ATTENTION_MASK_NAMES = ("attention_mask", "input_mask")
 
 
 def _padding_axis(fn) -> Optional[tuple]:
-    """(the mask input's name, its symbolic sequence axis) when exactly one input is named like a
-    mask and is [batch, S] with S symbolic and named; else None."""
-    found = [v for v in fn.inputs if MASK_WORD in v.name.lower() and v.type.shape is not None
+    """(the attention mask's name, its sequence axis) when exactly one input is an attention mask
+    [batch, S] with S symbolic, named, and an axis of another input too; else None."""
+    found = [v for v in fn.inputs if v.name.lower() in ATTENTION_MASK_NAMES and v.type.shape is not None
              and len(v.type.shape) == 2 and isinstance(v.type.shape[1], str) and v.type.shape[1] != UNKNOWN
              and v.type.shape[1] != v.type.shape[0]]
-    return (found[0].name, found[0].type.shape[1]) if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    mask, symbol = found[0].name, found[0].type.shape[1]
+    shared = any(symbol in tuple(v.type.shape or ()) for v in fn.inputs if v.name != mask)
+    return (mask, symbol) if shared else None
 
 
 def _trimmed(fn, feed: dict, mask: str, symbol: str) -> dict:
-    """`feed` without the trailing positions its mask is 0 at for every sample (module comment)."""
+    """`feed` without the trailing positions its mask is 0 at for every sample (the comment above)."""
     m = np.asarray(feed[mask])
     if m.ndim != 2 or m.size == 0 or not np.all((m == 0) | (m == 1)):
         return feed

@@ -323,8 +323,12 @@ def _threads(stack):
     is numpy, which releases the GIL), with the BLAS library held to one thread for the command:
     pool threads each running a BLAS that spreads over every core oversubscribe them. On 2 cores,
     all-MiniLM-L6-v2 with 128 calibration sentences and --target-bpw 4.5: 78.0 s serial, 72.6 s
-    with threads alone, 58.9 s with both; the output is the serial run's, byte for byte."""
-    if (os.cpu_count() or 1) < 2:
+    with threads alone, 58.9 s with both; the output is the serial run's, byte for byte. The limit
+    holds for the whole command, so the serial steps (calibrate's Gram sums) lose their BLAS threads
+    too: those figures are whole commands, so that cost is in them."""
+    from pipeline.executors import usable_cores
+
+    if usable_cores() < 2:
         return None
     from threadpoolctl import threadpool_limits
 
@@ -383,9 +387,10 @@ def _compress(args, stack) -> int:
     return EXIT_OK
 
 
-# calibration samples (the first batches holding them) run through both models for the summary's
-# output error
-OUTPUT_ERROR_SAMPLES = 32
+# the calibration batches run through both models for the summary's output error: the first ones
+# holding this many samples, and at least OUTPUT_ERROR_BATCHES (a batch not cut into samples, a
+# time-first one say, counts its leading axis as samples)
+OUTPUT_ERROR_SAMPLES, OUTPUT_ERROR_BATCHES = 32, 8
 
 
 def _output_errors(program, result, calibration) -> tuple:
@@ -398,8 +403,9 @@ def _output_errors(program, result, calibration) -> tuple:
     from stages.calibration.sensitivity import probe_batches
 
     try:
-        feeds = probe_batches(calibration.feeds(program.main), OUTPUT_ERROR_SAMPLES)
-        return output_errors(program, result, feeds, len(feeds)), ""
+        feeds = calibration.feeds(program.main)
+        count = max(len(probe_batches(feeds, OUTPUT_ERROR_SAMPLES)), OUTPUT_ERROR_BATCHES)
+        return output_errors(program, result, feeds, count), ""
     except Exception as e:  # noqa: BLE001 - said in the report and on stderr, not fatal
         why = " ".join(str(e).split())[:200] or type(e).__name__
         print(f"{PROG}: note: output error not measured: {why}", file=sys.stderr)

@@ -22,6 +22,15 @@ from stages.base import StageContext
 _POOLS = {"threads": ThreadPoolExecutor, "processes": ProcessPoolExecutor}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform says; a container
+    pinned to 2 cores of a 64-core host gets 2), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def serial_map(fn, items):
     return map(fn, items)  # lazy: each result is ready when the stage reads it
 
@@ -52,7 +61,7 @@ def map_function(executor, stack: ExitStack, cache=None) -> Callable:
     if isinstance(executor, str):
         if executor not in _POOLS:
             raise PipelineError(f"executor {executor!r}: expected one of serial, {', '.join(_POOLS)}")
-        pool = stack.enter_context(_POOLS[executor](max_workers=os.cpu_count() or 1))
+        pool = stack.enter_context(_POOLS[executor](max_workers=usable_cores()))
         return _pool_map(pool)
     dask = _dask(executor)
     if dask is not None:

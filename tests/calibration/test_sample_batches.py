@@ -39,8 +39,9 @@ def test_a_symbolic_batch_is_fed_one_sample_at_a_time():
         assert np.array_equal(f["ids"][0], data["ids"][i])
 
 
-@pytest.mark.parametrize("leading", [("seq", "seq"), ("time_steps", "time_steps"), ("batch", "n")])
-def test_a_time_axis_or_an_unshared_one_is_not_cut(leading):
+@pytest.mark.parametrize("leading", [("seq", "seq"), ("time_steps", "time_steps"), ("?", "?"),
+                                     ("num_points", "num_points"), ("unk__214", "unk__214"), ("batch", "n")])
+def test_an_axis_not_named_a_batch_or_unshared_is_not_cut(leading):
     feeds = calibration_data(_data()).feeds(_linear(leading).main)
     assert len(feeds) == 1 and feeds[0]["x"].shape == (N, 3, IN)
 
@@ -127,3 +128,73 @@ def test_a_fixed_batch_is_cut_to_its_longest_sample():
     mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
     got = _trimmed(net.main, {"ids": np.arange(10).reshape(2, 5), "attention_mask": mask}, "attention_mask", "seq")
     assert np.array_equal(got["ids"], [[0, 1, 2], [5, 6, 7]]) and got["attention_mask"].shape == (2, 3)
+
+
+def _masked(mask_name="attention_mask", mask_axis="seq", ids_axis="seq"):
+    @program(inputs={"input_ids": TensorSpec(("batch", ids_axis), "int64"),
+                     mask_name: TensorSpec(("batch", mask_axis), "int64")})
+    def net(b, input_ids, mask):
+        return b.add(x=input_ids, y=mask)
+
+    return net
+
+
+def _feed(mask_name="attention_mask"):
+    return {"input_ids": np.arange(12).reshape(2, 6), mask_name: np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]])}
+
+
+def test_only_an_attention_mask_cuts_padding():
+    cut = calibration_data(_feed()).feeds(_masked().main)
+    assert [f["input_ids"].tolist() for f in cut] == [[[0, 1]], [[6, 7, 8]]]
+    for other in ("lm_mask", "key_padding_mask", "bool_masked_pos"):  # masks that mean other things
+        kept = calibration_data(_feed(other)).feeds(_masked(other).main)
+        assert [f["input_ids"].shape for f in kept] == [(1, 6), (1, 6)], other
+
+
+def test_a_mask_on_an_axis_of_its_own_is_not_cut():
+    # an Optimum decoder export: attention_mask [batch, past + sequence], input_ids [batch, sequence]
+    feeds = calibration_data(_feed()).feeds(_masked(mask_axis="past_plus_seq").main)
+    assert [f["input_ids"].shape for f in feeds] == [(1, 6), (1, 6)]
+    assert [f["attention_mask"].shape for f in feeds] == [(1, 6), (1, 6)]
+
+
+def test_masks_that_are_not_zero_one_or_all_zero_stay_whole():
+    from pipeline.calibration import _trimmed
+
+    net = _masked()
+    ids = np.arange(12).reshape(2, 6)
+    later_row = np.array([[1, 1, 0, 0, 0, 0], [1, 1, 3, 0, 0, 0]])  # the first row alone is 0/1
+    assert _trimmed(net.main, {"input_ids": ids, "attention_mask": later_row}, "attention_mask", "seq")[
+        "input_ids"].shape == (2, 6)
+    empty = np.zeros((2, 6), np.int64)
+    assert _trimmed(net.main, {"input_ids": ids, "attention_mask": empty}, "attention_mask", "seq")[
+        "input_ids"].shape == (2, 6)
+
+
+def test_the_cut_follows_the_symbol_not_a_size_that_happens_to_match():
+    from pipeline.calibration import _trimmed
+
+    @program(inputs={"input_ids": TensorSpec(("batch", "seq"), "int64"),
+                     "attention_mask": TensorSpec(("batch", "seq"), "int64"),
+                     "extra": TensorSpec(("batch", "width"), "int64")})
+    def net(b, input_ids, attention_mask, extra):
+        return b.add(x=input_ids, y=attention_mask), extra
+
+    feed = {"input_ids": np.ones((1, 6), np.int64), "attention_mask": np.array([[1, 1, 0, 0, 0, 0]]),
+            "extra": np.arange(6).reshape(1, 6)}  # as long as the sequence, but not along it
+    got = _trimmed(net.main, feed, "attention_mask", "seq")
+    assert got["input_ids"].shape == (1, 2) and np.array_equal(got["extra"], feed["extra"])
+
+
+def test_two_masks_or_an_unnamed_sequence_axis_cut_nothing():
+    @program(inputs={"input_ids": TensorSpec(("batch", "seq"), "int64"),
+                     "attention_mask": TensorSpec(("batch", "seq"), "int64"),
+                     "input_mask": TensorSpec(("batch", "seq"), "int64")})
+    def two(b, input_ids, attention_mask, input_mask):
+        return b.add(x=b.add(x=input_ids, y=attention_mask), y=input_mask)
+
+    feed = {**_feed(), "input_mask": _feed()["attention_mask"]}
+    assert [f["input_ids"].shape for f in calibration_data(feed).feeds(two.main)] == [(1, 6), (1, 6)]
+    # "?" is no name: the mask's unknown axis need not be input_ids' unknown axis
+    unnamed = _masked(mask_axis="?", ids_axis="?")
+    assert [f["input_ids"].shape for f in calibration_data(_feed()).feeds(unnamed.main)] == [(1, 6), (1, 6)]
