@@ -5,12 +5,11 @@ small LRU (never stored on the nodes as mutable back-pointers).
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
 from ir.core import Function, Op, Var
+from ir.lru import LRU
 
 
 @dataclass(frozen=True)
@@ -50,34 +49,12 @@ def _index(fn: Function) -> UseDef:
     return UseDef(producers, {k: tuple(v) for k, v in consumers.items()}, frozenset(outs), frozenset(names))
 
 
-class _IdentityLRU:
-    """Cache keyed by object identity; holds the key so the id stays valid."""
-
-    def __init__(self, size: int = 64):
-        self.size = size
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, obj, compute):
-        key = id(obj)
-        with self.lock:  # stages on a thread pool share it: a key evicted between get and move_to_end
-            hit = self.items.get(key)
-            if hit is not None and hit[0] is obj:
-                self.items.move_to_end(key)
-                return hit[1]
-        val = compute(obj)
-        with self.lock:
-            self.items[key] = (obj, val)
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return val
-
-
-_USE_DEF = _IdentityLRU()
+# keyed by the function's identity; the entry holds the function, so its id stays valid
+_USE_DEF = LRU(64)
 
 
 def use_def(fn: Function) -> UseDef:
-    return _USE_DEF.get(fn, _index)
+    return _USE_DEF.get(id(fn), lambda: (fn, _index(fn)), valid=lambda hit: hit[0] is fn)[1]
 
 
 # ---- liveness -------------------------------------------------------------------

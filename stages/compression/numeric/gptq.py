@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections import OrderedDict
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from ir.lru import LRU
 
 
 class GptqResult(NamedTuple):
@@ -72,9 +72,7 @@ def inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
 
 # mixed_precision runs GPTQ onto several grids and LUTs of one weight against the same H: the
 # factorisation (most of a small weight's time) is computed once per (H, damp, act_order)
-_FACTORS: "OrderedDict[tuple, tuple]" = OrderedDict()
-_FACTORS_KEPT = 4
-_FACTORS_LOCK = threading.Lock()
+_FACTORS = LRU(4)
 
 
 def factor(h: np.ndarray, damp: float, act_order: bool) -> tuple:
@@ -95,19 +93,14 @@ def _remembered(key: tuple, compute: Callable) -> tuple:
     (H) is keyed by its content."""
     kind, h, damp, act_order = key
     key = (kind, hashlib.blake2b(h.data, digest_size=16).hexdigest(), h.shape, float(damp), bool(act_order))
-    with _FACTORS_LOCK:  # a thread pool's weights share it: a key evicted between get and move_to_end
-        found = _FACTORS.get(key)
-        if found is not None:
-            _FACTORS.move_to_end(key)
-            return found
-    found = compute()
-    for a in found:
-        a.flags.writeable = False
-    with _FACTORS_LOCK:
-        _FACTORS[key] = found
-        while len(_FACTORS) > _FACTORS_KEPT:
-            _FACTORS.popitem(last=False)
-    return found
+
+    def frozen():
+        found = compute()
+        for a in found:
+            a.flags.writeable = False
+        return found
+
+    return _FACTORS.get(key, frozen)
 
 
 def factor_groups(hs: np.ndarray, damp: float, act_order: bool) -> tuple:
